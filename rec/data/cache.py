@@ -1,0 +1,92 @@
+"""The compact binary cache of parsed datasets (SPEC §1.1).
+
+One file holds a JSON header and raw arrays, each with its CRC-32, so a
+truncated or corrupt file is detected on read (:class:`CacheError`) and
+rebuilt, never used.  Files are written to a temporary name and renamed into
+place, so a failed or killed run never leaves a half-written cache behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from rec.errors import CacheError
+
+MAGIC = b"RECBNDL1"
+_ALIGN = 64
+
+
+def _pad(n: int) -> int:
+    return (-n) % _ALIGN
+
+
+def _crc(array: np.ndarray) -> int:
+    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+def write_bundle(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write ``arrays`` and JSON-able ``meta`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    specs, offset = [], 0
+    for name, a in arrays.items():
+        specs.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape),
+                      "offset": offset, "nbytes": a.nbytes, "crc32": _crc(a)})
+        offset += a.nbytes + _pad(a.nbytes)
+    header = json.dumps({"meta": meta, "arrays": specs}).encode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(MAGIC + struct.pack("<Q", len(header)) + header)
+            f.write(b"\0" * _pad(f.tell()))
+            for a in arrays.values():
+                f.write(memoryview(a).cast("B"))
+                f.write(b"\0" * _pad(a.nbytes))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_header(path: str | Path) -> dict:
+    """The header of a bundle (its ``meta`` and array specs), without the arrays."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != MAGIC:
+                raise CacheError(f"{path}: not a rec cache file")
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+            header["data_start"] = 16 + n + _pad(16 + n)
+            return header
+    except (OSError, ValueError, struct.error) as e:
+        raise CacheError(f"{path}: unreadable cache header ({e})") from e
+
+
+def read_bundle(path: str | Path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a bundle; raise :class:`CacheError` if it is truncated or corrupt."""
+    header = read_header(path)
+    size = os.path.getsize(path)
+    arrays = {}
+    with open(path, "rb") as f:
+        for spec in header["arrays"]:
+            start = header["data_start"] + spec["offset"]
+            if start + spec["nbytes"] > size:
+                raise CacheError(f"{path}: truncated at array {spec['name']!r}")
+            f.seek(start)
+            dtype = np.dtype(spec["dtype"])
+            a = np.fromfile(f, dtype=dtype, count=spec["nbytes"] // dtype.itemsize)
+            if verify and _crc(a) != spec["crc32"]:
+                raise CacheError(f"{path}: checksum mismatch in array {spec['name']!r}")
+            arrays[spec["name"]] = a.reshape(spec["shape"])
+    return arrays, header["meta"]

@@ -1,0 +1,248 @@
+"""Find, fetch, parse and cache a dataset (SPEC §1.1).
+
+``load_dataset(DataConfig(name=...))`` is the one entry point: it resolves the
+dataset's folder under the data root (downloading a missing GroupLens dataset,
+generating a missing synthetic one), then returns the binary cache when it is
+intact and newer than the source files, else parses the files and rewrites
+the cache.  A cache that is corrupt or stale is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from rec.data import cache as bundle
+from rec.data.build import Catalog, RawRatings, assemble
+from rec.data.custom import parse_custom
+from rec.data.download import GROUPLENS_URL, download, offline_hint
+from rec.data.movielens import LAYOUTS, Layout, parse, source_files
+from rec.data.ratings import Ratings
+from rec.data.synthetic import SyntheticSpec, generate
+from rec.errors import CacheError, ConfigError, DataError
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+DATASETS = (*LAYOUTS, "synthetic", "csv")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset to load and where (``conf/data/*.yaml``)."""
+
+    name: str = "ml-latest-small"
+    """A GroupLens name (``ml-latest-small``, ``ml-100k``, ``ml-1m``, ``ml-10m``, ``ml-20m``,
+    ``ml-25m``, ``ml-32m``, ``ml-latest``), ``synthetic`` or ``csv``."""
+    root: str = "data"
+    """Data root: datasets live in ``<root>/<name>/``."""
+    cache_dir: str | None = None
+    """Where binary caches go; default ``$REC_CACHE_DIR``, else ``~/.cache/rec`` (never inside the data root,
+    which may be shared or read-only)."""
+    download: bool = True
+    """Download a missing GroupLens dataset."""
+    url: str = GROUPLENS_URL
+    """Base URL of the GroupLens downloads."""
+    duplicates: str = "error"
+    """A repeated (user, movie) pair: ``error``, or ``keep_last`` to keep the latest rating."""
+    rating_scale: tuple[float, float] = (0.5, 5.0)
+    """Valid ratings; anything outside, or NaN, is an error."""
+    scale: float = 1.0
+    """``synthetic``: fraction of ML-32M's shape."""
+    seed: int = 0
+    """``synthetic``: generator seed."""
+    planted: dict = field(default_factory=dict)
+    """``synthetic``: other :class:`SyntheticSpec` settings (``rank``, ``noise`` ...)."""
+    path: str | None = None
+    """``csv``: the ratings file."""
+    columns: dict = field(default_factory=lambda: {
+        "user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp"})
+    """``csv``: which column holds user, item, rating and (optional) timestamp."""
+    sep: str = ","
+    """``csv``: field separator."""
+    header: bool = True
+    """``csv``: whether the first line names the columns."""
+    names: list | None = None
+    """``csv``: column names of a file without a header line."""
+    movies: str | None = None
+    """``csv``: optional movies file (movieId,title,genres)."""
+    movie_columns: dict | None = None
+    """``csv``: column names of the movies file when they differ."""
+
+    @classmethod
+    def from_mapping(cls, cfg) -> "DataConfig":
+        """Build from a Hydra/OmegaConf node or dict, ignoring keys it does not define."""
+        items = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
+        known = {f for f in cls.__dataclass_fields__}
+        plain = {k: (v if not hasattr(v, "items") and not isinstance(v, (list, tuple))
+                     else _plain(v)) for k, v in items.items() if k in known}
+        if "rating_scale" in plain:
+            plain["rating_scale"] = tuple(plain["rating_scale"])
+        return cls(**plain)
+
+    def synthetic_spec(self) -> SyntheticSpec:
+        try:
+            return SyntheticSpec(scale=self.scale, seed=self.seed, **self.planted)
+        except TypeError as e:
+            raise ConfigError(f"data.planted: {e}") from e
+
+
+def _plain(v):
+    if hasattr(v, "items"):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
+        return [_plain(x) for x in v]
+    return v
+
+
+@dataclass
+class Source:
+    """A resolved dataset: display name, files to watch, and how to parse them."""
+
+    name: str
+    folder: Path
+    files: list[Path]
+    parse: Callable[[], tuple[RawRatings, Catalog]]
+    rating_scale: tuple[float, float]
+
+
+def _grouplens(cfg: DataConfig, root: Path) -> Source:
+    layout: Layout = LAYOUTS[cfg.name]
+    folder = root / cfg.name
+    if not folder.is_dir() and (root / layout.archive_folder).is_dir():
+        folder = root / layout.archive_folder  # extracted by hand under the zip's own name
+    url = f"{cfg.url.rstrip('/')}/{cfg.name}.zip"
+    hint = offline_hint(cfg.name, folder, url, [layout.ratings_file, layout.movies_file])
+    if not (folder / layout.ratings_file).is_file():
+        if folder.is_dir() and any(folder.iterdir()):
+            raise DataError(f"{folder / layout.ratings_file}: missing ({layout.ratings_file} is not "
+                            f"among the files in {folder}). {hint}")
+        if not cfg.download:
+            raise DataError(f"{cfg.name} is not in {folder} and data.download is false. {hint}")
+        download(cfg.name, layout, folder, cfg.url)
+    return Source(cfg.name, folder, source_files(layout, folder),
+                  lambda: parse(layout, folder, hint), cfg.rating_scale)
+
+
+def _synthetic(cfg: DataConfig, root: Path) -> Source:
+    spec = cfg.synthetic_spec()
+    folder = root / "synthetic" / spec.folder_name()
+    if not ((folder / "ratings.csv").is_file() and (folder / "movies.csv").is_file()):
+        log.info("generating synthetic data (scale %g, seed %d) in %s", spec.scale, spec.seed, folder)
+        generate(spec, folder)
+    layout = LAYOUTS["ml-32m"]
+    return Source(f"synthetic-{spec.folder_name()}", folder, source_files(layout, folder),
+                  lambda: parse(layout, folder, "Delete the folder to regenerate it."),
+                  spec.rating_scale())
+
+
+def _custom(cfg: DataConfig, root: Path) -> Source:
+    if not cfg.path:
+        raise DataError("data=csv needs data.path=<your ratings file> and data.columns mapping "
+                        "user, item, rating (and optionally timestamp) to its column names.")
+    path = Path(cfg.path).expanduser()
+    movies = Path(cfg.movies).expanduser() if cfg.movies else None
+    files = [path] + ([movies] if movies else [])
+    return Source(f"csv-{path.stem}", path.parent, files,
+                  lambda: parse_custom(path, cfg.columns, cfg.sep, cfg.header, cfg.names, movies,
+                                       cfg.movie_columns), cfg.rating_scale)
+
+
+def resolve(cfg: DataConfig) -> Source:
+    """Locate (download, generate) the dataset ``cfg`` names."""
+    root = Path(cfg.root).expanduser()
+    if cfg.name in LAYOUTS:
+        return _grouplens(cfg, root)
+    if cfg.name == "synthetic":
+        return _synthetic(cfg, root)
+    if cfg.name == "csv":
+        return _custom(cfg, root)
+    raise ConfigError(f"data.name={cfg.name!r} is not a dataset rec knows; choose one of "
+                      f"{', '.join(DATASETS)}.")
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("REC_CACHE_DIR"):
+        return Path(os.environ["REC_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "rec"
+
+
+def cache_path(cfg: DataConfig, source: Source) -> Path:
+    """Cache file of ``source``; its name hashes the folder and every parse option."""
+    folder = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+    options = [str(source.folder.resolve()), [str(f) for f in source.files], cfg.duplicates,
+               list(source.rating_scale), cfg.columns, cfg.sep, cfg.header, cfg.names,
+               cfg.movie_columns, CACHE_VERSION]
+    digest = hashlib.sha1(json.dumps(options, default=str).encode()).hexdigest()[:12]
+    return folder / f"{source.name}-{digest}.bin"
+
+
+def _stamp(files: list[Path]) -> list:
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def _to_cache(path: Path, r: Ratings, stamp: list) -> None:
+    arrays = {k: getattr(r, k).numpy() for k in ("user", "item", "rating", "timestamp", "user_ids",
+                                                 "item_ids", "genre_offsets", "genre_index")}
+    arrays.update({f"fold:{k}": v.numpy() for k, v in r.folds.items()})
+    meta = {"version": CACHE_VERSION, "sources": stamp, "name": r.name, "titles": r.titles,
+            "genre_names": r.genre_names, "rating_range": list(r.rating_range)}
+    bundle.write_bundle(path, arrays, meta)
+
+
+def _from_cache(path: Path, stamp: list) -> Ratings:
+    meta = bundle.read_header(path)["meta"]
+    if meta.get("version") != CACHE_VERSION or meta.get("sources") != stamp:
+        raise CacheError(f"{path}: the source files changed since it was written")
+    arrays, meta = bundle.read_bundle(path)
+    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    n = len(t["rating"])
+    if not (len(t["user"]) == len(t["item"]) == len(t["timestamp"]) == n):
+        raise CacheError(f"{path}: rating arrays differ in length")
+    return Ratings(name=meta["name"], titles=meta["titles"], genre_names=meta["genre_names"],
+                   rating_range=tuple(meta["rating_range"]),
+                   folds={k[5:]: v for k, v in t.items() if k.startswith("fold:")},
+                   **{k: v for k, v in t.items() if not k.startswith("fold:")})
+
+
+def load_dataset(cfg: DataConfig | dict) -> Ratings:
+    """The ratings of the dataset ``cfg`` describes, from the cache when it is valid."""
+    if not isinstance(cfg, DataConfig):
+        cfg = DataConfig.from_mapping(cfg)
+    source = resolve(cfg)
+    stamp = _stamp([f for f in source.files if f.is_file()])
+    path = cache_path(cfg, source)
+    if path.is_file():
+        try:
+            return _from_cache(path, stamp)
+        except CacheError as e:
+            log.warning("ignoring the cache (%s); rebuilding it from %s", e, source.folder)
+    raw, catalog = source.parse()
+    ratings = assemble(source.name, raw, catalog, source.rating_scale, cfg.duplicates)
+    if len(ratings) == 0:
+        raise DataError(f"{raw.path}: holds no ratings.")
+    try:
+        _to_cache(path, ratings, stamp)
+    except OSError as e:
+        log.warning("could not write the cache %s (%s); the next load parses again", path, e)
+    return ratings
+
+
+def counts_report(r: Ratings) -> str:
+    """The counts a user checks first, one per line (``python -m rec.data``)."""
+    s = r.summary()
+    lines = [f"dataset        {s['dataset']}",
+             f"ratings        {s['ratings']:,}",
+             f"users          {s['users']:,}",
+             f"movies         {s['movies']:,} ({s['movies_rated']:,} rated)",
+             f"genres         {s['genres']}",
+             f"ratings range  {s['rating_min']:g} to {s['rating_max']:g} (mean {s['rating_mean']:.4f})",
+             f"density        {s['density']:.4%}"]
+    return "\n".join(lines)
+

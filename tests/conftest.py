@@ -1,0 +1,74 @@
+"""Shared fixtures: the real ml-latest-small, tiny planted-truth ratings, isolated caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rec.data import DataConfig, load_dataset
+from rec.data.ratings import Ratings, genres_to_csr
+from rec.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_root() -> Path:
+    """The data root: $REC_DATA_ROOT, else ../shared/movielens if present, else data/."""
+    if os.environ.get("REC_DATA_ROOT"):
+        return Path(os.environ["REC_DATA_ROOT"]).resolve()
+    shared = REPO.parent / "shared" / "movielens"
+    return shared.resolve() if shared.is_dir() else REPO / "data"
+
+
+@pytest.fixture(scope="session")
+def small_root(session_cache) -> Path:
+    """A root holding ml-latest-small; downloaded there when missing and online."""
+    root = shared_root()
+    try:
+        load_dataset(DataConfig(name="ml-latest-small", root=str(root), cache_dir=str(session_cache)))
+    except DataError as e:
+        pytest.skip(f"ml-latest-small is unavailable: {e}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def small(small_root, session_cache) -> Ratings:
+    """ml-latest-small, loaded once per session."""
+    return load_dataset(DataConfig(name="ml-latest-small", root=str(small_root),
+                                   cache_dir=str(session_cache)))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never write caches into the user's ~/.cache during tests."""
+    monkeypatch.setenv("REC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "default-cache"))
+
+
+def random_ratings(n_users=40, n_items=30, n_genres=5, density=0.3, seed=0,
+                   cold_users=2, cold_items=3) -> Ratings:
+    """Small random ratings on the 0.5-5 grid, with some users and movies left unrated."""
+    g = np.random.default_rng(seed)
+    mask = g.random((n_users, n_items)) < density
+    mask[:cold_users] = False
+    mask[:, :cold_items] = False
+    user, item = np.nonzero(mask)
+    rating = np.round(g.uniform(0.5, 5.0, len(user)) * 2) / 2
+    genres = [[f"g{j}" for j in np.flatnonzero(g.random(n_genres) < 0.4)] for _ in range(n_items)]
+    names, offsets, index = genres_to_csr(genres)
+    return Ratings(
+        name="random", user=torch.from_numpy(user.astype(np.int32)),
+        item=torch.from_numpy(item.astype(np.int32)),
+        rating=torch.from_numpy(rating.astype(np.float32)),
+        timestamp=torch.from_numpy(g.integers(0, 10**9, len(user))),
+        user_ids=torch.arange(1, n_users + 1), item_ids=torch.arange(1, n_items + 1) * 10,
+        titles=[f"Movie {i}" for i in range(n_items)], genre_names=names,
+        genre_offsets=offsets, genre_index=index, rating_range=(0.5, 5.0))
