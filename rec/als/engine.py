@@ -1,0 +1,154 @@
+"""Exact block-coordinate descent on J: the user, movie and genre steps (SPEC §2.3).
+
+Each step minimizes J exactly over one block with the others fixed, so J
+never increases.  One epoch = user step, movie step, genre step.  A user or
+movie without training ratings gets its prior: ``u = 0, b = 0``; ``v = p_n, c = 0``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rec.als.config import ModelConfig
+from rec.als.groups import Groups, build_groups
+from rec.als.params import Params
+from rec.als.solve import Workspace, gather, solve_side
+
+
+class ALS:
+    """Grouped training ratings, prior weights and reusable buffers for one model.
+
+    ``user``, ``item``, ``rating`` are the training ratings; ``genre_matrix``
+    is A (movies x genres, ``A[n, f] = 1/|F(n)|``).  Everything lives on
+    ``device``; ``dtype`` is the working precision.
+    """
+
+    def __init__(self, cfg: ModelConfig, user: torch.Tensor, item: torch.Tensor,
+                 rating: torch.Tensor, n_users: int, n_items: int, genre_matrix: torch.Tensor,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 growth: float = 1.15, chunk_elems: int = 1 << 20) -> None:
+        self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
+        self.n_users, self.n_items = n_users, n_items
+        self.mu = float(rating.double().mean()) if cfg.has_biases and rating.numel() else 0.0
+        vals = (rating.double() - self.mu).to(dtype)
+        self.by_user = build_groups(user, item, vals, n_users, n_items, growth, chunk_elems).to(device)
+        self.by_item = build_groups(item, user, vals, n_items, n_users, growth, chunk_elems).to(device)
+        self.user_weight = self._weights(self.by_user)
+        self.item_weight = self._weights(self.by_item)
+        self.dim = cfg.dim
+        self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
+        self.reg = torch.tensor([cfg.tau] * self.dim + [cfg.gamma] * int(cfg.has_biases),
+                                dtype=dtype, device=self.device)
+        self.genre_matrix = genre_matrix.to(device=self.device, dtype=dtype)
+        self.genre_gram = self.genre_matrix.T @ (self.item_weight.unsqueeze(1) * self.genre_matrix)
+        # gather tables: the other side's [x, offset] with a zero sentinel row
+        self.item_table = self._table(n_items)
+        self.user_table = self._table(n_users)
+        self.user_theta = torch.zeros(n_users, self.width, dtype=dtype, device=self.device)
+        self.item_theta = torch.zeros(n_items, self.width, dtype=dtype, device=self.device)
+        self.cold_users = torch.nonzero(self.by_user.degree == 0).flatten().to(self.device)
+        self.cold_items = torch.nonzero(self.by_item.degree == 0).flatten().to(self.device)
+        self.workspace = Workspace()
+
+    def _weights(self, groups: Groups) -> torch.Tensor:
+        if self.cfg.count_scaled:
+            return groups.degree.to(device=self.device, dtype=self.dtype)
+        return torch.ones(groups.n_rows, dtype=self.dtype, device=self.device)
+
+    def _table(self, n: int) -> torch.Tensor:
+        t = torch.zeros(n + 1, self.width + 1, dtype=self.dtype, device=self.device)
+        if self.cfg.has_biases:
+            t[:n, self.dim] = 1.0
+        return t
+
+    def initial_params(self, n_genres: int, seed: int) -> Params:
+        return Params.initial(self.n_users, self.n_items, n_genres, self.dim, self.mu,
+                              self.cfg.init_std, seed, self.dtype, self.device)
+
+    def prior_mean(self, p: Params) -> torch.Tensor | None:
+        """p_n = mean of movie n's genre embeddings (features rung), else ``None`` (p_n = 0)."""
+        return self.genre_matrix @ p.genre_factors if self.cfg.has_genres and self.dim else None
+
+    def _fill(self, table: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        n = factors.shape[0]
+        table[:n, :self.dim] = factors
+        if self.cfg.has_biases:
+            table[:n, self.width] = bias
+        return table
+
+    def user_step(self, p: Params) -> None:
+        """Solve every user's ``[u_m; b_m]`` exactly given V, c."""
+        table = self._fill(self.item_table, p.item_factors, p.item_bias)
+        solve_side(self.by_user, table, self.cfg.lam, self.reg, self.cfg.count_scaled,
+                   self.user_theta, None, self.workspace)
+        self.user_theta[self.cold_users] = 0
+        self._unpack(self.user_theta, p.user_factors, p.user_bias)
+
+    def item_step(self, p: Params) -> None:
+        """Solve every movie's ``[v_n; c_n]`` exactly given U, b and the prior mean p_n."""
+        table = self._fill(self.user_table, p.user_factors, p.user_bias)
+        mean = self.prior_mean(p)
+        prior = None
+        if mean is not None:
+            prior = torch.zeros_like(self.item_theta)
+            prior[:, :self.dim] = self.cfg.tau * self.item_weight.unsqueeze(1) * mean
+        solve_side(self.by_item, table, self.cfg.lam, self.reg, self.cfg.count_scaled,
+                   self.item_theta, prior, self.workspace)
+        self.item_theta[self.cold_items] = 0
+        if mean is not None:
+            self.item_theta[self.cold_items, :self.dim] = mean[self.cold_items]
+        self._unpack(self.item_theta, p.item_factors, p.item_bias)
+
+    def genre_step(self, p: Params) -> None:
+        """Exact ridge regression of V on A: ``(tau A^T S A + eta I) W = tau A^T S V``."""
+        if not (self.cfg.has_genres and self.dim):
+            return
+        tau, eta = self.cfg.tau, self.cfg.eta
+        lhs = tau * self.genre_gram + eta * torch.eye(self.genre_gram.shape[0], dtype=self.dtype,
+                                                      device=self.device)
+        rhs = tau * self.genre_matrix.T @ (self.item_weight.unsqueeze(1) * p.item_factors)
+        p.genre_factors.copy_(torch.linalg.solve(lhs, rhs))
+
+    def epoch(self, p: Params) -> None:
+        self.user_step(p)
+        self.item_step(p)
+        self.genre_step(p)
+
+    def _unpack(self, theta: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor) -> None:
+        factors.copy_(theta[:, :self.dim])
+        if self.cfg.has_biases:
+            bias.copy_(theta[:, self.dim])
+
+    def train_errors(self, p: Params, rating_range: tuple[float, float] | None = None):
+        """Sums over training ratings of squared error, raw and with clipped predictions."""
+        table = self._fill(self.item_table, p.item_factors, p.item_bias)
+        theta = torch.cat([p.user_factors, p.user_bias.unsqueeze(1)], 1)[:, :self.width]
+        raw = clipped = torch.zeros((), dtype=torch.float64, device=self.device)
+        for chunk in self.by_user.chunks:
+            z = gather(table, chunk, self.workspace)
+            fit = z[..., self.width] + (z[..., :self.width] * theta[chunk.rows].unsqueeze(1)).sum(-1)
+            raw = raw + (chunk.vals - fit).square().sum(dtype=torch.float64)  # padding adds 0
+            if rating_range is not None:
+                lo, hi = rating_range[0] - self.mu, rating_range[1] - self.mu
+                err = torch.where(chunk.cols != self.by_user.sentinel, chunk.vals - fit.clamp(lo, hi), 0)
+                clipped = clipped + err.square().sum(dtype=torch.float64)
+        return float(raw), float(clipped)
+
+    def objective(self, p: Params, sse: float | None = None) -> float:
+        """J of SPEC §2.1 at ``p`` (``sse``: the raw training squared error, if known)."""
+        cfg = self.cfg
+        sse = self.train_errors(p)[0] if sse is None else sse
+        j = cfg.lam / 2 * sse
+        wsum = lambda w, x: float((w.double() * x.double()).sum())
+        if cfg.has_biases:
+            j += cfg.gamma / 2 * (wsum(self.user_weight, p.user_bias ** 2)
+                                  + wsum(self.item_weight, p.item_bias ** 2))
+        if self.dim:
+            mean = self.prior_mean(p)
+            dv = p.item_factors if mean is None else p.item_factors - mean
+            j += cfg.tau / 2 * (wsum(self.user_weight, (p.user_factors ** 2).sum(1))
+                                + wsum(self.item_weight, (dv ** 2).sum(1)))
+            if cfg.has_genres:
+                j += cfg.eta / 2 * float((p.genre_factors.double() ** 2).sum())
+        return j
+

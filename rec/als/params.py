@@ -1,0 +1,70 @@
+"""The parameters of J and predictions from them (SPEC §2.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+TENSORS = ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors")
+
+
+@dataclass
+class Params:
+    """mu, b, c, U, V, W.  Rungs without a block keep it at zero (K = 0 for ``biases``)."""
+
+    mu: float
+    """Global mean: the mean training rating, fixed (0 for ``latent``)."""
+    user_factors: torch.Tensor
+    """U (users x K)."""
+    user_bias: torch.Tensor
+    """b (users)."""
+    item_factors: torch.Tensor
+    """V (movies x K)."""
+    item_bias: torch.Tensor
+    """c (movies)."""
+    genre_factors: torch.Tensor
+    """W (genres x K); the prior mean of movie n is the mean of its genres' rows."""
+
+    @classmethod
+    def initial(cls, n_users: int, n_items: int, n_genres: int, dim: int, mu: float,
+                init_std: float, seed: int, dtype=torch.float32, device="cpu") -> "Params":
+        """U, V ~ N(0, init_std^2); biases 0; W at its prior mean 0 (so the first movie step
+        sees p_n = 0, as the embeddings rung does)."""
+        g = torch.Generator().manual_seed(seed)
+        draw = lambda *shape: (torch.randn(*shape, generator=g, dtype=torch.float64) * init_std
+                               ).to(dtype=dtype, device=device)
+        zeros = lambda n: torch.zeros(n, dtype=dtype, device=device)
+        return cls(mu, draw(n_users, dim), zeros(n_users), draw(n_items, dim), zeros(n_items),
+                   torch.zeros(n_genres, dim, dtype=dtype, device=device))
+
+    @property
+    def dim(self) -> int:
+        return self.user_factors.shape[1]
+
+    def predict(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """r-hat = mu + b_m + c_n + u_m . v_n for aligned index tensors."""
+        user, item = user.long(), item.long()
+        out = self.user_bias[user] + self.item_bias[item] + self.mu
+        if self.dim:
+            out += (self.user_factors[user] * self.item_factors[item]).sum(1)
+        return out
+
+    def clone(self) -> "Params":
+        return Params(self.mu, *(getattr(self, k).clone() for k in TENSORS))
+
+    def to(self, device=None, dtype=None) -> "Params":
+        return Params(self.mu, *(getattr(self, k).to(device=device, dtype=dtype) for k in TENSORS))
+
+    def state_dict(self) -> dict:
+        return {"mu": self.mu, **{k: getattr(self, k).detach().cpu() for k in TENSORS}}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "Params":
+        return cls(**{f.name: state[f.name] for f in fields(cls)})
+
+    def copy_(self, other: "Params") -> None:
+        """Overwrite in place (keeps buffers, e.g. the best epoch's copy)."""
+        self.mu = other.mu
+        for k in TENSORS:
+            getattr(self, k).copy_(getattr(other, k))

@@ -1,0 +1,98 @@
+"""Accuracy and ranking metrics (SPEC §2.5).
+
+RMSE clips predictions to the dataset's rating range; NLL is the Gaussian
+negative log-likelihood per rating at noise precision lambda; cold-start RMSE
+covers the test rows whose movie has no training rating; ranking metrics
+(precision, recall and NDCG at k) rank every movie the user did not rate in
+training, with test ratings >= 4 as the relevant ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rec.als.params import Params
+
+CHUNK = 1 << 22
+
+
+def squared_errors(p: Params, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
+                   rating_range: tuple[float, float]) -> float:
+    """Sum of squared errors of clipped predictions, in chunks (bounded memory)."""
+    total = 0.0
+    for s in range(0, rating.numel(), CHUNK):
+        pred = p.predict(user[s:s + CHUNK], item[s:s + CHUNK]).clamp(*rating_range)
+        total += float((pred.double() - rating[s:s + CHUNK].double()).square().sum())
+    return total
+
+
+def nll(sse: float, n: int, lam: float) -> float:
+    """Mean of ``lam/2 (r - r_hat)^2 + 1/2 log(2 pi / lam)``."""
+    return lam / 2 * sse / max(n, 1) + 0.5 * math.log(2 * math.pi / lam)
+
+
+def accuracy(p: Params, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
+             rating_range: tuple[float, float], lam: float) -> dict[str, float]:
+    """RMSE and NLL over the given ratings (NaN when there are none)."""
+    n = rating.numel()
+    if n == 0:
+        return {"rmse": float("nan"), "nll": float("nan"), "n": 0}
+    sse = squared_errors(p, user, item, rating, rating_range)
+    return {"rmse": math.sqrt(sse / n), "nll": nll(sse, n, lam), "n": n}
+
+
+def _csr(rows: torch.Tensor, cols: torch.Tensor, n_rows: int):
+    order = torch.argsort(rows, stable=True)
+    counts = torch.bincount(rows, minlength=n_rows)
+    offsets = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
+    offsets[1:] = torch.cumsum(counts, 0)
+    return offsets, cols[order]
+
+
+def _batch_mask(offsets: torch.Tensor, cols: torch.Tensor, users: torch.Tensor, n_items: int):
+    """Boolean (len(users), n_items) with True where ``cols`` lists the item for that user."""
+    lo, hi = offsets[users], offsets[users + 1]
+    counts = hi - lo
+    row = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+    start = torch.repeat_interleave(lo - torch.cumsum(counts, 0) + counts, counts)
+    pos = torch.arange(int(counts.sum()), device=users.device) + start
+    mask = torch.zeros(len(users), n_items, dtype=torch.bool, device=users.device)
+    mask[row, cols[pos]] = True
+    return mask
+
+
+def ranking(p: Params, train_user: torch.Tensor, train_item: torch.Tensor, test_user: torch.Tensor,
+            test_item: torch.Tensor, test_rating: torch.Tensor, k: int = 10,
+            threshold: float = 4.0, max_users: int | None = None, seed: int = 0,
+            batch: int = 1024) -> dict[str, float]:
+    """precision@k, recall@k and NDCG@k over users with a relevant test rating."""
+    n_users, n_items = p.user_factors.shape[0], p.item_factors.shape[0]
+    train_user, train_item = train_user.long(), train_item.long()
+    relevant = test_rating >= threshold
+    rel_user, rel_item = test_user[relevant].long(), test_item[relevant].long()
+    users = torch.unique(rel_user)
+    if max_users is not None and users.numel() > max_users:
+        pick = torch.randperm(users.numel(), generator=torch.Generator().manual_seed(seed))[:max_users]
+        users = torch.sort(users[pick.to(users.device)]).values
+    if users.numel() == 0:
+        return {f"precision@{k}": float("nan"), f"recall@{k}": float("nan"),
+                f"ndcg@{k}": float("nan"), "ranked_users": 0}
+    seen = _csr(train_user, train_item, n_users)
+    rel = _csr(rel_user, rel_item, n_users)
+    discount = 1.0 / torch.log2(torch.arange(k, device=users.device, dtype=torch.float64) + 2)
+    sums = torch.zeros(3, dtype=torch.float64, device=users.device)
+    for s in range(0, users.numel(), batch):
+        b = users[s:s + batch]
+        scores = p.user_factors[b] @ p.item_factors.T + p.item_bias  # mu and b_m do not rank
+        scores.masked_fill_(_batch_mask(*seen, b, n_items), float("-inf"))
+        top = torch.topk(scores, min(k, n_items), dim=1).indices
+        hits = _batch_mask(*rel, b, n_items).gather(1, top).double()
+        n_rel = (rel[0][b + 1] - rel[0][b]).double()
+        ideal = torch.cumsum(discount, 0)[(n_rel.clamp(max=k) - 1).long()]
+        sums += torch.stack([hits.sum(1).div(k).sum(), (hits.sum(1) / n_rel).sum(),
+                             ((hits * discount[:hits.shape[1]]).sum(1) / ideal).sum()])
+    n = users.numel()
+    return {f"precision@{k}": float(sums[0]) / n, f"recall@{k}": float(sums[1]) / n,
+            f"ndcg@{k}": float(sums[2]) / n, "ranked_users": n}

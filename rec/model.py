@@ -1,0 +1,193 @@
+"""A trained model that answers queries in the dataset's own ids (SPEC §3).
+
+It scores a (user, movie) pair, recommends top-k movies for a user (skipping
+what the user rated), folds in a new user from a few (movie, rating) pairs
+(one user step against fixed V: milliseconds), and places a new movie from
+its genres (the features rung's prior mean).  It saves to one file with
+everything it needs: parameters, id maps, titles, genres and metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from rec.als.config import ModelConfig
+from rec.als.params import Params
+from rec.als.solve import ridge_solve
+from rec.data.ratings import Ratings
+from rec.errors import RecError
+from rec.titles import find_title
+
+FORMAT = 1
+
+
+@dataclass
+class Recommender:
+    """Parameters plus the catalog they index."""
+
+    params: Params
+    config: ModelConfig
+    dataset: str
+    user_ids: torch.Tensor
+    item_ids: torch.Tensor
+    titles: list[str]
+    genre_names: list[str]
+    genre_offsets: torch.Tensor
+    genre_index: torch.Tensor
+    item_counts: torch.Tensor
+    """Training ratings per movie."""
+    rated_offsets: torch.Tensor
+    """CSR over users of every movie they rated (any split): excluded from their top-k."""
+    rated_items: torch.Tensor
+    rating_range: tuple[float, float]
+    metrics: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_training(cls, ratings: Ratings, train: torch.Tensor, params: Params,
+                      config: ModelConfig, metrics: dict | None = None,
+                      meta: dict | None = None) -> "Recommender":
+        order = torch.argsort(ratings.user, stable=True)
+        offsets = torch.zeros(ratings.n_users + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(ratings.user_counts(), 0)
+        return cls(params.to("cpu", torch.float32), config, ratings.name, ratings.user_ids,
+                   ratings.item_ids, ratings.titles, ratings.genre_names, ratings.genre_offsets,
+                   ratings.genre_index, ratings.item_counts(train), offsets,
+                   ratings.item[order].to(torch.int32), ratings.rating_range, metrics or {},
+                   meta or {})
+
+    # persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a killed run never leaves a half-written model."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        state.update(format=FORMAT, params=self.params.state_dict(), config=asdict(self.config))
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recommender":
+        path = Path(path)
+        if not path.is_file():
+            raise RecError(f"{path}: no trained model there. Train one with `python train.py`, "
+                           "or give checkpoint= the path of a model file.")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if state.pop("format") != FORMAT:
+                raise ValueError("unsupported format version")
+            state["params"] = Params.from_state_dict(state["params"])
+            state["config"] = ModelConfig(**state["config"])
+            return cls(**state)
+        except Exception as e:  # a corrupt or foreign file: say so, never half-use it
+            raise RecError(f"{path}: not a readable rec model ({e}). Retrain it.") from e
+
+    # lookups ------------------------------------------------------------------------------
+    def user_index(self, user_id: int) -> int:
+        hit = torch.nonzero(self.user_ids == int(user_id)).flatten()
+        if hit.numel() == 0:
+            raise RecError(f"user id {user_id} is not in {self.dataset}; for a new user, use "
+                           "recommend_new_user with a few (movie id, rating) pairs.")
+        return int(hit[0])
+
+    def item_index(self, movie_id: int) -> int:
+        hit = torch.nonzero(self.item_ids == int(movie_id)).flatten()
+        if hit.numel() == 0:
+            raise RecError(f"movie id {movie_id} is not in {self.dataset}'s catalog.")
+        return int(hit[0])
+
+    def find_movie(self, title: str) -> int:
+        """Movie index of a title, searched forgivingly (see :mod:`rec.titles`)."""
+        return find_title(title, self.titles, self.item_counts)
+
+    def genres_of(self, item: int) -> list[str]:
+        lo, hi = int(self.genre_offsets[item]), int(self.genre_offsets[item + 1])
+        return [self.genre_names[g] for g in self.genre_index[lo:hi].tolist()]
+
+    def rated_by(self, user: int) -> torch.Tensor:
+        return self.rated_items[self.rated_offsets[user]:self.rated_offsets[user + 1]].long()
+
+    # answers ------------------------------------------------------------------------------
+    def predict(self, user_id: int, movie_id: int) -> float:
+        """Predicted rating of a known user for a catalog movie, clipped to the rating range."""
+        u, n = torch.tensor([self.user_index(user_id)]), torch.tensor([self.item_index(movie_id)])
+        return float(self.params.predict(u, n).clamp(*self.rating_range))
+
+    def top_k(self, scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
+              min_count: int = 0) -> list[dict]:
+        """The ``k`` best movies by ``scores``, as records with id, title, score and count."""
+        scores = scores.clone().float()
+        if exclude is not None and exclude.numel():
+            scores[exclude] = float("-inf")
+        if min_count:
+            scores[self.item_counts < min_count] = float("-inf")
+        k = min(k, int(torch.isfinite(scores).sum()))
+        values, index = torch.topk(scores, k)
+        return [{"rank": r + 1, "movie_id": int(self.item_ids[i]), "title": self.titles[i],
+                 "score": float(v), "ratings": int(self.item_counts[i])}
+                for r, (v, i) in enumerate(zip(values.tolist(), index.tolist()))]
+
+    def item_scores(self, user_factors: torch.Tensor, user_bias: float = 0.0) -> torch.Tensor:
+        """Predicted rating of every movie for one user vector (unclipped)."""
+        p = self.params
+        return p.mu + user_bias + p.item_bias + p.item_factors @ user_factors
+
+    def recommend(self, user_id: int, k: int = 10, exclude_rated: bool = True,
+                  min_count: int = 0) -> list[dict]:
+        """Top-k movies for a known user, skipping what the user rated."""
+        m = self.user_index(user_id)
+        scores = self.item_scores(self.params.user_factors[m], float(self.params.user_bias[m]))
+        return self.top_k(scores, k, self.rated_by(m) if exclude_rated else None, min_count)
+
+    def fold_in(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, float]:
+        """A new user's ``(u, b)``: one exact user step against fixed V and c (SPEC §3)."""
+        if not pairs:
+            raise RecError("fold-in needs at least one (movie id, rating) pair.")
+        items = torch.tensor([self.item_index(m) for m, _ in pairs])
+        rating = torch.tensor([float(r) for _, r in pairs], dtype=torch.float32)
+        lo, hi = self.rating_range
+        if bool(((rating < lo) | (rating > hi)).any()):
+            raise RecError(f"fold-in ratings must lie in [{lo}, {hi}]; got {rating.tolist()}.")
+        cfg, p = self.config, self.params
+        x = [p.item_factors[items]]
+        y = rating - p.mu
+        if cfg.has_biases:
+            x.append(torch.ones(len(items), 1))
+            y = y - p.item_bias[items]
+        z = torch.cat([*x, y.unsqueeze(1)], 1)
+        reg = torch.tensor([cfg.tau] * p.dim + [cfg.gamma] * int(cfg.has_biases))
+        if cfg.count_scaled:
+            reg = reg * len(items)
+        theta = ridge_solve((z.T @ z).unsqueeze(0), cfg.lam, reg)[0]
+        return theta[:p.dim], float(theta[p.dim]) if cfg.has_biases else 0.0
+
+    def recommend_new_user(self, pairs: list[tuple[int, float]], k: int = 10,
+                           min_count: int = 0) -> list[dict]:
+        """Top-k for someone not in the data, from a few (movie id, rating) pairs."""
+        u, b = self.fold_in(pairs)
+        rated = torch.tensor([self.item_index(m) for m, _ in pairs])
+        return self.top_k(self.item_scores(u, b), k, rated, min_count)
+
+    def new_movie(self, genres: list[str]) -> torch.Tensor:
+        """Embedding of a movie with no ratings: the mean of its genres' embeddings (SPEC §2.3)."""
+        unknown = [g for g in genres if g not in self.genre_names]
+        if unknown or not genres:
+            raise RecError(f"genres {unknown or genres} are not among {', '.join(self.genre_names)}.")
+        rows = torch.tensor([self.genre_names.index(g) for g in genres])
+        return self.params.genre_factors[rows].mean(0)
+
+    def predict_new_movie(self, genres: list[str]) -> torch.Tensor:
+        """Every known user's predicted rating of a new movie with these genres."""
+        p = self.params
+        return (p.mu + p.user_bias + p.user_factors @ self.new_movie(genres)).clamp(*self.rating_range)

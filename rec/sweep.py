@@ -1,0 +1,62 @@
+"""The table at the end of a sweep (``python train.py -m ...``): the report's Algorithm 1.
+
+Each job of a multirun writes ``metrics.json``; at the end this collects them
+with the overrides that made them, writes ``sweep_results.csv`` and prints
+them sorted by validation RMSE, best first, with seconds per epoch per
+million ratings (the scaling run of SPEC §5).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+
+COLUMNS = ("job", "overrides", "val_rmse", "test_rmse", "best_epoch", "ratings", "als_s_median",
+           "als_s_min", "als_s_per_million", "peak_rss_mb")
+
+
+def collect(sweep_dir: Path) -> list[dict]:
+    """One row per finished job under ``sweep_dir``, best validation RMSE first."""
+    rows = []
+    for metrics in Path(sweep_dir).glob("*/metrics.json"):
+        s = json.loads(metrics.read_text())
+        overrides = metrics.parent / ".hydra" / "overrides.yaml"
+        over = " ".join(OmegaConf.load(overrides)) if overrides.is_file() else ""
+        t = s["timing"]
+        rows.append({"job": metrics.parent.name, "overrides": over, "val_rmse": s["final"]["val/rmse"],
+                     "test_rmse": s["final"]["test/rmse"], "best_epoch": s["final"]["best_epoch"],
+                     "ratings": s["counts"]["ratings"], "als_s_median": t["als_s_median"],
+                     "als_s_min": t["als_s_min"], "als_s_per_million": t["als_s_per_million_ratings"],
+                     "peak_rss_mb": t["peak_rss_mb"]})
+    return sorted(rows, key=lambda r: r["val_rmse"])
+
+
+def format_rows(rows: list[dict]) -> str:
+    lines = [f"{'val RMSE':>9} {'test RMSE':>9} {'best ep':>7} {'ratings':>11} {'s/epoch':>8} "
+             f"{'s/M ratings':>11}  overrides"]
+    for r in rows:
+        lines.append(f"{r['val_rmse']:9.4f} {r['test_rmse']:9.4f} {r['best_epoch']:7d} "
+                     f"{r['ratings']:11,d} {r['als_s_median']:8.3f} {r['als_s_per_million']:11.4f}  "
+                     f"{r['overrides']}")
+    return "\n".join(lines)
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summarize a multirun when it ends."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = collect(sweep_dir)
+        if not rows:
+            return
+        with open(sweep_dir / "sweep_results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"\nsweep: {len(rows)} runs, best first ({sweep_dir / 'sweep_results.csv'})")
+        print(format_rows(rows))
+        print(f"best: {rows[0]['overrides']}  (val RMSE {rows[0]['val_rmse']:.4f})")

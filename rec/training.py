@@ -1,0 +1,217 @@
+"""Training: epochs, early stopping, checkpoints and exact resume (SPEC §2.6).
+
+``fit`` runs ALS epochs, evaluates after each (RMSE and NLL per split, the
+objective J), stops when validation RMSE has not improved for ``patience``
+epochs and keeps the best epoch's parameters.  After every epoch it writes a
+checkpoint atomically; given that checkpoint again, it resumes and ends
+exactly where an uninterrupted run would (ALS is deterministic given its
+parameters).  Metric evaluation is timed apart from the ALS updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from rec.als.config import ModelConfig
+from rec.als.engine import ALS
+from rec.als.params import Params
+from rec.data.ratings import Ratings
+from rec.data.splits import Split
+from rec.errors import RecError
+from rec.metrics import accuracy, ranking
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (``train:`` in ``conf/config.yaml``)."""
+
+    max_epochs: int = 100
+    """Upper bound on epochs (user step, movie step, genre step)."""
+    patience: int = 3
+    """Epochs without a validation improvement before stopping (the report: 0)."""
+    min_delta: float = 1e-5
+    """An epoch improves when validation RMSE drops by more than this."""
+    restore_best: bool = True
+    """Keep the best epoch's parameters (the report kept the last ones)."""
+    eval_train: bool = True
+    """Compute train RMSE and the objective J each epoch (one pass over the training ratings)."""
+    eval_test: bool = True
+    """Compute test RMSE and NLL each epoch (for the curves; selection uses validation only)."""
+    ranking_k: int = 10
+    """k of precision@k, recall@k and NDCG@k on test, after training."""
+    relevance: float = 4.0
+    """A test rating at least this high is relevant for ranking."""
+    ranking_max_users: int | None = 50_000
+    """Rank at most this many (sampled) users; ``null`` ranks all."""
+    bucket_growth: float = 1.15
+    """Width ratio of successive degree buckets (SPEC §2.4)."""
+    chunk_elems: int | None = None
+    """Padded ratings per batched Gram chunk; ``null``: 2^18 on CPU, 2^24 on GPU."""
+
+    @classmethod
+    def from_mapping(cls, cfg) -> "TrainConfig":
+        items = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
+        return cls(**{f.name: items[f.name] for f in fields(cls) if f.name in items})
+
+    def results_key(self) -> dict:
+        """The fields that change what training produces (resume must match them)."""
+        keep = ("max_epochs", "patience", "min_delta", "restore_best", "bucket_growth")
+        return {k: getattr(self, k) for k in keep}
+
+
+class Callback(Protocol):
+    def on_epoch(self, epoch: int, record: dict, params: Params) -> None: ...
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: the kept parameters, per-epoch history and final metrics."""
+
+    params: Params
+    best_epoch: int
+    history: list[dict]
+    final: dict
+    timings: dict
+    engine: ALS | None = field(default=None, repr=False)
+
+
+def _sync(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves a torn checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise RecError(f"{path}: unreadable checkpoint ({e}); move it away to start afresh.") from e
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != fingerprint:
+        raise RecError(f"{path}: this checkpoint belongs to another configuration; "
+                       "resume it with that configuration, or train anew.")
+    return state
+
+
+class _Subsets:
+    """Index tensors of each split, moved to the device once."""
+
+    def __init__(self, ratings: Ratings, split: Split, device: torch.device):
+        self.parts = {name: (ratings.user[idx].to(device), ratings.item[idx].to(device),
+                             ratings.rating[idx].to(device)) for name, idx in split.parts().items()}
+
+
+def _evaluate(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
+              rating_range: tuple[float, float], record: dict) -> None:
+    lam = engine.cfg.lam
+    if cfg.eval_train:
+        n = engine.by_user.nnz
+        raw, clipped = engine.train_errors(p, rating_range)
+        record["train/rmse"] = math.sqrt(clipped / max(n, 1))
+        record["train/nll"] = lam / 2 * clipped / max(n, 1) + 0.5 * math.log(2 * math.pi / lam)
+        record["objective"] = engine.objective(p, raw)
+    for part in ("val", "test") if cfg.eval_test else ("val",):
+        metrics = accuracy(p, *data.parts[part], rating_range, lam)
+        record[f"{part}/rmse"], record[f"{part}/nll"] = metrics["rmse"], metrics["nll"]
+
+
+def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: _Subsets,
+                  cfg: TrainConfig, seed: int) -> dict:
+    """Accuracy per split, cold-start RMSE and ranking metrics of the kept parameters."""
+    rr, lam = ratings.rating_range, engine.cfg.lam
+    out = {}
+    for part, tensors in data.parts.items():
+        for k, v in accuracy(p, *tensors, rr, lam).items():
+            out[f"{part}/{k}"] = v
+    out["objective"] = engine.objective(p)
+    user, item, rating = data.parts["test"]
+    cold = (engine.by_item.degree.to(item.device)[item.long()] == 0)
+    cs = accuracy(p, user[cold], item[cold], rating[cold], rr, lam)
+    out["test/cold_rmse"], out["test/cold_n"] = cs["rmse"], cs["n"]
+    tu, ti, _ = data.parts["train"]
+    out.update({f"test/{k}": v for k, v in ranking(
+        p, tu, ti, user, item, rating, cfg.ranking_k, cfg.relevance, cfg.ranking_max_users,
+        seed).items()})
+    return out
+
+
+def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig = TrainConfig(),
+        *, seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+        checkpoint: Path | None = None, fingerprint: str = "",
+        callbacks: tuple[Callback, ...] = ()) -> FitResult:
+    """Train ``model_cfg`` on ``split.train``; resume from ``checkpoint`` when it exists."""
+    device = torch.device(device)
+    start = _sync(device)
+    chunk = cfg.chunk_elems or (1 << 24 if device.type == "cuda" else 1 << 18)
+    train = split.train
+    engine = ALS(model_cfg, ratings.user[train], ratings.item[train], ratings.rating[train],
+                 ratings.n_users, ratings.n_items, ratings.genre_matrix(dtype), device, dtype,
+                 cfg.bucket_growth, chunk)
+    data = _Subsets(ratings, split, device)
+    setup_s = _sync(device) - start
+    p = engine.initial_params(ratings.n_genres, seed)
+    best, history, state = p.clone(), [], {"epoch": 0, "best_val": math.inf, "best_epoch": 0,
+                                            "bad_epochs": 0}
+    if checkpoint is not None and checkpoint.is_file():
+        saved = load_checkpoint(checkpoint, fingerprint)
+        p.copy_(Params.from_state_dict(saved["params"]).to(device, dtype))
+        best.copy_(Params.from_state_dict(saved["best"]).to(device, dtype))
+        history, state = saved["history"], saved["state"]
+        log.info("resuming %s after epoch %d", checkpoint, state["epoch"])
+    als_s, eval_s = [], []
+    while state["epoch"] < cfg.max_epochs and state["bad_epochs"] <= cfg.patience:
+        epoch = state["epoch"] + 1
+        t0 = _sync(device)
+        engine.epoch(p)
+        t1 = _sync(device)
+        record = {"epoch": epoch, "time/als_s": t1 - t0}
+        _evaluate(engine, p, data, cfg, ratings.rating_range, record)
+        record["time/eval_s"] = _sync(device) - t1
+        als_s.append(record["time/als_s"])
+        eval_s.append(record["time/eval_s"])
+        if record["val/rmse"] < state["best_val"] - cfg.min_delta:
+            best.copy_(p)
+            state.update(best_val=record["val/rmse"], best_epoch=epoch, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        history.append(record)
+        log.info("epoch %d: %s", epoch, "  ".join(f"{k}={v:.4f}" for k, v in record.items()
+                                                   if k != "epoch"))
+        for cb in callbacks:  # before the checkpoint: a resumed run redoes what they missed
+            cb.on_epoch(epoch, record, p)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
+                                         "params": p.state_dict(), "best": best.state_dict(),
+                                         "history": history, "state": state})
+    kept = best if cfg.restore_best and state["best_epoch"] else p
+    t2 = _sync(device)
+    final = final_metrics(engine, kept, ratings, split, data, cfg, seed)
+    final.update(best_epoch=state["best_epoch"], epochs=state["epoch"])
+    timings = {"setup_s": setup_s, "als_s": als_s, "eval_s": eval_s,
+               "final_eval_s": _sync(device) - t2}
+    return FitResult(kept, state["best_epoch"], history, final, timings, engine)
+

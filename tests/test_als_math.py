@@ -1,0 +1,176 @@
+"""The ALS engine's math (SPEC §2.3, §2.4): exact steps, batched = dense, the ladder's limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rec.als import ALS, RUNGS, ModelConfig
+from rec.als.groups import build_groups
+from rec.als.solve import solve_side_reference
+from tests.conftest import random_ratings
+
+SCALINGS = ("none", "count")
+
+
+def engine(r, **cfg) -> ALS:
+    cfg = ModelConfig(**{"K": 3, "tau": 0.7, "gamma": 0.4, "eta": 0.9, **cfg}).validated()
+    return ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items, r.genre_matrix(torch.float64),
+               dtype=torch.float64, growth=1.3, chunk_elems=64)
+
+
+def test_groups_hold_every_rating_once_with_bounded_padding():
+    g = torch.Generator().manual_seed(0)
+    degree = (torch.rand(500, generator=g) ** -1.5).long().clamp(max=400)  # power-law rows
+    rows = torch.repeat_interleave(torch.arange(500), degree)
+    cols = torch.randint(0, 50, (rows.numel(),), generator=g)
+    vals = torch.rand(rows.numel(), generator=g)
+    groups = build_groups(rows, cols, vals, 500, 50, growth=1.2, chunk_elems=256)
+    seen = []
+    for c in groups.chunks:
+        real = c.cols != groups.sentinel
+        assert torch.equal(real.sum(1), degree[c.rows])  # real entries first, then padding
+        assert bool((c.vals[~real] == 0).all())
+        assert c.cols.numel() <= max(256, c.cols.shape[1])  # memory bound per chunk
+        seen += [(r, int(k), float(v)) for r, ks, vs, m in
+                 zip(c.rows.tolist(), c.cols, c.vals, real) for k, v in zip(ks[m], vs[m])]
+    assert sorted(seen) == sorted(zip(rows.tolist(), cols.tolist(), vals.tolist()))
+    assert groups.padded <= 1.2 * groups.nnz + 500  # widths grow by 1.2 at most per bucket
+    assert set(torch.nonzero(degree == 0).flatten().tolist()).isdisjoint(
+        torch.cat([c.rows for c in groups.chunks]).tolist())
+
+
+@pytest.mark.parametrize("scaling", SCALINGS)
+@pytest.mark.parametrize("rung", RUNGS)
+def test_every_step_never_increases_the_objective(rung, scaling):
+    r = random_ratings(seed=1)
+    e = engine(r, name=rung, reg_scaling=scaling, init_std=0.5)
+    p = e.initial_params(r.n_genres, seed=0)
+    previous = e.objective(p)
+    decrease = 0.0
+    for _ in range(6):
+        for step in (e.user_step, e.item_step, e.genre_step):
+            step(p)
+            j = e.objective(p)
+            assert j <= previous + 1e-9 * abs(previous), (rung, scaling, step.__name__)
+            decrease, previous = decrease + previous - j, j
+    assert decrease > 0
+
+
+def dense_user_solution(r, e, p):
+    """[u_m; b_m] per user by a plain per-row dense solve (numpy)."""
+    cfg = e.cfg
+    v, c = p.item_factors.numpy(), p.item_bias.numpy()
+    user, item, rating = r.user.numpy(), r.item.numpy(), r.rating.numpy().astype(np.float64)
+    out = np.zeros((r.n_users, e.width))
+    for m in range(r.n_users):
+        n = item[user == m]
+        if len(n) == 0:
+            continue
+        x = np.hstack([v[n], np.ones((len(n), 1))]) if cfg.has_biases else v[n]
+        y = rating[user == m] - e.mu - (c[n] if cfg.has_biases else 0)
+        reg = np.array([cfg.tau] * e.dim + [cfg.gamma] * int(cfg.has_biases))
+        reg = reg * (len(n) if cfg.count_scaled else 1)
+        out[m] = np.linalg.solve(cfg.lam * x.T @ x + np.diag(reg), cfg.lam * x.T @ y)
+    return out
+
+
+def dense_item_solution(r, e, p):
+    """[v_n; c_n] per movie, with the genre prior mean on the right-hand side."""
+    cfg = e.cfg
+    u, b = p.user_factors.numpy(), p.user_bias.numpy()
+    mean = (r.genre_matrix(torch.float64) @ p.genre_factors).numpy() * cfg.has_genres  # p_n
+    user, item, rating = r.user.numpy(), r.item.numpy(), r.rating.numpy().astype(np.float64)
+    out = np.zeros((r.n_items, e.width))
+    for n in range(r.n_items):
+        m = user[item == n]
+        count = len(m)
+        if count == 0:
+            out[n, :e.dim] = mean[n]
+            continue
+        x = np.hstack([u[m], np.ones((count, 1))])
+        y = rating[item == n] - e.mu - b[m]
+        scale = count if cfg.count_scaled else 1
+        reg = scale * np.array([cfg.tau] * e.dim + [cfg.gamma])
+        rhs = cfg.lam * x.T @ y
+        rhs[:e.dim] += scale * cfg.tau * mean[n]
+        out[n] = np.linalg.solve(cfg.lam * x.T @ x + np.diag(reg), rhs)
+    return out
+
+
+@pytest.mark.parametrize("scaling", SCALINGS)
+@pytest.mark.parametrize("rung", ["latent", "embeddings", "features"])
+def test_batched_solves_equal_a_per_row_dense_solution(rung, scaling):
+    r = random_ratings(seed=2)
+    e = engine(r, name=rung, reg_scaling=scaling)
+    p = e.initial_params(r.n_genres, seed=1)
+    p.item_bias.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+    p.genre_factors.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
+    e.user_step(p)
+    theta = torch.cat([p.user_factors, p.user_bias.unsqueeze(1)], 1)[:, :e.width]
+    np.testing.assert_allclose(theta.numpy(), dense_user_solution(r, e, p), atol=1e-10)
+    if rung != "latent":
+        e.item_step(p)
+        theta = torch.cat([p.item_factors, p.item_bias.unsqueeze(1)], 1)
+        np.testing.assert_allclose(theta.numpy(), dense_item_solution(r, e, p), atol=1e-10)
+
+
+def test_biases_rung_is_the_reports_closed_form():
+    r = random_ratings(seed=3)
+    e = engine(r, name="biases", reg_scaling="none")
+    p = e.initial_params(r.n_genres, seed=0)
+    p.item_bias.uniform_(-1, 1, generator=torch.Generator().manual_seed(0))
+    e.user_step(p)
+    y = r.rating.double() - e.mu - p.item_bias[r.item.long()]
+    sums = torch.zeros(r.n_users, dtype=torch.float64).index_add_(0, r.user.long(), y)
+    count = torch.bincount(r.user.long(), minlength=r.n_users).double()
+    assert torch.allclose(p.user_bias, sums / (count + e.cfg.gamma / e.cfg.lam))  # eq. 5
+
+
+def test_reference_path_agrees_with_the_bucketed_path():
+    r = random_ratings(n_users=80, n_items=60, seed=4)
+    e = engine(r, name="embeddings", reg_scaling="count")
+    p = e.initial_params(r.n_genres, seed=2)
+    table = e._fill(e.item_table, p.item_factors, p.item_bias).clone()
+    vals = (r.rating.double() - e.mu)
+    ref = solve_side_reference(r.user, r.item, vals, table, r.n_users, e.cfg.lam, e.reg, True)
+    e.user_step(p)
+    assert torch.allclose(torch.cat([p.user_factors, p.user_bias.unsqueeze(1)], 1), ref, atol=1e-12)
+
+
+def test_features_with_huge_eta_is_the_embeddings_rung():
+    r = random_ratings(seed=5)
+    plain, prior = engine(r, name="embeddings"), engine(r, name="features", eta=1e12)
+    p, q = plain.initial_params(r.n_genres, 7), prior.initial_params(r.n_genres, 7)
+    for _ in range(5):
+        plain.epoch(p)
+        prior.epoch(q)
+    assert q.genre_factors.abs().max() < 1e-9
+    for name in ("user_factors", "user_bias", "item_factors", "item_bias"):
+        assert torch.allclose(getattr(p, name), getattr(q, name), atol=1e-8), name
+
+
+def test_unrated_users_and_movies_get_the_prior():
+    r = random_ratings(seed=6, cold_users=3, cold_items=4)
+    e = engine(r, name="features")
+    p = e.initial_params(r.n_genres, 0)
+    for _ in range(3):
+        e.epoch(p)
+    assert bool((p.user_factors[:3] == 0).all()) and bool((p.user_bias[:3] == 0).all())
+    mean = r.genre_matrix(torch.float64) @ p.genre_factors
+    e.item_step(p)
+    assert torch.allclose(p.item_factors[:4], mean[:4]) and bool((p.item_bias[:4] == 0).all())
+    assert p.item_factors[:4].abs().sum() > 0  # genre prior: not zero
+
+
+def test_float32_matches_float64():
+    r = random_ratings(n_users=100, n_items=80, seed=8)
+    e64 = engine(r, name="features")
+    cfg = e64.cfg
+    e32 = ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items, r.genre_matrix(), dtype=torch.float32)
+    p64, p32 = e64.initial_params(r.n_genres, 0), e32.initial_params(r.n_genres, 0)
+    for _ in range(5):
+        e64.epoch(p64)
+        e32.epoch(p32)
+    assert e32.objective(p32) == pytest.approx(e64.objective(p64), rel=1e-5)

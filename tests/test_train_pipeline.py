@@ -1,0 +1,115 @@
+"""train.py end to end: composed configs, outputs, TensorBoard, shipped defaults, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from rec.model import Recommender
+from rec.pipeline import train_from_config
+from tests.conftest import REPO
+
+
+def configure(tmp_path: Path, data_root: Path, *overrides: str):
+    """The composed train.py config, with every output under ``tmp_path``."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=[
+            f"paths.data_root={data_root}", f"paths.output_root={tmp_path / 'outputs'}",
+            f"paths.models={tmp_path / 'models'}", *overrides])
+
+
+def train(tmp_path, data_root, *overrides, run="run"):
+    cfg = configure(tmp_path, data_root, *overrides)
+    return train_from_config(cfg, tmp_path / "outputs" / run), cfg
+
+
+def test_shipped_defaults_order_the_ladder_on_ml_latest_small(small_root, tmp_path, capsys):
+    rmse = {}
+    for rung in ("biases", "embeddings", "features"):
+        summary, _ = train(tmp_path, small_root, f"model={rung}", "tensorboard=false",
+                           "train.ranking_max_users=200", run=rung)
+        rmse[rung] = summary["final"]["test/rmse"]
+    assert rmse["features"] <= 0.870
+    assert rmse["biases"] > rmse["embeddings"] >= rmse["features"]
+    assert "test RMSE" in capsys.readouterr().out
+
+
+def test_report_values_overfit_small_data(small_root, tmp_path):
+    summary, cfg = train(tmp_path, small_root, "model=embeddings", "+experiment=report",
+                         "tensorboard=false", "train.ranking_max_users=100")
+    assert (cfg.model.tau, cfg.model.gamma, cfg.model.reg_scaling, cfg.train.patience) == (
+        0.25, 1.0, "none", 0)
+    assert summary["final"]["test/rmse"] > 1.0  # SPEC §2.1: ~1.07, worse than biases alone
+
+
+def test_outputs_tensorboard_and_published_model(small_root, tmp_path):
+    summary, cfg = train(tmp_path, small_root, "K=4", "train.max_epochs=3", "train.patience=100",
+                         "train.ranking_max_users=100")
+    run = tmp_path / "outputs" / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    assert metrics["final"]["val/rmse"] == summary["final"]["val/rmse"]
+    published = tmp_path / "models" / "ml-latest-small" / "features-K4.pt"
+    model = Recommender.load(published)
+    assert model.params.item_factors.shape == (9742, 4) and model.dataset == "ml-latest-small"
+    logdir = Path(summary["tensorboard"])
+    assert "ml-latest-small_features_K4" in logdir.name  # run names say dataset, rung and K
+    events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ("train/rmse", "val/rmse", "test/rmse", "val/nll", "objective", "time/als_s"):
+        assert tag in tags
+        assert [e.step for e in events.Scalars(tag)] == [1, 2, 3]
+    assert events.Scalars("val/rmse")[-1].value == pytest.approx(
+        metrics["history"][-1]["val/rmse"], rel=1e-6)
+    assert "final/test_rmse" in tags
+    hparams = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in hparams and b"tau" in hparams["_hparams_/session_start_info"]
+    projector = (logdir / "projector_config.pbtxt").read_text()
+    assert "movie_embeddings" in projector
+    header = next(logdir.glob("*/movie_embeddings/metadata.tsv")).read_text().splitlines()[0]
+    assert header == "title\tgenres\tratings"
+
+
+def test_a_rerun_of_an_unfinished_run_resumes_it(small_root, tmp_path, capsys):
+    summary, cfg = train(tmp_path, small_root, "model=biases", "train.max_epochs=2",
+                         "tensorboard=false", "train.ranking_max_users=50", run="first")
+    info = json.loads((tmp_path / "outputs" / "first" / "run.json").read_text())
+    assert info["finished"] is True
+    info["finished"] = False  # as if it had been killed after its last checkpoint
+    (tmp_path / "outputs" / "first" / "run.json").write_text(json.dumps(info))
+    again, _ = train(tmp_path, small_root, "model=biases", "train.max_epochs=2",
+                     "tensorboard=false", "train.ranking_max_users=50", run="second")
+    assert again["final"] == summary["final"]
+    assert not (tmp_path / "outputs" / "second" / "checkpoint.pt").exists()  # continued the first
+
+
+def run_cli(args, cwd, env_root):
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd,
+                          capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "REC_DATA_ROOT": str(env_root),
+                               "REC_CACHE_DIR": str(cwd / "cache"), "HOME": str(cwd)})
+
+
+def test_train_command_and_sweep(small_root, tmp_path):
+    out = run_cli(["-m", "model=biases", "K=2,3", "train.max_epochs=2", "tensorboard=false",
+                   "train.ranking_max_users=50"], tmp_path, small_root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = next((tmp_path / "outputs" / "sweeps").glob("*/sweep_results.csv")).read_text()
+    assert len(results.strip().splitlines()) == 3  # header + one row per job
+    assert "best:" in out.stdout and "K=2" in results and "K=3" in results
+    assert (tmp_path / "models" / "ml-latest-small" / "biases-K0.pt").is_file()
+
+
+def test_train_command_reports_user_errors_without_traceback(tmp_path):
+    out = run_cli(["data=csv", f"data.path={tmp_path / 'missing.csv'}"], tmp_path, tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr and "missing.csv" in out.stderr
+    out = run_cli(["model.tau=-1"], tmp_path, tmp_path / "nowhere")
+    assert out.returncode == 2 and "Traceback" not in out.stderr

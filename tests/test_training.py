@@ -1,0 +1,143 @@
+"""Training (SPEC §2.6): planted truth, early stopping, exact resume after a kill, metrics."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from rec.als import ModelConfig, Params
+from rec.data import DataConfig, load_dataset, make_split
+from rec.metrics import ranking
+from rec.training import TrainConfig, fit
+from tests.conftest import REPO, random_ratings
+
+FAST = TrainConfig(max_epochs=30, ranking_max_users=200)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """Rank-3 planted ratings with Gaussian noise 0.5, unrounded and unclipped."""
+    root = tmp_path_factory.mktemp("planted")
+    return load_dataset(DataConfig(name="synthetic", root=str(root), scale=0.02, seed=3, planted={
+        "rank": 3, "noise": 0.5, "round_ratings": False, "clip": False}))
+
+
+def test_planted_truth_is_recovered_to_the_noise_level(planted):
+    split = make_split(planted, seed=1)
+    cfg = ModelConfig(name="embeddings", K=3, tau=0.05, gamma=0.05, reg_scaling="count")
+    result = fit(planted, split, cfg, FAST)
+    sigma = 0.5
+    assert result.final["test/rmse"] == pytest.approx(sigma, rel=0.05)
+    assert result.final["test/rmse"] >= sigma * 0.95  # and it does not beat the noise
+
+
+def test_early_stopping_keeps_the_best_epoch(small):
+    split = make_split(small)
+    cfg = ModelConfig(name="embeddings", K=10, tau=0.25, gamma=1, reg_scaling="none", init_std=0.01)
+    result = fit(small, split, cfg, TrainConfig(max_epochs=30, patience=0, ranking_max_users=100))
+    vals = [h["val/rmse"] for h in result.history]
+    assert len(vals) < 30  # it stopped
+    assert vals[-1] > vals[-2]  # at the first non-improvement (zero patience)
+    assert result.final["val/rmse"] == pytest.approx(min(vals), abs=1e-6)
+    assert result.best_epoch == vals.index(min(vals)) + 1
+    objective = [h["objective"] for h in result.history]
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(objective, objective[1:]))
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, torch
+    torch.set_num_threads(1)
+    from pathlib import Path
+    from rec.als import ModelConfig
+    from rec.data import DataConfig, load_dataset, make_split
+    from rec.training import TrainConfig, fit
+    r = load_dataset(DataConfig(name="ml-latest-small", root=sys.argv[1], cache_dir=sys.argv[3]))
+    class Kill:
+        def on_epoch(self, epoch, record, params):
+            if epoch == 4:  # epoch 3's checkpoint is on disk; die before epoch 4's
+                os.kill(os.getpid(), signal.SIGKILL)
+    fit(r, make_split(r), ModelConfig(name="features", K=4, tau=15, gamma=3, reg_scaling="none"),
+        TrainConfig(max_epochs=8, patience=100, ranking_max_users=50),
+        checkpoint=Path(sys.argv[2]), fingerprint="kill-test", callbacks=(Kill(),))
+""")
+
+
+def test_killed_run_resumes_to_the_same_parameters(small, small_root, session_cache, tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(small_root), str(checkpoint),
+                             str(session_cache)], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert killed.returncode == -9, killed.stderr  # really killed
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["state"]["epoch"] == 3
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = ModelConfig(name="features", K=4, tau=15, gamma=3, reg_scaling="none")
+        train = TrainConfig(max_epochs=8, patience=100, ranking_max_users=50)
+        split = make_split(small)
+        resumed = fit(small, split, cfg, train, checkpoint=checkpoint, fingerprint="kill-test")
+        straight = fit(small, split, cfg, train)
+    finally:
+        torch.set_num_threads(threads)
+    assert [h["epoch"] for h in resumed.history] == list(range(1, 9))
+    for name in ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors"):
+        assert torch.equal(getattr(resumed.params, name), getattr(straight.params, name)), name
+    assert resumed.final["test/rmse"] == straight.final["test/rmse"]
+
+
+def test_deterministic_for_a_seed(small):
+    split = make_split(small)
+    cfg = ModelConfig(name="features", K=5, tau=15, gamma=3, reg_scaling="none")
+    a = fit(small, split, cfg, TrainConfig(max_epochs=3, ranking_max_users=50), seed=4)
+    b = fit(small, split, cfg, TrainConfig(max_epochs=3, ranking_max_users=50), seed=4)
+    c = fit(small, split, cfg, TrainConfig(max_epochs=3, ranking_max_users=50), seed=5)
+    assert torch.equal(a.params.item_factors, b.params.item_factors)
+    assert not torch.equal(a.params.item_factors, c.params.item_factors)
+
+
+def test_cold_start_rmse_covers_movies_unseen_in_training():
+    r = random_ratings(n_users=60, n_items=40, seed=9, cold_items=0, density=0.4)
+    split = make_split(r, seed=2)
+    result = fit(r, split, ModelConfig(name="features", K=2, tau=1, gamma=1, reg_scaling="none"),
+                 TrainConfig(max_epochs=3, ranking_max_users=None))
+    train_items = set(r.item[split.train].tolist())
+    unseen = [i for i in split.test.tolist() if r.item[i].item() not in train_items]
+    assert result.final["test/cold_n"] == len(unseen)
+    assert math.isnan(result.final["test/cold_rmse"]) == (len(unseen) == 0)
+
+
+def test_ranking_metrics_on_a_planted_answer():
+    n_users, n_items = 3, 6
+    p = Params(0.0, torch.zeros(n_users, 1), torch.zeros(n_users), torch.zeros(n_items, 1),
+               torch.tensor([6.0, 5, 4, 3, 2, 1]), torch.zeros(2, 1))  # items ranked 0 > 1 > ... > 5
+    train_user, train_item = torch.tensor([0, 1]), torch.tensor([0, 1])  # excluded from candidates
+    test_user = torch.tensor([0, 0, 1, 2, 2])
+    test_item = torch.tensor([1, 5, 2, 4, 5])
+    test_rating = torch.tensor([5.0, 4.0, 4.5, 3.0, 2.0])  # user 2 has nothing relevant
+    m = ranking(p, train_user, train_item, test_user, test_item, test_rating, k=2)
+    # user 0 ranks [1, 2]: 1 hit of 2 relevant; user 1 ranks [0, 2]: 1 hit of 1, at rank 2
+    assert m["ranked_users"] == 2
+    assert m["precision@2"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert m["recall@2"] == pytest.approx((1 / 2 + 1) / 2)
+    ndcg0 = 1 / (1 + 1 / math.log2(3))
+    ndcg1 = (1 / math.log2(3)) / 1
+    assert m["ndcg@2"] == pytest.approx((ndcg0 + ndcg1) / 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_path_matches_cpu(small):
+    split = make_split(small)
+    cfg = ModelConfig(name="features", K=8, tau=15, gamma=3, reg_scaling="none")
+    train = TrainConfig(max_epochs=5, ranking_max_users=100)
+    cpu = fit(small, split, cfg, train, device="cpu", dtype=torch.float64)
+    gpu = fit(small, split, cfg, train, device="cuda", dtype=torch.float64)
+    assert gpu.params.item_factors.device.type == "cuda"
+    assert gpu.final["objective"] == pytest.approx(cpu.final["objective"], rel=1e-9)
+    assert torch.allclose(gpu.params.item_factors.cpu(), cpu.params.item_factors, atol=1e-8)
