@@ -63,23 +63,53 @@ def _batch_mask(offsets: torch.Tensor, cols: torch.Tensor, users: torch.Tensor, 
     return mask
 
 
+def ranked_users(test_user: torch.Tensor, test_rating: torch.Tensor, n_users: int,
+                 threshold: float = 4.0, max_users: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Users with a relevant test rating; a seeded sample of ``max_users`` of them when more."""
+    has = torch.zeros(n_users, dtype=torch.bool, device=test_user.device)
+    has[test_user[test_rating >= threshold].long()] = True
+    users = torch.nonzero(has).flatten()
+    if max_users is not None and users.numel() > max_users:
+        pick = torch.randperm(users.numel(), generator=torch.Generator().manual_seed(seed))
+        users = torch.sort(users[pick[:max_users].to(users.device)]).values
+    return users
+
+
+def pairs_of_users(ratings, index: torch.Tensor, users: torch.Tensor,
+                   chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """(user, item) of the rows in ``index`` whose user is in ``users``, in bounded memory."""
+    wanted = torch.zeros(ratings.n_users, dtype=torch.bool)
+    wanted[users.cpu()] = True
+    parts = []
+    for s in range(0, index.numel(), chunk):
+        rows = index[s:s + chunk]
+        u = ratings.user[rows]
+        keep = wanted[u]
+        parts.append((u[keep].long(), ratings.item[rows][keep].long()))
+    if not parts:
+        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    return torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts])
+
+
 def ranking(p: Params, train_user: torch.Tensor, train_item: torch.Tensor, test_user: torch.Tensor,
             test_item: torch.Tensor, test_rating: torch.Tensor, k: int = 10,
-            threshold: float = 4.0, max_users: int | None = None, seed: int = 0,
-            batch: int = 1024) -> dict[str, float]:
-    """precision@k, recall@k and NDCG@k over users with a relevant test rating."""
+            threshold: float = 4.0, users: torch.Tensor | None = None,
+            batch: int | None = None) -> dict[str, float]:
+    """precision@k, recall@k and NDCG@k over ``users`` (default: all with a relevant test rating).
+
+    ``train_user``, ``train_item`` are the pairs excluded from the candidates
+    (at least those of ``users``).
+    """
     n_users, n_items = p.user_factors.shape[0], p.item_factors.shape[0]
-    train_user, train_item = train_user.long(), train_item.long()
     relevant = test_rating >= threshold
     rel_user, rel_item = test_user[relevant].long(), test_item[relevant].long()
-    users = torch.unique(rel_user)
-    if max_users is not None and users.numel() > max_users:
-        pick = torch.randperm(users.numel(), generator=torch.Generator().manual_seed(seed))[:max_users]
-        users = torch.sort(users[pick.to(users.device)]).values
+    if users is None:
+        users = ranked_users(test_user, test_rating, n_users, threshold)
     if users.numel() == 0:
         return {f"precision@{k}": float("nan"), f"recall@{k}": float("nan"),
                 f"ndcg@{k}": float("nan"), "ranked_users": 0}
-    seen = _csr(train_user, train_item, n_users)
+    batch = batch or max(16, (1 << 24) // max(n_items, 1))  # ~64 MB of scores per batch
+    seen = _csr(train_user.long(), train_item.long(), n_users)
     rel = _csr(rel_user, rel_item, n_users)
     discount = 1.0 / torch.log2(torch.arange(k, device=users.device, dtype=torch.float64) + 2)
     sums = torch.zeros(3, dtype=torch.float64, device=users.device)

@@ -27,7 +27,7 @@ from rec.als.params import Params
 from rec.data.ratings import Ratings
 from rec.data.splits import Split
 from rec.errors import RecError
-from rec.metrics import accuracy, ranking
+from rec.metrics import accuracy, nll, pairs_of_users, ranked_users, ranking
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
@@ -117,11 +117,12 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict:
 
 
 class _Subsets:
-    """Index tensors of each split, moved to the device once."""
+    """Validation and test ratings, on the device (training ratings live in the engine's groups)."""
 
     def __init__(self, ratings: Ratings, split: Split, device: torch.device):
         self.parts = {name: (ratings.user[idx].to(device), ratings.item[idx].to(device),
-                             ratings.rating[idx].to(device)) for name, idx in split.parts().items()}
+                             ratings.rating[idx].to(device))
+                      for name, idx in (("val", split.val), ("test", split.test))}
 
 
 def _evaluate(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
@@ -131,7 +132,7 @@ def _evaluate(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
         n = engine.by_user.nnz
         raw, clipped = engine.train_errors(p, rating_range)
         record["train/rmse"] = math.sqrt(clipped / max(n, 1))
-        record["train/nll"] = lam / 2 * clipped / max(n, 1) + 0.5 * math.log(2 * math.pi / lam)
+        record["train/nll"] = nll(clipped, n, lam)
         record["objective"] = engine.objective(p, raw)
     for part in ("val", "test") if cfg.eval_test else ("val",):
         metrics = accuracy(p, *data.parts[part], rating_range, lam)
@@ -142,19 +143,23 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: 
                   cfg: TrainConfig, seed: int) -> dict:
     """Accuracy per split, cold-start RMSE and ranking metrics of the kept parameters."""
     rr, lam = ratings.rating_range, engine.cfg.lam
-    out = {}
+    n = engine.by_user.nnz
+    raw, clipped = engine.train_errors(p, rr)
+    out = {"train/rmse": math.sqrt(clipped / max(n, 1)), "train/nll": nll(clipped, n, lam),
+           "train/n": n, "objective": engine.objective(p, raw)}
     for part, tensors in data.parts.items():
         for k, v in accuracy(p, *tensors, rr, lam).items():
             out[f"{part}/{k}"] = v
-    out["objective"] = engine.objective(p)
     user, item, rating = data.parts["test"]
     cold = (engine.by_item.degree.to(item.device)[item.long()] == 0)
     cs = accuracy(p, user[cold], item[cold], rating[cold], rr, lam)
     out["test/cold_rmse"], out["test/cold_n"] = cs["rmse"], cs["n"]
-    tu, ti, _ = data.parts["train"]
+    users = ranked_users(user, rating, p.user_factors.shape[0], cfg.relevance,
+                         cfg.ranking_max_users, seed)
+    seen_user, seen_item = pairs_of_users(ratings, split.train, users)
     out.update({f"test/{k}": v for k, v in ranking(
-        p, tu, ti, user, item, rating, cfg.ranking_k, cfg.relevance, cfg.ranking_max_users,
-        seed).items()})
+        p, seen_user.to(user.device), seen_item.to(user.device), user, item, rating,
+        cfg.ranking_k, cfg.relevance, users.to(user.device)).items()})
     return out
 
 
@@ -166,10 +171,10 @@ def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig
     device = torch.device(device)
     start = _sync(device)
     chunk = cfg.chunk_elems or (1 << 24 if device.type == "cuda" else 1 << 18)
-    train = split.train
-    engine = ALS(model_cfg, ratings.user[train], ratings.item[train], ratings.rating[train],
-                 ratings.n_users, ratings.n_items, ratings.genre_matrix(dtype), device, dtype,
-                 cfg.bucket_growth, chunk)
+    user, item, rating = (t[split.train] for t in (ratings.user, ratings.item, ratings.rating))
+    engine = ALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
+                 ratings.genre_matrix(dtype), device, dtype, cfg.bucket_growth, chunk)
+    del user, item, rating  # the engine's groups hold the training ratings from here on
     data = _Subsets(ratings, split, device)
     setup_s = _sync(device) - start
     p = engine.initial_params(ratings.n_genres, seed)

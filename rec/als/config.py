@@ -21,13 +21,13 @@ class ModelConfig:
     """Embedding dimension (ignored by ``biases``, which has none)."""
     lam: float = 1.0
     """lambda: precision of the rating noise."""
-    tau: float = 0.05
+    tau: float = 15.0
     """tau: prior precision of the user and movie embeddings."""
-    gamma: float = 0.05
+    gamma: float = 3.0
     """gamma: prior precision of the user and movie biases."""
     eta: float = 1.0
     """eta: prior precision of the genre embeddings (``features`` only)."""
-    reg_scaling: str = "count"
+    reg_scaling: str = "none"
     """``none``: tau and gamma as given (the report). ``count``: each row's tau and gamma are
     multiplied by its training rating count (ALS-WR), which holds across dataset sizes."""
     init_std: float = 0.1

@@ -30,9 +30,10 @@ class ALS:
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.n_users, self.n_items = n_users, n_items
         self.mu = float(rating.double().mean()) if cfg.has_biases and rating.numel() else 0.0
-        vals = (rating.double() - self.mu).to(dtype)
-        self.by_user = build_groups(user, item, vals, n_users, n_items, growth, chunk_elems).to(device)
+        vals = rating.to(dtype) - self.mu  # exact in float32: half-star ratings minus a mean
+        # movies first: their sort's temporaries are gone before the users' groups exist
         self.by_item = build_groups(item, user, vals, n_items, n_users, growth, chunk_elems).to(device)
+        self.by_user = build_groups(user, item, vals, n_users, n_items, growth, chunk_elems).to(device)
         self.user_weight = self._weights(self.by_user)
         self.item_weight = self._weights(self.by_item)
         self.dim = cfg.dim

@@ -73,13 +73,17 @@ def read_header(path: str | Path) -> dict:
         raise CacheError(f"{path}: unreadable cache header ({e})") from e
 
 
-def read_bundle(path: str | Path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
-    """Read a bundle; raise :class:`CacheError` if it is truncated or corrupt."""
+def read_bundle(path: str | Path, verify: bool = True,
+                skip: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a bundle, except the arrays named in ``skip``; raise :class:`CacheError` if it
+    is truncated or corrupt."""
     header = read_header(path)
     size = os.path.getsize(path)
     arrays = {}
     with open(path, "rb") as f:
         for spec in header["arrays"]:
+            if spec["name"] in skip:
+                continue
             start = header["data_start"] + spec["offset"]
             if start + spec["nbytes"] > size:
                 raise CacheError(f"{path}: truncated at array {spec['name']!r}")

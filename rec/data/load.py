@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -196,14 +196,15 @@ def _to_cache(path: Path, r: Ratings, stamp: list) -> None:
     bundle.write_bundle(path, arrays, meta)
 
 
-def _from_cache(path: Path, stamp: list) -> Ratings:
+def _from_cache(path: Path, stamp: list, timestamps: bool) -> Ratings:
     meta = bundle.read_header(path)["meta"]
     if meta.get("version") != CACHE_VERSION or meta.get("sources") != stamp:
         raise CacheError(f"{path}: the source files changed since it was written")
-    arrays, meta = bundle.read_bundle(path)
+    arrays, meta = bundle.read_bundle(path, skip=() if timestamps else ("timestamp",))
     t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    t.setdefault("timestamp", None)
     n = len(t["rating"])
-    if not (len(t["user"]) == len(t["item"]) == len(t["timestamp"]) == n):
+    if not (len(t["user"]) == len(t["item"]) == n) or (timestamps and len(t["timestamp"]) != n):
         raise CacheError(f"{path}: rating arrays differ in length")
     return Ratings(name=meta["name"], titles=meta["titles"], genre_names=meta["genre_names"],
                    rating_range=tuple(meta["rating_range"]),
@@ -211,8 +212,12 @@ def _from_cache(path: Path, stamp: list) -> Ratings:
                    **{k: v for k, v in t.items() if not k.startswith("fold:")})
 
 
-def load_dataset(cfg: DataConfig | dict) -> Ratings:
-    """The ratings of the dataset ``cfg`` describes, from the cache when it is valid."""
+def load_dataset(cfg: DataConfig | dict, timestamps: bool = True) -> Ratings:
+    """The ratings of the dataset ``cfg`` describes, from the cache when it is valid.
+
+    ``timestamps=False`` leaves ``Ratings.timestamp`` as ``None`` (only the
+    temporal split needs them), which saves 8 bytes per rating.
+    """
     if not isinstance(cfg, DataConfig):
         cfg = DataConfig.from_mapping(cfg)
     source = resolve(cfg)
@@ -220,7 +225,7 @@ def load_dataset(cfg: DataConfig | dict) -> Ratings:
     path = cache_path(cfg, source)
     if path.is_file():
         try:
-            return _from_cache(path, stamp)
+            return _from_cache(path, stamp, timestamps)
         except CacheError as e:
             log.warning("ignoring the cache (%s); rebuilding it from %s", e, source.folder)
     raw, catalog = source.parse()
@@ -231,7 +236,7 @@ def load_dataset(cfg: DataConfig | dict) -> Ratings:
         _to_cache(path, ratings, stamp)
     except OSError as e:
         log.warning("could not write the cache %s (%s); the next load parses again", path, e)
-    return ratings
+    return ratings if timestamps else replace(ratings, timestamp=None)
 
 
 def counts_report(r: Ratings) -> str:

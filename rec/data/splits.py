@@ -1,6 +1,6 @@
 """Train / validation / test splits as index tensors (SPEC §1.3).
 
-No rating is copied: a split is three sorted int64 index tensors into the
+No rating is copied: a split is three sorted index tensors into the
 dataset's rating tensors.  ``random`` is the report's seeded permutation;
 ``temporal`` sends each user's latest ratings to validation and test;
 ``predefined`` uses a dataset's official folds (ml-100k's u1-u5, ua, ub), with
@@ -22,7 +22,7 @@ SPLITS = ("random", "temporal", "predefined")
 
 @dataclass(frozen=True)
 class Split:
-    """Sorted rating indices of each part."""
+    """Sorted rating indices of each part (int32 below 2^31 ratings)."""
 
     train: torch.Tensor
     val: torch.Tensor
@@ -30,10 +30,6 @@ class Split:
 
     def parts(self) -> dict[str, torch.Tensor]:
         return {"train": self.train, "val": self.val, "test": self.test}
-
-
-def _sorted(x: torch.Tensor) -> torch.Tensor:
-    return torch.sort(x.long()).values
 
 
 def _check(split: Split, ratings: Ratings, how: str) -> Split:
@@ -45,19 +41,32 @@ def _check(split: Split, ratings: Ratings, how: str) -> Split:
     return split
 
 
+def _parts(n: int, label: torch.Tensor) -> Split:
+    """Sorted indices of labels 0, 1, 2 (``nonzero`` yields them in order: no sort).
+
+    int32 when they fit: at ML-32M scale that halves the largest index tensor.
+    """
+    dtype = torch.int32 if n < 2**31 else torch.int64
+    return Split(*(torch.nonzero(label == k).flatten().to(dtype) for k in range(3)))
+
+
 def random_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), seed: int = 0) -> Split:
     """The report's split: one seeded permutation cut into train / val / test."""
     n = len(ratings)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val, n_test = round(n * fractions[1]), round(n * fractions[2])
     n_train = n - n_val - n_test
-    split = Split(_sorted(perm[:n_train]), _sorted(perm[n_train:n_train + n_val]),
-                  _sorted(perm[n_train + n_val:]))
-    return _check(split, ratings, f"random {fractions}")
+    label = torch.zeros(n, dtype=torch.int8)
+    label[perm[n_train:n_train + n_val]] = 1
+    label[perm[n_train + n_val:]] = 2
+    del perm
+    return _check(_parts(n, label), ratings, f"random {fractions}")
 
 
 def temporal_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05)) -> Split:
     """Each user's latest ratings go to test, the ones before them to validation."""
+    if ratings.timestamp is None:
+        raise ConfigError("the temporal split needs timestamps: load the dataset with them.")
     user = ratings.user.numpy()
     order = np.lexsort((np.arange(len(user)), ratings.timestamp.numpy(), user))
     deg = np.bincount(user, minlength=ratings.n_users)
@@ -66,12 +75,10 @@ def temporal_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05)) -> Split:
     from_end = deg[u] - (np.arange(len(order)) - start[u])  # 1 for a user's latest rating
     n_test = np.round(deg * fractions[2]).astype(np.int64)[u]
     n_val = np.round(deg * fractions[1]).astype(np.int64)[u]
-    test = from_end <= n_test
-    val = ~test & (from_end <= n_test + n_val)
-    idx = torch.from_numpy(order)
-    split = Split(_sorted(idx[torch.from_numpy(~(test | val))]), _sorted(idx[torch.from_numpy(val)]),
-                  _sorted(idx[torch.from_numpy(test)]))
-    return _check(split, ratings, f"temporal {fractions}")
+    label = torch.zeros(len(order), dtype=torch.int8)
+    label[torch.from_numpy(order[from_end <= n_test + n_val])] = 1
+    label[torch.from_numpy(order[from_end <= n_test])] = 2
+    return _check(_parts(len(order), label), ratings, f"temporal {fractions}")
 
 
 def predefined_split(ratings: Ratings, fold: str, val_fraction: float = 0.05, seed: int = 0) -> Split:
@@ -86,8 +93,9 @@ def predefined_split(ratings: Ratings, fold: str, val_fraction: float = 0.05, se
     base = torch.nonzero(member == 0).flatten()
     perm = base[torch.randperm(len(base), generator=torch.Generator().manual_seed(seed))]
     n_val = round(len(base) * val_fraction)
-    split = Split(_sorted(perm[n_val:]), _sorted(perm[:n_val]),
-                  torch.nonzero(member == 1).flatten())
+    label = torch.where(member == 1, 2, torch.where(member == 0, 0, 3)).to(torch.int8)
+    label[perm[:n_val]] = 1
+    split = _parts(len(member), label)
     return _check(split, ratings, f"predefined {fold}")
 
 
