@@ -189,6 +189,16 @@ class Recommender:
         rows = torch.tensor([self.genre_names.index(g) for g in genres])
         return self.params.genre_factors[rows].mean(0)
 
+    def prior_means(self) -> torch.Tensor:
+        """p_n for every movie: the mean of its genres' embeddings (zeros below the features rung)."""
+        p = self.params
+        if not self.config.has_genres:
+            return torch.zeros_like(p.item_factors)
+        counts = self.genre_offsets.diff()
+        rows = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        sums = torch.zeros_like(p.item_factors).index_add_(0, rows, p.genre_factors[self.genre_index.long()])
+        return sums / counts.unsqueeze(1).to(sums.dtype)
+
     def predict_new_movie(self, genres: list[str]) -> torch.Tensor:
         """Every known user's predicted rating of a new movie with these genres."""
         p = self.params

@@ -1,0 +1,138 @@
+"""analyze.py end to end on ml-latest-small, with a small K and few epochs (SPEC §4)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from rec.analysis.run import run_task
+from rec.errors import RecError
+from tests.conftest import REPO
+
+SHRINK = ["K=4", "train.max_epochs=6", "train.ranking_max_users=100", "tensorboard=false"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("analyze")
+
+
+def analyze(store: Path, data_root: Path, task: str, *overrides: str) -> tuple[dict, Path]:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("analyze", overrides=[
+            f"task={task}", f"paths.data_root={data_root}", f"paths.output_root={store / 'outputs'}",
+            f"paths.models={store / 'models'}", *SHRINK, *overrides])
+    out = store / "runs" / f"{task}-{uuid.uuid4().hex[:8]}"
+    result = run_task(cfg, out)
+    saved = json.loads((out / f"{task}.json").read_text())
+    assert saved["task"] == task and saved["summary"] == result["summary"]
+    return saved, out
+
+
+def pngs(folder: Path) -> set[str]:
+    return {p.name for p in folder.glob("*.png")}
+
+
+def test_data_task(store, small_root, small):
+    result, out = analyze(store, small_root, "data")
+    counts = result["counts"]
+    assert (counts["ratings"], counts["users"], counts["movies"], counts["movies_rated"]) == (
+        len(small), small.n_users, small.n_items, 9724)
+    assert sum(result["rating_histogram"].values()) == len(small)
+    for who in ("users", "movies"):
+        assert result["power_law"][who]["alpha"] > 1 and result["power_law"][who]["n_tail"] >= 50
+    for relation in result["relations"].values():
+        assert -1 <= relation["spearman_r"] <= 1
+    assert counts["user_degree"]["min"] == 20 and counts["sparsity"] == pytest.approx(1 - 100836 / (610 * 9742))
+    assert pngs(out) == {"degrees.png", "ratings_histogram.png", "variance_vs_count.png",
+                         "mean_vs_count.png", "variance_vs_mean.png"}
+
+
+def test_first_analysis_trains_the_missing_model_then_reuses_it(store, small_root, capsys):
+    first, _ = analyze(store, small_root, "polarization")
+    assert "training it first" in capsys.readouterr().out
+    assert (store / "models" / "ml-latest-small" / "features-K4.pt").is_file()
+    again, out = analyze(store, small_root, "polarization")
+    assert "training it first" not in capsys.readouterr().out
+    assert again["correlations"] == first["correlations"]
+    for relation in again["correlations"].values():
+        for key in ("pearson_r", "spearman_r"):
+            assert -1 <= relation[key] <= 1
+    for key in ("top_by_norm", "top_by_variance", "top_by_direction"):
+        assert len(again[key]) == 10 and all(m["ratings"] >= 20 for m in again[key])
+    norms = [m["norm"] for m in again["top_by_norm"]]
+    assert norms == sorted(norms, reverse=True)
+    assert pngs(out) == {"variance_vs_norm.png", "polarizing_three_ways.png", "polarizing_map.png"}
+
+
+def test_recommend_task(store, small_root):
+    result, out = analyze(store, small_root, "recommend")
+    seed = result["seed"]
+    assert seed["title"] == "Lord of the Rings: The Fellowship of the Ring, The (2001)"
+    assert set(result["lists"]) == {"report", "cosine", "centered", "neighbours", "fold_in"}
+    for records in result["lists"].values():
+        assert len(records) == 10
+        assert seed["movie_id"] not in {r["movie_id"] for r in records}  # never itself
+        assert all(r["ratings"] >= 100 for r in records)
+    assert len(result["user"]["top"]) == 10
+    assert (out / "recommendations.csv").read_text().count("\n") == 11
+    assert pngs(out) == {"recommendations_map.png"}
+
+
+def test_recommend_unknown_seed_lists_close_matches(store, small_root):
+    with pytest.raises(RecError, match="Close matches.*Fellowship"):
+        analyze(store, small_root, "recommend", "task.seed_movie='Lord of the Rngs Felowship'")
+
+
+def test_genres_task(store, small_root, small):
+    result, out = analyze(store, small_root, "genres")
+    assert 0 < result["cophenetic"] <= 1
+    assert sorted(g for c in result["clusters"] for g in c) == sorted(small.genre_names)
+    assert len(result["clusters"]) == 5
+    assert -1 <= result["inter_cluster"] < result["intra_cluster"] <= 1
+    assert pngs(out) == {"genre_map.png", "genre_similarity.png", "genre_dendrogram.png"}
+
+
+def test_genres_needs_the_features_rung(store, small_root):
+    with pytest.raises(RecError, match="model=features"):
+        analyze(store, small_root, "genres", "model=embeddings")
+
+
+def test_dimensions_task(store, small_root):
+    result, out = analyze(store, small_root, "dimensions", "task.Ks=[2,4]")
+    assert [row["K"] for row in result["table"]] == [2, 4]
+    for row in result["table"]:
+        assert 0 < row["cophenetic"] <= 1 and 0.8 < row["test_rmse"] < 1.0
+    for per_k in result["top"].values():
+        assert all(len(v) == 10 for v in per_k.values())
+    assert {"genre_maps.png", "genre_similarity_K2.png", "genre_similarity_K4.png"} <= pngs(out)
+
+
+def test_explicit_checkpoint_and_mismatched_hyperparameters(store, small_root, capsys):
+    path = store / "models" / "ml-latest-small" / "features-K4.pt"
+    analyze(store, small_root, "genres", f"checkpoint={path}")
+    assert "training it first" not in capsys.readouterr().out
+    analyze(store, small_root, "genres", "model.tau=30")
+    assert "trained with" in capsys.readouterr().out  # another tau: retrained, not reused
+
+
+def test_analyze_command(small_root, tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "analyze.py"), "task=data"], cwd=tmp_path,
+                         capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "REC_DATA_ROOT": str(small_root),
+                              "REC_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "100,836 ratings" in out.stdout
+    assert next((tmp_path / "outputs" / "analyze" / "ml-latest-small" / "data").glob("*/data.json"))
+    bad = subprocess.run([sys.executable, str(REPO / "analyze.py"), "task=recommend",
+                          "task.seed_movie=zzzzqqq", "checkpoint=/nonexistent.pt"], cwd=tmp_path,
+                         capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "REC_DATA_ROOT": str(small_root),
+                              "REC_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(tmp_path)})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nonexistent.pt" in bad.stderr
