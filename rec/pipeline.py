@@ -134,6 +134,8 @@ def _summary(cfg, ratings, model_cfg, result, load_s, loading, device, published
     per_epoch = {"als_s_median": statistics.median(als) if als else float("nan"),
                  "als_s_min": min(als) if als else float("nan"),
                  "eval_s_median": statistics.median(evals) if evals else float("nan")}
+    phases = sorted({k for h in result.history for k in h if k.startswith("profile/")})
+    per_epoch["profile"] = {k[8:-2]: statistics.median(h[k] for h in result.history if k in h) for k in phases}
     millions = result.engine.by_user.nnz / 1e6
     per_epoch["als_s_per_million_ratings"] = per_epoch["als_s_median"] / millions if millions else float("nan")
     return {
@@ -162,6 +164,8 @@ def format_summary(s: dict) -> str:
         f"  epochs    {f['epochs']} run, best {f['best_epoch']}; ALS s/epoch median {t['als_s_median']:.3f}, "
         f"min {t['als_s_min']:.3f} ({t['als_s_per_million_ratings']:.4f} s per million ratings); "
         f"eval s/epoch {t['eval_s_median']:.3f}",
+        *([f"  profile   median s/epoch: " + ", ".join(f"{k} {v:.3f}" for k, v in t["profile"].items())]
+          if t.get("profile") else []),
         f"  memory    peak RSS {t['peak_rss_mb']:,.0f} MiB",
         f"  val       RMSE {f['val/rmse']:.4f}   test RMSE {f['test/rmse']:.4f}  NLL {f['test/nll']:.4f}  "
         f"cold-start RMSE {f['test/cold_rmse']:.4f} ({f['test/cold_n']} rows)",

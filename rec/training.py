@@ -23,6 +23,7 @@ import torch
 
 from rec.als.config import ModelConfig
 from rec.als.engine import ALS
+from rec.als.solve import PhaseTimer
 from rec.als.params import Params
 from rec.data.ratings import Ratings
 from rec.data.splits import Split
@@ -59,6 +60,8 @@ class TrainConfig:
     """Width ratio of successive degree buckets (SPEC §2.4)."""
     chunk_elems: int | None = None
     """Padded ratings per batched Gram chunk; ``null``: 2^18 on CPU, 2^24 on GPU."""
+    profile: bool = False
+    """Time the phases of each epoch (gather, gram, solve, genre, other); adds device syncs."""
 
     @classmethod
     def from_mapping(cls, cfg) -> "TrainConfig":
@@ -176,6 +179,8 @@ def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig
                  ratings.genre_matrix(dtype), device, dtype, cfg.bucket_growth, chunk)
     del user, item, rating  # the engine's groups hold the training ratings from here on
     data = _Subsets(ratings, split, device)
+    if cfg.profile:
+        engine.timer = PhaseTimer(device)
     setup_s = _sync(device) - start
     p = engine.initial_params(ratings.n_genres, seed)
     best, history, state = p.clone(), [], {"epoch": 0, "best_val": math.inf, "best_epoch": 0,
@@ -193,6 +198,8 @@ def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig
         engine.epoch(p)
         t1 = _sync(device)
         record = {"epoch": epoch, "time/als_s": t1 - t0}
+        if engine.timer:
+            record.update({f"profile/{k}_s": v for k, v in engine.timer.take().items()})
         _evaluate(engine, p, data, cfg, ratings.rating_range, record)
         record["time/eval_s"] = _sync(device) - t1
         als_s.append(record["time/als_s"])

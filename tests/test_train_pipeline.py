@@ -113,3 +113,20 @@ def test_train_command_reports_user_errors_without_traceback(tmp_path):
     assert "Traceback" not in out.stderr and "missing.csv" in out.stderr
     out = run_cli(["model.tau=-1"], tmp_path, tmp_path / "nowhere")
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_benchmark_experiment_prints_its_figures(tmp_path, capsys):
+    summary, cfg = train(tmp_path, tmp_path / "data", "+experiment=bench_32m", "data.scale=0.005",
+                         "train.max_epochs=3")
+    assert (cfg.data.name, cfg.model.name, cfg.K) == ("synthetic", "features", 10)
+    t = summary["timing"]
+    assert len(summary["history"]) == 3 and t["epochs_timed"] == 3
+    for key in ("load_s", "csv_load_s", "cache_load_s", "setup_s", "als_s_median", "als_s_min",
+                "eval_s_median", "peak_rss_mb", "als_s_per_million_ratings"):
+        assert t[key] > 0, key
+    assert set(t["profile"]) == {"gather", "gram", "solve", "genre", "other"}
+    assert sum(t["profile"].values()) == pytest.approx(t["als_s_median"], rel=0.5)
+    out = capsys.readouterr().out
+    for needle in ("threads", "peak RSS", "s/epoch median", "parse from CSV", "profile"):
+        assert needle in out
+    assert summary["machine"]["cpu"] and summary["machine"]["threads"] >= 1

@@ -12,7 +12,7 @@ import torch
 from rec.als.config import ModelConfig
 from rec.als.groups import Groups, build_groups
 from rec.als.params import Params
-from rec.als.solve import Workspace, gather, solve_side
+from rec.als.solve import PhaseTimer, Workspace, gather, solve_side
 
 
 class ALS:
@@ -50,6 +50,8 @@ class ALS:
         self.cold_users = torch.nonzero(self.by_user.degree == 0).flatten().to(self.device)
         self.cold_items = torch.nonzero(self.by_item.degree == 0).flatten().to(self.device)
         self.workspace = Workspace()
+        self.timer: PhaseTimer | None = None
+        """Set to a :class:`PhaseTimer` to profile the steps (gather, gram, solve, genre, other)."""
 
     def _weights(self, groups: Groups) -> torch.Tensor:
         if self.cfg.count_scaled:
@@ -81,7 +83,7 @@ class ALS:
         """Solve every user's ``[u_m; b_m]`` exactly given V, c."""
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         solve_side(self.by_user, table, self.cfg.lam, self.reg, self.cfg.count_scaled,
-                   self.user_theta, None, self.workspace)
+                   self.user_theta, None, self.workspace, self.timer)
         self.user_theta[self.cold_users] = 0
         self._unpack(self.user_theta, p.user_factors, p.user_bias)
 
@@ -94,7 +96,7 @@ class ALS:
             prior = torch.zeros_like(self.item_theta)
             prior[:, :self.dim] = self.cfg.tau * self.item_weight.unsqueeze(1) * mean
         solve_side(self.by_item, table, self.cfg.lam, self.reg, self.cfg.count_scaled,
-                   self.item_theta, prior, self.workspace)
+                   self.item_theta, prior, self.workspace, self.timer)
         self.item_theta[self.cold_items] = 0
         if mean is not None:
             self.item_theta[self.cold_items, :self.dim] = mean[self.cold_items]
@@ -111,9 +113,18 @@ class ALS:
         p.genre_factors.copy_(torch.linalg.solve(lhs, rhs))
 
     def epoch(self, p: Params) -> None:
+        timer = self.timer
+        if timer:
+            timer.lap()
         self.user_step(p)
+        if timer:
+            timer.lap("other")  # tables, unpacking, cold rows
         self.item_step(p)
+        if timer:
+            timer.lap("other")
         self.genre_step(p)
+        if timer:
+            timer.lap("genre")
 
     def _unpack(self, theta: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor) -> None:
         factors.copy_(theta[:, :self.dim])

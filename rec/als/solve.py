@@ -13,9 +13,33 @@ on any device.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from rec.als.groups import Chunk, Groups
+
+
+class PhaseTimer:
+    """Seconds spent per phase of the steps (gather, gram, solve, ...), summed until read."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self.seconds: dict[str, float] = {}
+        self._last = None
+
+    def lap(self, name: str | None = None) -> None:
+        """Charge the time since the previous lap to ``name`` (``None`` starts timing)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if name is not None and self._last is not None:
+            self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def take(self) -> dict[str, float]:
+        out, self.seconds = self.seconds, {}
+        return out
 
 
 class Workspace:
@@ -44,12 +68,18 @@ def gather(table: torch.Tensor, chunk: Chunk, workspace: Workspace) -> torch.Ten
     return z.view(n, width, d1)
 
 
-def gram(table: torch.Tensor, chunk: Chunk, workspace: Workspace) -> torch.Tensor:
+def gram(table: torch.Tensor, chunk: Chunk, workspace: Workspace,
+         timer: PhaseTimer | None = None) -> torch.Tensor:
     """``Z^T Z`` per row of ``chunk``, with ``Z = [x_n, y_n]`` and ``y = vals - offset_n``."""
     z = gather(table, chunk, workspace)
     y = z[..., -1]
     torch.sub(chunk.vals, y, out=y)
-    return torch.bmm(z.transpose(1, 2), z)
+    if timer:
+        timer.lap("gather")
+    g = torch.bmm(z.transpose(1, 2), z)
+    if timer:
+        timer.lap("gram")
+    return g
 
 
 def ridge_solve(g: torch.Tensor, lam: float, reg: torch.Tensor,
@@ -76,7 +106,7 @@ def ridge_solve(g: torch.Tensor, lam: float, reg: torch.Tensor,
 
 def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tensor,
                count_scaled: bool, out: torch.Tensor, prior: torch.Tensor | None = None,
-               workspace: Workspace | None = None) -> None:
+               workspace: Workspace | None = None, timer: PhaseTimer | None = None) -> None:
     """Overwrite ``out[row]`` with the solution of every row that has ratings.
 
     ``reg`` (D,) holds the prior precisions; with ``count_scaled`` each row's
@@ -84,12 +114,16 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
     already-weighted prior term of the right-hand side, or ``None``.
     """
     workspace = workspace or Workspace()
+    if timer:
+        timer.lap("other")  # filling the table, the prior
     for chunk in groups.chunks:
-        g = gram(table, chunk, workspace)
+        g = gram(table, chunk, workspace, timer)
         weight = groups.degree[chunk.rows].to(reg.dtype).unsqueeze(1) if count_scaled else None
         theta = ridge_solve(g, lam, reg * weight if count_scaled else reg,
                             None if prior is None else prior[chunk.rows])
         out.index_copy_(0, chunk.rows, theta)
+        if timer:
+            timer.lap("solve")
 
 
 def solve_side_reference(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,

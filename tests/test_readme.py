@@ -1,0 +1,94 @@
+"""Every command and snippet README.md shows runs (shrunk to a few epochs and small data)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from rec.analysis.run import run_task
+from rec.pipeline import train_from_config
+from tests.conftest import REPO
+from tests.test_train_pipeline import configure
+
+README = re.sub(r"\s+", " ", (REPO / "README.md").read_text())
+SHRINK = ("train.max_epochs=2", "tensorboard=false", "train.ranking_max_users=50")
+
+RUNS = [
+    "python train.py model=embeddings K=20 model.tau=10 split=temporal",
+    "python train.py +experiment=report",
+    "python train.py data=csv data.path=my.csv data.columns.user=uid "
+    "data.columns.item=iid data.columns.rating=stars data.columns.timestamp=null",
+]
+SWEEPS = [
+    "python train.py -m K=8,10,12 model.tau=0.1,0.25,1",
+    "python train.py -m +experiment=tune_small model=features",
+    "python train.py -m +experiment=bench_32m data.scale=0.125,0.25,0.5,1",
+]
+
+
+def overrides(command: str) -> list[str]:
+    """The Hydra overrides of a README command line (none of them needs shell quoting)."""
+    return [w for w in command.split()[2:] if w != "-m"]
+
+
+@pytest.mark.parametrize("command", RUNS + SWEEPS + [
+    "python analyze.py task=polarization model=embeddings model.reg_scaling=count model.tau=0.15 "
+    "model.gamma=0.2", "python -m rec.data ml-latest-small", "python train.py +experiment=bench_32m"])
+def test_command_is_in_the_readme(command):
+    assert command in README
+
+
+@pytest.mark.parametrize("command", RUNS)
+def test_readme_training_commands_run(command, small_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my.csv").write_text("uid,iid,stars\n" + "".join(
+        f"{u},{i},{1 + (u * i) % 5}\n" for u in range(1, 41) for i in range(1, 31) if (u + i) % 3))
+    cfg = configure(tmp_path, small_root, *overrides(command), *SHRINK)
+    summary = train_from_config(cfg, tmp_path / "run")
+    assert summary["final"]["val/rmse"] > 0
+
+
+@pytest.mark.parametrize("command", SWEEPS)
+def test_readme_sweeps_compose(command, tmp_path):
+    """Each point of the grid composes to the configuration it names."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        base = compose("config", overrides=[o for o in overrides(command) if "," not in o],
+                       return_hydra_config=True)
+    grid = {k: v.split(",") for k, v in (o.split("=", 1) for o in overrides(command) if "," in o)}
+    grid.update({k: str(v).split(",") for k, v in (base.hydra.sweeper.params or {}).items()})
+    assert grid, command
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for point in itertools.product(*grid.values()):
+            chosen = [f"{k}={v}" for k, v in zip(grid, point)]
+            cfg = compose("config", overrides=[o for o in overrides(command) if "," not in o] + chosen)
+            for k, v in zip(grid, point):
+                node = cfg
+                for part in k.split("."):
+                    node = node[part]
+                assert str(node) == v or float(node) == float(v)
+
+
+def test_readme_python_snippet(small_root, tmp_path):
+    cfg = configure(tmp_path, small_root, *SHRINK)
+    summary = train_from_config(cfg, tmp_path / "run")
+    snippet = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    snippet = snippet.replace('"models/ml-latest-small/features-K10.pt"', repr(summary["model_file"]))
+    scope: dict = {}
+    exec(snippet, scope)
+    m = scope["m"]
+    assert len(m.recommend(user_id=1, k=10)) == 10 and 0.5 <= m.predict(user_id=1, movie_id=4993) <= 5
+
+
+def test_readme_analysis_command_runs(small_root, tmp_path):
+    command = ("python analyze.py task=polarization model=embeddings model.reg_scaling=count "
+               "model.tau=0.15 model.gamma=0.2")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("analyze", overrides=[
+            *overrides(command), f"paths.data_root={small_root}", f"paths.output_root={tmp_path}",
+            f"paths.models={tmp_path / 'models'}", "train.max_epochs=15", "tensorboard=false",
+            "train.ranking_max_users=50"])
+    result = run_task(cfg, tmp_path / "out")
+    assert result["correlations"]["variance_vs_norm"]["pearson_r"] > 0.6  # the report's link
