@@ -9,8 +9,6 @@ everything it needs: parameters, id maps, titles, genres and metrics.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,8 +17,9 @@ import torch
 from rec.als.config import ModelConfig
 from rec.als.params import Params
 from rec.als.solve import ridge_solve
-from rec.data.ratings import Ratings
+from rec.data.ratings import Ratings, genre_matrix, genres_of
 from rec.errors import RecError
+from rec.files import save_torch
 from rec.titles import find_title
 
 FORMAT = 1
@@ -66,18 +65,9 @@ class Recommender:
     # persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write atomically: a killed run never leaves a half-written model."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: getattr(self, k) for k in self.__dataclass_fields__}
         state.update(format=FORMAT, params=self.params.state_dict(), config=asdict(self.config))
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return path
+        return save_torch(state, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
@@ -114,8 +104,7 @@ class Recommender:
         return find_title(title, self.titles, self.item_counts)
 
     def genres_of(self, item: int) -> list[str]:
-        lo, hi = int(self.genre_offsets[item]), int(self.genre_offsets[item + 1])
-        return [self.genre_names[g] for g in self.genre_index[lo:hi].tolist()]
+        return genres_of(item, self.genre_names, self.genre_offsets, self.genre_index)
 
     def rated_by(self, user: int) -> torch.Tensor:
         return self.rated_items[self.rated_offsets[user]:self.rated_offsets[user + 1]].long()
@@ -194,10 +183,8 @@ class Recommender:
         p = self.params
         if not self.config.has_genres:
             return torch.zeros_like(p.item_factors)
-        counts = self.genre_offsets.diff()
-        rows = torch.repeat_interleave(torch.arange(len(counts)), counts)
-        sums = torch.zeros_like(p.item_factors).index_add_(0, rows, p.genre_factors[self.genre_index.long()])
-        return sums / counts.unsqueeze(1).to(sums.dtype)
+        a = genre_matrix(self.genre_offsets, self.genre_index, len(self.genre_names), p.genre_factors.dtype)
+        return a @ p.genre_factors
 
     def predict_new_movie(self, genres: list[str]) -> torch.Tensor:
         """Every known user's predicted rating of a new movie with these genres."""

@@ -164,7 +164,7 @@ def format_summary(s: dict) -> str:
         f"  epochs    {f['epochs']} run, best {f['best_epoch']}; ALS s/epoch median {t['als_s_median']:.3f}, "
         f"min {t['als_s_min']:.3f} ({t['als_s_per_million_ratings']:.4f} s per million ratings); "
         f"eval s/epoch {t['eval_s_median']:.3f}",
-        *([f"  profile   median s/epoch: " + ", ".join(f"{k} {v:.3f}" for k, v in t["profile"].items())]
+        *(["  profile   median s/epoch: " + ", ".join(f"{k} {v:.3f}" for k, v in t["profile"].items())]
           if t.get("profile") else []),
         f"  memory    peak RSS {t['peak_rss_mb']:,.0f} MiB",
         f"  val       RMSE {f['val/rmse']:.4f}   test RMSE {f['test/rmse']:.4f}  NLL {f['test/nll']:.4f}  "

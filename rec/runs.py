@@ -13,6 +13,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from rec.files import atomic_write
+
 RUN_FILE = "run.json"
 CHECKPOINT = "checkpoint.pt"
 
@@ -29,10 +31,8 @@ def read_run(folder: Path) -> dict:
 
 
 def write_run(folder: Path, info: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(info, indent=2, default=str))
-    tmp.replace(folder / RUN_FILE)
+    text = json.dumps(info, indent=2, default=str)
+    atomic_write(Path(folder) / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
 
 
 def find_resumable(root: Path, fp: str) -> Path | None:

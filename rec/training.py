@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,6 +26,7 @@ from rec.als.params import Params
 from rec.data.ratings import Ratings
 from rec.data.splits import Split
 from rec.errors import RecError
+from rec.files import save_torch
 from rec.metrics import accuracy, nll, pairs_of_users, ranked_users, ranking
 
 log = logging.getLogger(__name__)
@@ -94,18 +93,6 @@ def _sync(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """``torch.save`` to a temporary file, then rename: a kill never leaves a torn checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict:
@@ -216,9 +203,9 @@ def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig
         for cb in callbacks:  # before the checkpoint: a resumed run redoes what they missed
             cb.on_epoch(epoch, record, p)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
-                                         "params": p.state_dict(), "best": best.state_dict(),
-                                         "history": history, "state": state})
+            save_torch({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
+                        "params": p.state_dict(), "best": best.state_dict(),
+                        "history": history, "state": state}, checkpoint)
     kept = best if cfg.restore_best and state["best_epoch"] else p
     t2 = _sync(device)
     final = final_metrics(engine, kept, ratings, split, data, cfg, seed)

@@ -72,7 +72,7 @@ def bucket_widths(max_degree: int, growth: float) -> torch.Tensor:
 
 
 def build_groups(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
-                 n_cols: int, growth: float = 1.15, chunk_elems: int = 1 << 20) -> Groups:
+                 n_cols: int, growth: float = 1.15, chunk_elems: int = 1 << 18) -> Groups:
     """Group ratings (``rows[i]``, ``cols[i]``, ``vals[i]``) by row into padded degree buckets."""
     degree = torch.bincount(rows, minlength=n_rows)
     perm = None  # rating ids in row order; None when the ratings are grouped already

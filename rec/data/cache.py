@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from rec.errors import CacheError
+from rec.files import atomic_write
 
 MAGIC = b"RECBNDL1"
 _ALIGN = 64
@@ -33,8 +33,6 @@ def _crc(array: np.ndarray) -> int:
 
 def write_bundle(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write ``arrays`` and JSON-able ``meta`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     specs, offset = [], 0
     for name, a in arrays.items():
@@ -42,10 +40,9 @@ def write_bundle(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) ->
                       "offset": offset, "nbytes": a.nbytes, "crc32": _crc(a)})
         offset += a.nbytes + _pad(a.nbytes)
     header = json.dumps({"meta": meta, "arrays": specs}).encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             f.write(MAGIC + struct.pack("<Q", len(header)) + header)
             f.write(b"\0" * _pad(f.tell()))
             for a in arrays.values():
@@ -53,10 +50,8 @@ def write_bundle(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) ->
                 f.write(b"\0" * _pad(a.nbytes))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def read_header(path: str | Path) -> dict:

@@ -65,8 +65,7 @@ class Ratings:
 
     def item_genres(self, item: int) -> list[str]:
         """Genre names of movie index ``item``."""
-        lo, hi = self.genre_offsets[item].item(), self.genre_offsets[item + 1].item()
-        return [self.genre_names[g] for g in self.genre_index[lo:hi].tolist()]
+        return genres_of(item, self.genre_names, self.genre_offsets, self.genre_index)
 
     def item_counts(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """Ratings per movie, over all ratings or the rows in ``index``."""
@@ -80,11 +79,7 @@ class Ratings:
 
     def genre_matrix(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Dense A (movies x genres) with ``A[n, f] = 1/|F(n)|`` for f in F(n) (SPEC §2.3)."""
-        counts = self.genre_offsets.diff()
-        rows = torch.repeat_interleave(torch.arange(self.n_items), counts)
-        a = torch.zeros(self.n_items, self.n_genres, dtype=dtype)
-        a[rows, self.genre_index.long()] = 1.0 / counts[rows].to(dtype)
-        return a
+        return genre_matrix(self.genre_offsets, self.genre_index, self.n_genres, dtype)
 
     def summary(self) -> dict:
         """Counts a user checks first: sizes, sparsity, rating range."""
@@ -101,6 +96,22 @@ class Ratings:
             "rating_mean": float(self.rating.double().mean()) if len(self) else float("nan"),
             "density": len(self) / max(1, self.n_users * self.n_items),
         }
+
+
+def genres_of(item: int, names: list[str], offsets: torch.Tensor, index: torch.Tensor) -> list[str]:
+    """Genre names of movie ``item`` from the genre CSR."""
+    lo, hi = int(offsets[item]), int(offsets[item + 1])
+    return [names[g] for g in index[lo:hi].tolist()]
+
+
+def genre_matrix(offsets: torch.Tensor, index: torch.Tensor, n_genres: int,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A (movies x genres), ``A[n, f] = 1/|F(n)|``: ``A @ W`` is every movie's prior mean p_n."""
+    counts = offsets.diff()
+    rows = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    a = torch.zeros(len(counts), n_genres, dtype=dtype)
+    a[rows, index.long()] = 1.0 / counts[rows].to(dtype)
+    return a
 
 
 def genres_to_csr(genre_lists: list[list[str]], names: list[str] | None = None):

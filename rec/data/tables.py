@@ -72,7 +72,8 @@ def read_columns(path: Path, columns: dict[str, str], delimiter: str, header: bo
                                read_options=read, parse_options=parse, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError) as e:
         raise locate_bad_line(*scan) or DataError(
-            f"{path}: could not be parsed ({e}). Check that it is a {delimiter!r}-separated file.")
+            f"{path}: could not be parsed ({e}). Check that it is a {delimiter!r}-separated file."
+        ) from None  # the line-level message says it all
     out = {}
     for name, kind in columns.items():
         col = table.column(name)
