@@ -168,7 +168,8 @@ def format_summary(s: dict) -> str:
           if t.get("profile") else []),
         f"  memory    peak RSS {t['peak_rss_mb']:,.0f} MiB",
         f"  val       RMSE {f['val/rmse']:.4f}   test RMSE {f['test/rmse']:.4f}  NLL {f['test/nll']:.4f}  "
-        f"cold-start RMSE {f['test/cold_rmse']:.4f} ({f['test/cold_n']} rows)",
+        + (f"cold-start RMSE {f['test/cold_rmse']:.4f} ({f['test/cold_n']} rows)" if f["test/cold_n"]
+           else "no test movie is unseen in training"),
         f"  ranking   precision@{k} {f[f'test/precision@{k}']:.4f}  recall@{k} {f[f'test/recall@{k}']:.4f}  "
         f"NDCG@{k} {f[f'test/ndcg@{k}']:.4f}  ({f['test/ranked_users']} users)",
         f"  model     {s['model_file']}",

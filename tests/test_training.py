@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rec.als import ModelConfig, Params
-from rec.data import DataConfig, load_dataset, make_split
+from rec.data import DataConfig, Split, load_dataset, make_split
 from rec.metrics import ranking
 from rec.training import TrainConfig, fit
 from tests.conftest import REPO, random_ratings
@@ -141,3 +141,19 @@ def test_cuda_path_matches_cpu(small):
     assert gpu.params.item_factors.device.type == "cuda"
     assert gpu.final["objective"] == pytest.approx(cpu.final["objective"], rel=1e-9)
     assert torch.allclose(gpu.params.item_factors.cpu(), cpu.params.item_factors, atol=1e-8)
+
+
+def test_users_and_movies_unseen_in_training_get_the_prior():
+    r = random_ratings(n_users=30, n_items=20, seed=11, cold_users=0, cold_items=0, density=0.5)
+    newcomer = torch.nonzero(r.user == 4).flatten()  # user 4: all of their ratings go to test
+    others = torch.nonzero(r.user != 4).flatten()
+    part = torch.arange(len(others)) % 7  # 1: validation, 2: test, else training
+    split = Split(others[(part != 1) & (part != 2)], others[part == 1],
+                  torch.cat([newcomer, others[part == 2]]).sort().values)
+    cfg = ModelConfig(name="features", K=2, tau=1, gamma=1, reg_scaling="none")
+    result = fit(r, split, cfg, TrainConfig(max_epochs=3, ranking_max_users=None))
+    p = result.params
+    assert bool((p.user_factors[4] == 0).all()) and float(p.user_bias[4]) == 0.0
+    assert math.isfinite(result.final["test/rmse"]) and math.isfinite(result.final["test/ndcg@10"])
+    expected = (p.mu + p.item_bias[r.item[newcomer].long()]).clamp(0.5, 5)  # mu + c_n alone
+    assert torch.allclose(p.predict(r.user[newcomer], r.item[newcomer]).clamp(0.5, 5), expected)
