@@ -117,7 +117,7 @@ class Recommender:
 
     def top_k(self, scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
               min_count: int = 0) -> list[dict]:
-        """The ``k`` best movies by ``scores``, as records with id, title, score and count."""
+        """The ``k`` best movies by ``scores``, as records with id, title, genres, score and count."""
         scores = scores.clone().float()
         if exclude is not None and exclude.numel():
             scores[exclude] = float("-inf")
@@ -126,7 +126,8 @@ class Recommender:
         k = min(k, int(torch.isfinite(scores).sum()))
         values, index = torch.topk(scores, k)
         return [{"rank": r + 1, "movie_id": int(self.item_ids[i]), "title": self.titles[i],
-                 "score": float(v), "ratings": int(self.item_counts[i])}
+                 "genres": " | ".join(self.genres_of(i)), "score": float(v),
+                 "ratings": int(self.item_counts[i])}
                 for r, (v, i) in enumerate(zip(values.tolist(), index.tolist()))]
 
     def item_scores(self, user_factors: torch.Tensor, user_bias: float = 0.0) -> torch.Tensor:

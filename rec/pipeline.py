@@ -24,6 +24,7 @@ from rec.als.config import ModelConfig
 from rec.data.load import DataConfig, load_dataset
 from rec.data.ratings import Ratings
 from rec.data.splits import make_split
+from rec.files import atomic_write
 from rec.model import Recommender
 from rec.runs import CHECKPOINT, find_resumable, fingerprint, model_path, read_run, write_run
 from rec.system import describe, peak_rss_mb, pick_device, set_threads
@@ -110,9 +111,9 @@ def train_from_config(cfg, run_dir: Path) -> dict:
     model = Recommender.from_training(ratings, split.train, result.params, model_cfg, result.final,
                                       {"fingerprint": fp, "split": split_options(cfg), "seed": seed,
                                        "run": str(work)})
-    model.save(work / "model.pt")
-    published = model.save(model_path(Path(paths.models), ratings.name, model_cfg.name,
-                                      model_cfg.dim))
+    saved = model.save(work / "model.pt")
+    published = atomic_write(model_path(Path(paths.models), ratings.name, model_cfg.name, model_cfg.dim),
+                             lambda tmp: shutil.copyfile(saved, tmp))
     summary = _summary(cfg, ratings, model_cfg, result, load_s, loading, device, published, info)
     (work / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     if Path(run_dir) != work:

@@ -52,10 +52,6 @@ class Groups:
         """Number of padded slots (ratings plus padding)."""
         return sum(c.cols.numel() for c in self.chunks)
 
-    @property
-    def largest_chunk(self) -> int:
-        return max((c.cols.numel() for c in self.chunks), default=0)
-
     def to(self, device: torch.device) -> "Groups":
         moved = [Chunk(c.rows.to(device), c.cols.to(device), c.vals.to(device)) for c in self.chunks]
         return Groups(self.n_rows, self.n_cols, self.degree.to(device), moved, self.nnz)
