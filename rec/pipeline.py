@@ -87,8 +87,9 @@ def train_from_config(cfg, run_dir: Path) -> dict:
     seed = int(_get(cfg, "seed", 0))
     loading = measure_loading(cfg) if _get(cfg, "measure_loading", False) else {}
     ratings, load_s = load(cfg)
-    split = make_split(ratings, **split_options(cfg))
-    fp = fingerprint({"data": ratings.name, "ratings": len(ratings), "split": split_options(cfg),
+    options = split_options(cfg)
+    split = make_split(ratings, **options)
+    fp = fingerprint({"data": ratings.name, "ratings": len(ratings), "split": options,
                       "model": model_cfg.hparams(), "train": train_cfg.results_key(),
                       "seed": seed, "dtype": str(dtype), "device": device.type})
     paths = cfg.paths
@@ -109,16 +110,15 @@ def train_from_config(cfg, run_dir: Path) -> dict:
                  checkpoint=work / CHECKPOINT, fingerprint=fp,
                  callbacks=(board,) if board else ())
     model = Recommender.from_training(ratings, split.train, result.params, model_cfg, result.final,
-                                      {"fingerprint": fp, "split": split_options(cfg), "seed": seed,
+                                      {"fingerprint": fp, "split": options, "seed": seed,
                                        "run": str(work)})
     saved = model.save(work / "model.pt")
     published = atomic_write(model_path(Path(paths.models), ratings.name, model_cfg.name, model_cfg.dim),
                              lambda tmp: shutil.copyfile(saved, tmp))
     summary = _summary(cfg, ratings, model_cfg, result, load_s, loading, device, published, info)
-    (work / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
-    if Path(run_dir) != work:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(run_dir) / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    for folder in {work, Path(run_dir)}:  # a resumed run: its own folder and the new one
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     if board:
         board.log_hparams({**model_cfg.hparams(), "dataset": ratings.name, "seed": seed},
                           result.final)

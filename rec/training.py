@@ -115,15 +115,19 @@ class _Subsets:
                       for name, idx in (("val", split.val), ("test", split.test))}
 
 
+def _train_metrics(engine: ALS, p: Params, rating_range: tuple[float, float]) -> dict:
+    """Train RMSE and NLL (clipped predictions) and the objective J, from one pass."""
+    n = engine.by_user.nnz
+    raw, clipped = engine.train_errors(p, rating_range)
+    return {"train/rmse": math.sqrt(clipped / max(n, 1)), "train/nll": nll(clipped, n, engine.cfg.lam),
+            "objective": engine.objective(p, raw)}
+
+
 def _evaluate(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
               rating_range: tuple[float, float], record: dict) -> None:
     lam = engine.cfg.lam
     if cfg.eval_train:
-        n = engine.by_user.nnz
-        raw, clipped = engine.train_errors(p, rating_range)
-        record["train/rmse"] = math.sqrt(clipped / max(n, 1))
-        record["train/nll"] = nll(clipped, n, lam)
-        record["objective"] = engine.objective(p, raw)
+        record.update(_train_metrics(engine, p, rating_range))
     for part in ("val", "test") if cfg.eval_test else ("val",):
         metrics = accuracy(p, *data.parts[part], rating_range, lam)
         record[f"{part}/rmse"], record[f"{part}/nll"] = metrics["rmse"], metrics["nll"]
@@ -133,10 +137,7 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: 
                   cfg: TrainConfig, seed: int) -> dict:
     """Accuracy per split, cold-start RMSE and ranking metrics of the kept parameters."""
     rr, lam = ratings.rating_range, engine.cfg.lam
-    n = engine.by_user.nnz
-    raw, clipped = engine.train_errors(p, rr)
-    out = {"train/rmse": math.sqrt(clipped / max(n, 1)), "train/nll": nll(clipped, n, lam),
-           "train/n": n, "objective": engine.objective(p, raw)}
+    out = {**_train_metrics(engine, p, rr), "train/n": engine.by_user.nnz}
     for part, tensors in data.parts.items():
         for k, v in accuracy(p, *tensors, rr, lam).items():
             out[f"{part}/{k}"] = v

@@ -37,6 +37,7 @@ class Context:
     out_dir: Path
     ratings: Ratings = field(init=False)
     _models: dict = field(default_factory=dict, init=False)
+    _splits: dict = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -53,8 +54,12 @@ class Context:
         return self._models[key]
 
     def split(self, model: Recommender) -> Split:
-        """The split the model was trained on."""
-        return make_split(self.ratings, **model.meta.get("split", split_options(self.cfg)))
+        """The split the model was trained on (built once per set of split options)."""
+        options = model.meta.get("split", split_options(self.cfg))
+        key = repr(sorted(options.items()))
+        if key not in self._splits:
+            self._splits[key] = make_split(self.ratings, **options)
+        return self._splits[key]
 
     def _find_or_train(self, rung: str, K: int) -> Recommender:
         cfg = self.cfg
