@@ -47,10 +47,16 @@ def small(small_root, session_cache) -> Ratings:
                                    cache_dir=str(session_cache)))
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Never write caches into the user's ~/.cache during tests."""
-    monkeypatch.setenv("REC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "default-cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Never write caches into the user's ~/.cache during tests.
+
+    Session-scoped so that it is in force before any module- or session-scoped
+    fixture loads data (a function-scoped one would be set up after them).
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "default-cache"))
+        yield
 
 
 def random_ratings(n_users=40, n_items=30, n_genres=5, density=0.3, seed=0,
