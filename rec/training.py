@@ -58,7 +58,9 @@ class TrainConfig:
     bucket_growth: float = 1.15
     """Width ratio of successive degree buckets (SPEC §2.4)."""
     chunk_elems: int | None = None
-    """Padded ratings per batched Gram chunk; ``null``: 2^18 on CPU, 2^24 on GPU."""
+    """Padded ratings per batched Gram chunk; ``null``: 2^17 on CPU, 2^24 on GPU."""
+    batch_rows: int | None = None
+    """Rows (users or movies) solved per batched solver call; ``null``: 2^15 on CPU, 2^18 on GPU."""
     profile: bool = False
     """Time the phases of each epoch (gather, gram, solve, genre, other); adds device syncs."""
 
@@ -161,10 +163,12 @@ def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig
     """Train ``model_cfg`` on ``split.train``; resume from ``checkpoint`` when it exists."""
     device = torch.device(device)
     start = _sync(device)
-    chunk = cfg.chunk_elems or (1 << 24 if device.type == "cuda" else 1 << 18)
+    gpu = device.type == "cuda"
+    chunk = cfg.chunk_elems or (1 << 24 if gpu else 1 << 17)
+    batch_rows = cfg.batch_rows or (1 << 18 if gpu else 1 << 15)
     user, item, rating = (t[split.train] for t in (ratings.user, ratings.item, ratings.rating))
     engine = ALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
-                 ratings.genre_matrix(dtype), device, dtype, cfg.bucket_growth, chunk)
+                 ratings.genre_matrix(dtype), device, dtype, cfg.bucket_growth, chunk, batch_rows)
     del user, item, rating  # the engine's groups hold the training ratings from here on
     data = _Subsets(ratings, split, device)
     if cfg.profile:

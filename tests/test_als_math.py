@@ -17,7 +17,7 @@ SCALINGS = ("none", "count")
 def engine(r, **cfg) -> ALS:
     cfg = ModelConfig(**{"K": 3, "tau": 0.7, "gamma": 0.4, "eta": 0.9, **cfg}).validated()
     return ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items, r.genre_matrix(torch.float64),
-               dtype=torch.float64, growth=1.3, chunk_elems=64)
+               dtype=torch.float64, growth=1.3, chunk_elems=64, batch_rows=7)
 
 
 def test_groups_hold_every_rating_once_with_bounded_padding():
@@ -26,7 +26,11 @@ def test_groups_hold_every_rating_once_with_bounded_padding():
     rows = torch.repeat_interleave(torch.arange(500), degree)
     cols = torch.randint(0, 50, (rows.numel(),), generator=g)
     vals = torch.rand(rows.numel(), generator=g)
-    groups = build_groups(rows, cols, vals, 500, 50, growth=1.2, chunk_elems=256)
+    groups = build_groups(rows, cols, vals, 500, 50, growth=1.2, chunk_elems=256, batch_rows=40)
+    for b in groups.batches:  # solve batches: whole chunks, in order, at most batch_rows rows
+        assert b.rows.numel() <= 40
+        assert torch.equal(b.rows, torch.cat([c.rows for c in b.chunks]))
+    assert len(groups.batches) < len(groups.chunks)
     seen = []
     for c in groups.chunks:
         real = c.cols != groups.sentinel
@@ -174,3 +178,10 @@ def test_float32_matches_float64():
         e64.epoch(p64)
         e32.epoch(p32)
     assert e32.objective(p32) == pytest.approx(e64.objective(p64), rel=1e-5)
+
+
+@pytest.mark.parametrize("sizes", [{"chunk_elems": 0}, {"batch_rows": 0}, {"growth": 1.0}])
+def test_group_sizes_must_be_positive(sizes):
+    rows = torch.tensor([0, 0, 1])
+    with pytest.raises(ValueError, match="must"):
+        build_groups(rows, torch.tensor([0, 1, 1]), torch.ones(3), 2, 2, **sizes)

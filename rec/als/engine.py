@@ -26,14 +26,15 @@ class ALS:
     def __init__(self, cfg: ModelConfig, user: torch.Tensor, item: torch.Tensor,
                  rating: torch.Tensor, n_users: int, n_items: int, genre_matrix: torch.Tensor,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 growth: float = 1.15, chunk_elems: int = 1 << 18) -> None:
+                 growth: float = 1.15, chunk_elems: int = 1 << 17, batch_rows: int = 1 << 15) -> None:
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.n_users, self.n_items = n_users, n_items
         self.mu = float(rating.double().mean()) if cfg.has_biases and rating.numel() else 0.0
         vals = rating.to(dtype) - self.mu  # centred once: y = vals - offset in every step
         # movies first: their sort's temporaries are gone before the users' groups exist
-        self.by_item = build_groups(item, user, vals, n_items, n_users, growth, chunk_elems).to(device)
-        self.by_user = build_groups(user, item, vals, n_users, n_items, growth, chunk_elems).to(device)
+        sizes = (growth, chunk_elems, batch_rows)
+        self.by_item = build_groups(item, user, vals, n_items, n_users, *sizes).to(device)
+        self.by_user = build_groups(user, item, vals, n_users, n_items, *sizes).to(device)
         self.user_weight = self._weights(self.by_user)
         self.item_weight = self._weights(self.by_item)
         self.dim = cfg.dim

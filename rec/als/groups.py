@@ -6,7 +6,10 @@ geometrically by ``growth`` (1.1-1.25 keeps padding under ~10%), so a row is
 never padded to more than ``growth`` times its degree, and power-law degrees
 (one movie with 100k ratings, most with a handful) cost no more than their
 ratings.  Each bucket is cut into chunks of at most ``chunk_elems`` padded
-entries, which bounds the memory of every batched Gram computation.
+entries, which bounds the memory of every batched Gram computation, and
+consecutive chunks form batches of at most ``batch_rows`` rows whose systems
+are solved in one call: small chunks keep the gathered ratings in cache, large
+solve batches keep the per-call cost of the batched solver low.
 
 Padded entries point at ``sentinel`` (= number of columns), a row of zeros
 appended to the gathered table, so they add nothing to any sum: no masks.
@@ -32,6 +35,15 @@ class Chunk:
 
 
 @dataclass
+class Batch:
+    """Consecutive chunks whose rows' systems are solved together."""
+
+    rows: torch.Tensor
+    """int64 (n,) the rows of ``chunks``, concatenated in order."""
+    chunks: list[Chunk]
+
+
+@dataclass
 class Groups:
     """All training ratings of one side (per user, or per movie)."""
 
@@ -39,7 +51,7 @@ class Groups:
     n_cols: int
     degree: torch.Tensor
     """int64 (n_rows,) training ratings per row."""
-    chunks: list[Chunk]
+    batches: list[Batch]
     nnz: int
     """Number of ratings."""
 
@@ -48,12 +60,18 @@ class Groups:
         return self.n_cols
 
     @property
+    def chunks(self) -> list[Chunk]:
+        return [c for b in self.batches for c in b.chunks]
+
+    @property
     def padded(self) -> int:
         """Number of padded slots (ratings plus padding)."""
         return sum(c.cols.numel() for c in self.chunks)
 
     def to(self, device: torch.device) -> "Groups":
-        moved = [Chunk(c.rows.to(device), c.cols.to(device), c.vals.to(device)) for c in self.chunks]
+        moved = [Batch(b.rows.to(device), [Chunk(c.rows.to(device), c.cols.to(device),
+                                                 c.vals.to(device)) for c in b.chunks])
+                 for b in self.batches]
         return Groups(self.n_rows, self.n_cols, self.degree.to(device), moved, self.nnz)
 
 
@@ -68,8 +86,11 @@ def bucket_widths(max_degree: int, growth: float) -> torch.Tensor:
 
 
 def build_groups(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
-                 n_cols: int, growth: float = 1.15, chunk_elems: int = 1 << 18) -> Groups:
+                 n_cols: int, growth: float = 1.15, chunk_elems: int = 1 << 17,
+                 batch_rows: int = 1 << 15) -> Groups:
     """Group ratings (``rows[i]``, ``cols[i]``, ``vals[i]``) by row into padded degree buckets."""
+    if batch_rows < 1 or chunk_elems < 1:
+        raise ValueError(f"chunk_elems and batch_rows must be positive, got {chunk_elems}, {batch_rows}")
     degree = torch.bincount(rows, minlength=n_rows)
     perm = None  # rating ids in row order; None when the ratings are grouped already
     if rows.numel() > 1 and not bool((rows[1:] >= rows[:-1]).all()):
@@ -84,11 +105,24 @@ def build_groups(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_r
     for b in torch.unique(bucket).tolist():
         members = nonzero[bucket == b]
         width = int(widths[b])
-        step = max(1, chunk_elems // width)
+        step = max(1, min(chunk_elems // width, batch_rows))
         for start in range(0, members.numel(), step):
             chunks.append(_pad(members[start:start + step], width, degree, offsets, perm, cols,
                                vals, n_cols))
-    return Groups(n_rows, n_cols, degree, chunks, int(cols.numel()))
+    return Groups(n_rows, n_cols, degree, _batch(chunks, batch_rows), int(cols.numel()))
+
+
+def _batch(chunks: list[Chunk], batch_rows: int) -> list[Batch]:
+    """Consecutive chunks, greedily, into batches of at most ``batch_rows`` rows."""
+    runs: list[list[Chunk]] = []
+    n = batch_rows
+    for c in chunks:
+        if n + c.rows.numel() > batch_rows:
+            runs.append([])
+            n = 0
+        runs[-1].append(c)
+        n += c.rows.numel()
+    return [Batch(torch.cat([c.rows for c in run]), run) for run in runs]
 
 
 def _pad(members: torch.Tensor, width: int, degree: torch.Tensor, offsets: torch.Tensor,
