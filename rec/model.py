@@ -17,12 +17,13 @@ import torch
 from rec.als.config import ModelConfig
 from rec.als.params import Params
 from rec.als.solve import ridge_solve
-from rec.data.ratings import Ratings, genre_matrix, genres_of
+from rec.data.catalog import Catalog
+from rec.data.ratings import Ratings
 from rec.errors import RecError
 from rec.files import save_torch
 from rec.titles import find_title
 
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass
@@ -33,11 +34,7 @@ class Recommender:
     config: ModelConfig
     dataset: str
     user_ids: torch.Tensor
-    item_ids: torch.Tensor
-    titles: list[str]
-    genre_names: list[str]
-    genre_offsets: torch.Tensor
-    genre_index: torch.Tensor
+    movies: Catalog
     item_counts: torch.Tensor
     """Training ratings per movie."""
     rated_offsets: torch.Tensor
@@ -57,8 +54,7 @@ class Recommender:
         offsets = torch.zeros(ratings.n_users + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(ratings.user_counts(), 0)
         return cls(params.to("cpu", torch.float32), config, ratings.name, ratings.user_ids,
-                   ratings.item_ids, ratings.titles, ratings.genre_names, ratings.genre_offsets,
-                   ratings.genre_index, ratings.item_counts(train), offsets,
+                   ratings.movies, ratings.item_counts(train), offsets,
                    ratings.item[order].to(torch.int32), ratings.rating_range, metrics or {},
                    meta or {})
 
@@ -66,7 +62,8 @@ class Recommender:
     def save(self, path: str | Path) -> Path:
         """Write atomically: a killed run never leaves a half-written model."""
         state = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        state.update(format=FORMAT, params=self.params.state_dict(), config=asdict(self.config))
+        state.update(format=FORMAT, params=self.params.state_dict(), config=asdict(self.config),
+                     movies=self.movies.state_dict())
         return save_torch(state, path)
 
     @classmethod
@@ -77,10 +74,12 @@ class Recommender:
                            "or give checkpoint= the path of a model file.")
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
-            if state.pop("format") != FORMAT:
-                raise ValueError("unsupported format version")
+            version = state.pop("format")
+            if version != FORMAT:
+                raise ValueError(f"model format {version}; this version of rec reads format {FORMAT}")
             state["params"] = Params.from_state_dict(state["params"])
             state["config"] = ModelConfig(**state["config"])
+            state["movies"] = Catalog(**state["movies"])
             return cls(**state)
         except Exception as e:  # a corrupt or foreign file: say so, never half-use it
             raise RecError(f"{path}: not a readable rec model ({e}). Retrain it.") from e
@@ -94,17 +93,14 @@ class Recommender:
         return int(hit[0])
 
     def item_index(self, movie_id: int) -> int:
-        hit = torch.nonzero(self.item_ids == int(movie_id)).flatten()
+        hit = torch.nonzero(self.movies.ids == int(movie_id)).flatten()
         if hit.numel() == 0:
             raise RecError(f"movie id {movie_id} is not in {self.dataset}'s catalog.")
         return int(hit[0])
 
     def find_movie(self, title: str) -> int:
         """Movie index of a title, searched forgivingly (see :mod:`rec.titles`)."""
-        return find_title(title, self.titles, self.item_counts)
-
-    def genres_of(self, item: int) -> list[str]:
-        return genres_of(item, self.genre_names, self.genre_offsets, self.genre_index)
+        return find_title(title, self.movies.titles, self.item_counts)
 
     def rated_by(self, user: int) -> torch.Tensor:
         return self.rated_items[self.rated_offsets[user]:self.rated_offsets[user + 1]].long()
@@ -125,8 +121,9 @@ class Recommender:
             scores[self.item_counts < min_count] = float("-inf")
         k = min(k, int(torch.isfinite(scores).sum()))
         values, index = torch.topk(scores, k)
-        return [{"rank": r + 1, "movie_id": int(self.item_ids[i]), "title": self.titles[i],
-                 "genres": " | ".join(self.genres_of(i)), "score": float(v),
+        m = self.movies
+        return [{"rank": r + 1, "movie_id": int(m.ids[i]), "title": m.titles[i],
+                 "genres": " | ".join(m.genres_of(i)), "score": float(v),
                  "ratings": int(self.item_counts[i])}
                 for r, (v, i) in enumerate(zip(values.tolist(), index.tolist()))]
 
@@ -173,10 +170,11 @@ class Recommender:
 
     def new_movie(self, genres: list[str]) -> torch.Tensor:
         """Embedding of a movie with no ratings: the mean of its genres' embeddings (SPEC §2.3)."""
-        unknown = [g for g in genres if g not in self.genre_names]
+        names = self.movies.genre_names
+        unknown = [g for g in genres if g not in names]
         if unknown or not genres:
-            raise RecError(f"genres {unknown or genres} are not among {', '.join(self.genre_names)}.")
-        rows = torch.tensor([self.genre_names.index(g) for g in genres])
+            raise RecError(f"genres {unknown or genres} are not among {', '.join(names)}.")
+        rows = torch.tensor([names.index(g) for g in genres])
         return self.params.genre_factors[rows].mean(0)
 
     def prior_means(self) -> torch.Tensor:
@@ -184,8 +182,7 @@ class Recommender:
         p = self.params
         if not self.config.has_genres:
             return torch.zeros_like(p.item_factors)
-        a = genre_matrix(self.genre_offsets, self.genre_index, len(self.genre_names), p.genre_factors.dtype)
-        return a @ p.genre_factors
+        return self.movies.genre_matrix(p.genre_factors.dtype) @ p.genre_factors
 
     def predict_new_movie(self, genres: list[str]) -> torch.Tensor:
         """Every known user's predicted rating of a new movie with these genres."""

@@ -122,8 +122,9 @@ def train_from_config(cfg, run_dir: Path) -> dict:
     if board:
         board.log_hparams({**model_cfg.hparams(), "dataset": ratings.name, "seed": seed},
                           result.final)
-        genres = [" | ".join(ratings.item_genres(i)) for i in range(ratings.n_items)]
-        board.log_projector(result.params.item_factors, ratings.titles, genres, model.item_counts)
+        genres = [" | ".join(ratings.movies.genres_of(i)) for i in range(ratings.n_items)]
+        board.log_projector(result.params.item_factors, ratings.movies.titles, genres,
+                            model.item_counts)
         board.close()
     write_run(work, {**info, "finished": True, "model": str(published)})
     print(format_summary(summary))

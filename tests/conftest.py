@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from rec.data import DataConfig, load_dataset
-from rec.data.ratings import Ratings, genres_to_csr
+from rec.data.catalog import Catalog
+from rec.data.ratings import Ratings
 from rec.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,12 +70,12 @@ def random_ratings(n_users=40, n_items=30, n_genres=5, density=0.3, seed=0,
     user, item = np.nonzero(mask)
     rating = np.round(g.uniform(0.5, 5.0, len(user)) * 2) / 2
     genres = [[f"g{j}" for j in np.flatnonzero(g.random(n_genres) < 0.4)] for _ in range(n_items)]
-    names, offsets, index = genres_to_csr(genres)
     return Ratings(
         name="random", user=torch.from_numpy(user.astype(np.int32)),
         item=torch.from_numpy(item.astype(np.int32)),
         rating=torch.from_numpy(rating.astype(np.float32)),
         timestamp=torch.from_numpy(g.integers(0, 10**9, len(user))),
-        user_ids=torch.arange(1, n_users + 1), item_ids=torch.arange(1, n_items + 1) * 10,
-        titles=[f"Movie {i}" for i in range(n_items)], genre_names=names,
-        genre_offsets=offsets, genre_index=index, rating_range=(0.5, 5.0))
+        user_ids=torch.arange(1, n_users + 1),
+        movies=Catalog.from_genre_lists(torch.arange(1, n_items + 1) * 10,
+                                        [f"Movie {i}" for i in range(n_items)], genres),
+        rating_range=(0.5, 5.0))

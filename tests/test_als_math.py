@@ -16,7 +16,8 @@ SCALINGS = ("none", "count")
 
 def engine(r, **cfg) -> ALS:
     cfg = ModelConfig(**{"K": 3, "tau": 0.7, "gamma": 0.4, "eta": 0.9, **cfg}).validated()
-    return ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items, r.genre_matrix(torch.float64),
+    return ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
+               r.movies.genre_matrix(torch.float64),
                dtype=torch.float64, growth=1.3, chunk_elems=64, batch_rows=7)
 
 
@@ -84,7 +85,7 @@ def dense_item_solution(r, e, p):
     """[v_n; c_n] per movie, with the genre prior mean on the right-hand side."""
     cfg = e.cfg
     u, b = p.user_factors.numpy(), p.user_bias.numpy()
-    mean = (r.genre_matrix(torch.float64) @ p.genre_factors).numpy() * cfg.has_genres  # p_n
+    mean = (r.movies.genre_matrix(torch.float64) @ p.genre_factors).numpy() * cfg.has_genres  # p_n
     user, item, rating = r.user.numpy(), r.item.numpy(), r.rating.numpy().astype(np.float64)
     out = np.zeros((r.n_items, e.width))
     for n in range(r.n_items):
@@ -162,7 +163,7 @@ def test_unrated_users_and_movies_get_the_prior():
     for _ in range(3):
         e.epoch(p)
     assert bool((p.user_factors[:3] == 0).all()) and bool((p.user_bias[:3] == 0).all())
-    mean = r.genre_matrix(torch.float64) @ p.genre_factors
+    mean = r.movies.genre_matrix(torch.float64) @ p.genre_factors
     e.item_step(p)
     assert torch.allclose(p.item_factors[:4], mean[:4]) and bool((p.item_bias[:4] == 0).all())
     assert p.item_factors[:4].abs().sum() > 0  # genre prior: not zero
@@ -172,7 +173,8 @@ def test_float32_matches_float64():
     r = random_ratings(n_users=100, n_items=80, seed=8)
     e64 = engine(r, name="features")
     cfg = e64.cfg
-    e32 = ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items, r.genre_matrix(), dtype=torch.float32)
+    e32 = ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items, r.movies.genre_matrix(),
+              dtype=torch.float32)
     p64, p32 = e64.initial_params(r.n_genres, 0), e32.initial_params(r.n_genres, 0)
     for _ in range(5):
         e64.epoch(p64)

@@ -71,6 +71,16 @@ def test_first_analysis_trains_the_missing_model_then_reuses_it(store, small_roo
     assert pngs(out) == {"variance_vs_norm.png", "polarizing_three_ways.png", "polarizing_map.png"}
 
 
+def test_unreadable_published_model_is_retrained(tmp_path, small_root, capsys):
+    published = tmp_path / "models" / "ml-latest-small" / "features-K4.pt"
+    published.parent.mkdir(parents=True)
+    published.write_bytes(b"an older or damaged file")
+    analyze(tmp_path, small_root, "polarization")
+    out = capsys.readouterr().out
+    assert "not a readable rec model" in out and "training it first" in out
+    assert published.stat().st_size > 1000  # replaced by the retrained model
+
+
 def test_recommend_task(store, small_root):
     result, out = analyze(store, small_root, "recommend")
     seed = result["seed"]
@@ -93,7 +103,7 @@ def test_recommend_unknown_seed_lists_close_matches(store, small_root):
 def test_genres_task(store, small_root, small):
     result, out = analyze(store, small_root, "genres")
     assert 0 < result["cophenetic"] <= 1
-    assert sorted(g for c in result["clusters"] for g in c) == sorted(small.genre_names)
+    assert sorted(g for c in result["clusters"] for g in c) == sorted(small.movies.genre_names)
     assert len(result["clusters"]) == 5
     assert -1 <= result["inter_cluster"] < result["intra_cluster"] <= 1
     assert pngs(out) == {"genre_map.png", "genre_similarity.png", "genre_dendrogram.png"}

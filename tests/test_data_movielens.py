@@ -25,7 +25,7 @@ MOVIES = [(10, "Toy Story (1995)", ["Adventure", "Animation"]),
 
 
 def as_tuples(r) -> set:
-    return {(int(r.user_ids[u]), int(r.item_ids[i]), float(x), int(t))
+    return {(int(r.user_ids[u]), int(r.movies.ids[i]), float(x), int(t))
             for u, i, x, t in zip(r.user.tolist(), r.item.tolist(), r.rating.tolist(),
                                   r.timestamp.tolist())}
 
@@ -43,13 +43,13 @@ def test_ml_latest_small_counts(small):
 
 
 def test_ml_latest_small_catalog(small):
-    first = small.item_ids.tolist().index(1)
-    assert small.titles[first] == "Toy Story (1995)"
-    assert small.item_genres(first) == ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]
-    assert "(no genres listed)" in small.genre_names
+    first = small.movies.ids.tolist().index(1)
+    assert small.movies.titles[first] == "Toy Story (1995)"
+    assert small.movies.genres_of(first) == ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]
+    assert "(no genres listed)" in small.movies.genre_names
     assert small.user_ids.tolist() == list(range(1, 611))
-    assert sum("," in t for t in small.titles) > 100  # quoted titles kept whole
-    genre_a = small.genre_matrix()
+    assert sum("," in t for t in small.movies.titles) > 100  # quoted titles kept whole
+    genre_a = small.movies.genre_matrix()
     assert torch.allclose(genre_a.sum(1), torch.ones(small.n_items))
 
 
@@ -59,11 +59,11 @@ def test_csv_family_round_trip(tmp_path, name):
     r = load_dataset(DataConfig(name=name, root=str(tmp_path), download=False))
     assert as_tuples(r) == set(RATINGS)
     assert r.n_items == 5 and r.n_users == 3
-    n = r.item_ids.tolist().index(20)
-    assert r.titles[n] == "American President, The (1995)"
-    assert r.item_genres(n) == ["Comedy", "Drama", "Romance"]
-    assert r.item_genres(r.item_ids.tolist().index(40)) == ["(no genres listed)"]
-    assert r.titles[r.item_ids.tolist().index(30)].startswith("Amélie")
+    n = r.movies.ids.tolist().index(20)
+    assert r.movies.titles[n] == "American President, The (1995)"
+    assert r.movies.genres_of(n) == ["Comedy", "Drama", "Romance"]
+    assert r.movies.genres_of(r.movies.ids.tolist().index(40)) == ["(no genres listed)"]
+    assert r.movies.titles[r.movies.ids.tolist().index(30)].startswith("Amélie")
 
 
 def test_ml1m_round_trip_latin1(tmp_path):
@@ -71,15 +71,15 @@ def test_ml1m_round_trip_latin1(tmp_path):
     write_dat_family(tmp_path / "ml-1m", whole, MOVIES, encoding="latin-1")
     r = load_dataset(DataConfig(name="ml-1m", root=str(tmp_path), download=False))
     assert as_tuples(r) == set(whole)
-    assert r.titles[r.item_ids.tolist().index(30)].startswith("Amélie")
-    assert r.item_genres(r.item_ids.tolist().index(20)) == ["Comedy", "Drama", "Romance"]
+    assert r.movies.titles[r.movies.ids.tolist().index(30)].startswith("Amélie")
+    assert r.movies.genres_of(r.movies.ids.tolist().index(20)) == ["Comedy", "Drama", "Romance"]
 
 
 def test_ml10m_round_trip_from_zip_folder_name(tmp_path):
     write_dat_family(tmp_path / "ml-10M100K", RATINGS, MOVIES, encoding="utf-8")
     r = load_dataset(DataConfig(name="ml-10m", root=str(tmp_path), download=False))
     assert as_tuples(r) == set(RATINGS)
-    assert r.titles[r.item_ids.tolist().index(30)].startswith("Amélie")
+    assert r.movies.titles[r.movies.ids.tolist().index(30)].startswith("Amélie")
 
 
 def test_ml100k_round_trip_with_folds(tmp_path):
@@ -88,13 +88,13 @@ def test_ml100k_round_trip_with_folds(tmp_path):
     write_ml100k(tmp_path / "ml-100k", whole, MOVIES, folds)
     r = load_dataset(DataConfig(name="ml-100k", root=str(tmp_path), download=False))
     assert as_tuples(r) == set(whole)
-    assert r.genre_names[:19] == ML100K_GENRES and r.genre_names[4] == "Children's"
-    assert r.item_genres(r.item_ids.tolist().index(40)) == ["(no genres listed)"]  # no flag set
-    assert r.titles[r.item_ids.tolist().index(30)].startswith("Amélie")
-    assert r.item_genres(r.item_ids.tolist().index(10)) == ["Adventure", "Animation"]
+    assert r.movies.genre_names[:19] == ML100K_GENRES and r.movies.genre_names[4] == "Children's"
+    assert r.movies.genres_of(r.movies.ids.tolist().index(40)) == ["(no genres listed)"]  # no flag set
+    assert r.movies.titles[r.movies.ids.tolist().index(30)].startswith("Amélie")
+    assert r.movies.genres_of(r.movies.ids.tolist().index(10)) == ["Adventure", "Animation"]
     assert set(r.folds) == {"u1", "ua"}
     key = lambda rows: {(u, m) for u, m, _, _ in rows}
-    pairs = [(int(r.user_ids[u]), int(r.item_ids[i])) for u, i in zip(r.user.tolist(), r.item.tolist())]
+    pairs = [(int(r.user_ids[u]), int(r.movies.ids[i])) for u, i in zip(r.user.tolist(), r.item.tolist())]
     test_u1 = {p for p, f in zip(pairs, r.folds["u1"].tolist()) if f == 1}
     assert test_u1 == key(whole[4:])
 
@@ -103,7 +103,7 @@ def test_unrated_catalog_movies_are_indexed(tmp_path):
     write_csv_family(tmp_path / "ml-latest-small", RATINGS, MOVIES)
     r = load_dataset(DataConfig(root=str(tmp_path), download=False))
     counts = r.item_counts()
-    assert counts[r.item_ids.tolist().index(50)] == 0 and r.n_items == 5
+    assert counts[r.movies.ids.tolist().index(50)] == 0 and r.n_items == 5
 
 
 def test_cache_is_used_then_invalidated_by_a_source_change(tmp_path, monkeypatch):
@@ -116,7 +116,7 @@ def test_cache_is_used_then_invalidated_by_a_source_change(tmp_path, monkeypatch
         raise AssertionError("parsed although the cache is valid")
     monkeypatch.setattr(load_module, "assemble", no_parse)
     second = load_dataset(cfg)
-    assert as_tuples(second) == as_tuples(first) and second.titles == first.titles
+    assert as_tuples(second) == as_tuples(first) and second.movies.titles == first.movies.titles
     monkeypatch.undo()
     write_csv_family(folder, RATINGS[:-1], MOVIES)  # the source changes
     third = load_dataset(cfg)
@@ -142,7 +142,7 @@ def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, damage, caplog):
     r = load_dataset(cfg)
     assert as_tuples(r) == set(RATINGS)
     assert "rebuilding" in caplog.text
-    assert load_dataset(cfg).titles == r.titles  # and the rebuilt cache is sound
+    assert load_dataset(cfg).movies.titles == r.movies.titles  # and the rebuilt cache is sound
 
 
 def test_counts_command(small_root, tmp_path):
@@ -158,6 +158,6 @@ def test_id_maps_round_trip(small, small_root):
     raw = np.loadtxt(small_root / "ml-latest-small" / "ratings.csv", delimiter=",", skiprows=1,
                      max_rows=50)
     users = small.user_ids[small.user[:50].long()].numpy()
-    items = small.item_ids[small.item[:50].long()].numpy()
+    items = small.movies.ids[small.item[:50].long()].numpy()
     assert (users == raw[:, 0]).all() and (items == raw[:, 1]).all()
     assert np.allclose(small.rating[:50].numpy(), raw[:, 2])

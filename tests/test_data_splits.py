@@ -46,7 +46,7 @@ def test_predefined_split_uses_the_official_fold(tmp_path):
     write_ml100k(tmp_path / "ml-100k", ratings, MOVIES, {"u1": (base_rows, test_rows)})
     r = load_dataset(DataConfig(name="ml-100k", root=str(tmp_path), download=False))
     s = make_split(r, "predefined", fold="u1", seed=0)
-    pair = lambda i: (int(r.user_ids[r.user[i]]), int(r.item_ids[r.item[i]]))
+    pair = lambda i: (int(r.user_ids[r.user[i]]), int(r.movies.ids[r.item[i]]))
     assert {pair(i) for i in s.test.tolist()} == {(u, m) for u, m, _, _ in test_rows}
     assert len(s.val) == round(len(base_rows) * 0.05) and len(s.train) + len(s.val) == len(base_rows)
     assert not set(s.val.tolist()) & set(s.train.tolist())

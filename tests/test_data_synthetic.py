@@ -38,7 +38,7 @@ def test_shape_and_layout(synthetic):
     assert r.user_counts().min() >= 20
     halves = r.rating * 2
     assert torch.equal(halves, halves.round()) and r.rating.min() >= 0.5 and r.rating.max() <= 5.0
-    assert r.genre_names[0] == "(no genres listed)" and r.n_genres == 20
+    assert r.movies.genre_names[0] == "(no genres listed)" and r.n_genres == 20
     assert (r.item_counts() == 0).sum() > 0  # catalog-only movies: cold starts
 
 
@@ -84,7 +84,7 @@ def test_own_csv_with_a_column_mapping(tmp_path):
                                 columns={"user": "who", "item": "what", "rating": "stars"},
                                 rating_scale=(1, 5)))
     assert len(r) == 3 and r.n_users == 2 and r.n_items == 2
-    assert r.titles == ["item 1", "item 3"] and r.item_genres(0) == ["(no genres listed)"]
+    assert r.movies.titles == ["item 1", "item 3"] and r.movies.genres_of(0) == ["(no genres listed)"]
     assert r.timestamp.tolist() == [0, 0, 0]
 
 

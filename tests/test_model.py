@@ -27,13 +27,13 @@ def test_predict_matches_the_parameters(trained, small):
     model, result = trained
     m, n = 5, 17
     expected = float(result.params.predict(torch.tensor([m]), torch.tensor([n])).clamp(0.5, 5))
-    assert model.predict(int(small.user_ids[m]), int(small.item_ids[n])) == pytest.approx(expected)
+    assert model.predict(int(small.user_ids[m]), int(small.movies.ids[n])) == pytest.approx(expected)
 
 
 def test_recommend_skips_rated_movies_and_sorts(trained, small):
     model, _ = trained
     top = model.recommend(1, k=10)
-    rated = set(small.item_ids[small.item[small.user == 0].long()].tolist())
+    rated = set(small.movies.ids[small.item[small.user == 0].long()].tolist())
     assert len(top) == 10 and not rated & {r["movie_id"] for r in top}
     scores = [r["score"] for r in top]
     assert scores == sorted(scores, reverse=True)
@@ -44,7 +44,7 @@ def test_fold_in_is_one_exact_user_step(trained, small):
     model, result = trained
     user = 7
     rows = small.user == user
-    pairs = list(zip(small.item_ids[small.item[rows].long()].tolist(), small.rating[rows].tolist()))
+    pairs = list(zip(small.movies.ids[small.item[rows].long()].tolist(), small.rating[rows].tolist()))
     start = time.perf_counter()
     u, b = model.fold_in(pairs)
     assert time.perf_counter() - start < 0.5  # milliseconds, loosely
@@ -60,7 +60,7 @@ def test_fold_in_is_one_exact_user_step(trained, small):
 def test_new_user_recommendations_exclude_their_movies(trained, small):
     model, _ = trained
     seed = model.find_movie("Lord of the Rings: The Fellowship of the Ring")
-    movie_id = int(model.item_ids[seed])
+    movie_id = int(model.movies.ids[seed])
     top = model.recommend_new_user([(movie_id, 5.0)], k=10, min_count=50)
     assert movie_id not in {r["movie_id"] for r in top} and len(top) == 10
     with pytest.raises(RecError, match=r"\[0.5, 5.0\]"):
@@ -73,7 +73,7 @@ def test_new_movie_from_genres(trained):
     model, _ = trained
     w = model.params.genre_factors
     v = model.new_movie(["Action", "Sci-Fi"])
-    names = model.genre_names
+    names = model.movies.genre_names
     assert torch.allclose(v, (w[names.index("Action")] + w[names.index("Sci-Fi")]) / 2)
     predictions = model.predict_new_movie(["Action", "Sci-Fi"])
     assert predictions.shape == (610,) and float(predictions.min()) >= 0.5
@@ -86,7 +86,7 @@ def test_save_load_round_trip(trained, tmp_path):
     path = model.save(tmp_path / "m.pt")
     again = Recommender.load(path)
     assert torch.equal(again.params.item_factors, model.params.item_factors)
-    assert again.config == model.config and again.titles == model.titles
+    assert again.config == model.config and again.movies.titles == model.movies.titles
     assert again.recommend(3, k=5) == model.recommend(3, k=5)
 
 
@@ -99,8 +99,17 @@ def test_unreadable_model_is_a_clear_error(tmp_path):
         Recommender.load(tmp_path / "absent.pt")
 
 
+def test_older_model_format_says_so(trained, tmp_path):
+    model, _ = trained
+    path = model.save(tmp_path / "m.pt")
+    state = torch.load(path, weights_only=False)
+    torch.save({**state, "format": 1}, path)
+    with pytest.raises(RecError, match="model format 1; this version of rec reads format 2"):
+        Recommender.load(path)
+
+
 def test_title_search_is_forgiving(small):
-    titles = small.titles
+    titles = small.movies.titles
     lotr = find_title("Lord of the Rings: The Fellowship of the Ring", titles, small.item_counts())
     assert titles[lotr] == "Lord of the Rings: The Fellowship of the Ring, The (2001)"
     assert find_title("the matrix", titles, small.item_counts()) == titles.index("Matrix, The (1999)")

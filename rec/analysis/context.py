@@ -21,7 +21,7 @@ from rec.als.config import ModelConfig
 from rec.data.load import DataConfig, load_dataset
 from rec.data.ratings import Ratings
 from rec.data.splits import Split, make_split
-from rec.errors import ConfigError
+from rec.errors import ConfigError, RecError
 from rec.model import Recommender
 from rec.pipeline import split_options, train_from_config
 from rec.runs import model_path
@@ -70,18 +70,22 @@ class Context:
         path = model_path(Path(cfg.paths.models), self.ratings.name, rung, wanted.dim)
         reason = f"no trained {rung} model with K={wanted.dim} for {self.ratings.name} at {path}"
         if path.is_file():
-            stored = Recommender.load(path)
-            if stored.config == wanted:
+            try:
+                stored = Recommender.load(path)
+            except RecError as e:  # rec's own published copy, unreadable or an older format
+                stored, reason = None, str(e)
+            if stored is not None and stored.config == wanted:
                 return self._check(stored, path)
-            reason = (f"the model at {path} was trained with {stored.config.hparams()}, not the "
-                      f"configured {wanted.hparams()}")
+            if stored is not None:
+                reason = (f"the model at {path} was trained with {stored.config.hparams()}, not "
+                          f"the configured {wanted.hparams()}")
         print(f"{reason}; training it first")
         train_cfg = OmegaConf.merge(cfg, {"K": K, "model": {"name": rung}})
         train_from_config(train_cfg, self.out_dir / f"train-{rung}-K{wanted.dim}")
         return self._check(Recommender.load(path), path)
 
     def _check(self, model: Recommender, path) -> Recommender:
-        if model.dataset != self.ratings.name or len(model.item_ids) != self.ratings.n_items:
+        if model.dataset != self.ratings.name or len(model.movies) != self.ratings.n_items:
             raise ConfigError(f"{path} was trained on {model.dataset}, not {self.ratings.name}; "
                               "choose the matching data= or another checkpoint=.")
         log.info("using %s (%s)", path, model.config.hparams())

@@ -83,7 +83,7 @@ def run(ctx: Context, task) -> dict:
                      f"Spearman r = {relations[name]['spearman_r']:.2f}")
         plots.save(fig, ctx.out_dir / f"{name}.png")
 
-    table = pd.DataFrame({"movie_id": r.item_ids.numpy(), "title": r.titles,
+    table = pd.DataFrame({"movie_id": r.movies.ids.numpy(), "title": r.movies.titles,
                           "ratings": moments["count"], "mean": moments["mean"], "variance": moments["var"]})
     table.to_csv(ctx.out_dir / "movies.csv", index=False)
     result = {

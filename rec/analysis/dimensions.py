@@ -36,10 +36,11 @@ def run(ctx: Context, task) -> dict:
 
     fig, axes = plots.figure(len(structures), width=6.5, height=5.8)
     for ax, (K, (model, _)) in zip(axes[0], structures.items()):
-        genres.map_panel(ax, genres.genre_factors(model), model.genre_names, f"Genre embeddings, K = {K}")
+        genres.map_panel(ax, genres.genre_factors(model), model.movies.genre_names,
+                         f"Genre embeddings, K = {K}")
     plots.save(fig, ctx.out_dir / "genre_maps.png")
     for K, (model, s) in structures.items():
-        genres.clustermap(ctx.out_dir / f"genre_similarity_K{K}.png", s, model.genre_names,
+        genres.clustermap(ctx.out_dir / f"genre_similarity_K{K}.png", s, model.movies.genre_names,
                           f"Cosine similarity of genre embeddings, K = {K}")
 
     result = {"table": rows, "top": lists, "seed_movie": task.seed_movie, "min_count": int(task.min_count)}

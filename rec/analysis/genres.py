@@ -72,7 +72,7 @@ def clustermap(path, s: dict, names: list[str], title: str):
 
 
 def describe(model: Recommender, n_clusters: int) -> tuple[dict, dict]:
-    names = model.genre_names
+    names = model.movies.genre_names
     s = structure(genre_factors(model), n_clusters)
     clusters = [[names[i] for i in np.flatnonzero(s["labels"] == c)] for c in sorted(set(s["labels"]))]
     numbers = {"K": model.params.dim, "cophenetic": s["cophenetic"],
@@ -83,7 +83,7 @@ def describe(model: Recommender, n_clusters: int) -> tuple[dict, dict]:
 
 def run(ctx: Context, task) -> dict:
     model = ctx.model()
-    names = model.genre_names
+    names = model.movies.genre_names
     numbers, s = describe(model, task.n_clusters)
     w = genre_factors(model)
     fig, axes = plots.figure(1, width=8, height=6.5)

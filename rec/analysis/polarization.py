@@ -48,7 +48,7 @@ def run(ctx: Context, task) -> dict:
     deviation = np.linalg.norm(v - model.prior_means().double().numpy(), axis=1)  # ||v_n - p_n||
     coords, _, _, explained = plots.pca(v[keep])
     table = pd.DataFrame({
-        "movie_id": model.item_ids.numpy()[keep], "title": [model.titles[i] for i in keep],
+        "movie_id": model.movies.ids.numpy()[keep], "title": [model.movies.titles[i] for i in keep],
         "ratings": moments["count"][keep], "mean": moments["mean"][keep],
         "variance": moments["var"][keep], "norm": norm[keep], "deviation": deviation[keep],
         "pc1": coords[:, 0], "pc2": coords[:, 1]})

@@ -51,7 +51,7 @@ def scores(model: Recommender, seed: int, users: torch.Tensor, ratings: torch.Te
     v, c = p.item_factors, p.item_bias
     dummy = dummy_users(model, users, ratings, seed)
     unit = lambda x: x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    fold_u, fold_b = model.fold_in([(int(model.item_ids[seed]), seed_rating)])
+    fold_u, fold_b = model.fold_in([(int(model.movies.ids[seed]), seed_rating)])
     return {
         "report": p.mu + v @ dummy["report"] + c,
         "cosine": unit(v) @ unit(dummy["report"]),
@@ -105,7 +105,7 @@ def run(ctx: Context, task) -> dict:
     if model.params.dim == 0:
         raise ConfigError("recommend needs embeddings: use model=embeddings or model=features.")
     seed = model.find_movie(task.seed_movie)
-    title = model.titles[seed]
+    title = model.movies.titles[seed]
     users, ratings = seed_raters(model, ctx, seed)
     if users.numel() == 0:
         raise ConfigError(f"nobody rated {title!r} in training; choose another task.seed_movie.")
@@ -118,7 +118,7 @@ def run(ctx: Context, task) -> dict:
     _pca_map(ctx, model, seed, lists, dummy, task.min_count, title)
     user_top = model.recommend(task.user_id, task.top_n, min_count=task.min_count)
     pd.DataFrame(user_top).to_csv(ctx.out_dir / f"user_{task.user_id}_top.csv", index=False)
-    result = {"model": model.config.hparams(), "seed": {"movie_id": int(model.item_ids[seed]),
+    result = {"model": model.config.hparams(), "seed": {"movie_id": int(model.movies.ids[seed]),
               "title": title, "training_raters": int(users.numel())},
               "min_count": int(task.min_count), "lists": lists,
               "user": {"user_id": int(task.user_id), "top": user_top}}

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rec.data.ratings import NO_GENRE, Ratings, genres_to_csr
+from rec.data.catalog import NO_GENRE, Catalog
+from rec.data.ratings import Ratings
 from rec.data.tables import line_numbers
 from rec.errors import DataError
 
@@ -23,7 +24,7 @@ DUPLICATE_POLICIES = ("error", "keep_last")
 
 
 @dataclass
-class Catalog:
+class MoviesTable:
     """The movies file: ids, titles and genre lists, in file order."""
 
     ids: np.ndarray
@@ -114,7 +115,7 @@ def resolve_duplicates(raw: RawRatings, user: np.ndarray, item: np.ndarray, n_it
     return np.sort(order[last])
 
 
-def assemble(name: str, raw: RawRatings, catalog: Catalog, rating_scale: tuple[float, float],
+def assemble(name: str, raw: RawRatings, catalog: MoviesTable, rating_scale: tuple[float, float],
              duplicates: str = "error") -> Ratings:
     """Validate ``raw`` against ``catalog`` and build the dataset's tensors."""
     check_ratings(raw, rating_scale)
@@ -123,7 +124,7 @@ def assemble(name: str, raw: RawRatings, catalog: Catalog, rating_scale: tuple[f
         extra = unique_ids(raw.item[item < 0])
         log.warning("%s: %d rated movie id(s) are not in the movies file (e.g. %d); "
                     "they are kept with no title and no genres", raw.path, len(extra), extra[0])
-        catalog = Catalog(np.concatenate([catalog.ids, extra]),
+        catalog = MoviesTable(np.concatenate([catalog.ids, extra]),
                           catalog.titles + [f"movie {i}" for i in extra],
                           catalog.genres + [[NO_GENRE]] * len(extra), catalog.genre_names)
         item = dense_lookup(catalog.ids, raw.item)
@@ -131,7 +132,6 @@ def assemble(name: str, raw: RawRatings, catalog: Catalog, rating_scale: tuple[f
     user = dense_lookup(user_ids, raw.user)
     keep = resolve_duplicates(raw, user, item, len(catalog.ids), duplicates)
     rows = slice(None) if keep is None else keep
-    genre_names, offsets, index = genres_to_csr(catalog.genres, catalog.genre_names)
     rating = raw.rating[rows].astype(np.float32)
     return Ratings(
         name=name,
@@ -140,11 +140,8 @@ def assemble(name: str, raw: RawRatings, catalog: Catalog, rating_scale: tuple[f
         rating=torch.from_numpy(rating),
         timestamp=torch.from_numpy(raw.timestamp[rows].astype(np.int64)),
         user_ids=torch.from_numpy(user_ids),
-        item_ids=torch.from_numpy(catalog.ids.astype(np.int64)),
-        titles=list(catalog.titles),
-        genre_names=genre_names,
-        genre_offsets=offsets,
-        genre_index=index,
+        movies=Catalog.from_genre_lists(torch.from_numpy(catalog.ids.astype(np.int64)),
+                                        catalog.titles, catalog.genres, catalog.genre_names),
         rating_range=(float(rating.min()), float(rating.max())) if len(rating) else rating_scale,
         folds={k: torch.from_numpy(v[rows]) for k, v in raw.folds.items()},
     )

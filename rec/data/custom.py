@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rec.data.build import Catalog, RawRatings, unique_ids
+from rec.data.build import MoviesTable, RawRatings, unique_ids
 from rec.data.movielens import make_catalog, split_genres
 from rec.data.tables import check_header, read_columns, require_file
 from rec.errors import DataError
@@ -16,7 +16,7 @@ ROLES = ("user", "item", "rating", "timestamp")
 
 def parse_custom(path: Path, columns: dict[str, str], sep: str = ",", header: bool = True,
                  names: list[str] | None = None, movies: Path | None = None,
-                 movie_columns: dict[str, str] | None = None) -> tuple[RawRatings, Catalog]:
+                 movie_columns: dict[str, str] | None = None) -> tuple[RawRatings, MoviesTable]:
     """Parse ``path``; ``columns`` maps user, item, rating (and optional timestamp) to its columns.
 
     Without a ``movies`` file every rated item forms the catalog, titled by its
@@ -42,7 +42,7 @@ def parse_custom(path: Path, columns: dict[str, str], sep: str = ",", header: bo
                      path, header=header)
     if movies is None:
         ids = unique_ids(raw.item)
-        return raw, Catalog(ids, [f"item {i}" for i in ids], [[] for _ in ids])
+        return raw, MoviesTable(ids, [f"item {i}" for i in ids], [[] for _ in ids])
     mc = {"item": "movieId", "title": "title", "genres": "genres", **(movie_columns or {})}
     require_file(movies, "movies file", "Set data.movies to its path, or to null to do without.")
     check_header(movies, ",", list(mc.values()), "Set data.movie_columns to the names in its header.")

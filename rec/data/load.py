@@ -20,7 +20,8 @@ from typing import Callable
 import torch
 
 from rec.data import cache as bundle
-from rec.data.build import Catalog, RawRatings, assemble
+from rec.data.build import MoviesTable, RawRatings, assemble
+from rec.data.catalog import Catalog
 from rec.data.custom import parse_custom
 from rec.data.download import GROUPLENS_URL, download, offline_hint
 from rec.data.movielens import LAYOUTS, Layout, parse, source_files
@@ -108,7 +109,7 @@ class Source:
     name: str
     folder: Path
     files: list[Path]
-    parse: Callable[[], tuple[RawRatings, Catalog]]
+    parse: Callable[[], tuple[RawRatings, MoviesTable]]
     rating_scale: tuple[float, float]
 
 
@@ -188,11 +189,13 @@ def _stamp(files: list[Path]) -> list:
 
 
 def _to_cache(path: Path, r: Ratings, stamp: list) -> None:
-    arrays = {k: getattr(r, k).numpy() for k in ("user", "item", "rating", "timestamp", "user_ids",
-                                                 "item_ids", "genre_offsets", "genre_index")}
+    m = r.movies
+    arrays = {k: getattr(r, k).numpy() for k in ("user", "item", "rating", "timestamp", "user_ids")}
+    arrays.update(item_ids=m.ids.numpy(), genre_offsets=m.genre_offsets.numpy(),
+                  genre_index=m.genre_index.numpy())
     arrays.update({f"fold:{k}": v.numpy() for k, v in r.folds.items()})
-    meta = {"version": CACHE_VERSION, "sources": stamp, "name": r.name, "titles": r.titles,
-            "genre_names": r.genre_names, "rating_range": list(r.rating_range)}
+    meta = {"version": CACHE_VERSION, "sources": stamp, "name": r.name, "titles": m.titles,
+            "genre_names": m.genre_names, "rating_range": list(r.rating_range)}
     bundle.write_bundle(path, arrays, meta)
 
 
@@ -206,8 +209,9 @@ def _from_cache(path: Path, stamp: list, timestamps: bool) -> Ratings:
     n = len(t["rating"])
     if not (len(t["user"]) == len(t["item"]) == n) or (timestamps and len(t["timestamp"]) != n):
         raise CacheError(f"{path}: rating arrays differ in length")
-    return Ratings(name=meta["name"], titles=meta["titles"], genre_names=meta["genre_names"],
-                   rating_range=tuple(meta["rating_range"]),
+    movies = Catalog(t.pop("item_ids"), meta["titles"], meta["genre_names"],
+                     t.pop("genre_offsets"), t.pop("genre_index"))
+    return Ratings(name=meta["name"], movies=movies, rating_range=tuple(meta["rating_range"]),
                    folds={k[5:]: v for k, v in t.items() if k.startswith("fold:")},
                    **{k: v for k, v in t.items() if not k.startswith("fold:")})
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rec.data.build import Catalog, RawRatings, dense_lookup
+from rec.data.build import MoviesTable, RawRatings, dense_lookup
 from rec.data.tables import check_header, read_columns, read_text, require_file
 from rec.errors import DataError
 
@@ -55,7 +55,7 @@ def source_files(layout: Layout, folder: Path) -> list[Path]:
     return [f for f in files if f.is_file()] if layout.family == "100k" else files
 
 
-def parse(layout: Layout, folder: Path, hint: str) -> tuple[RawRatings, Catalog]:
+def parse(layout: Layout, folder: Path, hint: str) -> tuple[RawRatings, MoviesTable]:
     """Parse the dataset in ``folder``; ``hint`` says how to get missing files."""
     for name in (layout.ratings_file, layout.movies_file):
         require_file(folder / name, f"{layout.family} file {name}", hint)
@@ -67,7 +67,7 @@ def split_genres(field: str) -> list[str]:
     return [g for g in field.split("|") if g]
 
 
-def _parse_csv_family(layout: Layout, folder: Path) -> tuple[RawRatings, Catalog]:
+def _parse_csv_family(layout: Layout, folder: Path) -> tuple[RawRatings, MoviesTable]:
     path = folder / layout.ratings_file
     hint = "GroupLens' ratings.csv has the header userId,movieId,rating,timestamp."
     check_header(path, ",", ["userId", "movieId", "rating", "timestamp"], hint)
@@ -88,7 +88,7 @@ def _dat_bytes(path: Path) -> bytes:
     return read_text(path).replace("::", "\t").encode()
 
 
-def _parse_dat_family(layout: Layout, folder: Path) -> tuple[RawRatings, Catalog]:
+def _parse_dat_family(layout: Layout, folder: Path) -> tuple[RawRatings, MoviesTable]:
     path = folder / layout.ratings_file
     names = ["user", "item", "rating", "timestamp"]
     cols = read_columns(path, RATING_COLUMNS, "\t", header=False, names=names,
@@ -107,7 +107,7 @@ def _read_udata(path: Path) -> dict[str, np.ndarray]:
                         names=["user", "item", "rating", "timestamp"], quoting=False)
 
 
-def _parse_100k(layout: Layout, folder: Path) -> tuple[RawRatings, Catalog]:
+def _parse_100k(layout: Layout, folder: Path) -> tuple[RawRatings, MoviesTable]:
     path = folder / layout.ratings_file
     cols = _read_udata(path)
     raw = RawRatings(cols["user"], cols["item"], cols["rating"], cols["timestamp"], path,
@@ -153,10 +153,10 @@ def _folds_100k(folder: Path, cols: dict[str, np.ndarray]) -> dict[str, np.ndarr
 
 
 def make_catalog(path: Path, ids: np.ndarray, titles: list[str], genres: list[list[str]],
-             genre_names: list[str] | None = None) -> Catalog:
+             genre_names: list[str] | None = None) -> MoviesTable:
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         dup = unique[counts > 1][0]
         raise DataError(f"{path}: movie id {dup} appears more than once; each movie must be "
                         "listed once.")
-    return Catalog(ids.astype(np.int64), titles, genres, genre_names)
+    return MoviesTable(ids.astype(np.int64), titles, genres, genre_names)

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from rec.data.ratings import NO_GENRE
+from rec.data.catalog import NO_GENRE
 from rec.errors import ConfigError
 
 log = logging.getLogger(__name__)
