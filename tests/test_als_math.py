@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rec.als import ALS, RUNGS, ModelConfig
-from rec.als.groups import build_groups
+from rec.als.groups import build_groups, row_order
 from rec.als.solve import solve_side_reference
 from tests.conftest import random_ratings
 
@@ -187,3 +187,12 @@ def test_group_sizes_must_be_positive(sizes):
     rows = torch.tensor([0, 0, 1])
     with pytest.raises(ValueError, match="must"):
         build_groups(rows, torch.tensor([0, 1, 1]), torch.ones(3), 2, 2, **sizes)
+
+
+@pytest.mark.parametrize("n, n_rows, block", [(1000, 7, 64), (5003, 300, 1000), (50, 3, 1 << 20), (9, 20, 2)])
+def test_blocked_row_order_is_the_stable_sort(n, n_rows, block):
+    rows = torch.randint(0, n_rows, (n,), generator=torch.Generator().manual_seed(n), dtype=torch.int32)
+    degree = torch.bincount(rows, minlength=n_rows)
+    order = row_order(rows, degree, torch.cumsum(degree, 0) - degree, block)
+    assert order.dtype == torch.int32
+    assert torch.equal(order.long(), torch.argsort(rows, stable=True))

@@ -92,10 +92,10 @@ def build_groups(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_r
     if batch_rows < 1 or chunk_elems < 1:
         raise ValueError(f"chunk_elems and batch_rows must be positive, got {chunk_elems}, {batch_rows}")
     degree = torch.bincount(rows, minlength=n_rows)
+    offsets = torch.cumsum(degree, 0) - degree
     perm = None  # rating ids in row order; None when the ratings are grouped already
     if rows.numel() > 1 and not bool((rows[1:] >= rows[:-1]).all()):
-        perm = torch.argsort(rows, stable=True).to(torch.int32)  # int32: half the memory
-    offsets = torch.cumsum(degree, 0) - degree
+        perm = row_order(rows, degree, offsets)
     nonzero = torch.nonzero(degree).flatten()
     if nonzero.numel() == 0:
         return Groups(n_rows, n_cols, degree, [], 0)
@@ -110,6 +110,29 @@ def build_groups(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_r
             chunks.append(_pad(members[start:start + step], width, degree, offsets, perm, cols,
                                vals, n_cols))
     return Groups(n_rows, n_cols, degree, _batch(chunks, batch_rows), int(cols.numel()))
+
+
+def row_order(rows: torch.Tensor, degree: torch.Tensor, offsets: torch.Tensor,
+              block: int = 1 << 20) -> torch.Tensor:
+    """int32 rating ids in stable row order: ``torch.argsort(rows, stable=True)``, in blocks.
+
+    A whole-array stable sort of ML-32M's ratings peaks at ~660 MB of
+    temporaries, which set the training process's peak memory.  Sorting blocks
+    of ``block`` ratings and placing each block after the earlier blocks' ratings
+    of the same row gives the same order for a fraction of the memory.
+    """
+    perm = torch.empty(rows.numel(), dtype=torch.int32)
+    seen = offsets.clone()  # next free slot of each row
+    for start in range(0, rows.numel(), block):
+        part = rows[start:start + block]
+        local = torch.argsort(part, stable=True)
+        keys = part[local].long()
+        counts = torch.bincount(part, minlength=degree.numel())
+        first = torch.cumsum(counts, 0) - counts  # where each row starts inside the block
+        slot = seen[keys] + torch.arange(part.numel()) - first[keys]
+        perm[slot] = (local + start).to(torch.int32)
+        seen += counts
+    return perm
 
 
 def _batch(chunks: list[Chunk], batch_rows: int) -> list[Batch]:
