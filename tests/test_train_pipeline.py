@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from rec.compare import main as compare_main
 from rec.model import Recommender
 from rec.pipeline import train_from_config
 from tests.conftest import REPO
@@ -130,3 +131,19 @@ def test_benchmark_experiment_prints_its_figures(tmp_path, capsys):
     for needle in ("threads", "peak RSS", "s/epoch median", "parse from CSV", "profile"):
         assert needle in out
     assert summary["machine"]["cpu"] and summary["machine"]["threads"] >= 1
+
+
+def test_compare_interleaves_settings_in_one_process(small_root, capsys):
+    assert compare_main(["--data", "ml-latest-small", "--root", str(small_root), "--epochs", "2",
+                 "--K", "4", "chunk=256,batch=8", "threads=1", "chunk=131072"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split()[0] for line in lines if "median" in line]
+    assert rows == ["chunk=131072,batch=32768,threads=default",  # the shipped defaults first
+                    "chunk=256,batch=8,threads=default", "chunk=131072,batch=32768,threads=1"]
+    assert "2 timed epochs each" in lines[0] and "machine: cpu" in lines[1]
+
+
+def test_compare_rejects_an_unreadable_setting(small_root, capsys):
+    with pytest.raises(SystemExit) as stop:
+        compare_main(["--data", "ml-latest-small", "--root", str(small_root), "chunks=5"])
+    assert stop.value.code == 2 and "write chunk=N" in capsys.readouterr().err

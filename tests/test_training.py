@@ -131,6 +131,19 @@ def test_ranking_metrics_on_a_planted_answer():
     assert m["ndcg@2"] == pytest.approx((ndcg0 + ndcg1) / 2)
 
 
+def test_gpu_chunking_gives_the_cpu_result(small):
+    """The GPU's sizes (one chunk per bucket, 2^18-row solves) on CPU: same model as CPU's."""
+    split = make_split(small)
+    cfg = ModelConfig(name="features", K=8, tau=15, gamma=3, reg_scaling="none")
+    runs = [fit(small, split, cfg, TrainConfig(max_epochs=4, ranking_max_users=100, **sizes),
+                dtype=torch.float64)
+            for sizes in ({}, {"chunk_elems": 1 << 24, "batch_rows": 1 << 18},
+                          {"chunk_elems": 512, "batch_rows": 16})]
+    for other in runs[1:]:
+        assert other.final["objective"] == pytest.approx(runs[0].final["objective"], rel=1e-10)
+        assert torch.allclose(other.params.item_factors, runs[0].params.item_factors, atol=1e-9)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_path_matches_cpu(small):
     split = make_split(small)
