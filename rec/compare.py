@@ -2,13 +2,14 @@
 
 Timings on shared machines drift by 15-40% between processes, so two
 settings are only comparable when their epochs interleave in one process.
-This builds one engine per distinct ``chunk``/``batch`` on the same training
-ratings and runs their epochs round-robin (``threads`` is switched per epoch),
-then prints each setting's min and median ALS seconds per epoch.  The
-shipped defaults always run as the reference; each argument changes them.
+This builds one engine per distinct ``chunk``/``batch`` (and per dataset
+scale) on the same training ratings and runs all their epochs round-robin
+(``threads`` is switched per epoch), then prints each case's min and median
+ALS seconds per epoch and seconds per million ratings.  The shipped defaults
+always run as the reference; each argument changes them.
 
-    python -m rec.compare --data synthetic --scale 0.25 \\
-        chunk=65536 chunk=131072 chunk=262144 batch=4096 threads=1
+    python -m rec.compare --scale 0.25 chunk=65536 chunk=262144 batch=4096 threads=1
+    python -m rec.compare --scale 0.125,0.25,0.5,1     # growth with size, interleaved
 
 Each engine holds its own grouped ratings (~0.5 GB at full ML-32M scale).
 """
@@ -26,8 +27,10 @@ import torch
 
 from rec.als.config import RUNGS, ModelConfig
 from rec.als.engine import ALS
+from rec.als.params import Params
 from rec.cli import run_or_exit
 from rec.data.load import DATASETS, DataConfig, load_dataset
+from rec.data.ratings import Ratings
 from rec.data.splits import make_split
 from rec.errors import ConfigError
 from rec.system import describe, pick_device
@@ -60,49 +63,80 @@ class Setting:
         return f"chunk={self.chunk},batch={self.batch},threads={self.threads or 'default'}"
 
 
-def time_settings(engines: dict, settings: list[Setting], epochs: int) -> dict[Setting, list[float]]:
-    """ALS seconds of each epoch per setting, the settings' epochs interleaved."""
+@dataclass
+class Case:
+    """One timed combination: a dataset's engine under one setting."""
+
+    data: str
+    setting: Setting
+    engine: ALS
+    params: Params
+    n_train: int
+
+
+def time_cases(cases: list[Case], epochs: int) -> list[list[float]]:
+    """ALS seconds of each epoch per case, the cases' epochs interleaved."""
     default_threads = torch.get_num_threads()
-    seconds: dict[Setting, list[float]] = {s: [] for s in settings}
+    seconds: list[list[float]] = [[] for _ in cases]
     for _ in range(epochs):
-        for s in settings:
-            engine, params = engines[(s.chunk, s.batch)]
-            torch.set_num_threads(s.threads or default_threads)
+        for case, times in zip(cases, seconds):
+            torch.set_num_threads(case.setting.threads or default_threads)
             start = time.perf_counter()
-            engine.epoch(params)
-            if engine.device.type == "cuda":
-                torch.cuda.synchronize(engine.device)
-            seconds[s].append(time.perf_counter() - start)
+            case.engine.epoch(case.params)
+            if case.engine.device.type == "cuda":
+                torch.cuda.synchronize(case.engine.device)
+            times.append(time.perf_counter() - start)
     torch.set_num_threads(default_threads)
     return seconds
 
 
+def build_cases(ratings: Ratings, settings: list[Setting], model: ModelConfig,
+                device: torch.device) -> list[Case]:
+    """One engine per distinct chunk/batch on the seeded random split's training ratings."""
+    train = make_split(ratings, seed=0).train
+    user, item, rating = ratings.user[train], ratings.item[train], ratings.rating[train]
+    built: dict[tuple[int, int], tuple[ALS, Params]] = {}
+    for s in settings:
+        if (s.chunk, s.batch) not in built:
+            engine = ALS(model, user, item, rating, ratings.n_users, ratings.n_items,
+                         ratings.movies.genre_matrix(), device, chunk_elems=s.chunk,
+                         batch_rows=s.batch)
+            built[(s.chunk, s.batch)] = engine, engine.initial_params(ratings.n_genres, 0)
+    return [Case(ratings.name, s, *built[(s.chunk, s.batch)], len(train)) for s in settings]
+
+
 def compare(args: argparse.Namespace) -> str:
+    if len(args.scale) > 1 and args.data != "synthetic":
+        raise ConfigError("several --scale values need --data synthetic")
     device = pick_device(args.device)
     base = Setting()
     settings = list(dict.fromkeys([base, *(Setting.parse(t, base) for t in args.settings)]))
-    ratings = load_dataset(DataConfig(name=args.data, root=args.root, scale=args.scale),
-                           timestamps=False)
-    train = make_split(ratings, seed=0).train
     model = ModelConfig(name=args.model, K=args.K, tau=15, gamma=3, reg_scaling="none").validated()
-    engines = {}
-    for s in settings:
-        if (s.chunk, s.batch) not in engines:
-            engine = ALS(model, ratings.user[train], ratings.item[train], ratings.rating[train],
-                         ratings.n_users, ratings.n_items, ratings.movies.genre_matrix(), device,
-                         chunk_elems=s.chunk, batch_rows=s.batch)
-            engines[(s.chunk, s.batch)] = engine, engine.initial_params(ratings.n_genres, 0)
-    seconds = time_settings(engines, settings, args.epochs + 1)  # the first epoch warms up
+    cases = []
+    for scale in args.scale:
+        ratings = load_dataset(DataConfig(name=args.data, root=args.root, scale=scale),
+                               timestamps=False)
+        cases += build_cases(ratings, settings, model, device)
+        del ratings
+    seconds = time_cases(cases, args.epochs + 1)  # the first epoch warms up
     machine = describe(device)
-    lines = [f"{ratings.name}: {len(train):,} training ratings, {args.model} K={args.K}, "
-             f"{args.epochs} timed epochs each (after one warm-up), interleaved",
+    lines = [f"{args.model} K={args.K}: ALS seconds per epoch, {args.epochs} timed epochs per "
+             "case (after one warm-up), all cases interleaved",
              f"machine: {machine['device']}, {machine['cpu']}, {machine['cpus']} CPUs, "
              f"default {machine['threads']} threads, torch {machine['torch']}"]
-    for s, t in seconds.items():
-        timed = t[1:]
-        lines.append(f"  {s.label():44s} median {statistics.median(timed):.3f} s  "
-                     f"min {min(timed):.3f} s")
+    for case, times in zip(cases, seconds):
+        median = statistics.median(times[1:])
+        lines.append(f"  {case.data:30s} {case.setting.label():44s} median {median:.3f}  "
+                     f"min {min(times[1:]):.3f}  per million ratings "
+                     f"{median / case.n_train * 1e6:.4f}")
     return "\n".join(lines)
+
+
+def _scales(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write fractions like 0.125,0.25,1") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("settings", nargs="*", help="chunk=N,batch=N,threads=N (one per setting)")
     parser.add_argument("--data", default="synthetic", choices=DATASETS)
-    parser.add_argument("--scale", type=float, default=1.0, help="synthetic: fraction of ML-32M")
+    parser.add_argument("--scale", type=_scales, default=[1.0],
+                        help="synthetic: fraction of ML-32M, or several, comma-separated")
     parser.add_argument("--root", default=os.environ.get("REC_DATA_ROOT", "data"))
     parser.add_argument("--model", default="features", choices=RUNGS)
     parser.add_argument("--K", type=int, default=10)

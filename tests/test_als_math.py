@@ -105,10 +105,11 @@ def dense_item_solution(r, e, p):
 
 
 @pytest.mark.parametrize("scaling", SCALINGS)
-@pytest.mark.parametrize("rung", ["latent", "embeddings", "features"])
-def test_batched_solves_equal_a_per_row_dense_solution(rung, scaling):
+@pytest.mark.parametrize("rung, lam", [("latent", 1.0), ("embeddings", 1.0), ("features", 1.0),
+                                       ("features", 2.5)])
+def test_batched_solves_equal_a_per_row_dense_solution(rung, lam, scaling):
     r = random_ratings(seed=2)
-    e = engine(r, name=rung, reg_scaling=scaling)
+    e = engine(r, name=rung, reg_scaling=scaling, lam=lam)
     p = e.initial_params(r.n_genres, seed=1)
     p.item_bias.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
     p.genre_factors.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))

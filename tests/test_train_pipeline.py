@@ -137,13 +137,18 @@ def test_compare_interleaves_settings_in_one_process(small_root, capsys):
     assert compare_main(["--data", "ml-latest-small", "--root", str(small_root), "--epochs", "2",
                  "--K", "4", "chunk=256,batch=8", "threads=1", "chunk=131072"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = [line.split()[0] for line in lines if "median" in line]
-    assert rows == ["chunk=131072,batch=32768,threads=default",  # the shipped defaults first
-                    "chunk=256,batch=8,threads=default", "chunk=131072,batch=32768,threads=1"]
-    assert "2 timed epochs each" in lines[0] and "machine: cpu" in lines[1]
+    rows = [line.split()[:2] for line in lines[2:]]
+    assert rows == [["ml-latest-small", "chunk=131072,batch=32768,threads=default"],  # defaults
+                    ["ml-latest-small", "chunk=256,batch=8,threads=default"],
+                    ["ml-latest-small", "chunk=131072,batch=32768,threads=1"]]
+    assert "2 timed epochs" in lines[0] and "machine: cpu" in lines[1]
+    assert all(float(line.split()[-1]) > 0 for line in lines[2:])  # seconds per million ratings
 
 
 def test_compare_rejects_an_unreadable_setting(small_root, capsys):
     with pytest.raises(SystemExit) as stop:
         compare_main(["--data", "ml-latest-small", "--root", str(small_root), "chunks=5"])
     assert stop.value.code == 2 and "write chunk=N" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        compare_main(["--data", "ml-latest-small", "--root", str(small_root), "--scale", "0.5,1"])
+    assert stop.value.code == 2 and "need --data synthetic" in capsys.readouterr().err
