@@ -139,7 +139,7 @@ def _scales(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"{text!r}: write fractions like 0.125,0.25,1") from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rec.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("settings", nargs="*", help="chunk=N,batch=N,threads=N (one per setting)")
@@ -151,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--K", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     print(run_or_exit(lambda: compare(args)))
     return 0
 

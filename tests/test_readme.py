@@ -9,6 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from rec.analysis.run import run_task
+from rec.compare import Setting, build_parser
 from rec.pipeline import train_from_config
 from tests.conftest import REPO
 from tests.test_train_pipeline import configure
@@ -92,3 +93,18 @@ def test_readme_analysis_command_runs(small_root, tmp_path):
             "train.ranking_max_users=50"])
     result = run_task(cfg, tmp_path / "out")
     assert result["correlations"]["variance_vs_norm"]["pearson_r"] > 0.6  # the report's link
+
+
+COMPARES = [
+    "python -m rec.compare chunk=65536 chunk=262144 batch=4096 threads=1",
+    "python -m rec.compare --scale 0.125,0.25,0.5,1",
+    "python -m rec.compare --scale 1 chunk=65536 chunk=262144 batch=4096 batch=131072 threads=1",
+]
+
+
+@pytest.mark.parametrize("command", COMPARES)
+def test_readme_compare_commands_parse(command):
+    assert command in README
+    args = build_parser().parse_args(command.split()[3:])
+    settings = [Setting.parse(t, Setting()) for t in args.settings]
+    assert all(s != Setting() for s in settings) and args.scale
