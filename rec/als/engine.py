@@ -20,13 +20,16 @@ class ALS:
 
     ``user``, ``item``, ``rating`` are the training ratings; ``genre_matrix``
     is A (movies x genres, ``A[n, f] = 1/|F(n)|``).  Everything lives on
-    ``device``; ``dtype`` is the working precision.
+    ``device``; ``dtype`` is the working precision.  ``growth``, ``chunk_elems``
+    and ``batch_rows`` size the degree buckets, the gather chunks and the solve
+    batches (:mod:`rec.als.groups`); they change the speed, not the result.
     """
 
     def __init__(self, cfg: ModelConfig, user: torch.Tensor, item: torch.Tensor,
                  rating: torch.Tensor, n_users: int, n_items: int, genre_matrix: torch.Tensor,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 growth: float = 1.15, chunk_elems: int = 1 << 17, batch_rows: int = 1 << 15) -> None:
+                 growth: float = 1.15, chunk_elems: int = 1 << 17,
+                 batch_rows: int = 1 << 15) -> None:
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.n_users, self.n_items = n_users, n_items
         self.mu = float(rating.double().mean()) if cfg.has_biases and rating.numel() else 0.0

@@ -90,7 +90,8 @@ def build_groups(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_r
                  batch_rows: int = 1 << 15) -> Groups:
     """Group ratings (``rows[i]``, ``cols[i]``, ``vals[i]``) by row into padded degree buckets."""
     if batch_rows < 1 or chunk_elems < 1:
-        raise ValueError(f"chunk_elems and batch_rows must be positive, got {chunk_elems}, {batch_rows}")
+        raise ValueError(f"chunk_elems and batch_rows must be positive, got {chunk_elems}, "
+                         f"{batch_rows}")
     degree = torch.bincount(rows, minlength=n_rows)
     offsets = torch.cumsum(degree, 0) - degree
     perm = None  # rating ids in row order; None when the ratings are grouped already
