@@ -25,7 +25,7 @@ from rec.als.solve import PhaseTimer
 from rec.als.params import Params
 from rec.data.ratings import Ratings
 from rec.data.splits import Split
-from rec.errors import RecError
+from rec.errors import ConfigError, RecError
 from rec.files import save_torch
 from rec.metrics import accuracy, nll, pairs_of_users, ranked_users, ranking
 
@@ -63,6 +63,19 @@ class TrainConfig:
     """Rows (users or movies) solved per batched solver call; ``null``: 2^15 on CPU, 2^18 on GPU."""
     profile: bool = False
     """Time the phases of each epoch (gather, gram, solve, genre, other); adds device syncs."""
+
+    def __post_init__(self) -> None:
+        checks = [("max_epochs", self.max_epochs >= 0, "a count of epochs, 0 or more"),
+                  ("patience", self.patience >= 0, "0 or more epochs"),
+                  ("ranking_k", self.ranking_k >= 1, "1 or more"),
+                  ("bucket_growth", self.bucket_growth > 1, "a ratio above 1, e.g. 1.15"),
+                  ("chunk_elems", self.chunk_elems is None or self.chunk_elems >= 1,
+                   "null or a positive count"),
+                  ("batch_rows", self.batch_rows is None or self.batch_rows >= 1,
+                   "null or a positive count")]
+        for key, ok, want in checks:
+            if not ok:
+                raise ConfigError(f"train.{key}={getattr(self, key)!r}: must be {want}.")
 
     @classmethod
     def from_mapping(cls, cfg) -> "TrainConfig":

@@ -13,6 +13,7 @@ import torch
 
 from rec.als import ModelConfig, Params
 from rec.data import DataConfig, Split, load_dataset, make_split
+from rec.errors import ConfigError
 from rec.metrics import ranking
 from rec.training import TrainConfig, fit
 from tests.conftest import REPO, random_ratings
@@ -170,3 +171,11 @@ def test_users_and_movies_unseen_in_training_get_the_prior():
     assert math.isfinite(result.final["test/rmse"]) and math.isfinite(result.final["test/ndcg@10"])
     expected = (p.mu + p.item_bias[r.item[newcomer].long()]).clamp(0.5, 5)  # mu + c_n alone
     assert torch.allclose(p.predict(r.user[newcomer], r.item[newcomer]).clamp(0.5, 5), expected)
+
+
+@pytest.mark.parametrize("bad", [{"bucket_growth": 1.0}, {"chunk_elems": 0}, {"batch_rows": -3},
+                                 {"max_epochs": -1}, {"ranking_k": 0}])
+def test_bad_training_options_are_config_errors(bad):
+    key = next(iter(bad))
+    with pytest.raises(ConfigError, match=f"train.{key}="):
+        TrainConfig(**bad)
