@@ -37,7 +37,7 @@ CHECKPOINT_FORMAT = 1
 class TrainConfig:
     """How to train (``train:`` in ``conf/config.yaml``)."""
 
-    max_epochs: int = 100
+    max_epochs: int = 200
     """Upper bound on epochs (user step, movie step, genre step)."""
     patience: int = 3
     """Epochs without a validation improvement before stopping (the report: 0)."""
