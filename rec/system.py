@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 
 import torch
+
+try:
+    import resource
+except ImportError:  # Windows: no getrusage; peak memory is then reported as unknown
+    resource = None
 
 from rec.errors import ConfigError
 
@@ -38,7 +42,9 @@ def cpu_model() -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB)."""
+    """Peak resident memory of this process so far (MiB); NaN where the OS cannot say."""
+    if resource is None:
+        return float("nan")
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if platform.system() == "Linux" else kb / 2**20
 
