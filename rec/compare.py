@@ -27,6 +27,7 @@ import torch
 
 from rec.als.config import RUNGS, ModelConfig
 from rec.als.engine import ALS
+from rec.als.groups import default_sizes
 from rec.als.params import Params
 from rec.cli import run_or_exit
 from rec.data.load import DATASETS, DataConfig, load_dataset
@@ -40,9 +41,9 @@ from rec.system import describe, pick_device
 class Setting:
     """One engine configuration to time."""
 
-    chunk: int = 1 << 17
+    chunk: int
     """Padded ratings per Gram chunk (``train.chunk_elems``)."""
-    batch: int = 1 << 15
+    batch: int
     """Rows per batched solve (``train.batch_rows``)."""
     threads: int = 0
     """torch threads during its epochs; 0 keeps the process default."""
@@ -108,8 +109,10 @@ def build_cases(ratings: Ratings, settings: list[Setting], model: ModelConfig,
 def compare(args: argparse.Namespace) -> str:
     if len(args.scale) > 1 and args.data != "synthetic":
         raise ConfigError("several --scale values need --data synthetic")
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs}: time at least one epoch")
     device = pick_device(args.device)
-    base = Setting()
+    base = Setting(*default_sizes(device))
     settings = list(dict.fromkeys([base, *(Setting.parse(t, base) for t in args.settings)]))
     model = ModelConfig(name=args.model, K=args.K, tau=15, gamma=3, reg_scaling="none").validated()
     cases = []

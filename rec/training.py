@@ -176,13 +176,10 @@ def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig
     """Train ``model_cfg`` on ``split.train``; resume from ``checkpoint`` when it exists."""
     device = torch.device(device)
     start = _sync(device)
-    gpu = device.type == "cuda"
-    chunk = cfg.chunk_elems or (1 << 24 if gpu else 1 << 17)
-    batch_rows = cfg.batch_rows or (1 << 18 if gpu else 1 << 15)
     user, item, rating = (t[split.train] for t in (ratings.user, ratings.item, ratings.rating))
     engine = ALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
-                 ratings.movies.genre_matrix(dtype), device, dtype, cfg.bucket_growth, chunk,
-                 batch_rows)
+                 ratings.movies.genre_matrix(dtype), device, dtype, cfg.bucket_growth,
+                 cfg.chunk_elems, cfg.batch_rows)
     del user, item, rating  # the engine's groups hold the training ratings from here on
     data = _Subsets(ratings, split, device)
     if cfg.profile:

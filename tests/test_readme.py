@@ -9,6 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from rec.analysis.run import run_task
+from rec.als.groups import default_sizes
 from rec.compare import Setting, build_parser
 from rec.pipeline import train_from_config
 from tests.conftest import REPO
@@ -106,5 +107,6 @@ COMPARES = [
 def test_readme_compare_commands_parse(command):
     assert command in README
     args = build_parser().parse_args(command.split()[3:])
-    settings = [Setting.parse(t, Setting()) for t in args.settings]
-    assert all(s != Setting() for s in settings) and args.scale
+    base = Setting(*default_sizes("cpu"))
+    settings = [Setting.parse(t, base) for t in args.settings]
+    assert all(s != base for s in settings) and args.scale

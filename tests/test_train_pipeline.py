@@ -152,3 +152,6 @@ def test_compare_rejects_an_unreadable_setting(small_root, capsys):
     with pytest.raises(SystemExit) as stop:
         compare_main(["--data", "ml-latest-small", "--root", str(small_root), "--scale", "0.5,1"])
     assert stop.value.code == 2 and "need --data synthetic" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        compare_main(["--data", "ml-latest-small", "--root", str(small_root), "--epochs", "0"])
+    assert stop.value.code == 2 and "at least one epoch" in capsys.readouterr().err

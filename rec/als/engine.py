@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from rec.als.config import ModelConfig
-from rec.als.groups import Groups, build_groups
+from rec.als.groups import Groups, build_groups, default_sizes
 from rec.als.params import Params
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side
 
@@ -22,20 +22,22 @@ class ALS:
     is A (movies x genres, ``A[n, f] = 1/|F(n)|``).  Everything lives on
     ``device``; ``dtype`` is the working precision.  ``growth``, ``chunk_elems``
     and ``batch_rows`` size the degree buckets, the gather chunks and the solve
-    batches (:mod:`rec.als.groups`); they change the speed, not the result.
+    batches (:mod:`rec.als.groups`; ``None``: the device's defaults); they change
+    the speed, not the result.
     """
 
     def __init__(self, cfg: ModelConfig, user: torch.Tensor, item: torch.Tensor,
                  rating: torch.Tensor, n_users: int, n_items: int, genre_matrix: torch.Tensor,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 growth: float = 1.15, chunk_elems: int = 1 << 17,
-                 batch_rows: int = 1 << 15) -> None:
+                 growth: float = 1.15, chunk_elems: int | None = None,
+                 batch_rows: int | None = None) -> None:
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.n_users, self.n_items = n_users, n_items
         self.mu = float(rating.double().mean()) if cfg.has_biases and rating.numel() else 0.0
         vals = rating.to(dtype) - self.mu  # centred once: y = vals - offset in every step
         # movies first: their sort's temporaries are gone before the users' groups exist
-        sizes = (growth, chunk_elems, batch_rows)
+        default_chunk, default_batch = default_sizes(self.device)
+        sizes = (growth, chunk_elems or default_chunk, batch_rows or default_batch)
         self.by_item = build_groups(item, user, vals, n_items, n_users, *sizes).to(device)
         self.by_user = build_groups(user, item, vals, n_users, n_items, *sizes).to(device)
         self.user_weight = self._weights(self.by_user)
