@@ -35,6 +35,7 @@ from rec.data.ratings import Ratings
 from rec.data.splits import make_split
 from rec.errors import ConfigError
 from rec.system import describe, pick_device
+from rec.training import TrainConfig, build_engine
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,11 @@ def build_cases(ratings: Ratings, settings: list[Setting], model: ModelConfig,
                 device: torch.device) -> list[Case]:
     """One engine per distinct chunk/batch on the seeded random split's training ratings."""
     train = make_split(ratings, seed=0).train
-    user, item, rating = ratings.user[train], ratings.item[train], ratings.rating[train]
     built: dict[tuple[int, int], tuple[ALS, Params]] = {}
     for s in settings:
         if (s.chunk, s.batch) not in built:
-            engine = ALS(model, user, item, rating, ratings.n_users, ratings.n_items,
-                         ratings.movies.genre_matrix(), device, chunk_elems=s.chunk,
-                         batch_rows=s.batch)
+            sizes = TrainConfig(chunk_elems=s.chunk, batch_rows=s.batch)
+            engine = build_engine(ratings, train, model, sizes, device)
             built[(s.chunk, s.batch)] = engine, engine.initial_params(ratings.n_genres, 0)
     return [Case(ratings.name, s, *built[(s.chunk, s.batch)], len(train)) for s in settings]
 
@@ -114,7 +113,7 @@ def compare(args: argparse.Namespace) -> str:
     device = pick_device(args.device)
     base = Setting(*default_sizes(device))
     settings = list(dict.fromkeys([base, *(Setting.parse(t, base) for t in args.settings)]))
-    model = ModelConfig(name=args.model, K=args.K, tau=15, gamma=3, reg_scaling="none").validated()
+    model = ModelConfig(name=args.model, K=args.K).validated()  # the shipped features priors
     cases = []
     for scale in args.scale:
         ratings = load_dataset(DataConfig(name=args.data, root=args.root, scale=scale),

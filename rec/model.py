@@ -155,7 +155,7 @@ class Recommender:
             x.append(torch.ones(len(items), 1))
             y = y - p.item_bias[items]
         z = torch.cat([*x, y.unsqueeze(1)], 1)
-        reg = torch.tensor([cfg.tau] * p.dim + [cfg.gamma] * int(cfg.has_biases))
+        reg = torch.tensor(cfg.precisions())
         if cfg.count_scaled:
             reg = reg * len(items)
         theta = ridge_solve((z.T @ z).unsqueeze(0), cfg.lam, reg)[0]

@@ -169,6 +169,16 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: 
     return out
 
 
+def build_engine(ratings: Ratings, train: torch.Tensor, model_cfg: ModelConfig, cfg: TrainConfig,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ALS:
+    """The engine over the training ratings ``train``, sized by ``cfg``'s bucket, chunk and batch
+    options (the subset copies are freed on return: the engine's groups hold them)."""
+    user, item, rating = (t[train] for t in (ratings.user, ratings.item, ratings.rating))
+    return ALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
+               ratings.movies.genre_matrix(dtype), device, dtype, cfg.bucket_growth,
+               cfg.chunk_elems, cfg.batch_rows)
+
+
 def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig = TrainConfig(),
         *, seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
         checkpoint: Path | None = None, fingerprint: str = "",
@@ -176,11 +186,7 @@ def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig
     """Train ``model_cfg`` on ``split.train``; resume from ``checkpoint`` when it exists."""
     device = torch.device(device)
     start = _sync(device)
-    user, item, rating = (t[split.train] for t in (ratings.user, ratings.item, ratings.rating))
-    engine = ALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
-                 ratings.movies.genre_matrix(dtype), device, dtype, cfg.bucket_growth,
-                 cfg.chunk_elems, cfg.batch_rows)
-    del user, item, rating  # the engine's groups hold the training ratings from here on
+    engine = build_engine(ratings, split.train, model_cfg, cfg, device, dtype)
     data = _Subsets(ratings, split, device)
     if cfg.profile:
         engine.timer = PhaseTimer(device)

@@ -58,6 +58,11 @@ class ModelConfig:
     def count_scaled(self) -> bool:
         return self.reg_scaling == "count"
 
+    def precisions(self) -> list[float]:
+        """The diagonal prior precisions of one row's unknowns ``[u; b]``: tau per embedding
+        coordinate, then gamma for the bias (before any count scaling)."""
+        return [self.tau] * self.dim + [self.gamma] * int(self.has_biases)
+
     def validated(self) -> "ModelConfig":
         if self.name not in RUNGS:
             raise ConfigError(f"model={self.name!r}: choose one of {', '.join(RUNGS)}.")

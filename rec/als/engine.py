@@ -44,8 +44,7 @@ class ALS:
         self.item_weight = self._weights(self.by_item)
         self.dim = cfg.dim
         self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
-        self.reg = torch.tensor([cfg.tau] * self.dim + [cfg.gamma] * int(cfg.has_biases),
-                                dtype=dtype, device=self.device)
+        self.reg = torch.tensor(cfg.precisions(), dtype=dtype, device=self.device)
         self.genre_matrix = genre_matrix.to(device=self.device, dtype=dtype)
         self.genre_gram = self.genre_matrix.T @ (self.item_weight.unsqueeze(1) * self.genre_matrix)
         # gather tables: the other side's [x, offset] with a zero sentinel row
@@ -63,6 +62,9 @@ class ALS:
         if self.cfg.count_scaled:
             return groups.degree.to(device=self.device, dtype=self.dtype)
         return torch.ones(groups.n_rows, dtype=self.dtype, device=self.device)
+
+    def _row_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
+        return weight if self.cfg.count_scaled else None
 
     def _table(self, n: int) -> torch.Tensor:
         t = torch.zeros(n + 1, self.width + 1, dtype=self.dtype, device=self.device)
@@ -88,7 +90,7 @@ class ALS:
     def user_step(self, p: Params) -> None:
         """Solve every user's ``[u_m; b_m]`` exactly given V, c."""
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
-        solve_side(self.by_user, table, self.cfg.lam, self.reg, self.cfg.count_scaled,
+        solve_side(self.by_user, table, self.cfg.lam, self.reg, self._row_weight(self.user_weight),
                    self.user_theta, None, self.workspace, self.timer)
         self.user_theta[self.cold_users] = 0
         self._unpack(self.user_theta, p.user_factors, p.user_bias)
@@ -101,7 +103,7 @@ class ALS:
         if mean is not None:
             prior = torch.zeros_like(self.item_theta)
             prior[:, :self.dim] = self.cfg.tau * self.item_weight.unsqueeze(1) * mean
-        solve_side(self.by_item, table, self.cfg.lam, self.reg, self.cfg.count_scaled,
+        solve_side(self.by_item, table, self.cfg.lam, self.reg, self._row_weight(self.item_weight),
                    self.item_theta, prior, self.workspace, self.timer)
         self.item_theta[self.cold_items] = 0
         if mean is not None:
@@ -142,12 +144,13 @@ class ALS:
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         theta = torch.cat([p.user_factors, p.user_bias.unsqueeze(1)], 1)[:, :self.width]
         raw = clipped = torch.zeros((), dtype=torch.float64, device=self.device)
+        if rating_range is not None:
+            lo, hi = rating_range[0] - self.mu, rating_range[1] - self.mu
         for chunk in self.by_user.chunks:
             z = gather(table, chunk, self.workspace)
             fit = z[..., self.width] + (z[..., :self.width] * theta[chunk.rows].unsqueeze(1)).sum(-1)
             raw = raw + (chunk.vals - fit).square().sum(dtype=torch.float64)  # padding adds 0
             if rating_range is not None:
-                lo, hi = rating_range[0] - self.mu, rating_range[1] - self.mu
                 err = torch.where(chunk.cols != self.by_user.sentinel, chunk.vals - fit.clamp(lo, hi), 0)
                 clipped = clipped + err.square().sum(dtype=torch.float64)
         return float(raw), float(clipped)

@@ -102,7 +102,7 @@ def build_groups(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_r
     offsets = torch.cumsum(degree, 0) - degree
     perm = None  # rating ids in row order; None when the ratings are grouped already
     if rows.numel() > 1 and not bool((rows[1:] >= rows[:-1]).all()):
-        perm = row_order(rows, degree, offsets)
+        perm = row_order(rows, offsets)
     nonzero = torch.nonzero(degree).flatten()
     if nonzero.numel() == 0:
         return Groups(n_rows, n_cols, degree, [], 0)
@@ -119,14 +119,14 @@ def build_groups(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_r
     return Groups(n_rows, n_cols, degree, _batch(chunks, batch_rows), int(cols.numel()))
 
 
-def row_order(rows: torch.Tensor, degree: torch.Tensor, offsets: torch.Tensor,
-              block: int = 1 << 20) -> torch.Tensor:
+def row_order(rows: torch.Tensor, offsets: torch.Tensor, block: int = 1 << 20) -> torch.Tensor:
     """int32 rating ids in stable row order: ``torch.argsort(rows, stable=True)``, in blocks.
 
     A whole-array stable sort of ML-32M's ratings peaks at ~660 MB of
     temporaries, which set the training process's peak memory.  Sorting blocks
     of ``block`` ratings and placing each block after the earlier blocks' ratings
-    of the same row gives the same order for a fraction of the memory.
+    of the same row gives the same order for a fraction of the memory.  ``offsets[r]``
+    is where row ``r``'s ratings start in that order.
     """
     perm = torch.empty(rows.numel(), dtype=torch.int32)
     seen = offsets.clone()  # next free slot of each row
@@ -134,7 +134,7 @@ def row_order(rows: torch.Tensor, degree: torch.Tensor, offsets: torch.Tensor,
         part = rows[start:start + block]
         local = torch.argsort(part, stable=True)
         keys = part[local].long()
-        counts = torch.bincount(part, minlength=degree.numel())
+        counts = torch.bincount(part, minlength=offsets.numel())
         first = torch.cumsum(counts, 0) - counts  # where each row starts inside the block
         slot = seen[keys] + torch.arange(part.numel()) - first[keys]
         perm[slot] = (local + start).to(torch.int32)

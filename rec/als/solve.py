@@ -110,13 +110,14 @@ def ridge_solve(g: torch.Tensor, lam: float, reg: torch.Tensor,
 
 
 def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tensor,
-               count_scaled: bool, out: torch.Tensor, prior: torch.Tensor | None = None,
-               workspace: Workspace | None = None, timer: PhaseTimer | None = None) -> None:
+               row_weight: torch.Tensor | None, out: torch.Tensor,
+               prior: torch.Tensor | None = None, workspace: Workspace | None = None,
+               timer: PhaseTimer | None = None) -> None:
     """Overwrite ``out[row]`` with the solution of every row that has ratings.
 
-    ``reg`` (D,) holds the prior precisions; with ``count_scaled`` each row's
-    are multiplied by its rating count (ALS-WR).  ``prior`` (n_rows, D) is the
-    already-weighted prior term of the right-hand side, or ``None``.
+    ``reg`` (D,) holds the prior precisions; ``row_weight`` (n_rows,), when given,
+    multiplies each row's (ALS-WR: its rating count).  ``prior`` (n_rows, D) is
+    the already-weighted prior term of the right-hand side, or ``None``.
     """
     workspace = workspace or Workspace()
     d1 = table.shape[1]
@@ -129,9 +130,8 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
         for chunk in batch.chunks:
             gram(table, chunk, workspace, g[start:start + chunk.rows.numel()], timer)
             start += chunk.rows.numel()
-        weight = groups.degree[batch.rows].to(reg.dtype).unsqueeze(1) if count_scaled else None
-        theta = ridge_solve(g, lam, reg * weight if count_scaled else reg,
-                            None if prior is None else prior[batch.rows])
+        weighted = reg if row_weight is None else reg * row_weight[batch.rows].unsqueeze(1)
+        theta = ridge_solve(g, lam, weighted, None if prior is None else prior[batch.rows])
         out.index_copy_(0, batch.rows, theta)
         if timer:
             timer.lap("solve")

@@ -73,10 +73,10 @@ class Context:
             try:
                 stored = Recommender.load(path)
             except RecError as e:  # rec's own published copy, unreadable or an older format
-                stored, reason = None, str(e)
-            if stored is not None and stored.config == wanted:
-                return self._check(stored, path)
-            if stored is not None:
+                reason = str(e)
+            else:
+                if stored.config == wanted:
+                    return self._check(stored, path)
                 reason = (f"the model at {path} was trained with {stored.config.hparams()}, not "
                           f"the configured {wanted.hparams()}")
         print(f"{reason}; training it first")

@@ -125,8 +125,8 @@ def assemble(name: str, raw: RawRatings, catalog: MoviesTable, rating_scale: tup
         log.warning("%s: %d rated movie id(s) are not in the movies file (e.g. %d); "
                     "they are kept with no title and no genres", raw.path, len(extra), extra[0])
         catalog = MoviesTable(np.concatenate([catalog.ids, extra]),
-                          catalog.titles + [f"movie {i}" for i in extra],
-                          catalog.genres + [[NO_GENRE]] * len(extra), catalog.genre_names)
+                              catalog.titles + [f"movie {i}" for i in extra],
+                              catalog.genres + [[NO_GENRE]] * len(extra), catalog.genre_names)
         item = dense_lookup(catalog.ids, raw.item)
     user_ids = unique_ids(raw.user)
     user = dense_lookup(user_ids, raw.user)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from rec.data.build import MoviesTable, RawRatings, unique_ids
-from rec.data.movielens import make_catalog, split_genres
+from rec.data.movielens import make_movies_table, split_genres
 from rec.data.tables import check_header, read_columns, require_file
 from rec.errors import DataError
 
@@ -47,5 +47,5 @@ def parse_custom(path: Path, columns: dict[str, str], sep: str = ",", header: bo
     require_file(movies, "movies file", "Set data.movies to its path, or to null to do without.")
     check_header(movies, ",", list(mc.values()), "Set data.movie_columns to the names in its header.")
     m = read_columns(movies, {mc["item"]: "int", mc["title"]: "str", mc["genres"]: "str"}, ",", True)
-    return raw, make_catalog(movies, m[mc["item"]], m[mc["title"]],
-                             [split_genres(g) for g in m[mc["genres"]]])
+    return raw, make_movies_table(movies, m[mc["item"]], m[mc["title"]],
+                                  [split_genres(g) for g in m[mc["genres"]]])

@@ -78,7 +78,8 @@ def _parse_csv_family(layout: Layout, folder: Path) -> tuple[RawRatings, MoviesT
     check_header(movies, ",", ["movieId", "title", "genres"],
                  "GroupLens' movies.csv has the header movieId,title,genres.")
     m = read_columns(movies, {"movieId": "int", "title": "str", "genres": "str"}, ",", header=True)
-    return raw, make_catalog(movies, m["movieId"], m["title"], [split_genres(g) for g in m["genres"]])
+    genres = [split_genres(g) for g in m["genres"]]
+    return raw, make_movies_table(movies, m["movieId"], m["title"], genres)
 
 
 def _dat_bytes(path: Path) -> bytes:
@@ -99,7 +100,8 @@ def _parse_dat_family(layout: Layout, folder: Path) -> tuple[RawRatings, MoviesT
     m = read_columns(movies, {"item": "int", "title": "str", "genres": "str"}, "\t", header=False,
                      names=["item", "title", "genres"], data=_dat_bytes(movies), quoting=False,
                      file_delimiter="::")
-    return raw, make_catalog(movies, m["item"], m["title"], [split_genres(g) for g in m["genres"]])
+    genres = [split_genres(g) for g in m["genres"]]
+    return raw, make_movies_table(movies, m["item"], m["title"], genres)
 
 
 def _read_udata(path: Path) -> dict[str, np.ndarray]:
@@ -121,7 +123,7 @@ def _parse_100k(layout: Layout, folder: Path) -> tuple[RawRatings, MoviesTable]:
                      "|", header=False, names=names, data=text, quoting=False)
     flags = np.stack([m[f"g{i}"] for i in range(len(genre_names))], axis=1).astype(bool)
     genres = [[genre_names[j] for j in np.flatnonzero(row)] for row in flags]
-    return raw, make_catalog(movies, m["item"], m["title"], genres, genre_names)
+    return raw, make_movies_table(movies, m["item"], m["title"], genres, genre_names)
 
 
 def _genres_100k(path: Path) -> list[str]:
@@ -152,8 +154,8 @@ def _folds_100k(folder: Path, cols: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return folds
 
 
-def make_catalog(path: Path, ids: np.ndarray, titles: list[str], genres: list[list[str]],
-             genre_names: list[str] | None = None) -> MoviesTable:
+def make_movies_table(path: Path, ids: np.ndarray, titles: list[str], genres: list[list[str]],
+                      genre_names: list[str] | None = None) -> MoviesTable:
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         dup = unique[counts > 1][0]
