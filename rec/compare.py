@@ -2,13 +2,14 @@
 
 Timings on shared machines drift by 15-40% between processes, so two
 settings are only comparable when their epochs interleave in one process.
-This builds one engine per distinct ``chunk``/``batch`` (and per dataset
+This builds one engine per distinct ``chunk``/``batch``/``tile`` (and per dataset
 scale) on the same training ratings and runs all their epochs round-robin
 (``threads`` is switched per epoch), then prints each case's min and median
-ALS seconds per epoch and seconds per million ratings.  The shipped defaults
+ALS seconds per epoch, its median ratio to the defaults' epoch of the same
+round, and seconds per million ratings.  The shipped defaults
 always run as the reference; each argument changes them.
 
-    python -m rec.compare --scale 0.25 chunk=65536 chunk=262144 batch=4096 threads=1
+    python -m rec.compare --scale 0.25 chunk=65536 chunk=262144 batch=4096 tile=65536 threads=1
     python -m rec.compare --scale 0.125,0.25,0.5,1     # growth with size, interleaved
 
 Each engine holds its own grouped ratings (~0.5 GB at full ML-32M scale).
@@ -26,7 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from rec.als.config import RUNGS, ModelConfig
-from rec.als.engine import ALS
+from rec.als.engine import ALS, table_row_bytes
 from rec.als.groups import default_sizes
 from rec.als.params import Params
 from rec.cli import run_or_exit
@@ -46,23 +47,27 @@ class Setting:
     """Padded ratings per Gram chunk (``train.chunk_elems``)."""
     batch: int
     """Rows per batched solve (``train.batch_rows``)."""
+    tile: int
+    """Most table columns per gather pass (``train.tile_cols``)."""
     threads: int = 0
     """torch threads during its epochs; 0 keeps the process default."""
 
     @classmethod
     def parse(cls, text: str, base: "Setting") -> "Setting":
-        """``chunk=131072,batch=32768,threads=2``; keys left out keep ``base``'s values."""
+        """``chunk=131072,batch=32768,tile=131072,threads=2``; keys left out keep ``base``'s
+        values."""
         values = {}
         for item in filter(None, text.split(",")):
             key, _, value = item.partition("=")
             if key not in cls.__dataclass_fields__ or not value.isdigit():
-                raise ConfigError(f"cannot read the setting {item!r}: write chunk=N, batch=N "
-                                  "or threads=N, comma-separated")
+                raise ConfigError(f"cannot read the setting {item!r}: write chunk=N, batch=N, "
+                                  "tile=N or threads=N, comma-separated")
             values[key] = int(value)
         return replace(base, **values)
 
     def label(self) -> str:
-        return f"chunk={self.chunk},batch={self.batch},threads={self.threads or 'default'}"
+        return (f"chunk={self.chunk},batch={self.batch},tile={self.tile},"
+                f"threads={self.threads or 'default'}")
 
 
 @dataclass
@@ -94,15 +99,17 @@ def time_cases(cases: list[Case], epochs: int) -> list[list[float]]:
 
 def build_cases(ratings: Ratings, settings: list[Setting], model: ModelConfig,
                 device: torch.device) -> list[Case]:
-    """One engine per distinct chunk/batch on the seeded random split's training ratings."""
+    """One engine per distinct chunk/batch/tile on the seeded random split's training ratings."""
     train = make_split(ratings, seed=0).train
-    built: dict[tuple[int, int], tuple[ALS, Params]] = {}
+    built: dict[tuple[int, int, int], tuple[ALS, Params]] = {}
     for s in settings:
-        if (s.chunk, s.batch) not in built:
-            sizes = TrainConfig(chunk_elems=s.chunk, batch_rows=s.batch)
+        key = s.chunk, s.batch, s.tile
+        if key not in built:
+            sizes = TrainConfig(chunk_elems=s.chunk, batch_rows=s.batch, tile_cols=s.tile)
             engine = build_engine(ratings, train, model, sizes, device)
-            built[(s.chunk, s.batch)] = engine, engine.initial_params(ratings.n_genres, 0)
-    return [Case(ratings.name, s, *built[(s.chunk, s.batch)], len(train)) for s in settings]
+            built[key] = engine, engine.initial_params(ratings.n_genres, 0)
+    return [Case(ratings.name, s, *built[(s.chunk, s.batch, s.tile)], len(train))
+            for s in settings]
 
 
 def compare(args: argparse.Namespace) -> str:
@@ -111,9 +118,9 @@ def compare(args: argparse.Namespace) -> str:
     if args.epochs < 1:
         raise ConfigError(f"--epochs {args.epochs}: time at least one epoch")
     device = pick_device(args.device)
-    base = Setting(*default_sizes(device))
-    settings = list(dict.fromkeys([base, *(Setting.parse(t, base) for t in args.settings)]))
     model = ModelConfig(name=args.model, K=args.K).validated()  # the shipped features priors
+    base = Setting(*default_sizes(device, table_row_bytes(model)))
+    settings = list(dict.fromkeys([base, *(Setting.parse(t, base) for t in args.settings)]))
     cases = []
     for scale in args.scale:
         ratings = load_dataset(DataConfig(name=args.data, root=args.root, scale=scale),
@@ -126,12 +133,20 @@ def compare(args: argparse.Namespace) -> str:
              "case (after one warm-up), all cases interleaved",
              f"machine: {machine['device']}, {machine['cpu']}, {machine['cpus']} CPUs, "
              f"default {machine['threads']} threads, torch {machine['torch']}"]
+    defaults = {c.data: times for c, times in zip(cases, seconds) if c.setting == base}
     for case, times in zip(cases, seconds):
         median = statistics.median(times[1:])
-        lines.append(f"  {case.data:30s} {case.setting.label():44s} median {median:.3f}  "
-                     f"min {min(times[1:]):.3f}  per million ratings "
-                     f"{median / case.n_train * 1e6:.4f}")
+        lines.append(f"  {case.data:30s} {case.setting.label():56s} median {median:.3f}  "
+                     f"min {min(times[1:]):.3f}  vs defaults "
+                     f"{paired_ratio(times[1:], defaults[case.data][1:]):.3f}  "
+                     f"per million ratings {median / case.n_train * 1e6:.4f}")
     return "\n".join(lines)
+
+
+def paired_ratio(times: list[float], reference: list[float]) -> float:
+    """Median over rounds of ``times[i] / reference[i]``: epochs of the same round ran back to
+    back, so this cancels the machine's slow drift, which the separate medians do not."""
+    return statistics.median(a / b for a, b in zip(times, reference))
 
 
 def _scales(text: str) -> list[float]:
@@ -144,7 +159,7 @@ def _scales(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rec.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("settings", nargs="*", help="chunk=N,batch=N,threads=N (one per setting)")
+    parser.add_argument("settings", nargs="*", help="chunk=N,batch=N,tile=N,threads=N (one per setting)")
     parser.add_argument("--data", default="synthetic", choices=DATASETS)
     parser.add_argument("--scale", type=_scales, default=[1.0],
                         help="synthetic: fraction of ML-32M, or several, comma-separated")

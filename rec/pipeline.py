@@ -146,6 +146,8 @@ def _summary(cfg, ratings, model_cfg, result, load_s, loading, device, published
         "timing": {"load_s": load_s, **loading, "setup_s": result.timings["setup_s"], **per_epoch,
                    "final_eval_s": result.timings["final_eval_s"], "epochs_timed": len(als),
                    "padding": result.engine.by_user.padded / max(result.engine.by_user.nnz, 1) - 1,
+                   "tiles": {"user_step": result.engine.by_user.n_tiles,
+                             "movie_step": result.engine.by_item.n_tiles},
                    "peak_rss_mb": peak_rss_mb()},
         "machine": describe(device), "model_file": str(published),
         "tensorboard": info["tensorboard"],
@@ -162,7 +164,8 @@ def format_summary(s: dict) -> str:
         f"  data      loaded in {t['load_s']:.2f} s" + (
             f"; apart: parse from CSV {t['csv_load_s']:.2f} s (peak RSS {t['load_peak_rss_mb']:,.0f} MiB), "
             f"read from cache {t['cache_load_s']:.2f} s" if "csv_load_s" in t else ""),
-        f"  setup     {t['setup_s']:.2f} s (grouping, padding {t['padding']:.1%})",
+        f"  setup     {t['setup_s']:.2f} s (grouping, padding {t['padding']:.1%}; table tiles: "
+        f"user step {t['tiles']['user_step']}, movie step {t['tiles']['movie_step']})",
         f"  epochs    {f['epochs']} run, best {f['best_epoch']}; ALS s/epoch median {t['als_s_median']:.3f}, "
         f"min {t['als_s_min']:.3f} ({t['als_s_per_million_ratings']:.4f} s per million ratings); "
         f"eval s/epoch {t['eval_s_median']:.3f}",

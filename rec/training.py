@@ -61,6 +61,10 @@ class TrainConfig:
     """Padded ratings per batched Gram chunk; ``null``: 2^17 on CPU, 2^24 on GPU."""
     batch_rows: int | None = None
     """Rows (users or movies) solved per batched solver call; ``null``: 2^15 on CPU, 2^18 on GPU."""
+    tile_cols: int | None = None
+    """Most rows of the other side's table one gather pass reads; a larger table is cut into
+    tiles of at most this many, so that each pass stays in cache.  ``null``: 6 MiB of table on
+    CPU (2^17 rows at K = 10), no tiles on GPU."""
     profile: bool = False
     """Time the phases of each epoch (gather, gram, solve, genre, other); adds device syncs."""
 
@@ -72,6 +76,8 @@ class TrainConfig:
                   ("chunk_elems", self.chunk_elems is None or self.chunk_elems >= 1,
                    "null or a positive count"),
                   ("batch_rows", self.batch_rows is None or self.batch_rows >= 1,
+                   "null or a positive count"),
+                  ("tile_cols", self.tile_cols is None or self.tile_cols >= 1,
                    "null or a positive count")]
         for key, ok, want in checks:
             if not ok:
@@ -171,12 +177,12 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: 
 
 def build_engine(ratings: Ratings, train: torch.Tensor, model_cfg: ModelConfig, cfg: TrainConfig,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ALS:
-    """The engine over the training ratings ``train``, sized by ``cfg``'s bucket, chunk and batch
-    options (the subset copies are freed on return: the engine's groups hold them)."""
+    """The engine over the training ratings ``train``, sized by ``cfg``'s bucket, chunk, batch
+    and tile options (the subset copies are freed on return: the engine's groups hold them)."""
     user, item, rating = (t[train] for t in (ratings.user, ratings.item, ratings.rating))
     return ALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
                ratings.movies.genre_matrix(dtype), device, dtype, cfg.bucket_growth,
-               cfg.chunk_elems, cfg.batch_rows)
+               cfg.chunk_elems, cfg.batch_rows, cfg.tile_cols)
 
 
 def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig = TrainConfig(),

@@ -14,11 +14,14 @@ from tests.conftest import random_ratings
 SCALINGS = ("none", "count")
 
 
-def engine(r, **cfg) -> ALS:
+TILES = (None, 7)  # the device's default (no tiles at this size), or tables cut in 7-row tiles
+
+
+def engine(r, tile_cols=None, **cfg) -> ALS:
     cfg = ModelConfig(**{"K": 3, "tau": 0.7, "gamma": 0.4, "eta": 0.9, **cfg}).validated()
     return ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
                r.movies.genre_matrix(torch.float64),
-               dtype=torch.float64, growth=1.3, chunk_elems=64, batch_rows=7)
+               dtype=torch.float64, growth=1.3, chunk_elems=64, batch_rows=7, tile_cols=tile_cols)
 
 
 def test_groups_hold_every_rating_once_with_bounded_padding():
@@ -46,11 +49,39 @@ def test_groups_hold_every_rating_once_with_bounded_padding():
         torch.cat([c.rows for c in groups.chunks]).tolist())
 
 
+def test_tiles_split_each_row_by_column_range_and_add_up_in_the_batch():
+    g = torch.Generator().manual_seed(5)
+    degree = (torch.rand(300, generator=g) ** -1.5).long().clamp(max=200)
+    rows = torch.repeat_interleave(torch.arange(300), degree)
+    cols = torch.randint(0, 50, (rows.numel(),), generator=g)
+    vals = torch.rand(rows.numel(), generator=g)
+    groups = build_groups(rows, cols, vals, 300, 50, growth=1.2, chunk_elems=256, batch_rows=40,
+                          tile_cols=12)
+    assert groups.n_tiles == 5  # 50 columns in tiles of 10
+    seen = []
+    for b in groups.batches:
+        assert len(b.tiles) == 5 and b.rows.numel() <= 40
+        assert torch.equal(b.rows, torch.cat([c.rows for c in b.tiles[0]]))  # written in place
+        for t, tile in enumerate(b.tiles):
+            for c in tile:
+                real = c.cols != groups.sentinel
+                assert bool(((c.cols[real] // 10) == t).all())  # one tile of the table per pass
+                assert (c.at is None) == (t == 0)
+                if t:
+                    assert torch.equal(b.rows[c.at], c.rows)  # added to its rows' Grams
+                    assert bool(real.any(1).all())  # rows without ratings in a later tile: skipped
+                seen += [(r, int(k)) for r, ks, m in zip(c.rows.tolist(), c.cols, real)
+                         for k in ks[m]]
+    assert sorted(seen) == sorted(zip(rows.tolist(), cols.tolist()))
+    assert groups.padded <= 1.2 * groups.nnz + 5 * 300  # no more padding than untiled, per tile
+
+
+@pytest.mark.parametrize("tile_cols", TILES)
 @pytest.mark.parametrize("scaling", SCALINGS)
 @pytest.mark.parametrize("rung", RUNGS)
-def test_every_step_never_increases_the_objective(rung, scaling):
+def test_every_step_never_increases_the_objective(rung, scaling, tile_cols):
     r = random_ratings(seed=1)
-    e = engine(r, name=rung, reg_scaling=scaling, init_std=0.5)
+    e = engine(r, tile_cols, name=rung, reg_scaling=scaling, init_std=0.5)
     p = e.initial_params(r.n_genres, seed=0)
     previous = e.objective(p)
     decrease = 0.0
@@ -104,12 +135,13 @@ def dense_item_solution(r, e, p):
     return out
 
 
+@pytest.mark.parametrize("tile_cols", TILES)
 @pytest.mark.parametrize("scaling", SCALINGS)
 @pytest.mark.parametrize("rung, lam", [("latent", 1.0), ("embeddings", 1.0), ("features", 1.0),
                                        ("features", 2.5)])
-def test_batched_solves_equal_a_per_row_dense_solution(rung, lam, scaling):
+def test_batched_solves_equal_a_per_row_dense_solution(rung, lam, scaling, tile_cols):
     r = random_ratings(seed=2)
-    e = engine(r, name=rung, reg_scaling=scaling, lam=lam)
+    e = engine(r, tile_cols, name=rung, reg_scaling=scaling, lam=lam)
     p = e.initial_params(r.n_genres, seed=1)
     p.item_bias.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
     p.genre_factors.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
@@ -183,7 +215,8 @@ def test_float32_matches_float64():
     assert e32.objective(p32) == pytest.approx(e64.objective(p64), rel=1e-5)
 
 
-@pytest.mark.parametrize("sizes", [{"chunk_elems": 0}, {"batch_rows": 0}, {"growth": 1.0}])
+@pytest.mark.parametrize("sizes", [{"chunk_elems": 0}, {"batch_rows": 0}, {"tile_cols": 0},
+                                   {"growth": 1.0}])
 def test_group_sizes_must_be_positive(sizes):
     rows = torch.tensor([0, 0, 1])
     with pytest.raises(ValueError, match="must"):

@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rec.compare import main as compare_main
+from rec.compare import paired_ratio
 from rec.model import Recommender
 from rec.pipeline import train_from_config
 from tests.conftest import REPO
@@ -138,11 +139,19 @@ def test_compare_interleaves_settings_in_one_process(small_root, capsys):
                  "--K", "4", "chunk=256,batch=8", "threads=1", "chunk=131072"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split()[:2] for line in lines[2:]]
-    assert rows == [["ml-latest-small", "chunk=131072,batch=32768,threads=default"],  # defaults
-                    ["ml-latest-small", "chunk=256,batch=8,threads=default"],
-                    ["ml-latest-small", "chunk=131072,batch=32768,threads=1"]]
+    tile = 6 * 2 ** 20 // (4 * 6)  # 6 MiB of rows [u (4), b, offset]
+    assert rows == [["ml-latest-small", f"chunk=131072,batch=32768,tile={tile},threads=default"],
+                    ["ml-latest-small", f"chunk=256,batch=8,tile={tile},threads=default"],
+                    ["ml-latest-small", f"chunk=131072,batch=32768,tile={tile},threads=1"]]
     assert "2 timed epochs" in lines[0] and "machine: cpu" in lines[1]
     assert all(float(line.split()[-1]) > 0 for line in lines[2:])  # seconds per million ratings
+    assert lines[2].split("vs defaults ")[1].startswith("1.000 ")  # the defaults against themselves
+
+
+def test_paired_ratio_cancels_drift_that_separate_medians_keep():
+    slow_phase = [1.0, 1.0, 3.0, 3.0, 3.0]
+    assert paired_ratio([0.9 * t for t in slow_phase], slow_phase) == pytest.approx(0.9)
+    assert paired_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == pytest.approx(2.0)
 
 
 def test_compare_rejects_an_unreadable_setting(small_root, capsys):

@@ -133,13 +133,14 @@ def test_ranking_metrics_on_a_planted_answer():
 
 
 def test_gpu_chunking_gives_the_cpu_result(small):
-    """The GPU's sizes (one chunk per bucket, 2^18-row solves) on CPU: same model as CPU's."""
+    """Sizes change the speed, not the model: the GPU's (one chunk per bucket, 2^18-row solves)
+    and tiny chunks, batches and table tiles give the CPU defaults' result."""
     split = make_split(small)
     cfg = ModelConfig(name="features", K=8, tau=15, gamma=3, reg_scaling="none")
     runs = [fit(small, split, cfg, TrainConfig(max_epochs=4, ranking_max_users=100, **sizes),
                 dtype=torch.float64)
             for sizes in ({}, {"chunk_elems": 1 << 24, "batch_rows": 1 << 18},
-                          {"chunk_elems": 512, "batch_rows": 16})]
+                          {"chunk_elems": 512, "batch_rows": 16, "tile_cols": 1000})]
     for other in runs[1:]:
         assert other.final["objective"] == pytest.approx(runs[0].final["objective"], rel=1e-10)
         assert torch.allclose(other.params.item_factors, runs[0].params.item_factors, atol=1e-9)
@@ -174,6 +175,7 @@ def test_users_and_movies_unseen_in_training_get_the_prior():
 
 
 @pytest.mark.parametrize("bad", [{"bucket_growth": 1.0}, {"chunk_elems": 0}, {"batch_rows": -3},
+                                 {"tile_cols": 0},
                                  {"max_epochs": -1}, {"ranking_k": 0}])
 def test_bad_training_options_are_config_errors(bad):
     key = next(iter(bad))

@@ -15,35 +15,42 @@ from rec.als.params import Params
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side
 
 
+def table_row_bytes(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of one row ``[x, offset]`` of the tables the steps gather from."""
+    return (cfg.dim + int(cfg.has_biases) + 1) * torch.finfo(dtype).bits // 8
+
+
 class ALS:
     """Grouped training ratings, prior weights and reusable buffers for one model.
 
     ``user``, ``item``, ``rating`` are the training ratings; ``genre_matrix``
     is A (movies x genres, ``A[n, f] = 1/|F(n)|``).  Everything lives on
-    ``device``; ``dtype`` is the working precision.  ``growth``, ``chunk_elems``
-    and ``batch_rows`` size the degree buckets, the gather chunks and the solve
-    batches (:mod:`rec.als.groups`; ``None``: the device's defaults); they change
-    the speed, not the result.
+    ``device``; ``dtype`` is the working precision.  ``growth``, ``chunk_elems``,
+    ``batch_rows`` and ``tile_cols`` size the degree buckets, the gather chunks, the solve
+    batches and the table tiles (:mod:`rec.als.groups`; ``None``: the device's defaults);
+    they change the speed, and the result only by rounding.
     """
 
     def __init__(self, cfg: ModelConfig, user: torch.Tensor, item: torch.Tensor,
                  rating: torch.Tensor, n_users: int, n_items: int, genre_matrix: torch.Tensor,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  growth: float = 1.15, chunk_elems: int | None = None,
-                 batch_rows: int | None = None) -> None:
+                 batch_rows: int | None = None, tile_cols: int | None = None) -> None:
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.n_users, self.n_items = n_users, n_items
         self.mu = float(rating.double().mean()) if cfg.has_biases and rating.numel() else 0.0
+        self.dim = cfg.dim
+        self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
         vals = rating.to(dtype) - self.mu  # centred once: y = vals - offset in every step
+        default_chunk, default_batch, default_tile = default_sizes(self.device,
+                                                                   table_row_bytes(cfg, dtype))
+        sizes = (growth, chunk_elems or default_chunk, batch_rows or default_batch,
+                 tile_cols or default_tile)
         # movies first: their sort's temporaries are gone before the users' groups exist
-        default_chunk, default_batch = default_sizes(self.device)
-        sizes = (growth, chunk_elems or default_chunk, batch_rows or default_batch)
         self.by_item = build_groups(item, user, vals, n_items, n_users, *sizes).to(device)
         self.by_user = build_groups(user, item, vals, n_users, n_items, *sizes).to(device)
         self.user_weight = self._weights(self.by_user)
         self.item_weight = self._weights(self.by_item)
-        self.dim = cfg.dim
-        self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
         self.reg = torch.tensor(cfg.precisions(), dtype=dtype, device=self.device)
         self.genre_matrix = genre_matrix.to(device=self.device, dtype=dtype)
         self.genre_gram = self.genre_matrix.T @ (self.item_weight.unsqueeze(1) * self.genre_matrix)

@@ -5,14 +5,22 @@ offsets by cumsum).  Rows are then bucketed by degree: bucket widths grow
 geometrically by ``growth`` (1.1-1.25 keeps padding under ~10%), so a row is
 never padded to more than ``growth`` times its degree, and power-law degrees
 (one movie with 100k ratings, most with a handful) cost no more than their
-ratings.  Each bucket is cut into chunks of at most ``chunk_elems`` padded
-entries, which bounds the memory of every batched Gram computation, and
-consecutive chunks form batches of at most ``batch_rows`` rows whose systems
-are solved in one call: small chunks keep the gathered ratings in cache, large
-solve batches keep the per-call cost of the batched solver low.
+ratings.  Rows in bucket order form batches of at most ``batch_rows`` rows,
+whose systems are solved in one call, and each batch's buckets are cut into
+chunks of at most ``chunk_elems`` padded entries, which bounds the memory of
+every batched Gram computation: small chunks keep the gathered ratings in
+cache, large solve batches keep the per-call cost of the batched solver low.
 
 Padded entries point at ``sentinel`` (= number of columns), a row of zeros
 appended to the gathered table, so they add nothing to any sum: no masks.
+
+On a CPU the gathers read the other side's table at random, which is fast
+only while the table stays in cache.  So a table of more than ``tile_cols``
+columns is cut into column tiles of equal size, each row's ratings are split
+by tile, and each batch is grouped once per tile, by the rows' degrees within
+that tile.  The first tile's Grams are written in place; each later tile's
+are added to them (``Chunk.at``), so every pass over a batch reads only one
+tile of the table, and padding stays as small as without tiles.
 """
 
 from __future__ import annotations
@@ -22,10 +30,19 @@ from dataclasses import dataclass
 import torch
 
 
-def default_sizes(device: torch.device | str) -> tuple[int, int]:
-    """``(chunk_elems, batch_rows)`` that measured fastest: small chunks that stay in a CPU's
-    cache, or large ones that fill a GPU; solve batches sized to amortize the solver call."""
-    return (1 << 24, 1 << 18) if torch.device(device).type == "cuda" else (1 << 17, 1 << 15)
+TILE_BYTES = 6 << 20
+"""Most bytes of the gathered table one pass reads on CPU (2^17 rows at K = 10, float32)."""
+
+NO_TILES = 1 << 62
+
+
+def default_sizes(device: torch.device | str, row_bytes: int = 48) -> tuple[int, int, int]:
+    """``(chunk_elems, batch_rows, tile_cols)`` that measured fastest: small chunks and table
+    tiles that stay in a CPU's cache, or large chunks that fill a GPU (and no tiles); solve
+    batches sized to amortize the solver call.  ``row_bytes``: one row of the gathered table."""
+    if torch.device(device).type == "cuda":
+        return 1 << 24, 1 << 18, NO_TILES
+    return 1 << 17, 1 << 15, max(1, TILE_BYTES // row_bytes)
 
 
 @dataclass
@@ -38,6 +55,9 @@ class Chunk:
     """int32 (n, width) column index of each rating; padding holds the sentinel."""
     vals: torch.Tensor
     """(n, width) rating values; padding holds 0."""
+    at: torch.Tensor | None = None
+    """int64 (n,) the rows' places in their batch, where this chunk's Grams are added (tiles
+    after the first); ``None``: written in place, after the previous chunk's."""
 
 
 @dataclass
@@ -45,8 +65,13 @@ class Batch:
     """Consecutive chunks whose rows' systems are solved together."""
 
     rows: torch.Tensor
-    """int64 (n,) the rows of ``chunks``, concatenated in order."""
-    chunks: list[Chunk]
+    """int64 (n,) the rows of the batch: those of the first tile's chunks, in order."""
+    tiles: list[list[Chunk]]
+    """Per column tile, the chunks holding that tile's ratings of ``rows``."""
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return [c for tile in self.tiles for c in tile]
 
 
 @dataclass
@@ -55,6 +80,8 @@ class Groups:
 
     n_rows: int
     n_cols: int
+    n_tiles: int
+    """Column tiles the ratings are split by (1: none)."""
     degree: torch.Tensor
     """int64 (n_rows,) training ratings per row."""
     batches: list[Batch]
@@ -75,10 +102,12 @@ class Groups:
         return sum(c.cols.numel() for c in self.chunks)
 
     def to(self, device: torch.device) -> "Groups":
-        moved = [Batch(b.rows.to(device), [Chunk(c.rows.to(device), c.cols.to(device),
-                                                 c.vals.to(device)) for c in b.chunks])
+        move = lambda c: Chunk(c.rows.to(device), c.cols.to(device), c.vals.to(device),
+                               None if c.at is None else c.at.to(device))
+        moved = [Batch(b.rows.to(device), [[move(c) for c in tile] for tile in b.tiles])
                  for b in self.batches]
-        return Groups(self.n_rows, self.n_cols, self.degree.to(device), moved, self.nnz)
+        return Groups(self.n_rows, self.n_cols, self.n_tiles, self.degree.to(device), moved,
+                      self.nnz)
 
 
 def bucket_widths(max_degree: int, growth: float) -> torch.Tensor:
@@ -93,30 +122,67 @@ def bucket_widths(max_degree: int, growth: float) -> torch.Tensor:
 
 def build_groups(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
                  n_cols: int, growth: float = 1.15, chunk_elems: int = default_sizes("cpu")[0],
-                 batch_rows: int = default_sizes("cpu")[1]) -> Groups:
+                 batch_rows: int = default_sizes("cpu")[1],
+                 tile_cols: int = default_sizes("cpu")[2]) -> Groups:
     """Group ratings (``rows[i]``, ``cols[i]``, ``vals[i]``) by row into padded degree buckets."""
-    if batch_rows < 1 or chunk_elems < 1:
-        raise ValueError(f"chunk_elems and batch_rows must be positive, got {chunk_elems}, "
-                         f"{batch_rows}")
-    degree = torch.bincount(rows, minlength=n_rows)
-    offsets = torch.cumsum(degree, 0) - degree
-    perm = None  # rating ids in row order; None when the ratings are grouped already
-    if rows.numel() > 1 and not bool((rows[1:] >= rows[:-1]).all()):
-        perm = row_order(rows, offsets)
+    if batch_rows < 1 or chunk_elems < 1 or tile_cols < 1:
+        raise ValueError(f"chunk_elems, batch_rows and tile_cols must be positive, got "
+                         f"{chunk_elems}, {batch_rows}, {tile_cols}")
+    n_tiles = max(1, -(-n_cols // tile_cols))
+    tile_degree, offsets, perm = _by_row_and_tile(rows, cols, n_rows, n_cols, n_tiles)
+    degree = tile_degree.sum(1)
     nonzero = torch.nonzero(degree).flatten()
     if nonzero.numel() == 0:
-        return Groups(n_rows, n_cols, degree, [], 0)
-    widths = bucket_widths(int(degree.max()), growth)
-    bucket = torch.searchsorted(widths, degree[nonzero])
-    chunks = []
+        return Groups(n_rows, n_cols, n_tiles, degree, [], 0)
+    widths = torch.cat([torch.zeros(1, dtype=torch.int64),  # a tile without ratings
+                        bucket_widths(int(degree.max()), growth)])
+    # batches of rows of similar degree, so that each tile cuts them into few chunks
+    order = nonzero[torch.argsort(torch.searchsorted(widths, degree[nonzero]), stable=True)]
+    place = torch.empty(n_rows, dtype=torch.int64)
+    batches = []
+    for start in range(0, order.numel(), batch_rows):
+        members = order[start:start + batch_rows]
+        tiles = [_chunks(members, widths, tile_degree[:, t], offsets[:, t], perm, cols, vals,
+                         n_cols, chunk_elems, skip_empty=t > 0) for t in range(n_tiles)]
+        rows = torch.cat([c.rows for c in tiles[0]])
+        place[rows] = torch.arange(rows.numel())
+        for chunk in (c for tile in tiles[1:] for c in tile):
+            chunk.at = place[chunk.rows]
+        batches.append(Batch(rows, tiles))
+    return Groups(n_rows, n_cols, n_tiles, degree, batches, int(cols.numel()))
+
+
+def _by_row_and_tile(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int,
+                     n_tiles: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per (row, tile): the degree and where its ratings start in (row, tile) order, both
+    ``(n_rows, n_tiles)``; and the rating ids in that order (``None``: they are in it)."""
+    keys = rows
+    if n_tiles > 1:
+        tile = torch.div(cols, -(-n_cols // n_tiles), rounding_mode="floor")
+        keys = tile.add_(rows, alpha=n_tiles)  # in place: ML-32M's keys are 115 MB
+    degree = torch.bincount(keys, minlength=n_rows * n_tiles)
+    offsets = torch.cumsum(degree, 0) - degree
+    perm = None
+    if keys.numel() > 1 and not bool((keys[1:] >= keys[:-1]).all()):
+        perm = row_order(keys, offsets)
+    return degree.view(n_rows, n_tiles), offsets.view(n_rows, n_tiles), perm
+
+
+def _chunks(members: torch.Tensor, widths: torch.Tensor, degree: torch.Tensor,
+            offsets: torch.Tensor, perm: torch.Tensor | None, cols: torch.Tensor,
+            vals: torch.Tensor, sentinel: int, chunk_elems: int, skip_empty: bool) -> list[Chunk]:
+    """``members``' ratings (``degree``, ``offsets``: within one tile) in padded chunks, one
+    bucket of widths after another."""
+    bucket = torch.searchsorted(widths, degree[members])
+    if skip_empty:
+        members, bucket = members[bucket > 0], bucket[bucket > 0]
+    out = []
     for b in torch.unique(bucket).tolist():
-        members = nonzero[bucket == b]
-        width = int(widths[b])
-        step = max(1, min(chunk_elems // width, batch_rows))
-        for start in range(0, members.numel(), step):
-            chunks.append(_pad(members[start:start + step], width, degree, offsets, perm, cols,
-                               vals, n_cols))
-    return Groups(n_rows, n_cols, degree, _batch(chunks, batch_rows), int(cols.numel()))
+        group, width = members[bucket == b], int(widths[b])
+        step = max(1, chunk_elems // max(width, 1))
+        out += [_pad(group[i:i + step], width, degree, offsets, perm, cols, vals, sentinel)
+                for i in range(0, group.numel(), step)]
+    return out
 
 
 def row_order(rows: torch.Tensor, offsets: torch.Tensor, block: int = 1 << 20) -> torch.Tensor:
@@ -140,19 +206,6 @@ def row_order(rows: torch.Tensor, offsets: torch.Tensor, block: int = 1 << 20) -
         perm[slot] = (local + start).to(torch.int32)
         seen += counts
     return perm
-
-
-def _batch(chunks: list[Chunk], batch_rows: int) -> list[Batch]:
-    """Consecutive chunks, greedily, into batches of at most ``batch_rows`` rows."""
-    runs: list[list[Chunk]] = []
-    n = batch_rows
-    for c in chunks:
-        if n + c.rows.numel() > batch_rows:
-            runs.append([])
-            n = 0
-        runs[-1].append(c)
-        n += c.rows.numel()
-    return [Batch(torch.cat([c.rows for c in run]), run) for run in runs]
 
 
 def _pad(members: torch.Tensor, width: int, degree: torch.Tensor, offsets: torch.Tensor,

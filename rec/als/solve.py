@@ -70,18 +70,19 @@ def gather(table: torch.Tensor, chunk: Chunk, workspace: Workspace) -> torch.Ten
     return z.view(n, width, d1)
 
 
-def gram(table: torch.Tensor, chunk: Chunk, workspace: Workspace, out: torch.Tensor | None = None,
+def gram(table: torch.Tensor, chunk: Chunk, workspace: Workspace, out: torch.Tensor,
          timer: PhaseTimer | None = None) -> torch.Tensor:
-    """``Z^T Z`` per row of ``chunk``, with ``Z = [x_n, y_n]`` and ``y = vals - offset_n``."""
+    """``Z^T Z`` per row of ``chunk``, into ``out``, with ``Z = [x_n, y_n]`` and
+    ``y = vals - offset_n``."""
     z = gather(table, chunk, workspace)
     y = z[..., -1]
     torch.sub(chunk.vals, y, out=y)
     if timer:
         timer.lap("gather")
-    g = torch.bmm(z.transpose(1, 2), z, out=out)
+    torch.bmm(z.transpose(1, 2), z, out=out)
     if timer:
         timer.lap("gram")
-    return g
+    return out
 
 
 def ridge_solve(g: torch.Tensor, lam: float, reg: torch.Tensor,
@@ -127,9 +128,15 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
         n = batch.rows.numel()
         g = workspace.get(n * d1 * d1, table.dtype, table.device, "gram").view(n, d1, d1)
         start = 0
-        for chunk in batch.chunks:
+        for chunk in batch.tiles[0]:
             gram(table, chunk, workspace, g[start:start + chunk.rows.numel()], timer)
             start += chunk.rows.numel()
+        for chunk in (c for tile in batch.tiles[1:] for c in tile):  # one table tile at a time
+            k = chunk.rows.numel()
+            part = workspace.get(k * d1 * d1, table.dtype, table.device, "part").view(k, d1, d1)
+            g.index_add_(0, chunk.at, gram(table, chunk, workspace, part, timer))
+            if timer:
+                timer.lap("gram")
         weighted = reg if row_weight is None else reg * row_weight[batch.rows].unsqueeze(1)
         theta = ridge_solve(g, lam, weighted, None if prior is None else prior[batch.rows])
         out.index_copy_(0, batch.rows, theta)
