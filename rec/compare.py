@@ -48,7 +48,7 @@ class Setting:
     batch: int
     """Rows per batched solve (``train.batch_rows``)."""
     tile: int
-    """Most table columns per gather pass (``train.tile_cols``)."""
+    """Most table rows per gather pass (``train.tile_cols``; 0: no tiles)."""
     threads: int = 0
     """torch threads during its epochs; 0 keeps the process default."""
 

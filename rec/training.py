@@ -64,7 +64,7 @@ class TrainConfig:
     tile_cols: int | None = None
     """Most rows of the other side's table one gather pass reads; a larger table is cut into
     tiles of at most this many, so that each pass stays in cache.  ``null``: 6 MiB of table on
-    CPU (2^17 rows at K = 10), no tiles on GPU."""
+    CPU (2^17 rows at K = 10), no tiles on GPU; 0: no tiles."""
     profile: bool = False
     """Time the phases of each epoch (gather, gram, solve, genre, other); adds device syncs."""
 
@@ -77,8 +77,8 @@ class TrainConfig:
                    "null or a positive count"),
                   ("batch_rows", self.batch_rows is None or self.batch_rows >= 1,
                    "null or a positive count"),
-                  ("tile_cols", self.tile_cols is None or self.tile_cols >= 1,
-                   "null or a positive count")]
+                  ("tile_cols", self.tile_cols is None or self.tile_cols >= 0,
+                   "null, 0 (no tiles) or a positive count")]
         for key, ok, want in checks:
             if not ok:
                 raise ConfigError(f"train.{key}={getattr(self, key)!r}: must be {want}.")

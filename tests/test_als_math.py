@@ -76,6 +76,13 @@ def test_tiles_split_each_row_by_column_range_and_add_up_in_the_batch():
     assert groups.padded <= 1.2 * groups.nnz + 5 * 300  # no more padding than untiled, per tile
 
 
+def test_the_engine_tiles_tables_over_tile_cols_rows_and_0_turns_tiles_off():
+    r = random_ratings(seed=1)  # 40 users, 30 movies
+    tiled, untiled = engine(r, 7), engine(r, 0)
+    assert (tiled.by_user.n_tiles, tiled.by_item.n_tiles) == (5, 6)  # ceil(30 / 7), ceil(40 / 7)
+    assert (untiled.by_user.n_tiles, untiled.by_item.n_tiles) == (1, 1)
+
+
 @pytest.mark.parametrize("tile_cols", TILES)
 @pytest.mark.parametrize("scaling", SCALINGS)
 @pytest.mark.parametrize("rung", RUNGS)

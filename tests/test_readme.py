@@ -97,9 +97,9 @@ def test_readme_analysis_command_runs(small_root, tmp_path):
 
 
 COMPARES = [
-    "python -m rec.compare chunk=65536 chunk=262144 batch=4096 threads=1",
+    "python -m rec.compare chunk=65536 chunk=262144 batch=4096 tile=65536 threads=1",
     "python -m rec.compare --scale 0.125,0.25,0.5,1",
-    "python -m rec.compare --scale 1 chunk=65536 chunk=262144 batch=4096 batch=131072 threads=1",
+    "python -m rec.compare --scale 1 tile=0 tile=67000 chunk=65536 chunk=262144 batch=8192",
 ]
 
 

@@ -175,7 +175,7 @@ def test_users_and_movies_unseen_in_training_get_the_prior():
 
 
 @pytest.mark.parametrize("bad", [{"bucket_growth": 1.0}, {"chunk_elems": 0}, {"batch_rows": -3},
-                                 {"tile_cols": 0},
+                                 {"tile_cols": -1},
                                  {"max_epochs": -1}, {"ranking_k": 0}])
 def test_bad_training_options_are_config_errors(bad):
     key = next(iter(bad))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from rec.als.config import ModelConfig
-from rec.als.groups import Groups, build_groups, default_sizes
+from rec.als.groups import NO_TILES, Groups, build_groups, default_sizes
 from rec.als.params import Params
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side
 
@@ -27,8 +27,8 @@ class ALS:
     is A (movies x genres, ``A[n, f] = 1/|F(n)|``).  Everything lives on
     ``device``; ``dtype`` is the working precision.  ``growth``, ``chunk_elems``,
     ``batch_rows`` and ``tile_cols`` size the degree buckets, the gather chunks, the solve
-    batches and the table tiles (:mod:`rec.als.groups`; ``None``: the device's defaults);
-    they change the speed, and the result only by rounding.
+    batches and the table tiles (:mod:`rec.als.groups`; ``None``: the device's defaults;
+    ``tile_cols=0``: no tiles); they change the speed, and the result only by rounding.
     """
 
     def __init__(self, cfg: ModelConfig, user: torch.Tensor, item: torch.Tensor,
@@ -45,7 +45,7 @@ class ALS:
         default_chunk, default_batch, default_tile = default_sizes(self.device,
                                                                    table_row_bytes(cfg, dtype))
         sizes = (growth, chunk_elems or default_chunk, batch_rows or default_batch,
-                 tile_cols or default_tile)
+                 default_tile if tile_cols is None else tile_cols or NO_TILES)
         # movies first: their sort's temporaries are gone before the users' groups exist
         self.by_item = build_groups(item, user, vals, n_items, n_users, *sizes).to(device)
         self.by_user = build_groups(user, item, vals, n_users, n_items, *sizes).to(device)
