@@ -23,8 +23,8 @@ def squared_errors(p: Params, user: torch.Tensor, item: torch.Tensor, rating: to
     """Sum of squared errors of clipped predictions, in chunks (bounded memory)."""
     total = 0.0
     for s in range(0, rating.numel(), CHUNK):
-        pred = p.predict(user[s:s + CHUNK], item[s:s + CHUNK]).clamp(*rating_range)
-        total += float((pred.double() - rating[s:s + CHUNK].double()).square().sum())
+        err = p.predict(user[s:s + CHUNK], item[s:s + CHUNK]).clamp_(*rating_range)
+        total += float(err.sub_(rating[s:s + CHUNK]).square_().sum(dtype=torch.float64))
     return total
 
 

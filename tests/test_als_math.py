@@ -101,6 +101,27 @@ def test_every_step_never_increases_the_objective(rung, scaling, tile_cols):
     assert decrease > 0
 
 
+@pytest.mark.parametrize("tile_cols", TILES)
+@pytest.mark.parametrize("rung", RUNGS)
+def test_train_errors_and_predictions_equal_the_plain_sums(rung, tile_cols):
+    r = random_ratings(seed=6)
+    e = engine(r, tile_cols, name=rung, init_std=1.5)  # wide: many predictions leave 0.5-5
+    p = e.initial_params(r.n_genres, seed=2)
+    e.epoch(p)
+    if e.cfg.has_biases:
+        p.item_bias.normal_(0, 2.0, generator=torch.Generator().manual_seed(7))
+    u, i = r.user.long().numpy(), r.item.long().numpy()
+    fit = (p.mu + p.user_bias.numpy()[u] + p.item_bias.numpy()[i]
+           + (p.user_factors.numpy()[u] * p.item_factors.numpy()[i]).sum(1))
+    clipped = np.clip(fit, 0.5, 5.0)
+    assert (clipped != fit).mean() > 0.1
+    np.testing.assert_allclose(p.predict(r.user, r.item).numpy(), fit, rtol=1e-12)
+    raw, clip = e.train_errors(p, (0.5, 5.0))
+    rating = r.rating.double().numpy()
+    assert raw == pytest.approx(((rating - fit) ** 2).sum(), rel=1e-10)
+    assert clip == pytest.approx(((rating - clipped) ** 2).sum(), rel=1e-10)
+
+
 def dense_user_solution(r, e, p):
     """[u_m; b_m] per user by a plain per-row dense solve (numpy)."""
     cfg = e.cfg
