@@ -7,9 +7,10 @@ For every row at once (a user, or a movie) the step solves
 Per chunk of rows, one gather pulls ``[x_n, offset_n]`` for every rating into
 a reused workspace, the offset column is turned into ``y = r - mu - offset``
 in place, and a single batched matmul ``Z^T Z`` yields both ``sum x x^T`` and
-``sum x y``, written into a reused buffer of Gram matrices.  The systems of a
-whole batch of chunks are then solved in one batched call.  The same code runs
-on any device.
+``sum x y``, written into a reused buffer of Gram matrices.  Where the table is cut into
+tiles (:mod:`rec.als.groups`), the first tile's chunks write a batch's Grams
+and each later tile's are added in.  The systems of the whole batch are then
+solved in one batched call.  The same code runs on any device.
 """
 
 from __future__ import annotations
