@@ -18,10 +18,12 @@ TILES = (None, 7)  # the device's default (no tiles at this size), or tables cut
 
 
 def engine(r, tile_cols=None, **cfg) -> ALS:
+    """A float64 engine with tiny chunks and batches; ``tile_cols``: rows with at least 2
+    ratings per tile are split over tiles of that many columns."""
     cfg = ModelConfig(**{"K": 3, "tau": 0.7, "gamma": 0.4, "eta": 0.9, **cfg}).validated()
     return ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
-               r.movies.genre_matrix(torch.float64),
-               dtype=torch.float64, growth=1.3, chunk_elems=64, batch_rows=7, tile_cols=tile_cols)
+               r.movies.genre_matrix(torch.float64), dtype=torch.float64, growth=1.3,
+               chunk_elems=64, batch_rows=7, tile_cols=tile_cols, tile_min=2)
 
 
 def test_groups_hold_every_rating_once_with_bounded_padding():
@@ -56,8 +58,10 @@ def test_tiles_split_each_row_by_column_range_and_add_up_in_the_batch():
     cols = torch.randint(0, 50, (rows.numel(),), generator=g)
     vals = torch.rand(rows.numel(), generator=g)
     groups = build_groups(rows, cols, vals, 300, 50, growth=1.2, chunk_elems=256, batch_rows=40,
-                          tile_cols=12)
+                          tile_cols=12, tile_min=3)
     assert groups.n_tiles == 5  # 50 columns in tiles of 10
+    split = degree >= 5 * 3  # rows with at least tile_min ratings per tile
+    assert 0 < int(split.sum()) < 300
     seen = []
     for b in groups.batches:
         assert len(b.tiles) == 5 and b.rows.numel() <= 40
@@ -65,7 +69,10 @@ def test_tiles_split_each_row_by_column_range_and_add_up_in_the_batch():
         for t, tile in enumerate(b.tiles):
             for c in tile:
                 real = c.cols != groups.sentinel
-                assert bool(((c.cols[real] // 10) == t).all())  # one tile of the table per pass
+                in_tile = ((c.cols // 10) == t) | ~real
+                assert bool(in_tile[split[c.rows]].all())  # one tile of the table per pass
+                assert bool(real[~split[c.rows]].sum(1).eq(degree[c.rows][~split[c.rows]]).all())
+                assert t == 0 or bool(split[c.rows].all())  # the others stay in the first tile
                 assert (c.at is None) == (t == 0)
                 if t:
                     assert torch.equal(b.rows[c.at], c.rows)  # added to its rows' Grams

@@ -11,6 +11,12 @@ import torch
 
 from rec.als.config import ModelConfig
 from rec.als.groups import NO_TILES, Groups, build_groups, default_sizes
+
+TILE_MIN_PER_UNKNOWN = 4
+"""A row is split over table tiles only with at least this many ratings per tile per entry of
+``[x, y]``: each split adds a (D+1)^2 Gram addition, which a tile's cached gathers repay
+from about 3 (D+1) ratings on (measured at K = 10); at K = 64, splitting every row was 8%
+slower than no tiles."""
 from rec.als.params import Params
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side
 
@@ -28,14 +34,17 @@ class ALS:
     ``device``; ``dtype`` is the working precision.  ``growth``, ``chunk_elems``,
     ``batch_rows`` and ``tile_cols`` size the degree buckets, the gather chunks, the solve
     batches and the table tiles (:mod:`rec.als.groups`; ``None``: the device's defaults;
-    ``tile_cols=0``: no tiles); they change the speed, and the result only by rounding.
+    ``tile_cols=0``: no tiles), and ``tile_min`` the ratings per tile a row needs to be split
+    (``None``: ``TILE_MIN_PER_UNKNOWN (D+1)``); they change the speed, and the result only by
+    rounding.
     """
 
     def __init__(self, cfg: ModelConfig, user: torch.Tensor, item: torch.Tensor,
                  rating: torch.Tensor, n_users: int, n_items: int, genre_matrix: torch.Tensor,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  growth: float = 1.15, chunk_elems: int | None = None,
-                 batch_rows: int | None = None, tile_cols: int | None = None) -> None:
+                 batch_rows: int | None = None, tile_cols: int | None = None,
+                 tile_min: int | None = None) -> None:
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.n_users, self.n_items = n_users, n_items
         self.mu = float(rating.double().mean()) if cfg.has_biases and rating.numel() else 0.0
@@ -45,7 +54,8 @@ class ALS:
         default_chunk, default_batch, default_tile = default_sizes(self.device,
                                                                    table_row_bytes(cfg, dtype))
         sizes = (growth, chunk_elems or default_chunk, batch_rows or default_batch,
-                 default_tile if tile_cols is None else tile_cols or NO_TILES)
+                 default_tile if tile_cols is None else tile_cols or NO_TILES,
+                 tile_min or TILE_MIN_PER_UNKNOWN * (self.width + 1))
         # movies first: their sort's temporaries are gone before the users' groups exist
         self.by_item = build_groups(item, user, vals, n_items, n_users, *sizes).to(device)
         self.by_user = build_groups(user, item, vals, n_users, n_items, *sizes).to(device)

@@ -20,7 +20,10 @@ columns is cut into column tiles of equal size, each row's ratings are split
 by tile, and each batch is grouped once per tile, by the rows' degrees within
 that tile.  The first tile's Grams are written in place; each later tile's
 are added to them (``Chunk.at``), so every pass over a batch reads only one
-tile of the table, and padding stays as small as without tiles.
+tile of the table, and padding stays as small as without tiles.  Each added
+part costs one more Gram addition, so a row is split only when it has at
+least ``tile_min`` ratings per tile; otherwise all its ratings stay in the
+first tile's pass.
 """
 
 from __future__ import annotations
@@ -123,13 +126,13 @@ def bucket_widths(max_degree: int, growth: float) -> torch.Tensor:
 def build_groups(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
                  n_cols: int, growth: float = 1.15, chunk_elems: int = default_sizes("cpu")[0],
                  batch_rows: int = default_sizes("cpu")[1],
-                 tile_cols: int = default_sizes("cpu")[2]) -> Groups:
+                 tile_cols: int = default_sizes("cpu")[2], tile_min: int = 1) -> Groups:
     """Group ratings (``rows[i]``, ``cols[i]``, ``vals[i]``) by row into padded degree buckets."""
     if batch_rows < 1 or chunk_elems < 1 or tile_cols < 1:
         raise ValueError(f"chunk_elems, batch_rows and tile_cols must be positive, got "
                          f"{chunk_elems}, {batch_rows}, {tile_cols}")
     n_tiles = max(1, -(-n_cols // tile_cols))
-    tile_degree, offsets, perm = _by_row_and_tile(rows, cols, n_rows, n_cols, n_tiles)
+    tile_degree, offsets, perm = _by_row_and_tile(rows, cols, n_rows, n_cols, n_tiles, tile_min)
     degree = tile_degree.sum(1)
     nonzero = torch.nonzero(degree).flatten()
     if nonzero.numel() == 0:
@@ -153,12 +156,16 @@ def build_groups(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_r
 
 
 def _by_row_and_tile(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int,
-                     n_tiles: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                     n_tiles: int, tile_min: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Per (row, tile): the degree and where its ratings start in (row, tile) order, both
-    ``(n_rows, n_tiles)``; and the rating ids in that order (``None``: they are in it)."""
+    ``(n_rows, n_tiles)``; and the rating ids in that order (``None``: they are in it).
+    A row with fewer than ``tile_min`` ratings per tile keeps them all in the first."""
     keys = rows
     if n_tiles > 1:
+        split = torch.bincount(rows, minlength=n_rows) >= n_tiles * tile_min
         tile = torch.div(cols, -(-n_cols // n_tiles), rounding_mode="floor")
+        tile.mul_(split[rows])
         keys = tile.add_(rows, alpha=n_tiles)  # in place: ML-32M's keys are 115 MB
     degree = torch.bincount(keys, minlength=n_rows * n_tiles)
     offsets = torch.cumsum(degree, 0) - degree
