@@ -54,7 +54,7 @@ class Setting:
 
     @classmethod
     def parse(cls, text: str, base: "Setting") -> "Setting":
-        """``chunk=131072,batch=32768,tile=131072,threads=2``; keys left out keep ``base``'s
+        """``chunk=131072,batch=32768,tile=32768,threads=2``; keys left out keep ``base``'s
         values."""
         values = {}
         for item in filter(None, text.split(",")):

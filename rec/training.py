@@ -63,8 +63,8 @@ class TrainConfig:
     """Rows (users or movies) solved per batched solver call; ``null``: 2^15 on CPU, 2^18 on GPU."""
     tile_cols: int | None = None
     """Most rows of the other side's table one gather pass reads; a larger table is cut into
-    tiles of at most this many, so that each pass stays in cache.  ``null``: 6 MiB of table on
-    CPU (2^17 rows at K = 10), no tiles on GPU; 0: no tiles."""
+    tiles of at most this many, so that each pass stays in cache.  ``null``: 1.5 MiB of table
+    on CPU (2^15 rows at K = 10), no tiles on GPU; 0: no tiles."""
     profile: bool = False
     """Time the phases of each epoch (gather, gram, solve, genre, other); adds device syncs."""
 

@@ -139,7 +139,7 @@ def test_compare_interleaves_settings_in_one_process(small_root, capsys):
                  "--K", "4", "chunk=256,batch=8", "threads=1", "chunk=131072"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split()[:2] for line in lines[2:]]
-    tile = 6 * 2 ** 20 // (4 * 6)  # 6 MiB of rows [u (4), b, offset]
+    tile = 3 * 2 ** 19 // (4 * 6)  # 1.5 MiB of rows [u (4), b, offset]
     assert rows == [["ml-latest-small", f"chunk=131072,batch=32768,tile={tile},threads=default"],
                     ["ml-latest-small", f"chunk=256,batch=8,tile={tile},threads=default"],
                     ["ml-latest-small", f"chunk=131072,batch=32768,tile={tile},threads=1"]]

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 import torch
 
 
-TILE_BYTES = 6 << 20
-"""Most bytes of the gathered table one pass reads on CPU (2^17 rows at K = 10, float32)."""
+TILE_BYTES = 3 << 19
+"""Most bytes of the gathered table one pass reads on CPU: 1.5 MiB, 2^15 rows at K = 10 in
+float32 (measured at ML-32M's shape: 1-4% faster than 6 MiB tiles, 4-7% faster than none)."""
 
 NO_TILES = 1 << 62
 
