@@ -99,7 +99,8 @@ def test_readme_analysis_command_runs(small_root, tmp_path):
 COMPARES = [
     "python -m rec.compare chunk=65536 chunk=262144 batch=4096 tile=65536 threads=1",
     "python -m rec.compare --scale 0.125,0.25,0.5,1",
-    "python -m rec.compare --scale 1 tile=0 tile=67000 chunk=65536 chunk=262144 batch=8192",
+    "python -m rec.compare --scale 1 tile=0 tile=131072 chunk=65536 chunk=262144 batch=8192",
+    "python -m rec.compare --scale 0.5 --K 64 tile=0",
 ]
 
 
