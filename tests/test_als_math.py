@@ -206,8 +206,9 @@ def test_reference_path_agrees_with_the_bucketed_path():
     e = engine(r, name="embeddings", reg_scaling="count")
     p = e.initial_params(r.n_genres, seed=2)
     table = e._fill(e.item_table, p.item_factors, p.item_bias).clone()
-    vals = (r.rating.double() - e.mu)
-    ref = solve_side_reference(r.user, r.item, vals, table, r.n_users, e.cfg.lam, e.reg, True)
+    assert torch.allclose(table[:-1, -1], p.item_bias + e.mu)  # offsets c_n + mu: y = r - offset
+    ref = solve_side_reference(r.user, r.item, r.rating.double(), table, r.n_users, e.cfg.lam,
+                               e.reg, True)
     e.user_step(p)
     assert torch.allclose(torch.cat([p.user_factors, p.user_bias.unsqueeze(1)], 1), ref, atol=1e-12)
 

@@ -114,6 +114,18 @@ def test_cold_start_rmse_covers_movies_unseen_in_training():
     assert math.isnan(result.final["test/cold_rmse"]) == (len(unseen) == 0)
 
 
+def test_ranking_does_not_depend_on_its_user_batches():
+    g = torch.Generator().manual_seed(3)
+    p = Params(3.0, torch.randn(50, 4, generator=g), torch.randn(50, generator=g),
+               torch.randn(30, 4, generator=g), torch.randn(30, generator=g), torch.zeros(2, 4))
+    pairs = lambda n: (torch.randint(0, 50, (n,), generator=g), torch.randint(0, 30, (n,), generator=g))
+    seen, (test_user, test_item) = pairs(300), pairs(200)
+    test_rating = torch.randint(1, 11, (200,), generator=g) / 2
+    runs = [ranking(p, *seen, test_user, test_item, test_rating, k=5, batch=b) for b in (None, 1, 7)]
+    assert runs[0]["ranked_users"] > 20 and 0 < runs[0]["ndcg@5"] < 1
+    assert runs[1] == pytest.approx(runs[0]) and runs[2] == pytest.approx(runs[0])
+
+
 def test_ranking_metrics_on_a_planted_answer():
     n_users, n_items = 3, 6
     p = Params(0.0, torch.zeros(n_users, 1), torch.zeros(n_users), torch.zeros(n_items, 1),

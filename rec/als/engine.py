@@ -50,7 +50,7 @@ class ALS:
         self.mu = float(rating.double().mean()) if cfg.has_biases and rating.numel() else 0.0
         self.dim = cfg.dim
         self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
-        vals = rating.to(dtype) - self.mu  # centred once: y = vals - offset in every step
+        vals = rating.to(dtype)  # y = vals - offset, the offsets holding mu: no centred copy
         default_chunk, default_batch, default_tile = default_sizes(self.device,
                                                                    table_row_bytes(cfg, dtype))
         sizes = (growth, chunk_elems or default_chunk, batch_rows or default_batch,
@@ -101,7 +101,7 @@ class ALS:
         n = factors.shape[0]
         table[:n, :self.dim] = factors
         if self.cfg.has_biases:
-            table[:n, self.width] = bias
+            torch.add(bias, self.mu, out=table[:n, self.width])
         return table
 
     def user_step(self, p: Params) -> None:
@@ -160,7 +160,7 @@ class ALS:
         """Sums over training ratings of squared error, raw and with clipped predictions."""
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         theta = torch.ones(self.n_users, 1, table.shape[1], dtype=self.dtype, device=self.device)
-        theta[:, 0, :self.dim] = p.user_factors  # [u, b, 1]: z . theta = r-hat - mu
+        theta[:, 0, :self.dim] = p.user_factors  # [u, b, 1]: z . theta = r-hat
         if self.cfg.has_biases:
             theta[:, 0, self.dim] = p.user_bias
         raw, clipped = torch.zeros(2, dtype=torch.float64, device=self.device)  # two tensors
@@ -171,10 +171,10 @@ class ALS:
             fit = fit.view(chunk.vals.shape)
             raw += (chunk.vals - fit).square_().sum(dtype=torch.float64)  # padding adds 0
             if rating_range is not None:
-                fit.clamp_(rating_range[0] - self.mu, rating_range[1] - self.mu)
+                fit.clamp_(*rating_range)
                 clipped += fit.sub_(chunk.vals).square_().sum(dtype=torch.float64)
         if rating_range is not None:  # padding's prediction 0 became clamp(0, lo, hi)
-            pad = min(max(0.0, rating_range[0] - self.mu), rating_range[1] - self.mu)
+            pad = min(max(0.0, rating_range[0]), rating_range[1])
             clipped -= (self.by_user.padded - self.by_user.nnz) * pad ** 2
         return float(raw), float(clipped)
 
