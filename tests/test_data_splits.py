@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from rec.data import DataConfig, load_dataset, make_split
+from rec.data.ratings import _counts
 from tests.formats import write_ml100k
 from tests.test_data_movielens import MOVIES
 
@@ -50,3 +51,12 @@ def test_predefined_split_uses_the_official_fold(tmp_path):
     assert {pair(i) for i in s.test.tolist()} == {(u, m) for u, m, _, _ in test_rows}
     assert len(s.val) == round(len(base_rows) * 0.05) and len(s.train) + len(s.val) == len(base_rows)
     assert not set(s.val.tolist()) & set(s.train.tolist())
+
+
+def test_counts_over_a_split_part_equal_the_plain_bincount(small):
+    part = make_split(small, "random", seed=1).train
+    assert torch.equal(small.item_counts(part),
+                       torch.bincount(small.item[part], minlength=small.n_items))
+    assert torch.equal(_counts(small.user, part, small.n_users, block=1000),
+                       torch.bincount(small.user[part], minlength=small.n_users))
+    assert int(small.user_counts().sum()) == len(small)

@@ -57,13 +57,11 @@ class Ratings:
 
     def item_counts(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """Ratings per movie, over all ratings or the rows in ``index``."""
-        items = self.item if index is None else self.item[index]
-        return torch.bincount(items, minlength=self.n_items)
+        return _counts(self.item, index, self.n_items)
 
     def user_counts(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """Ratings per user, over all ratings or the rows in ``index``."""
-        users = self.user if index is None else self.user[index]
-        return torch.bincount(users, minlength=self.n_users)
+        return _counts(self.user, index, self.n_users)
 
     def summary(self) -> dict:
         """Counts a user checks first: sizes, sparsity, rating range."""
@@ -80,3 +78,15 @@ class Ratings:
             "rating_mean": float(self.rating.double().mean()) if len(self) else float("nan"),
             "density": len(self) / max(1, self.n_users * self.n_items),
         }
+
+
+def _counts(values: torch.Tensor, index: torch.Tensor | None, n: int,
+            block: int = 1 << 22) -> torch.Tensor:
+    """``bincount(values[index])``, a block of ``index`` at a time: no subset copy (115 MB at
+    ML-32M, at the training process's peak)."""
+    if index is None:
+        return torch.bincount(values, minlength=n)
+    out = torch.zeros(n, dtype=torch.int64, device=values.device)
+    for s in range(0, index.numel(), block):
+        out += torch.bincount(values[index[s:s + block]], minlength=n)
+    return out
