@@ -11,14 +11,14 @@ import torch
 
 from rec.als.config import ModelConfig
 from rec.als.groups import NO_TILES, Groups, build_groups, default_sizes
+from rec.als.params import Params
+from rec.als.solve import PhaseTimer, Workspace, gather, solve_side
 
 TILE_MIN_PER_UNKNOWN = 4
 """A row is split over table tiles only with at least this many ratings per tile per entry of
 ``[x, y]``: each split adds a (D+1)^2 Gram addition, which a tile's cached gathers repay
 from about 3 (D+1) ratings on (measured at K = 10); at K = 64, splitting every row was 8%
 slower than no tiles."""
-from rec.als.params import Params
-from rec.als.solve import PhaseTimer, Workspace, gather, solve_side
 
 
 def table_row_bytes(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> int:
@@ -64,7 +64,7 @@ class ALS:
         self.reg = torch.tensor(cfg.precisions(), dtype=dtype, device=self.device)
         self.genre_matrix = genre_matrix.to(device=self.device, dtype=dtype)
         self.genre_gram = self.genre_matrix.T @ (self.item_weight.unsqueeze(1) * self.genre_matrix)
-        # gather tables: the other side's [x, offset] with a zero sentinel row
+        # gather tables: the other side's [x, offset = bias + mu] with a zero sentinel row
         self.item_table = self._table(n_items)
         self.user_table = self._table(n_users)
         self.user_theta = torch.zeros(n_users, self.width, dtype=dtype, device=self.device)

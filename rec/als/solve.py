@@ -5,10 +5,10 @@ For every row at once (a user, or a movie) the step solves
     (lam * sum_n x_n x_n^T + diag(reg)) theta = lam * sum_n x_n y_n + prior
 
 Per chunk of rows, one gather pulls ``[x_n, offset_n]`` for every rating into
-a reused workspace, the offset column is turned into ``y = r - mu - offset``
-in place, and a single batched matmul ``Z^T Z`` yields both ``sum x x^T`` and
-``sum x y``, written into a reused buffer of Gram matrices.  Where the table is cut into
-tiles (:mod:`rec.als.groups`), the first tile's chunks write a batch's Grams
+a reused workspace (the offset is mu plus the other side's bias), the offset
+column is turned into ``y = r - offset`` in place, and a single batched matmul
+``Z^T Z`` yields both ``sum x x^T`` and ``sum x y``, written into a reused
+buffer of Gram matrices.  Where the table is cut into tiles (:mod:`rec.als.groups`), the first tile's chunks write a batch's Grams
 and each later tile's are added in.  The systems of the whole batch are then
 solved in one batched call.  The same code runs on any device.
 """
