@@ -78,7 +78,10 @@ class Case:
     setting: Setting
     engine: ALS
     params: Params
-    n_train: int
+
+    @property
+    def n_train(self) -> int:
+        return self.engine.by_user.nnz
 
 
 def time_cases(cases: list[Case], epochs: int) -> list[list[float]]:
@@ -101,15 +104,14 @@ def build_cases(ratings: Ratings, settings: list[Setting], model: ModelConfig,
                 device: torch.device) -> list[Case]:
     """One engine per distinct chunk/batch/tile on the seeded random split's training ratings."""
     train = make_split(ratings, seed=0).train
-    built: dict[tuple[int, int, int], tuple[ALS, Params]] = {}
+    built: dict[Setting, tuple[ALS, Params]] = {}  # threads do not change the engine
     for s in settings:
-        key = s.chunk, s.batch, s.tile
+        key = replace(s, threads=0)
         if key not in built:
             sizes = TrainConfig(chunk_elems=s.chunk, batch_rows=s.batch, tile_cols=s.tile)
             engine = build_engine(ratings, train, model, sizes, device)
             built[key] = engine, engine.initial_params(ratings.n_genres, 0)
-    return [Case(ratings.name, s, *built[(s.chunk, s.batch, s.tile)], len(train))
-            for s in settings]
+    return [Case(ratings.name, s, *built[replace(s, threads=0)]) for s in settings]
 
 
 def compare(args: argparse.Namespace) -> str:
