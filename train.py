@@ -5,20 +5,23 @@ Any key is a Hydra override (``data=ml-32m``, ``model.tau=0.5``, ``device=cuda``
 which this returns for a sweeper to minimize.
 """
 
-from pathlib import Path
-
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rec.cli import run_or_exit
-from rec.pipeline import train_from_config
+from rec.hydra_config import route_epoch_lines, run_config, run_dir
+from rec.pipeline import train
+
+
+def _train(cfg: DictConfig) -> float:
+    run = run_config(cfg)
+    route_epoch_lines(run.verbose)
+    return train(run, run_dir())["final"]["val/rmse"]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    return run_or_exit(lambda: train_from_config(cfg, run_dir)["final"]["val/rmse"])
+    return run_or_exit(lambda: _train(cfg))
 
 
 if __name__ == "__main__":

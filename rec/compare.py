@@ -28,7 +28,7 @@ import torch
 
 from rec.als.config import RUNGS, ModelConfig
 from rec.als.engine import ALS, table_row_bytes
-from rec.als.groups import default_sizes
+from rec.als.sizes import EngineSizes, default_sizes
 from rec.als.params import Params
 from rec.cli import run_or_exit
 from rec.data.load import DATASETS, DataConfig, load_dataset
@@ -36,7 +36,7 @@ from rec.data.ratings import Ratings
 from rec.data.splits import make_split
 from rec.errors import ConfigError
 from rec.system import describe, pick_device
-from rec.training import TrainConfig, build_engine
+from rec.training import build_engine
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,11 @@ class Setting:
     """One engine configuration to time."""
 
     chunk: int
-    """Padded ratings per Gram chunk (``train.chunk_elems``)."""
+    """Padded ratings per Gram chunk (``engine.chunk_elems``)."""
     batch: int
-    """Rows per batched solve (``train.batch_rows``)."""
+    """Rows per batched solve (``engine.batch_rows``)."""
     tile: int
-    """Most table rows per gather pass (``train.tile_cols``; 0: no tiles)."""
+    """Most table rows per gather pass (``engine.tile_cols``; 0: no tiles)."""
     threads: int = 0
     """torch threads during its epochs; 0 keeps the process default."""
 
@@ -64,6 +64,10 @@ class Setting:
                                   "tile=N or threads=N, comma-separated")
             values[key] = int(value)
         return replace(base, **values)
+
+    def sizes(self) -> EngineSizes:
+        """The engine layout this setting times (threads do not change the engine)."""
+        return EngineSizes(chunk_elems=self.chunk, batch_rows=self.batch, tile_cols=self.tile)
 
     def label(self) -> str:
         return (f"chunk={self.chunk},batch={self.batch},tile={self.tile},"
@@ -108,8 +112,7 @@ def build_cases(ratings: Ratings, settings: list[Setting], model: ModelConfig,
     for s in settings:
         key = replace(s, threads=0)
         if key not in built:
-            sizes = TrainConfig(chunk_elems=s.chunk, batch_rows=s.batch, tile_cols=s.tile)
-            engine = build_engine(ratings, train, model, sizes, device)
+            engine = build_engine(ratings, train, model, s.sizes(), device)
             built[key] = engine, engine.initial_params(ratings.n_genres, 0)
     return [Case(ratings.name, s, *built[replace(s, threads=0)]) for s in settings]
 

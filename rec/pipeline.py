@@ -1,9 +1,10 @@
-"""From a composed configuration to a trained, published model (what ``train.py`` runs).
+"""From a run configuration to a trained, published model (what ``train.py`` runs).
 
 Loads the data, splits it, trains (resuming a killed run with the same
 fingerprint), logs to TensorBoard, writes ``metrics.json`` and the model into
 the run folder, publishes the model where ``analyze.py`` finds it, and prints
-a summary with the timings of the run and the machine they came from.
+a summary that names the split and gives the timings of the run and the
+machine they came from.
 """
 
 from __future__ import annotations
@@ -15,48 +16,35 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
-from rec.als.config import ModelConfig
 from rec.data.load import DataConfig, load_dataset
 from rec.data.ratings import Ratings
-from rec.data.splits import make_split
 from rec.files import atomic_write
 from rec.model import Recommender
-from rec.runs import CHECKPOINT, find_resumable, fingerprint, model_path, read_run, write_run
+from rec.progress import EpochProgress
+from rec.run_config import RunConfig
+from rec.runs import CHECKPOINT, find_resumable, fingerprint, read_run, write_run
 from rec.system import describe, peak_rss_mb, pick_device, set_threads
 from rec.tensorboard_log import TensorBoardLogger
-from rec.training import TrainConfig, fit, load_checkpoint
+from rec.training import FitResult, fit, load_checkpoint
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def _get(cfg, key, default=None):
-    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-
-
-def split_options(cfg) -> dict:
-    s = _get(cfg, "split", {}) or {}
-    return {"kind": _get(s, "kind", "random"), "fractions": list(_get(s, "fractions", (0.9, 0.05, 0.05))),
-            "seed": _get(s, "seed", 0), "fold": _get(s, "fold", "u1")}
-
-
-def load(cfg) -> tuple[Ratings, float]:
-    """The configured dataset (timestamps only for the temporal split), and its load seconds."""
+def load(run: RunConfig) -> tuple[Ratings, float]:
+    """The configured dataset (with timestamps only when the split needs them), and its seconds."""
     start = time.perf_counter()
-    ratings = load_dataset(DataConfig.from_mapping(cfg.data),
-                           timestamps=split_options(cfg)["kind"] == "temporal")
+    ratings = load_dataset(run.data, timestamps=run.split.needs_timestamps)
     return ratings, time.perf_counter() - start
 
 
 def _time_loading(data: DataConfig) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="rec-load-"))
     try:
-        data.cache_dir = str(folder)
+        data = replace(data, cache_dir=str(folder))
         t0 = time.perf_counter()
         load_dataset(data)
         t1 = time.perf_counter()
@@ -67,91 +55,126 @@ def _time_loading(data: DataConfig) -> dict:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def measure_loading(cfg) -> dict:
+def measure_loading(data: DataConfig) -> dict:
     """Seconds to parse the dataset's text files and to read its binary cache (SPEC §5).
 
     Runs in a child process, so the parse's memory does not count towards the
     training process's peak; the child's own peak is reported beside it.
     """
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_time_loading, (DataConfig.from_mapping(cfg.data),))
+        return pool.apply(_time_loading, (data,))
 
 
-def train_from_config(cfg, run_dir: Path) -> dict:
-    """Train the configured model; return the summary (``val/rmse`` is what sweeps minimize)."""
-    set_threads(_get(cfg, "threads"))
-    device = pick_device(_get(cfg, "device", "auto"))
-    dtype = DTYPES[_get(cfg, "dtype", "float32")]
-    model_cfg = ModelConfig.from_mapping(cfg.model, K=cfg.K)
-    train_cfg = TrainConfig.from_mapping(cfg.train)
-    seed = int(_get(cfg, "seed", 0))
-    loading = measure_loading(cfg) if _get(cfg, "measure_loading", False) else {}
-    ratings, load_s = load(cfg)
-    options = split_options(cfg)
-    split = make_split(ratings, **options)
-    fp = fingerprint({"data": ratings.name, "ratings": len(ratings), "split": options,
-                      "model": model_cfg.hparams(), "train": train_cfg.results_key(),
-                      "seed": seed, "dtype": str(dtype), "device": device.type})
-    paths = cfg.paths
-    work = find_resumable(Path(paths.output_root), fp) if _get(cfg, "resume", True) else None
-    checkpoint_epoch = 0
+def run_fingerprint(run: RunConfig, ratings: Ratings) -> str:
+    """Everything that determines a run's result: resume continues only a run with the same."""
+    return fingerprint({"data": ratings.name, "ratings": len(ratings), "split": run.split.options(),
+                        "model": run.model.hparams(), "train": run.train.results_key(),
+                        "bucket_growth": run.engine.bucket_growth, "seed": run.seed,
+                        "dtype": str(run.torch_dtype), "device": pick_device(run.device).type})
+
+
+def _run_folder(run: RunConfig, run_dir: Path, fp: str, name: str) -> tuple[Path, dict, int]:
+    """The folder to train in (an unfinished run's to resume, else ``run_dir``), its run
+    record and the epoch its checkpoint reached."""
+    work = find_resumable(Path(run.paths.output_root), fp) if run.resume else None
+    epoch = 0
     if work is not None:
-        checkpoint_epoch = load_checkpoint(work / CHECKPOINT, fp)["state"]["epoch"]
-        log.info("resuming the unfinished run in %s (after epoch %d)", work, checkpoint_epoch)
+        epoch = load_checkpoint(work / CHECKPOINT, fp)["state"]["epoch"]
+        log.info("resuming the unfinished run in %s (after epoch %d)", work, epoch)
     work = work or Path(run_dir)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    info = read_run(work) or {
-        "fingerprint": fp, "finished": False, "created": stamp,
-        "tensorboard": str(Path(paths.tensorboard) / f"{ratings.name}_{model_cfg.name}_K{model_cfg.dim}_{stamp}")}
+    info = read_run(work) or {"fingerprint": fp, "finished": False, "created": stamp,
+                              "tensorboard": str(Path(run.paths.tensorboard) / f"{name}_{stamp}")}
     write_run(work, info)
-    board = TensorBoardLogger(info["tensorboard"], purge_step=checkpoint_epoch + 1 if checkpoint_epoch else None) \
-        if _get(cfg, "tensorboard", True) else None
-    result = fit(ratings, split, model_cfg, train_cfg, seed=seed, device=device, dtype=dtype,
-                 checkpoint=work / CHECKPOINT, fingerprint=fp,
-                 callbacks=(board,) if board else ())
-    model = Recommender.from_training(ratings, split.train, result.params, model_cfg, result.final,
-                                      {"fingerprint": fp, "split": options, "seed": seed,
-                                       "run": str(work)})
+    return work, info, epoch
+
+
+def train(run: RunConfig, run_dir: Path) -> dict:
+    """Train the configured model; return the summary (``val/rmse`` is what sweeps minimize)."""
+    set_threads(run.threads)
+    device = pick_device(run.device)
+    loading = measure_loading(run.data) if run.measure_loading else {}
+    ratings, load_s = load(run)
+    split = run.split.make(ratings)
+    fp = run_fingerprint(run, ratings)
+    name = f"{ratings.name}_{run.split.tag()}_{run.model.name}_K{run.model.dim}"
+    work, info, done = _run_folder(run, run_dir, fp, name)
+    board = TensorBoardLogger(info["tensorboard"], purge_step=done + 1 if done else None) \
+        if run.tensorboard else None
+    progress = EpochProgress(run.train.max_epochs, done, enabled=run.progress)
+    try:
+        result = fit(ratings, split, run.model, run.train, run.engine, seed=run.seed,
+                     device=device, dtype=run.torch_dtype, checkpoint=work / CHECKPOINT,
+                     fingerprint=fp, callbacks=tuple(c for c in (board, progress) if c))
+    finally:
+        progress.close()
+    split_info = run.split.describe(split)
+    model = Recommender.from_training(ratings, split.train, result.params, run.model, result.final,
+                                      {"fingerprint": fp, "split": run.split.options(),
+                                       "seed": run.seed, "run": str(work)})
     saved = model.save(work / "model.pt")
-    published = atomic_write(model_path(Path(paths.models), ratings.name, model_cfg.name, model_cfg.dim),
+    published = atomic_write(run.published_model(ratings.name),
                              lambda tmp: shutil.copyfile(saved, tmp))
-    summary = _summary(cfg, ratings, model_cfg, result, load_s, loading, device, published, info)
+    summary = _summary(run, ratings, split_info, result, load_s, loading, device, published, info)
     for folder in {work, Path(run_dir)}:  # a resumed run: its own folder and the new one
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     if board:
-        board.log_hparams({**model_cfg.hparams(), "dataset": ratings.name, "seed": seed},
-                          result.final)
-        genres = [" | ".join(ratings.movies.genres_of(i)) for i in range(ratings.n_items)]
-        board.log_projector(result.params.item_factors, ratings.movies.titles, genres,
-                            model.item_counts)
-        board.close()
+        _finish_board(board, run, ratings, split_info, result, model)
     write_run(work, {**info, "finished": True, "model": str(published)})
     print(format_summary(summary))
     return summary
 
 
-def _summary(cfg, ratings, model_cfg, result, load_s, loading, device, published, info) -> dict:
+def _finish_board(board: TensorBoardLogger, run: RunConfig, ratings: Ratings, split_info: dict,
+                  result: FitResult, model: Recommender) -> None:
+    split = {f"split_{k}": str(v) for k, v in split_info.items() if k != "sizes"}
+    board.log_hparams({**run.model.hparams(), "dataset": ratings.name, "seed": run.seed, **split},
+                      result.final, result.best_epoch)
+    genres = [" | ".join(ratings.movies.genres_of(i)) for i in range(ratings.n_items)]
+    board.log_projector(result.params.item_factors, ratings.movies.titles, genres,
+                        model.item_counts)
+    board.close()
+
+
+def _per_epoch(result: FitResult) -> dict:
     als, evals = result.timings["als_s"], result.timings["eval_s"]
-    per_epoch = {"als_s_median": statistics.median(als) if als else float("nan"),
-                 "als_s_min": min(als) if als else float("nan"),
-                 "eval_s_median": statistics.median(evals) if evals else float("nan")}
+    nan = float("nan")
+    out = {"als_s_median": statistics.median(als) if als else nan,
+           "als_s_min": min(als) if als else nan,
+           "eval_s_median": statistics.median(evals) if evals else nan}
     phases = sorted({k for h in result.history for k in h if k.startswith("profile/")})
-    per_epoch["profile"] = {k[8:-2]: statistics.median(h[k] for h in result.history if k in h) for k in phases}
-    millions = result.engine.by_user.nnz / 1e6
-    per_epoch["als_s_per_million_ratings"] = per_epoch["als_s_median"] / millions if millions else float("nan")
+    out["profile"] = {k[8:-2]: statistics.median(h[k] for h in result.history if k in h) for k in phases}
+    millions = result.engine.n_train / 1e6
+    out["als_s_per_million_ratings"] = out["als_s_median"] / millions if millions else nan
+    return out
+
+
+def _summary(run: RunConfig, ratings: Ratings, split_info: dict, result: FitResult, load_s: float,
+             loading: dict, device, published: Path, info: dict) -> dict:
+    facts = result.engine
     return {
-        "dataset": ratings.name, "counts": ratings.summary(), "model": model_cfg.hparams(),
-        "train": dict(cfg.train), "final": result.final, "history": result.history,
-        "timing": {"load_s": load_s, **loading, "setup_s": result.timings["setup_s"], **per_epoch,
-                   "final_eval_s": result.timings["final_eval_s"], "epochs_timed": len(als),
-                   "padding": result.engine.by_user.padded / max(result.engine.by_user.nnz, 1) - 1,
-                   "tiles": {"user_step": result.engine.by_user.n_tiles,
-                             "movie_step": result.engine.by_item.n_tiles},
+        "dataset": ratings.name, "counts": ratings.summary(), "split": split_info,
+        "model": run.model.hparams(), "train": asdict(run.train), "engine": asdict(facts.sizes),
+        "final": result.final, "history": result.history,
+        "timing": {"load_s": load_s, **loading, "setup_s": result.timings["setup_s"],
+                   **_per_epoch(result), "final_eval_s": result.timings["final_eval_s"],
+                   "epochs_timed": len(result.timings["als_s"]), "padding": facts.padding,
+                   "tiles": {"user_step": facts.user_step_tiles, "movie_step": facts.movie_step_tiles},
                    "peak_rss_mb": peak_rss_mb()},
+        "cold": {"users": facts.cold_users, "movies": facts.cold_movies},
         "machine": describe(device), "model_file": str(published),
         "tensorboard": info["tensorboard"],
     }
+
+
+def format_split(split: dict) -> str:
+    """``random 0.9/0.05/0.05, seed 0: 90,752 train, 5,042 val, 5,042 test``."""
+    how = f"{split['kind']}" + (f" fold {split['fold']}" if "fold" in split else "")
+    how += " " + "/".join(f"{x:g}" for x in split["fractions"])
+    how += f", seed {split['seed']}" if "seed" in split else ""
+    sizes = split["sizes"]
+    return f"{how}: {sizes['train']:,} train, {sizes['val']:,} val, {sizes['test']:,} test"
 
 
 def format_summary(s: dict) -> str:
@@ -160,6 +183,7 @@ def format_summary(s: dict) -> str:
     lines = [
         f"rec: {s['dataset']}  model={s['model']['model']}  K={s['model']['K']}  "
         f"({c['ratings']:,} ratings, {c['users']:,} users, {c['movies']:,} movies)",
+        f"  split     {format_split(s['split'])}",
         f"  machine   {m['device']}, {m['threads']} threads, {m['cpu']}" + (f", {m['gpu']}" if 'gpu' in m else ""),
         f"  data      loaded in {t['load_s']:.2f} s" + (
             f"; apart: parse from CSV {t['csv_load_s']:.2f} s (peak RSS {t['load_peak_rss_mb']:,.0f} MiB), "
@@ -181,4 +205,3 @@ def format_summary(s: dict) -> str:
         f"  logs      tensorboard --logdir {Path(s['tensorboard']).parent}",
     ]
     return "\n".join(lines)
-

@@ -3,7 +3,7 @@
 Every training run writes ``run.json`` beside its checkpoint: the fingerprint
 of everything that determines its result and whether it finished.  A run
 killed midway is found again by that fingerprint and resumed.  The trained
-model is published to ``<models>/<dataset>/<rung>-K<K>.pt``, where
+model is published to ``<models>/<dataset>/<split>/<rung>-K<K>.pt``, where
 ``analyze.py`` looks for it.
 """
 
@@ -50,5 +50,6 @@ def model_name(rung: str, dim: int) -> str:
     return f"{rung}-K{dim}.pt"
 
 
-def model_path(models_root: Path, dataset: str, rung: str, dim: int) -> Path:
-    return Path(models_root) / dataset / model_name(rung, dim)
+def model_path(models_root: Path, dataset: str, split_tag: str, rung: str, dim: int) -> Path:
+    """``<models>/<dataset>/<split>/<rung>-K<K>.pt``: models of other splits never collide."""
+    return Path(models_root) / dataset / split_tag / model_name(rung, dim)

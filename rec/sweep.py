@@ -12,8 +12,7 @@ import csv
 import json
 from pathlib import Path
 
-from hydra.experimental.callback import Callback
-from omegaconf import OmegaConf
+import yaml
 
 COLUMNS = ("job", "overrides", "val_rmse", "test_rmse", "best_epoch", "ratings", "als_s_median",
            "als_s_min", "als_s_per_million", "peak_rss_mb")
@@ -25,7 +24,7 @@ def collect(sweep_dir: Path) -> list[dict]:
     for metrics in Path(sweep_dir).glob("*/metrics.json"):
         s = json.loads(metrics.read_text())
         overrides = metrics.parent / ".hydra" / "overrides.yaml"
-        over = " ".join(OmegaConf.load(overrides)) if overrides.is_file() else ""
+        over = " ".join(yaml.safe_load(overrides.read_text()) or []) if overrides.is_file() else ""
         t = s["timing"]
         rows.append({"job": metrics.parent.name, "overrides": over, "val_rmse": s["final"]["val/rmse"],
                      "test_rmse": s["final"]["test/rmse"], "best_epoch": s["final"]["best_epoch"],
@@ -45,18 +44,15 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-class SweepSummary(Callback):
-    """Hydra callback: summarize a multirun when it ends."""
-
-    def on_multirun_end(self, config, **kwargs) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        rows = collect(sweep_dir)
-        if not rows:
-            return
-        with open(sweep_dir / "sweep_results.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"\nsweep: {len(rows)} runs, best first ({sweep_dir / 'sweep_results.csv'})")
-        print(format_rows(rows))
-        print(f"best: {rows[0]['overrides']}  (val RMSE {rows[0]['val_rmse']:.4f})")
+def write_summary(sweep_dir: Path) -> None:
+    """Write ``sweep_results.csv`` of a finished multirun and print its rows, best first."""
+    rows = collect(sweep_dir)
+    if not rows:
+        return
+    with open(sweep_dir / "sweep_results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\nsweep: {len(rows)} runs, best first ({sweep_dir / 'sweep_results.csv'})")
+    print(format_rows(rows))
+    print(f"best: {rows[0]['overrides']}  (val RMSE {rows[0]['val_rmse']:.4f})")

@@ -12,8 +12,14 @@ from pathlib import Path
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from rec.als.params import Params
+
+FINAL_RUN = "final"
+FINAL_TAGS = ("train/rmse", "train/nll", "objective", "val/rmse", "val/nll", "test/rmse",
+              "test/nll", "test/cold_rmse")
+"""Final metrics shown in HPARAMS (beside ranking metrics such as ``test/ndcg@10``)."""
 
 
 def _clean(value):
@@ -33,15 +39,24 @@ class TensorBoardLogger:
                 self.writer.add_scalar(key, value, epoch)
         self.writer.flush()
 
-    def log_hparams(self, hparam_dict: dict, metrics: dict) -> None:
-        """The hyperparameters with final metrics, in the same run folder as the curves."""
-        metric_dict = {f"final/{k.replace('/', '_')}": float(v) for k, v in metrics.items()
-                       if isinstance(v, (int, float))}
-        exp, ssi, sei = hparams({k: _clean(v) for k, v in hparam_dict.items()}, metric_dict)
+    def log_hparams(self, hparam_dict: dict, metrics: dict, best_epoch: int) -> None:
+        """The hyperparameters with the kept model's metrics, for the HPARAMS tab.
+
+        The metrics are written into the sub-run ``final`` at the kept epoch, under the tags
+        of the per-epoch curves, so Time Series shows them as one marked point on those curves
+        instead of a screen of one-point charts; HPARAMS reads them from there.
+        """
+        final = {k: float(v) for k, v in metrics.items() if k in FINAL_TAGS or "@" in k}
+        exp, ssi, sei = hparams({k: _clean(v) for k, v in hparam_dict.items()}, final)
+        data = HParamsPluginData.FromString(exp.value[0].metadata.plugin_data.content)
+        for info in data.experiment.metric_infos:
+            info.name.group = FINAL_RUN
+        exp.value[0].metadata.plugin_data.content = data.SerializeToString()
         for summary in (exp, ssi, sei):
             self.writer.file_writer.add_summary(summary)
-        for key, value in metric_dict.items():
-            self.writer.add_scalar(key, value)
+        with SummaryWriter(str(self.log_dir / FINAL_RUN)) as writer:
+            for key, value in final.items():
+                writer.add_scalar(key, value, best_epoch)
 
     def log_projector(self, item_factors: torch.Tensor, titles: list[str], genres: list[str],
                       counts: torch.Tensor, max_items: int = 20_000) -> None:

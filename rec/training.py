@@ -13,23 +13,27 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
 from rec.als.config import ModelConfig
-from rec.als.engine import ALS
+from rec.als.engine import ALS, EngineFacts
 from rec.als.solve import PhaseTimer
 from rec.als.params import Params
+from rec.als.sizes import EngineSizes
 from rec.data.ratings import Ratings
 from rec.data.splits import Split
 from rec.errors import ConfigError, RecError
 from rec.files import save_torch
+from rec.mapping import from_mapping
 from rec.metrics import accuracy, nll, pairs_of_users, ranked_users, ranking
 
 log = logging.getLogger(__name__)
+epoch_log = logging.getLogger("rec.epochs")
+"""Each epoch's full record: the run's log file always, the terminal when ``verbose``."""
 CHECKPOINT_FORMAT = 1
 
 
@@ -55,16 +59,6 @@ class TrainConfig:
     """A test rating at least this high is relevant for ranking."""
     ranking_max_users: int | None = 50_000
     """Rank at most this many (sampled) users; ``null`` ranks all."""
-    bucket_growth: float = 1.15
-    """Width ratio of successive degree buckets (SPEC §2.4)."""
-    chunk_elems: int | None = None
-    """Padded ratings per batched Gram chunk; ``null``: 2^17 on CPU, 2^24 on GPU."""
-    batch_rows: int | None = None
-    """Rows (users or movies) solved per batched solver call; ``null``: 2^15 on CPU, 2^18 on GPU."""
-    tile_cols: int | None = None
-    """Most rows of the other side's table one gather pass reads; a larger table is cut into
-    tiles of at most this many, so that each pass stays in cache.  ``null``: 1.5 MiB of table
-    on CPU (2^15 rows at K = 10), no tiles on GPU; 0: no tiles."""
     profile: bool = False
     """Time the phases of each epoch (gather, gram, solve, genre, other); adds device syncs."""
 
@@ -72,26 +66,45 @@ class TrainConfig:
         checks = [("max_epochs", self.max_epochs >= 0, "a count of epochs, 0 or more"),
                   ("patience", self.patience >= 0, "0 or more epochs"),
                   ("ranking_k", self.ranking_k >= 1, "1 or more"),
-                  ("bucket_growth", self.bucket_growth > 1, "a ratio above 1, e.g. 1.15"),
-                  ("chunk_elems", self.chunk_elems is None or self.chunk_elems >= 1,
-                   "null or a positive count"),
-                  ("batch_rows", self.batch_rows is None or self.batch_rows >= 1,
-                   "null or a positive count"),
-                  ("tile_cols", self.tile_cols is None or self.tile_cols >= 0,
-                   "null, 0 (no tiles) or a positive count")]
+                  ("ranking_max_users", self.ranking_max_users is None
+                   or self.ranking_max_users >= 1, "null or a positive count")]
         for key, ok, want in checks:
             if not ok:
-                raise ConfigError(f"train.{key}={getattr(self, key)!r}: must be {want}.")
+                raise ConfigError(f"train.{key}={getattr(self, key)}: must be {want}.")
 
     @classmethod
-    def from_mapping(cls, cfg) -> "TrainConfig":
-        items = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
-        return cls(**{f.name: items[f.name] for f in fields(cls) if f.name in items})
+    def from_mapping(cls, values, **overrides) -> "TrainConfig":
+        """Build from a plain mapping (``train:`` of the config); unknown keys are refused."""
+        return from_mapping(cls, values, "train", **overrides)
 
     def results_key(self) -> dict:
         """The fields that change what training produces (resume must match them)."""
-        keep = ("max_epochs", "patience", "min_delta", "restore_best", "bucket_growth")
+        keep = ("max_epochs", "patience", "min_delta", "restore_best")
         return {k: getattr(self, k) for k in keep}
+
+
+@dataclass
+class StopState:
+    """Where early stopping stands after ``epoch`` epochs (saved in every checkpoint)."""
+
+    epoch: int = 0
+    best_val: float = math.inf
+    """Lowest validation RMSE so far."""
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    """Epochs since the last improvement."""
+
+    def should_continue(self, cfg: TrainConfig) -> bool:
+        return self.epoch < cfg.max_epochs and self.bad_epochs <= cfg.patience
+
+    def record(self, epoch: int, val_rmse: float, min_delta: float) -> bool:
+        """Account for ``epoch``; ``True`` when it improved on the best by more than ``min_delta``."""
+        self.epoch = epoch
+        if val_rmse < self.best_val - min_delta:
+            self.best_val, self.best_epoch, self.bad_epochs = val_rmse, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
 
 
 class Callback(Protocol):
@@ -100,14 +113,15 @@ class Callback(Protocol):
 
 @dataclass
 class FitResult:
-    """What ``fit`` returns: the kept parameters, per-epoch history and final metrics."""
+    """What ``fit`` returns: the kept parameters, per-epoch history, final metrics, timings and
+    the engine's facts (the engine itself, with its grouped ratings, is freed on return)."""
 
     params: Params
     best_epoch: int
     history: list[dict]
     final: dict
     timings: dict
-    engine: ALS | None = field(default=None, repr=False)
+    engine: EngineFacts
 
 
 def _sync(device: torch.device) -> float:
@@ -175,70 +189,70 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: 
     return out
 
 
-def build_engine(ratings: Ratings, train: torch.Tensor, model_cfg: ModelConfig, cfg: TrainConfig,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ALS:
-    """The engine over the training ratings ``train``, sized by ``cfg``'s bucket, chunk, batch
-    and tile options (the subset copies are freed on return: the engine's groups hold them)."""
+def build_engine(ratings: Ratings, train: torch.Tensor, model_cfg: ModelConfig,
+                 sizes: EngineSizes = EngineSizes(), device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> ALS:
+    """The engine over the training ratings ``train``, laid out by ``sizes`` (the subset
+    copies are freed on return: the engine's groups hold them)."""
     user, item, rating = (t[train] for t in (ratings.user, ratings.item, ratings.rating))
     return ALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
-               ratings.movies.genre_matrix(dtype), device, dtype, cfg.bucket_growth,
-               cfg.chunk_elems, cfg.batch_rows, cfg.tile_cols)
+               ratings.movies.genre_matrix(dtype), device, dtype, sizes)
 
 
 def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig = TrainConfig(),
-        *, seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-        checkpoint: Path | None = None, fingerprint: str = "",
+        sizes: EngineSizes = EngineSizes(), *, seed: int = 0, device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32, checkpoint: Path | None = None, fingerprint: str = "",
         callbacks: tuple[Callback, ...] = ()) -> FitResult:
     """Train ``model_cfg`` on ``split.train``; resume from ``checkpoint`` when it exists."""
     device = torch.device(device)
     start = _sync(device)
-    engine = build_engine(ratings, split.train, model_cfg, cfg, device, dtype)
+    engine = build_engine(ratings, split.train, model_cfg, sizes, device, dtype)
     data = _Subsets(ratings, split, device)
     if cfg.profile:
         engine.timer = PhaseTimer(device)
     setup_s = _sync(device) - start
     p = engine.initial_params(ratings.n_genres, seed)
-    best, history, state = p.clone(), [], {"epoch": 0, "best_val": math.inf, "best_epoch": 0,
-                                            "bad_epochs": 0}
+    best, history, stop = p.clone(), [], StopState()
     if checkpoint is not None and checkpoint.is_file():
         saved = load_checkpoint(checkpoint, fingerprint)
         p.copy_(Params.from_state_dict(saved["params"]).to(device, dtype))
         best.copy_(Params.from_state_dict(saved["best"]).to(device, dtype))
-        history, state = saved["history"], saved["state"]
-        log.info("resuming %s after epoch %d", checkpoint, state["epoch"])
+        history, stop = saved["history"], StopState(**saved["state"])
+        log.info("resuming %s after epoch %d", checkpoint, stop.epoch)
     als_s, eval_s = [], []
-    while state["epoch"] < cfg.max_epochs and state["bad_epochs"] <= cfg.patience:
-        epoch = state["epoch"] + 1
-        t0 = _sync(device)
-        engine.epoch(p)
-        t1 = _sync(device)
-        record = {"epoch": epoch, "time/als_s": t1 - t0}
-        if engine.timer:
-            record.update({f"profile/{k}_s": v for k, v in engine.timer.take().items()})
-        _evaluate(engine, p, data, cfg, ratings.rating_range, record)
-        record["time/eval_s"] = _sync(device) - t1
+    while stop.should_continue(cfg):
+        record = _epoch(engine, p, data, cfg, ratings.rating_range, stop.epoch + 1)
         als_s.append(record["time/als_s"])
         eval_s.append(record["time/eval_s"])
-        if record["val/rmse"] < state["best_val"] - cfg.min_delta:
+        if stop.record(record["epoch"], record["val/rmse"], cfg.min_delta):
             best.copy_(p)
-            state.update(best_val=record["val/rmse"], best_epoch=epoch, bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
         history.append(record)
-        log.info("epoch %d: %s", epoch, "  ".join(f"{k}={v:.4f}" for k, v in record.items()
-                                                   if k != "epoch"))
+        epoch_log.info("epoch %d: %s", stop.epoch, "  ".join(
+            f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
         for cb in callbacks:  # before the checkpoint: a resumed run redoes what they missed
-            cb.on_epoch(epoch, record, p)
+            cb.on_epoch(stop.epoch, record, p)
         if checkpoint is not None:
             save_torch({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
                         "params": p.state_dict(), "best": best.state_dict(),
-                        "history": history, "state": state}, checkpoint)
-    kept = best if cfg.restore_best and state["best_epoch"] else p
+                        "history": history, "state": asdict(stop)}, checkpoint)
+    kept = best if cfg.restore_best and stop.best_epoch else p
     t2 = _sync(device)
     final = final_metrics(engine, kept, ratings, split, data, cfg, seed)
-    final.update(best_epoch=state["best_epoch"], epochs=state["epoch"])
+    final.update(best_epoch=stop.best_epoch, epochs=stop.epoch)
     timings = {"setup_s": setup_s, "als_s": als_s, "eval_s": eval_s,
                "final_eval_s": _sync(device) - t2}
-    return FitResult(kept, state["best_epoch"], history, final, timings, engine)
+    return FitResult(kept, stop.best_epoch, history, final, timings, engine.facts())
 
+
+def _epoch(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
+           rating_range: tuple[float, float], epoch: int) -> dict:
+    """One ALS epoch on ``p``, then its metrics; the record of what it did and took."""
+    t0 = _sync(engine.device)
+    engine.epoch(p)
+    t1 = _sync(engine.device)
+    record = {"epoch": epoch, "time/als_s": t1 - t0}
+    if engine.timer:
+        record.update({f"profile/{k}_s": v for k, v in engine.timer.take().items()})
+    _evaluate(engine, p, data, cfg, rating_range, record)
+    record["time/eval_s"] = _sync(engine.device) - t1
+    return record

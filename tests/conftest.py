@@ -15,6 +15,8 @@ from rec.data.ratings import Ratings
 from rec.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
+RANDOM = "random-0.9-0.05-0.05-seed0"
+"""The default split's folder in the model store."""
 
 
 def shared_root() -> Path:

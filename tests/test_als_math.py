@@ -8,6 +8,7 @@ import torch
 
 from rec.als import ALS, RUNGS, ModelConfig
 from rec.als.groups import build_groups, row_order
+from rec.als.sizes import EngineSizes
 from rec.als.solve import solve_side_reference
 from tests.conftest import random_ratings
 
@@ -22,8 +23,9 @@ def engine(r, tile_cols=None, **cfg) -> ALS:
     ratings per tile are split over tiles of that many columns."""
     cfg = ModelConfig(**{"K": 3, "tau": 0.7, "gamma": 0.4, "eta": 0.9, **cfg}).validated()
     return ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
-               r.movies.genre_matrix(torch.float64), dtype=torch.float64, growth=1.3,
-               chunk_elems=64, batch_rows=7, tile_cols=tile_cols, tile_min=2)
+               r.movies.genre_matrix(torch.float64), dtype=torch.float64,
+               sizes=EngineSizes(bucket_growth=1.3, chunk_elems=64, batch_rows=7,
+                                 tile_cols=tile_cols, tile_min=2))
 
 
 def test_groups_hold_every_rating_once_with_bounded_padding():

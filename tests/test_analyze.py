@@ -12,8 +12,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from rec.analysis.run import run_task
+from rec.hydra_config import analyze_config
 from rec.errors import RecError
-from tests.conftest import REPO
+from tests.conftest import RANDOM, REPO
 
 SHRINK = ["K=4", "train.max_epochs=6", "train.ranking_max_users=100", "tensorboard=false"]
 
@@ -29,7 +30,7 @@ def analyze(store: Path, data_root: Path, task: str, *overrides: str) -> tuple[d
             f"task={task}", f"paths.data_root={data_root}", f"paths.output_root={store / 'outputs'}",
             f"paths.models={store / 'models'}", *SHRINK, *overrides])
     out = store / "runs" / f"{task}-{uuid.uuid4().hex[:8]}"
-    result = run_task(cfg, out)
+    result = run_task(analyze_config(cfg), out)
     saved = json.loads((out / f"{task}.json").read_text())
     assert saved["task"] == task and saved["summary"] == result["summary"]
     return saved, out
@@ -57,7 +58,7 @@ def test_data_task(store, small_root, small):
 def test_first_analysis_trains_the_missing_model_then_reuses_it(store, small_root, capsys):
     first, _ = analyze(store, small_root, "polarization")
     assert "training it first" in capsys.readouterr().out
-    assert (store / "models" / "ml-latest-small" / "features-K4.pt").is_file()
+    assert (store / "models" / "ml-latest-small" / RANDOM / "features-K4.pt").is_file()
     again, out = analyze(store, small_root, "polarization")
     assert "training it first" not in capsys.readouterr().out
     assert again["correlations"] == first["correlations"]
@@ -72,7 +73,7 @@ def test_first_analysis_trains_the_missing_model_then_reuses_it(store, small_roo
 
 
 def test_unreadable_published_model_is_retrained(tmp_path, small_root, capsys):
-    published = tmp_path / "models" / "ml-latest-small" / "features-K4.pt"
+    published = tmp_path / "models" / "ml-latest-small" / RANDOM / "features-K4.pt"
     published.parent.mkdir(parents=True)
     published.write_bytes(b"an older or damaged file")
     analyze(tmp_path, small_root, "polarization")
@@ -125,7 +126,7 @@ def test_dimensions_task(store, small_root):
 
 
 def test_explicit_checkpoint_and_mismatched_hyperparameters(store, small_root, capsys):
-    path = store / "models" / "ml-latest-small" / "features-K4.pt"
+    path = store / "models" / "ml-latest-small" / RANDOM / "features-K4.pt"
     analyze(store, small_root, "genres", f"checkpoint={path}")
     assert "training it first" not in capsys.readouterr().out
     analyze(store, small_root, "genres", "model.tau=30")

@@ -9,9 +9,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from rec.analysis.run import run_task
-from rec.als.groups import default_sizes
+from rec.als.sizes import default_sizes
 from rec.compare import Setting, build_parser
-from rec.pipeline import train_from_config
+from rec.hydra_config import analyze_config, run_config
+from rec.pipeline import train
 from tests.conftest import REPO
 from tests.test_train_pipeline import configure
 
@@ -49,7 +50,7 @@ def test_readme_training_commands_run(command, small_root, tmp_path, monkeypatch
     (tmp_path / "my.csv").write_text("uid,iid,stars\n" + "".join(
         f"{u},{i},{1 + (u * i) % 5}\n" for u in range(1, 41) for i in range(1, 31) if (u + i) % 3))
     cfg = configure(tmp_path, small_root, *overrides(command), *SHRINK)
-    summary = train_from_config(cfg, tmp_path / "run")
+    summary = train(run_config(cfg), tmp_path / "run")
     assert summary["final"]["val/rmse"] > 0
 
 
@@ -75,9 +76,11 @@ def test_readme_sweeps_compose(command, tmp_path):
 
 def test_readme_python_snippet(small_root, tmp_path):
     cfg = configure(tmp_path, small_root, *SHRINK)
-    summary = train_from_config(cfg, tmp_path / "run")
+    summary = train(run_config(cfg), tmp_path / "run")
     snippet = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
-    snippet = snippet.replace('"models/ml-latest-small/features-K10.pt"', repr(summary["model_file"]))
+    published = '"models/ml-latest-small/random-0.9-0.05-0.05-seed0/features-K10.pt"'
+    assert published in snippet
+    snippet = snippet.replace(published, repr(summary["model_file"]))
     scope: dict = {}
     exec(snippet, scope)
     m = scope["m"]
@@ -92,7 +95,7 @@ def test_readme_analysis_command_runs(small_root, tmp_path):
             *overrides(command), f"paths.data_root={small_root}", f"paths.output_root={tmp_path}",
             f"paths.models={tmp_path / 'models'}", "train.max_epochs=15", "tensorboard=false",
             "train.ranking_max_users=50"])
-    result = run_task(cfg, tmp_path / "out")
+    result = run_task(analyze_config(cfg), tmp_path / "out")
     assert result["correlations"]["variance_vs_norm"]["pearson_r"] > 0.6  # the report's link
 
 

@@ -14,8 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rec.compare import main as compare_main
 from rec.compare import paired_ratio
 from rec.model import Recommender
-from rec.pipeline import train_from_config
-from tests.conftest import REPO
+from rec.hydra_config import run_config
+from rec.pipeline import train as train_run
+from tests.conftest import RANDOM, REPO
 
 
 def configure(tmp_path: Path, data_root: Path, *overrides: str):
@@ -28,7 +29,7 @@ def configure(tmp_path: Path, data_root: Path, *overrides: str):
 
 def train(tmp_path, data_root, *overrides, run="run"):
     cfg = configure(tmp_path, data_root, *overrides)
-    return train_from_config(cfg, tmp_path / "outputs" / run), cfg
+    return train_run(run_config(cfg), tmp_path / "outputs" / run), cfg
 
 
 def test_shipped_defaults_order_the_ladder_on_ml_latest_small(small_root, tmp_path, capsys):
@@ -57,11 +58,11 @@ def test_outputs_tensorboard_and_published_model(small_root, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     assert metrics["final"]["val/rmse"] == summary["final"]["val/rmse"]
-    published = tmp_path / "models" / "ml-latest-small" / "features-K4.pt"
+    published = tmp_path / "models" / "ml-latest-small" / RANDOM / "features-K4.pt"
     model = Recommender.load(published)
     assert model.params.item_factors.shape == (9742, 4) and model.dataset == "ml-latest-small"
     logdir = Path(summary["tensorboard"])
-    assert "ml-latest-small_features_K4" in logdir.name  # run names say dataset, rung and K
+    assert f"ml-latest-small_{RANDOM}_features_K4" in logdir.name  # dataset, split, rung and K
     events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
     events.Reload()
     tags = events.Tags()["scalars"]
@@ -70,7 +71,12 @@ def test_outputs_tensorboard_and_published_model(small_root, tmp_path):
         assert [e.step for e in events.Scalars(tag)] == [1, 2, 3]
     assert events.Scalars("val/rmse")[-1].value == pytest.approx(
         metrics["history"][-1]["val/rmse"], rel=1e-6)
-    assert "final/test_rmse" in tags
+    final = EventAccumulator(str(logdir / "final"), size_guidance={"scalars": 0})
+    final.Reload()  # the kept model's metrics: one point at its epoch on the curves, for HPARAMS
+    assert not any(t.startswith("final/") for t in tags)
+    assert [(e.step, e.value) for e in final.Scalars("val/rmse")] == [
+        (summary["final"]["best_epoch"], pytest.approx(summary["final"]["val/rmse"], rel=1e-6))]
+    assert "test/ndcg@10" in final.Tags()["scalars"]
     hparams = events.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in hparams and b"tau" in hparams["_hparams_/session_start_info"]
     projector = (logdir / "projector_config.pbtxt").read_text()
@@ -106,7 +112,7 @@ def test_train_command_and_sweep(small_root, tmp_path):
     results = next((tmp_path / "outputs" / "sweeps").glob("*/sweep_results.csv")).read_text()
     assert len(results.strip().splitlines()) == 3  # header + one row per job
     assert "best:" in out.stdout and "K=2" in results and "K=3" in results
-    assert (tmp_path / "models" / "ml-latest-small" / "biases-K0.pt").is_file()
+    assert (tmp_path / "models" / "ml-latest-small" / RANDOM / "biases-K0.pt").is_file()
 
 
 def test_train_command_reports_user_errors_without_traceback(tmp_path):

@@ -15,6 +15,7 @@ from rec.als import ModelConfig, Params
 from rec.data import DataConfig, Split, load_dataset, make_split
 from rec.errors import ConfigError
 from rec.metrics import ranking
+from rec.als.sizes import EngineSizes
 from rec.training import TrainConfig, fit
 from tests.conftest import REPO, random_ratings
 
@@ -57,6 +58,7 @@ KILL_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from rec.als import ModelConfig
     from rec.data import DataConfig, load_dataset, make_split
+    from rec.als.sizes import EngineSizes
     from rec.training import TrainConfig, fit
     r = load_dataset(DataConfig(name="ml-latest-small", root=sys.argv[1], cache_dir=sys.argv[3]))
     class Kill:
@@ -149,8 +151,8 @@ def test_gpu_chunking_gives_the_cpu_result(small):
     and tiny chunks, batches and table tiles give the CPU defaults' result."""
     split = make_split(small)
     cfg = ModelConfig(name="features", K=8, tau=15, gamma=3, reg_scaling="none")
-    runs = [fit(small, split, cfg, TrainConfig(max_epochs=4, ranking_max_users=100, **sizes),
-                dtype=torch.float64)
+    runs = [fit(small, split, cfg, TrainConfig(max_epochs=4, ranking_max_users=100),
+                EngineSizes(**sizes), dtype=torch.float64)
             for sizes in ({}, {"chunk_elems": 1 << 24, "batch_rows": 1 << 18},
                           {"chunk_elems": 512, "batch_rows": 16, "tile_cols": 1000})]
     for other in runs[1:]:
@@ -186,10 +188,17 @@ def test_users_and_movies_unseen_in_training_get_the_prior():
     assert torch.allclose(p.predict(r.user[newcomer], r.item[newcomer]).clamp(0.5, 5), expected)
 
 
-@pytest.mark.parametrize("bad", [{"bucket_growth": 1.0}, {"chunk_elems": 0}, {"batch_rows": -3},
-                                 {"tile_cols": -1},
-                                 {"max_epochs": -1}, {"ranking_k": 0}])
+@pytest.mark.parametrize("bad", [{"max_epochs": -1}, {"ranking_k": 0}, {"patience": -2},
+                                 {"ranking_max_users": 0}])
 def test_bad_training_options_are_config_errors(bad):
     key = next(iter(bad))
     with pytest.raises(ConfigError, match=f"train.{key}="):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("bad", [{"bucket_growth": 1.0}, {"chunk_elems": 0}, {"batch_rows": -3},
+                                 {"tile_cols": -1}, {"tile_min": 0}])
+def test_bad_engine_sizes_are_config_errors(bad):
+    key = next(iter(bad))
+    with pytest.raises(ConfigError, match=f"engine.{key}="):
+        EngineSizes(**bad)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from rec.errors import ConfigError
+from rec.mapping import from_mapping
 
 RUNGS = ("latent", "biases", "embeddings", "features")
 REG_SCALINGS = ("none", "count")
@@ -33,13 +34,13 @@ class ModelConfig:
     init_std: float = 0.1
     """Standard deviation of the N(0, s^2) initial embeddings (the report used 0.01)."""
 
+    def __post_init__(self) -> None:
+        self.validated()
+
     @classmethod
-    def from_mapping(cls, cfg, **overrides) -> "ModelConfig":
-        """Build from a Hydra node or dict; keys it does not define are ignored."""
-        items = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in {**items, **overrides}.items() if k in known}
-        return cls(**values).validated()
+    def from_mapping(cls, values, **overrides) -> "ModelConfig":
+        """Build from a plain mapping (``model:`` plus ``K``); unknown keys are refused."""
+        return from_mapping(cls, values, "model", **overrides)
 
     @property
     def has_biases(self) -> bool:

@@ -7,18 +7,35 @@ movie without training ratings gets its prior: ``u = 0, b = 0``; ``v = p_n, c = 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from rec.als.config import ModelConfig
-from rec.als.groups import NO_TILES, Groups, build_groups, default_sizes
+from rec.als.groups import Groups, build_groups
 from rec.als.params import Params
+from rec.als.sizes import EngineSizes
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side
 
-TILE_MIN_PER_UNKNOWN = 4
-"""A row is split over table tiles only with at least this many ratings per tile per entry of
-``[x, y]``: each split adds a (D+1)^2 Gram addition, which a tile's cached gathers repay
-from about 3 (D+1) ratings on (measured at K = 10); at K = 64, splitting every row was 8%
-slower than no tiles."""
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What later steps need to know of an engine, without holding its grouped ratings."""
+
+    n_train: int
+    """Training ratings."""
+    padding: float
+    """Padded slots per rating, minus one, of the user step's groups."""
+    user_step_tiles: int
+    """Column tiles of the movie table that the user step reads (1: none)."""
+    movie_step_tiles: int
+    """Column tiles of the user table that the movie step reads."""
+    cold_users: int
+    """Users without training ratings (they keep their prior)."""
+    cold_movies: int
+    """Movies without training ratings (their embedding is their genre prior)."""
+    sizes: EngineSizes
+    """The layout it ran with, every default resolved for its device."""
 
 
 def table_row_bytes(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> int:
@@ -31,34 +48,28 @@ class ALS:
 
     ``user``, ``item``, ``rating`` are the training ratings; ``genre_matrix``
     is A (movies x genres, ``A[n, f] = 1/|F(n)|``).  Everything lives on
-    ``device``; ``dtype`` is the working precision.  ``growth``, ``chunk_elems``,
-    ``batch_rows`` and ``tile_cols`` size the degree buckets, the gather chunks, the solve
-    batches and the table tiles (:mod:`rec.als.groups`; ``None``: the device's defaults;
-    ``tile_cols=0``: no tiles), and ``tile_min`` the ratings per tile a row needs to be split
-    (``None``: ``TILE_MIN_PER_UNKNOWN (D+1)``); they change the speed, and the result only by
-    rounding.
+    ``device``; ``dtype`` is the working precision.  ``sizes`` lays out the degree buckets,
+    gather chunks, solve batches and table tiles (:class:`EngineSizes`, resolved for the
+    device); they change the speed, and the result only by rounding.
     """
 
     def __init__(self, cfg: ModelConfig, user: torch.Tensor, item: torch.Tensor,
                  rating: torch.Tensor, n_users: int, n_items: int, genre_matrix: torch.Tensor,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 growth: float = 1.15, chunk_elems: int | None = None,
-                 batch_rows: int | None = None, tile_cols: int | None = None,
-                 tile_min: int | None = None) -> None:
+                 sizes: EngineSizes = EngineSizes()) -> None:
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.n_users, self.n_items = n_users, n_items
         self.mu = float(rating.double().mean()) if cfg.has_biases and rating.numel() else 0.0
         self.dim = cfg.dim
         self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
         vals = rating.to(dtype)  # y = vals - offset, the offsets holding mu: no centred copy
-        default_chunk, default_batch, default_tile = default_sizes(self.device,
-                                                                   table_row_bytes(cfg, dtype))
-        sizes = (growth, chunk_elems or default_chunk, batch_rows or default_batch,
-                 default_tile if tile_cols is None else tile_cols or NO_TILES,
-                 tile_min or TILE_MIN_PER_UNKNOWN * (self.width + 1))
+        self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width)
+        layout = {"growth": self.sizes.bucket_growth, "chunk_elems": self.sizes.chunk_elems,
+                  "batch_rows": self.sizes.batch_rows, "tile_cols": self.sizes.tile_cols,
+                  "tile_min": self.sizes.tile_min}
         # movies first: their sort's temporaries are gone before the users' groups exist
-        self.by_item = build_groups(item, user, vals, n_items, n_users, *sizes).to(device)
-        self.by_user = build_groups(user, item, vals, n_users, n_items, *sizes).to(device)
+        self.by_item = build_groups(item, user, vals, n_items, n_users, **layout).to(device)
+        self.by_user = build_groups(user, item, vals, n_users, n_items, **layout).to(device)
         self.user_weight = self._weights(self.by_user)
         self.item_weight = self._weights(self.by_item)
         self.reg = torch.tensor(cfg.precisions(), dtype=dtype, device=self.device)
@@ -74,6 +85,11 @@ class ALS:
         self.workspace = Workspace()
         self.timer: PhaseTimer | None = None
         """Set to a :class:`PhaseTimer` to profile the steps (gather, gram, solve, genre, other)."""
+
+    def facts(self) -> EngineFacts:
+        return EngineFacts(self.by_user.nnz, self.by_user.padded / max(self.by_user.nnz, 1) - 1,
+                           self.by_user.n_tiles, self.by_item.n_tiles, int(self.cold_users.numel()),
+                           int(self.cold_items.numel()), self.sizes)
 
     def _weights(self, groups: Groups) -> torch.Tensor:
         if self.cfg.count_scaled:

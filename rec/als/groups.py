@@ -32,21 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-TILE_BYTES = 3 << 19
-"""Most bytes of the gathered table one pass reads on CPU: 1.5 MiB, 2^15 rows at K = 10 in
-float32 (measured at ML-32M's shape: 1-4% faster than 6 MiB tiles, 4-7% faster than none)."""
-
-NO_TILES = 1 << 62
-
-
-def default_sizes(device: torch.device | str, row_bytes: int = 48) -> tuple[int, int, int]:
-    """``(chunk_elems, batch_rows, tile_cols)`` that measured fastest: small chunks and table
-    tiles that stay in a CPU's cache, or large chunks that fill a GPU (and no tiles); solve
-    batches sized to amortize the solver call.  ``row_bytes``: one row of the gathered table."""
-    if torch.device(device).type == "cuda":
-        return 1 << 24, 1 << 18, NO_TILES
-    return 1 << 17, 1 << 15, max(1, TILE_BYTES // row_bytes)
+from rec.als.sizes import default_sizes
 
 
 @dataclass

@@ -1,93 +1,90 @@
 """What every analysis starts from: the data, its split, and the trained model (SPEC §3).
 
-The model is found in the model store by dataset, rung and K; when there is
-none it is trained first with the same configuration (and the analysis says
-so); ``checkpoint=PATH`` names a model file explicitly.  The split is rebuilt
-from the options the model was trained with, so "users who rated the seed in
-training" means exactly the ratings the model saw.
+The model is found in the model store by dataset, split, rung and K; when
+there is none it is trained first with the same run configuration (and the
+analysis says so); ``checkpoint=PATH`` names a model file explicitly, which
+must have been trained on the configured dataset and split.  So "users who
+rated the seed in training" always means exactly the ratings the model saw.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
-from rec.als.config import ModelConfig
-from rec.data.load import DataConfig, load_dataset
+from rec.data.load import load_dataset
 from rec.data.ratings import Ratings
-from rec.data.splits import Split, make_split
+from rec.data.splits import Split
 from rec.errors import ConfigError, RecError
 from rec.model import Recommender
-from rec.pipeline import split_options, train_from_config
-from rec.runs import model_path
+from rec.pipeline import train
+from rec.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Context:
-    """The composed configuration, the dataset and an output folder; models on demand."""
+    """The run configuration, the dataset and an output folder; models on demand."""
 
-    cfg: object
+    run: RunConfig
     out_dir: Path
+    checkpoint: str | None = None
     ratings: Ratings = field(init=False)
     _models: dict = field(default_factory=dict, init=False)
-    _splits: dict = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.ratings = load_dataset(DataConfig.from_mapping(self.cfg.data), timestamps=False)
+        self.ratings = load_dataset(self.run.data, timestamps=self.run.split.needs_timestamps)
+
+    @cached_property
+    def split(self) -> Split:
+        """The configured split, the one every model used here was trained on."""
+        return self.run.split.make(self.ratings)
 
     def model(self, rung: str | None = None, K: int | None = None) -> Recommender:
         """The trained model of ``rung`` at ``K`` (default: the configured ones), trained if missing."""
-        rung = rung or self.cfg.model.name
-        K = int(self.cfg.K if K is None else K)
-        key = (rung, K)
+        wanted = replace(self.run.model, name=rung or self.run.model.name,
+                         K=self.run.model.K if K is None else int(K))
+        key = (wanted.name, wanted.dim)
         if key not in self._models:
-            self._models[key] = self._find_or_train(rung, K)
+            self._models[key] = self._find_or_train(replace(self.run, model=wanted))
         return self._models[key]
 
-    def split(self, model: Recommender) -> Split:
-        """The split the model was trained on (built once per set of split options)."""
-        options = model.meta.get("split", split_options(self.cfg))
-        key = repr(sorted(options.items()))
-        if key not in self._splits:
-            self._splits[key] = make_split(self.ratings, **options)
-        return self._splits[key]
-
-    def _find_or_train(self, rung: str, K: int) -> Recommender:
-        cfg = self.cfg
-        explicit = cfg.get("checkpoint")
-        if explicit and rung == cfg.model.name and K == int(cfg.K):
-            return self._check(Recommender.load(explicit), explicit)
-        wanted = ModelConfig.from_mapping(cfg.model, name=rung, K=K)
-        path = model_path(Path(cfg.paths.models), self.ratings.name, rung, wanted.dim)
-        reason = f"no trained {rung} model with K={wanted.dim} for {self.ratings.name} at {path}"
+    def _find_or_train(self, run: RunConfig) -> Recommender:
+        if self.checkpoint and run.model == self.run.model:
+            return self._check(Recommender.load(self.checkpoint), self.checkpoint)
+        path = run.published_model(self.ratings.name)
+        reason = f"no trained {run.model.name} model with K={run.model.dim} for {self.ratings.name} at {path}"
         if path.is_file():
             try:
                 stored = Recommender.load(path)
             except RecError as e:  # rec's own published copy, unreadable or an older format
                 reason = str(e)
             else:
-                if stored.config == wanted:
+                if stored.config == run.model and stored.meta.get("split") == run.split.options():
                     return self._check(stored, path)
                 reason = (f"the model at {path} was trained with {stored.config.hparams()}, not "
-                          f"the configured {wanted.hparams()}")
+                          f"the configured {run.model.hparams()}")
         print(f"{reason}; training it first")
-        train_cfg = OmegaConf.merge(cfg, {"K": K, "model": {"name": rung}})
-        train_from_config(train_cfg, self.out_dir / f"train-{rung}-K{wanted.dim}")
+        train(run, self.out_dir / f"train-{run.model.name}-K{run.model.dim}")
         return self._check(Recommender.load(path), path)
 
     def _check(self, model: Recommender, path) -> Recommender:
         if model.dataset != self.ratings.name or len(model.movies) != self.ratings.n_items:
             raise ConfigError(f"{path} was trained on {model.dataset}, not {self.ratings.name}; "
                               "choose the matching data= or another checkpoint=.")
+        trained, configured = model.meta.get("split"), self.run.split.options()
+        if trained != configured:
+            raise ConfigError(f"{path} was trained on the split {_options(trained)}, not the "
+                              f"configured {_options(configured)}; add the overrides of its split "
+                              "(split=..., split.fold=..., split.seed=...) or drop checkpoint=.")
         log.info("using %s (%s)", path, model.config.hparams())
         return model
 
@@ -95,6 +92,12 @@ class Context:
         path = self.out_dir / name
         path.write_text(json.dumps(payload, indent=2, default=_jsonable))
         return path
+
+
+def _options(split: dict | None) -> str:
+    if not split:
+        return "(unknown: a model saved before splits were recorded)"
+    return " ".join(f"{k}={v}" for k, v in split.items())
 
 
 def _jsonable(x):

@@ -7,6 +7,9 @@ variance vs count, mean vs count and variance vs mean.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -41,70 +44,85 @@ def _rank_panel(ax, user_deg: np.ndarray, item_deg: np.ndarray) -> None:
     ax.legend()
 
 
-def run(ctx: Context, task) -> dict:
+@dataclass(frozen=True)
+class Options:
+    """``conf/task/data.yaml``."""
+
+    min_count: int = 5
+    """Movies with fewer ratings are left out of the variance and mean plots."""
+
+
+SCATTERS = (("variance_vs_count", "count", "var", "ratings per movie (log)", "rating variance", True),
+            ("mean_vs_count", "count", "mean", "ratings per movie (log)", "mean rating", True),
+            ("variance_vs_mean", "mean", "var", "mean rating", "rating variance", False))
+
+
+def compute(ctx: Context, opts: Options) -> dict:
     r = ctx.ratings
     summary = r.summary()
-    user_deg = r.user_counts().numpy()
-    item_deg = r.item_counts().numpy()
+    user_deg, item_deg = r.user_counts().numpy(), r.item_counts().numpy()
     fits = {"users": power_law(user_deg), "movies": power_law(item_deg)}
     moments = movie_moments(r)
-    many = moments["count"] >= task.min_count
-    count, mean, var = moments["count"][many], moments["mean"][many], moments["var"][many]
-
-    fig, axes = plots.figure(3, width=5.5, height=4.6)
-    _degree_panel(axes[0, 0], user_deg, fits["users"], "users")
-    _degree_panel(axes[0, 1], item_deg, fits["movies"], "movies")
-    _rank_panel(axes[0, 2], user_deg, item_deg)
-    plots.save(fig, ctx.out_dir / "degrees.png")
-
-    fig, axes = plots.figure(1, width=6.5, height=4.5)
-    ax = axes[0, 0]
+    many = {k: v[moments["count"] >= opts.min_count] for k, v in moments.items()}
+    relations = {name: correlations(np.log(many[x]) if logx else many[x], many[y])
+                 for name, x, y, _, _, logx in SCATTERS}
     levels, freq = np.unique(r.rating.numpy(), return_counts=True)
-    ax.bar(levels, freq, width=0.4)
-    ax.set_xlabel("rating")
-    ax.set_ylabel("number of ratings")
-    ax.set_title(f"Rating histogram ({r.name})")
-    plots.save(fig, ctx.out_dir / "ratings_histogram.png")
-
-    scatter = [("variance_vs_count", count, var, "ratings per movie (log)", "rating variance", True),
-               ("mean_vs_count", count, mean, "ratings per movie (log)", "mean rating", True),
-               ("variance_vs_mean", mean, var, "mean rating", "rating variance", False)]
-    relations = {}
-    for name, x, y, xlabel, ylabel, logx in scatter:
-        fig, axes = plots.figure(1, width=6.5, height=5)
-        ax = axes[0, 0]
-        ax.scatter(x, y, s=4, alpha=0.35)
-        if logx:
-            ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        relations[name] = correlations(np.log(x) if logx else x, y)
-        ax.set_title(f"Movies with >= {task.min_count} ratings: {ylabel} vs {xlabel.split(' (')[0]}\n"
-                     f"Spearman r = {relations[name]['spearman_r']:.2f}")
-        plots.save(fig, ctx.out_dir / f"{name}.png")
-
-    table = pd.DataFrame({"movie_id": r.movies.ids.numpy(), "title": r.movies.titles,
-                          "ratings": moments["count"], "mean": moments["mean"], "variance": moments["var"]})
-    table.to_csv(ctx.out_dir / "movies.csv", index=False)
-    result = {
+    movies = pd.DataFrame({"movie_id": r.movies.ids.numpy(), "title": r.movies.titles,
+                           "ratings": moments["count"], "mean": moments["mean"],
+                           "variance": moments["var"]})
+    return {
         "counts": {**summary, "sparsity": 1 - summary["density"],
                    "user_degree": _describe(user_deg), "movie_degree": _describe(item_deg[item_deg > 0])},
         "power_law": fits,
         "rating_histogram": {f"{k:g}": int(v) for k, v in zip(levels, freq)},
         "relations": relations,
-        "min_count": int(task.min_count),
+        "min_count": opts.min_count,
+        "_plot": {"user_deg": user_deg, "item_deg": item_deg, "many": many, "levels": levels,
+                  "freq": freq, "movies": movies, "name": r.name},
     }
-    result["summary"] = "\n".join([
-        f"{r.name}: {summary['ratings']:,} ratings, {summary['users']:,} users, "
-        f"{summary['movies']:,} movies ({summary['movies_rated']:,} rated), {summary['genres']} genres; "
-        f"sparsity {1 - summary['density']:.4%}",
+
+
+def render(result: dict, out: Path) -> None:
+    p, fits = result["_plot"], result["power_law"]
+    fig, axes = plots.figure(3, width=5.5, height=4.6)
+    _degree_panel(axes[0, 0], p["user_deg"], fits["users"], "users")
+    _degree_panel(axes[0, 1], p["item_deg"], fits["movies"], "movies")
+    _rank_panel(axes[0, 2], p["user_deg"], p["item_deg"])
+    plots.save(fig, out / "degrees.png")
+    fig, axes = plots.figure(1, width=6.5, height=4.5)
+    axes[0, 0].bar(p["levels"], p["freq"], width=0.4)
+    axes[0, 0].set(xlabel="rating", ylabel="number of ratings", title=f"Rating histogram ({p['name']})")
+    plots.save(fig, out / "ratings_histogram.png")
+    for scatter in SCATTERS:
+        _scatter(out, p["many"], scatter, result["relations"][scatter[0]], result["min_count"])
+    p["movies"].to_csv(out / "movies.csv", index=False)
+
+
+def _scatter(out: Path, many: dict, scatter: tuple, relation: dict, min_count: int) -> None:
+    name, x, y, xlabel, ylabel, logx = scatter
+    fig, axes = plots.figure(1, width=6.5, height=5)
+    ax = axes[0, 0]
+    ax.scatter(many[x], many[y], s=4, alpha=0.35)
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.set_title(f"Movies with >= {min_count} ratings: {ylabel} vs {xlabel.split(' (')[0]}\n"
+                 f"Spearman r = {relation['spearman_r']:.2f}")
+    plots.save(fig, out / f"{name}.png")
+
+
+def summarize(result: dict) -> str:
+    s, fits, rel = result["counts"], result["power_law"], result["relations"]
+    return "\n".join([
+        f"{s['dataset']}: {s['ratings']:,} ratings, {s['users']:,} users, "
+        f"{s['movies']:,} movies ({s['movies_rated']:,} rated), {s['genres']} genres; "
+        f"sparsity {s['sparsity']:.4%}",
         f"degree power laws: users alpha = {fits['users']['alpha']:.2f} (x >= {fits['users']['xmin']:.0f}), "
         f"movies alpha = {fits['movies']['alpha']:.2f} (x >= {fits['movies']['xmin']:.0f})",
         "movies with >= {} ratings: Spearman r variance~log count {:.2f}, mean~log count {:.2f}, "
-        "variance~mean {:.2f}".format(task.min_count, relations["variance_vs_count"]["spearman_r"],
-                                      relations["mean_vs_count"]["spearman_r"],
-                                      relations["variance_vs_mean"]["spearman_r"])])
-    return result
+        "variance~mean {:.2f}".format(result["min_count"], rel["variance_vs_count"]["spearman_r"],
+                                      rel["mean_vs_count"]["spearman_r"],
+                                      rel["variance_vs_mean"]["spearman_r"])])
 
 
 def _describe(x: np.ndarray) -> dict:

@@ -1,27 +1,56 @@
-"""Dispatch ``analyze.py task=<name>``: run the task, write its JSON, print its summary."""
+"""Dispatch ``analyze.py task=<name>``: compute the task, render it, write its JSON, print it.
+
+Each task module has typed ``Options``, a ``compute(ctx, options)`` that
+returns its numbers (and, under keys starting with ``_``, the arrays its
+figures need), a ``render(result, out_dir)`` that writes figures and CSV
+tables, and a ``summarize(result)`` for the terminal.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from rec.analysis import data, dimensions, genres, polarization, recommend
 from rec.analysis.context import Context
 from rec.errors import ConfigError
+from rec.mapping import from_mapping
+from rec.run_config import RunConfig
 from rec.system import set_threads
 
-TASKS = {"data": data.run, "polarization": polarization.run, "recommend": recommend.run,
-         "genres": genres.run, "dimensions": dimensions.run}
+TASKS = {"data": data, "polarization": polarization, "recommend": recommend,
+         "genres": genres, "dimensions": dimensions}
 
 
-def run_task(cfg, out_dir: Path) -> dict:
-    """Run ``cfg.task.name``; its figures, CSV tables and ``<task>.json`` go to ``out_dir``."""
-    name = cfg.task.name
-    if name not in TASKS:
-        raise ConfigError(f"task={name!r}: choose one of {', '.join(TASKS)}.")
-    set_threads(cfg.get("threads"))
-    ctx = Context(cfg, out_dir)
-    result = TASKS[name](ctx, cfg.task)
-    result = {"task": name, "dataset": ctx.ratings.name, **result}
-    ctx.write_json(f"{name}.json", result)
-    print(f"{name} ({ctx.ratings.name}) -> {ctx.out_dir}\n{result['summary']}")
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """One analysis: the run whose model it reads, the task and its options (``conf/analyze.yaml``)."""
+
+    run: RunConfig
+    task: str
+    options: object
+    """The task's own ``Options`` dataclass."""
+    checkpoint: str | None = None
+    """A model file to analyze instead of the store's model for ``run``."""
+
+    @classmethod
+    def build(cls, run: RunConfig, task: str, options: dict,
+              checkpoint: str | None = None) -> "AnalyzeConfig":
+        if task not in TASKS:
+            raise ConfigError(f"task={task}: choose one of {', '.join(TASKS)}.")
+        return cls(run, task, from_mapping(TASKS[task].Options, options, "task"), checkpoint)
+
+
+def run_task(job: AnalyzeConfig, out_dir: Path) -> dict:
+    """Run ``job``; its figures, CSV tables and ``<task>.json`` go to ``out_dir``."""
+    set_threads(job.run.threads)
+    ctx = Context(job.run, out_dir, job.checkpoint)
+    task = TASKS[job.task]
+    computed = task.compute(ctx, job.options)
+    task.render(computed, ctx.out_dir)
+    numbers = {k: v for k, v in computed.items() if not k.startswith("_")}
+    result = {"task": job.task, "dataset": ctx.ratings.name, "split": job.run.split.options(),
+              **numbers, "summary": task.summarize(computed)}
+    ctx.write_json(f"{job.task}.json", result)
+    print(f"{job.task} ({ctx.ratings.name}) -> {ctx.out_dir}\n{result['summary']}")
     return result

@@ -82,7 +82,7 @@ def check_ratings(raw: RawRatings, rating_scale: tuple[float, float]) -> None:
         row = int(np.flatnonzero(bad)[0])
         (line,) = line_numbers(raw.path, raw.header, [row])
         raise DataError(
-            f"{raw.path}: line {line}: rating {raw.rating[row]!r} is not a number in "
+            f"{raw.path}: line {line}: rating {float(raw.rating[row])} is not a number in "
             f"[{low}, {high}] ({int(bad.sum())} such row(s)). Fix those rows, or set "
             f"data.rating_scale if this dataset uses another scale.")
 

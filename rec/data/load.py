@@ -28,6 +28,7 @@ from rec.data.movielens import LAYOUTS, Layout, parse, source_files
 from rec.data.ratings import Ratings
 from rec.data.synthetic import SyntheticSpec, generate
 from rec.errors import CacheError, ConfigError, DataError
+from rec.mapping import from_mapping
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -77,29 +78,15 @@ class DataConfig:
     """``csv``: column names of the movies file when they differ."""
 
     @classmethod
-    def from_mapping(cls, cfg) -> "DataConfig":
-        """Build from a Hydra/OmegaConf node or dict, ignoring keys it does not define."""
-        items = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
-        known = {f for f in cls.__dataclass_fields__}
-        plain = {k: (v if not hasattr(v, "items") and not isinstance(v, (list, tuple))
-                     else _plain(v)) for k, v in items.items() if k in known}
-        if "rating_scale" in plain:
-            plain["rating_scale"] = tuple(plain["rating_scale"])
-        return cls(**plain)
+    def from_mapping(cls, values, **overrides) -> "DataConfig":
+        """Build from a plain mapping (``data:`` of the config); unknown keys are refused."""
+        return from_mapping(cls, values, "data", **overrides)
 
     def synthetic_spec(self) -> SyntheticSpec:
         try:
             return SyntheticSpec(scale=self.scale, seed=self.seed, **self.planted)
         except TypeError as e:
             raise ConfigError(f"data.planted: {e}") from e
-
-
-def _plain(v):
-    if hasattr(v, "items"):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
-        return [_plain(x) for x in v]
-    return v
 
 
 @dataclass
@@ -111,6 +98,7 @@ class Source:
     files: list[Path]
     parse: Callable[[], tuple[RawRatings, MoviesTable]]
     rating_scale: tuple[float, float]
+    fold_hint: str = ""
 
 
 def _grouplens(cfg: DataConfig, root: Path) -> Source:
@@ -127,8 +115,11 @@ def _grouplens(cfg: DataConfig, root: Path) -> Source:
         if not cfg.download:
             raise DataError(f"{cfg.name} is not in {folder} and data.download is false. {hint}")
         download(cfg.name, layout, folder, cfg.url)
+    folds = (f"The official folds ({', '.join(layout.folds)}) are files beside "
+             f"{layout.ratings_file} in {folder}; they come with GroupLens' {cfg.name}.zip ({url})."
+             if layout.folds else "")
     return Source(cfg.name, folder, source_files(layout, folder),
-                  lambda: parse(layout, folder, hint), cfg.rating_scale)
+                  lambda: parse(layout, folder, hint), cfg.rating_scale, folds)
 
 
 def _synthetic(cfg: DataConfig, root: Path) -> Source:
@@ -195,7 +186,8 @@ def _to_cache(path: Path, r: Ratings, stamp: list) -> None:
                   genre_index=m.genre_index.numpy())
     arrays.update({f"fold:{k}": v.numpy() for k, v in r.folds.items()})
     meta = {"version": CACHE_VERSION, "sources": stamp, "name": r.name, "titles": m.titles,
-            "genre_names": m.genre_names, "rating_range": list(r.rating_range)}
+            "genre_names": m.genre_names, "rating_range": list(r.rating_range),
+            "fold_hint": r.fold_hint}
     bundle.write_bundle(path, arrays, meta)
 
 
@@ -212,6 +204,7 @@ def _from_cache(path: Path, stamp: list, timestamps: bool) -> Ratings:
     movies = Catalog(t.pop("item_ids"), meta["titles"], meta["genre_names"],
                      t.pop("genre_offsets"), t.pop("genre_index"))
     return Ratings(name=meta["name"], movies=movies, rating_range=tuple(meta["rating_range"]),
+                   fold_hint=meta.get("fold_hint", ""),
                    folds={k[5:]: v for k, v in t.items() if k.startswith("fold:")},
                    **{k: v for k, v in t.items() if not k.startswith("fold:")})
 
@@ -233,7 +226,8 @@ def load_dataset(cfg: DataConfig | dict, timestamps: bool = True) -> Ratings:
         except CacheError as e:
             log.warning("ignoring the cache (%s); rebuilding it from %s", e, source.folder)
     raw, catalog = source.parse()
-    ratings = assemble(source.name, raw, catalog, source.rating_scale, cfg.duplicates)
+    ratings = replace(assemble(source.name, raw, catalog, source.rating_scale, cfg.duplicates),
+                      fold_hint=source.fold_hint)
     if len(ratings) == 0:
         raise DataError(f"{raw.path}: holds no ratings.")
     try:

@@ -36,6 +36,11 @@ class Layout:
     ratings_file: str
     movies_file: str
 
+    @property
+    def folds(self) -> tuple[str, ...]:
+        """The dataset's official folds (files ``<fold>.base``, ``<fold>.test``), if any."""
+        return ML100K_FOLDS if self.family == "100k" else ()
+
 
 LAYOUTS = {
     **{n: Layout("csv", n, "ratings.csv", "movies.csv")

@@ -39,6 +39,9 @@ class Ratings:
     """Lowest and highest rating in the data: predictions are clipped to it."""
     folds: dict[str, torch.Tensor] = field(default_factory=dict)
     """Official folds (ml-100k): fold name -> int8 per rating, 0 base, 1 test, -1 neither."""
+    fold_hint: str = ""
+    """For a dataset that has official folds: where their files belong and where to get them
+    (empty for one without folds), so a missing fold's error can say what to do."""
 
     def __len__(self) -> int:
         return self.rating.numel()

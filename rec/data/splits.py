@@ -15,9 +15,85 @@ import numpy as np
 import torch
 
 from rec.data.ratings import Ratings
-from rec.errors import ConfigError, DataError
+from rec.errors import ConfigError, DataError, RecError
 
 SPLITS = ("random", "temporal", "predefined")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How to cut the ratings (``conf/split/<kind>.yaml``), validated when built.
+
+    Every option a kind does not use is refused rather than dropped: a fold
+    selects the predefined split only, the temporal split has no seed, and the
+    predefined split's test part is its fold's ``.test`` file.
+    """
+
+    kind: str = "random"
+    """``random`` (seeded permutation), ``temporal`` (each user's latest ratings last) or
+    ``predefined`` (a dataset's official fold)."""
+    fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    """Train, validation and test shares; ``predefined``: ``[1 - v, v, 0]``, v carved from the
+    fold's base file."""
+    seed: int = 0
+    """Seed of the permutation (``random``) or of the validation draw (``predefined``)."""
+    fold: str | None = None
+    """``predefined``: the official fold, e.g. ml-100k's ``u1``-``u5``, ``ua``, ``ub``."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in SPLITS:
+            raise ConfigError(f"split.kind={self.kind!r}: expected one of {', '.join(SPLITS)}.")
+        f = self.fractions
+        if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1) > 1e-6:
+            raise ConfigError(f"split.fractions={list(f)}: expected three non-negative "
+                              "fractions (train, val, test) that sum to 1.")
+        if self.fold is not None and self.kind != "predefined":
+            raise ConfigError(f"split.fold={self.fold} names an official fold, which only the "
+                              f"predefined split uses, but this run's split is {self.kind}; "
+                              f"write split=predefined split.fold={self.fold}.")
+        if self.kind == "predefined" and not self.fold:
+            raise ConfigError("split=predefined needs a fold: write split.fold=u1 (or u2-u5, ua, ub).")
+        if self.kind == "predefined" and f[2] != 0:
+            raise ConfigError(f"split.fractions={list(f)}: the predefined split's test part is "
+                              f"the {self.fold}.test file, so the test share must be 0; write "
+                              f"split.fractions=[{1 - f[1]:g},{f[1]:g},0].")
+        if self.kind == "temporal" and self.seed != 0:
+            raise ConfigError(f"split.seed={self.seed}: the temporal split has no seed (it sends "
+                              "each user's latest ratings to validation and test); drop it, or "
+                              "use split=random.")
+
+    @property
+    def needs_timestamps(self) -> bool:
+        """Whether the loader must keep the ratings' timestamps for this split."""
+        return self.kind == "temporal"
+
+    def make(self, ratings: Ratings) -> Split:
+        """The split of ``ratings`` this configuration describes."""
+        if self.kind == "random":
+            return random_split(ratings, self.fractions, self.seed)
+        if self.kind == "temporal":
+            return temporal_split(ratings, self.fractions)
+        return predefined_split(ratings, self.fold, self.fractions[1], self.seed)
+
+    def options(self) -> dict:
+        """The options that define the split, for fingerprints, summaries and saved models."""
+        out = {"kind": self.kind, "fractions": list(self.fractions)}
+        if self.kind != "temporal":
+            out["seed"] = self.seed
+        if self.kind == "predefined":
+            out["fold"] = self.fold
+        return out
+
+    def tag(self) -> str:
+        """A file-name-safe identity: ``random-0.9-0.05-0.05-seed0``, ``predefined-u1-val0.05-seed0``."""
+        if self.kind == "predefined":
+            return f"predefined-{self.fold}-val{self.fractions[1]:g}-seed{self.seed}"
+        shares = "-".join(f"{x:g}" for x in self.fractions)
+        return f"{self.kind}-{shares}" + (f"-seed{self.seed}" if self.kind == "random" else "")
+
+    def describe(self, split: Split) -> dict:
+        """The options with the sizes of the three parts (printed and saved by every run)."""
+        return {**self.options(), "sizes": {k: int(v.numel()) for k, v in split.parts().items()}}
 
 
 @dataclass(frozen=True)
@@ -83,12 +159,8 @@ def temporal_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05)) -> Split:
 
 def predefined_split(ratings: Ratings, fold: str, val_fraction: float = 0.05, seed: int = 0) -> Split:
     """An official fold: its test file is test, its base file train minus a seeded validation share."""
-    if not ratings.folds:
-        raise ConfigError(f"{ratings.name} has no official folds; split=predefined works with "
-                          "ml-100k (u1-u5, ua, ub). Use split=random or split=temporal.")
     if fold not in ratings.folds:
-        raise ConfigError(f"split.fold={fold!r}: {ratings.name} has folds "
-                          f"{', '.join(sorted(ratings.folds))}.")
+        raise _missing_fold(ratings, fold)
     member = ratings.folds[fold]
     base = torch.nonzero(member == 0).flatten()
     perm = base[torch.randperm(len(base), generator=torch.Generator().manual_seed(seed))]
@@ -99,17 +171,21 @@ def predefined_split(ratings: Ratings, fold: str, val_fraction: float = 0.05, se
     return _check(split, ratings, f"predefined {fold}")
 
 
-def make_split(ratings: Ratings, kind: str = "random", fractions=(0.9, 0.05, 0.05), seed: int = 0,
-               fold: str = "u1") -> Split:
-    """Dispatch on ``kind`` (``split.kind`` in the config)."""
-    fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ConfigError(f"split.fractions={list(fractions)}: expected three non-negative "
-                          "fractions (train, val, test) that sum to 1.")
-    if kind == "random":
-        return random_split(ratings, fractions, seed)
-    if kind == "temporal":
-        return temporal_split(ratings, fractions)
+def _missing_fold(ratings: Ratings, fold: str) -> RecError:
+    if ratings.fold_hint:  # a dataset that has official folds: the fold's files are missing
+        have = f" (it has {', '.join(sorted(ratings.folds))})" if ratings.folds else ""
+        return DataError(f"split.fold={fold}: the fold files {fold}.base and {fold}.test of "
+                         f"{ratings.name} are missing{have}. {ratings.fold_hint}")
+    return ConfigError(f"split.fold={fold}: {ratings.name} has no official folds; split=predefined "
+                       "works with ml-100k (u1-u5, ua, ub). Use split=random or split=temporal.")
+
+
+def make_split(ratings: Ratings, kind: str = "random", fractions=None, seed: int = 0,
+               fold: str | None = None) -> Split:
+    """The split :class:`SplitConfig` ``(kind, fractions, seed, fold)`` describes; ``fractions``
+    default to 90/5/5, or to a 5% validation share of the base file for ``predefined``."""
     if kind == "predefined":
-        return predefined_split(ratings, fold, fractions[1], seed)
-    raise ConfigError(f"split.kind={kind!r}: expected one of {', '.join(SPLITS)}.")
+        fold = fold or "u1"
+        fractions = (0.95, 0.05, 0.0) if fractions is None else fractions
+    fractions = tuple(float(f) for f in (fractions or (0.9, 0.05, 0.05)))
+    return SplitConfig(kind, fractions, seed, fold).make(ratings)

@@ -1,0 +1,75 @@
+"""The one place where rec meets Hydra: composed configs become typed dataclasses.
+
+``train.py`` and ``analyze.py`` call :func:`run_config` or
+:func:`analyze_config` once; nothing else under ``rec/`` reads Hydra's
+config objects.  Top-level ``K`` moves into the model's section, the
+analysis task's options are checked against that task's own dataclass, and
+Hydra's console log is told to keep every epoch's line to the log file
+unless ``verbose=true``; a multirun ends with its table (:class:`SweepSummary`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from rec.analysis.run import AnalyzeConfig
+from rec.errors import ConfigError
+from rec.run_config import RunConfig
+from rec.sweep import write_summary
+
+ANALYZE_ONLY = ("task", "checkpoint")
+
+
+def _plain(cfg: DictConfig) -> dict:
+    values = OmegaConf.to_container(cfg, resolve=True)
+    values.pop("hydra", None)
+    if "K" in values:
+        values["model"] = {**values.get("model", {}), "K": values.pop("K")}
+    return values
+
+
+def run_config(cfg: DictConfig) -> RunConfig:
+    """The typed run configuration of a composed ``conf/config.yaml``."""
+    return RunConfig.from_mapping(_plain(cfg))
+
+
+def analyze_config(cfg: DictConfig) -> AnalyzeConfig:
+    """The typed configuration of a composed ``conf/analyze.yaml``."""
+    values = _plain(cfg)
+    task, checkpoint = (values.pop(k, None) for k in ANALYZE_ONLY)
+    if not isinstance(task, dict) or "name" not in task:
+        raise ConfigError("task=<name> is missing: write e.g. task=data.")
+    options = dict(task)
+    return AnalyzeConfig.build(RunConfig.from_mapping(values), options.pop("name"), options,
+                               checkpoint)
+
+
+def run_dir() -> Path:
+    """This job's output folder, as Hydra made it."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+class _NotEpochs(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("rec.epochs")
+
+
+def route_epoch_lines(verbose: bool) -> None:
+    """Per-epoch lines to the run's log file only, unless ``verbose`` (then to the terminal too)."""
+    if verbose:
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.addFilter(_NotEpochs())
+
+
+class SweepSummary(Callback):
+    """Hydra callback: the table of a multirun when it ends (:mod:`rec.sweep`)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        write_summary(Path(config.hydra.sweep.dir))

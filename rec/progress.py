@@ -1,0 +1,34 @@
+"""A progress bar over training epochs for a person at a terminal (tqdm).
+
+It shows the epoch, the current validation RMSE, the best so far and the
+seconds per epoch; the full per-epoch records go to the run's log file.  On
+a terminal that is not interactive (a pipe, CI, a sweep's log) it stays
+silent, like tqdm's ``disable=None``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tqdm import tqdm
+
+from rec.als.params import Params
+
+
+class EpochProgress:
+    """A training callback; ``done`` epochs were run before (a resumed run)."""
+
+    def __init__(self, max_epochs: int, done: int = 0, enabled: bool = True):
+        self.best = math.inf
+        self.bar = tqdm(total=max_epochs, initial=done, desc="training", unit="epoch",
+                        disable=None if enabled else True, dynamic_ncols=True, leave=True)
+
+    def on_epoch(self, epoch: int, record: dict, params: Params) -> None:
+        self.best = min(self.best, record["val/rmse"])
+        seconds = record["time/als_s"] + record["time/eval_s"]
+        self.bar.set_postfix_str(f"val RMSE {record['val/rmse']:.4f} (best {self.best:.4f}), "
+                                 f"{seconds:.2f} s/epoch", refresh=False)
+        self.bar.update(epoch - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
