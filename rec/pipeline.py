@@ -106,6 +106,7 @@ def train(run: RunConfig, run_dir: Path) -> dict:
         result = fit(ratings, split, run.model, run.train, run.engine, seed=run.seed,
                      device=device, dtype=run.torch_dtype, checkpoint=work / CHECKPOINT,
                      fingerprint=fp, callbacks=tuple(c for c in (board, progress) if c))
+        progress.finish()
     finally:
         progress.close()
     split_info = run.split.describe(split)

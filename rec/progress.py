@@ -16,12 +16,14 @@ from rec.als.params import Params
 
 
 class EpochProgress:
-    """A training callback; ``done`` epochs were run before (a resumed run)."""
+    """A training callback; ``done`` epochs were run before (a resumed run).  ``file``: where
+    to draw (default: the terminal's stderr, and only when it is interactive)."""
 
-    def __init__(self, max_epochs: int, done: int = 0, enabled: bool = True):
+    def __init__(self, max_epochs: int, done: int = 0, enabled: bool = True, file=None):
         self.best = math.inf
-        self.bar = tqdm(total=max_epochs, initial=done, desc="training", unit="epoch",
-                        disable=None if enabled else True, dynamic_ncols=True, leave=True)
+        disable = (None if file is None else False) if enabled else True
+        self.bar = tqdm(total=max_epochs, initial=done, desc="training", unit="epoch", file=file,
+                        disable=disable, dynamic_ncols=True, leave=True)
 
     def on_epoch(self, epoch: int, record: dict, params: Params) -> None:
         self.best = min(self.best, record["val/rmse"])
@@ -29,6 +31,13 @@ class EpochProgress:
         self.bar.set_postfix_str(f"val RMSE {record['val/rmse']:.4f} (best {self.best:.4f}), "
                                  f"{seconds:.2f} s/epoch", refresh=False)
         self.bar.update(epoch - self.bar.n)
+
+    def finish(self) -> None:
+        """Training ended normally: an early stop fills the bar at the epochs it ran."""
+        if not self.bar.disable and self.bar.n < self.bar.total:
+            self.bar.set_description("trained, stopped early")
+            self.bar.total = self.bar.n
+            self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()

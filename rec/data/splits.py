@@ -44,7 +44,7 @@ class SplitConfig:
         if self.kind not in SPLITS:
             raise ConfigError(f"split.kind={self.kind!r}: expected one of {', '.join(SPLITS)}.")
         f = self.fractions
-        if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1) > 1e-6:
+        if len(f) != 3 or not all(x >= 0 for x in f) or not abs(sum(f) - 1) <= 1e-6:  # NaN fails
             raise ConfigError(f"split.fractions={list(f)}: expected three non-negative "
                               "fractions (train, val, test) that sum to 1.")
         if self.fold is not None and self.kind != "predefined":
