@@ -126,3 +126,29 @@ def ranking(p: Params, train_user: torch.Tensor, train_item: torch.Tensor, test_
     n = users.numel()
     return {f"precision@{k}": float(sums[0]) / n, f"recall@{k}": float(sums[1]) / n,
             f"ndcg@{k}": float(sums[2]) / n, "ranked_users": n}
+
+
+def paired_bootstrap_rmse(errors_a: torch.Tensor, errors_b: torch.Tensor, n_boot: int = 2000,
+                          seed: int = 0, level: float = 0.95, block: int = 200) -> dict[str, float]:
+    """RMSE(a) - RMSE(b) on the same rows, with a paired bootstrap interval.
+
+    ``errors_a[i]`` and ``errors_b[i]`` are two systems' errors on the same row ``i``; each
+    bootstrap sample redraws the rows with replacement and recomputes both RMSEs on the
+    same draw, so what the rows share (hard users, rare movies) cancels.  The interval is
+    the percentile interval at ``level``; ``excludes_zero`` says whether the difference is
+    real at that level.
+    """
+    a, b = errors_a.double().square(), errors_b.double().square()
+    n = a.numel()
+    if n == 0 or b.numel() != n:
+        raise ValueError(f"need the same, non-zero number of rows, got {n} and {b.numel()}")
+    g = torch.Generator().manual_seed(seed)
+    diffs = []
+    for s in range(0, n_boot, block):
+        rows = torch.randint(0, n, (min(block, n_boot - s), n), generator=g)
+        diffs.append(a[rows].mean(1).sqrt() - b[rows].mean(1).sqrt())
+    diffs = torch.cat(diffs)
+    lo, hi = torch.quantile(diffs, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    diff = float(a.mean().sqrt() - b.mean().sqrt())
+    return {"diff": diff, "low": float(lo), "high": float(hi), "n": n,
+            "excludes_zero": bool(lo > 0 or hi < 0)}

@@ -98,6 +98,12 @@ class Recommender:
             raise RecError(f"movie id {movie_id} is not in {self.dataset}'s catalog.")
         return int(hit[0])
 
+    def predict_ids(self, user_ids: torch.Tensor, movie_ids: torch.Tensor) -> torch.Tensor:
+        """Clipped predictions for many pairs of a known user id and a catalog movie id."""
+        users = _positions(self.user_ids, user_ids, "user", self.dataset)
+        items = _positions(self.movies.ids, movie_ids, "movie", self.dataset)
+        return self.params.predict(users, items).clamp(*self.rating_range)
+
     def find_movie(self, title: str) -> int:
         """Movie index of a title, searched forgivingly (see :mod:`rec.titles`)."""
         return find_title(title, self.movies.titles, self.item_counts)
@@ -188,3 +194,16 @@ class Recommender:
         """Every known user's predicted rating of a new movie with these genres."""
         p = self.params
         return (p.mu + p.user_bias + p.user_factors @ self.new_movie(genres)).clamp(*self.rating_range)
+
+
+def _positions(ids: torch.Tensor, wanted: torch.Tensor, what: str, dataset: str) -> torch.Tensor:
+    """Index of each of ``wanted`` in ``ids``; an id not there is an error that names it."""
+    order = torch.argsort(ids)
+    wanted = torch.as_tensor(wanted, dtype=ids.dtype)
+    at = torch.searchsorted(ids[order], wanted).clamp(max=max(len(ids) - 1, 0))
+    found = order[at]
+    missing = ids[found] != wanted
+    if bool(missing.any()):
+        raise RecError(f"{what} id {int(wanted[missing][0])} is not in {dataset} "
+                       f"({int(missing.sum())} such id(s)).")
+    return found
