@@ -33,6 +33,9 @@ def test_split_command_writes_the_exact_rows_of_the_split(small, small_root, tmp
         assert rows["movieId"].tolist() == small.movies.ids[small.item[idx].long()].tolist()
         assert rows["rating"].tolist() == small.rating[idx].tolist()
         assert rows["timestamp"].tolist() == small.timestamp[idx].tolist()
+    movies = pd.read_csv(out / "movies.csv")
+    assert movies["movieId"].tolist() == small.movies.ids.tolist()
+    assert movies["genres"][0] == "|".join(small.movies.genres_of(0))
 
 
 def test_split_command_refuses_options_the_split_would_ignore(small_root, tmp_path, capsys):

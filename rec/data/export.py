@@ -1,8 +1,10 @@
 """A split's rows as CSV files, for running other libraries on exactly rec's rows (SPEC §1.3).
 
 ``train.csv``, ``val.csv`` and ``test.csv`` hold ``userId,movieId,rating,timestamp`` in
-the dataset's own ids, in the split's (sorted) order; ``split.json`` records the
-dataset, the split's options and the sizes, so a comparison can say what it ran on.
+the dataset's own ids, in the split's (sorted) order; ``movies.csv`` the catalog
+(``movieId,title,genres``, genres ``|``-separated) for libraries that use side
+information; ``split.json`` records the dataset, the split's options and the sizes,
+so a comparison can say what it ran on.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ def write_split(ratings: Ratings, split: SplitConfig, out: Path) -> dict:
     for name, index in parts.parts().items():
         frame = split_frame(ratings, index)
         atomic_write(out / f"{name}.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    movies = ratings.movies
+    catalog = pd.DataFrame({"movieId": movies.ids.numpy(), "title": movies.titles,
+                            "genres": ["|".join(movies.genres_of(i)) for i in range(len(movies.titles))]})
+    atomic_write(out / "movies.csv", lambda tmp: catalog.to_csv(tmp, index=False))
     info = {"dataset": ratings.name, "tag": split.tag(), **split.describe(parts)}
     text = json.dumps(info, indent=2)
     atomic_write(out / "split.json", lambda tmp: Path(tmp).write_text(text))

@@ -1,0 +1,112 @@
+"""rec against the peers on identical rows, with paired bootstrap intervals (rec's environment).
+
+    python benchmarks/peer_table.py OUT
+
+OUT holds ``split/`` (``python -m rec.data split``) and ``predictions/`` (the peers'
+per-row test predictions, ``benchmarks/peers.py``).  This trains rec's rungs on the
+same split with the shipped defaults (as ``python train.py model=<rung>`` would,
+under ``OUT/rec``), checks that rec's test rows are exactly ``split/test.csv``,
+and prints test RMSE and cold-start RMSE (test rows whose movie has no training
+rating) of every system, each against rec's ``features`` rung as a paired
+bootstrap 95% interval of the RMSE difference.  Every system's predictions are
+clipped to the rating range; a row a system cannot predict (NaN) gets the
+training mean and is counted.  The table goes to ``OUT/peers.md`` and ``OUT/peers.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+from hydra import compose, initialize_config_dir
+
+from rec.hydra_config import run_config
+from rec.metrics import paired_bootstrap_rmse
+from rec.model import Recommender
+from rec.pipeline import train
+
+REPO = Path(__file__).resolve().parents[1]
+RUNGS = ("biases", "embeddings", "features")
+REFERENCE = "rec-features"
+
+
+def split_overrides(info: dict) -> list[str]:
+    """The train.py overrides that rebuild the split ``split.json`` describes."""
+    out = [f"data={info['dataset']}", f"split={info['kind']}",
+           "split.fractions=[" + ",".join(f"{x:g}" for x in info["fractions"]) + "]"]
+    out += [f"split.seed={info['seed']}"] if "seed" in info else []
+    return out + ([f"split.fold={info['fold']}"] if "fold" in info else [])
+
+
+def train_rec(out: Path, info: dict, test: pd.DataFrame) -> dict[str, torch.Tensor]:
+    """Each rung's clipped predictions of the test rows, trained on the same split."""
+    preds = {}
+    for rung in RUNGS:
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[*split_overrides(info), f"model={rung}",
+                                               f"paths.root={out / 'rec'}", "tensorboard=false"])
+        summary = train(run_config(cfg), out / "rec" / f"run-{rung}")
+        if summary["split"]["sizes"] != info["sizes"]:
+            raise SystemExit(f"rec's {rung} split {summary['split']} is not {info}")
+        model = Recommender.load(summary["model_file"])
+        preds[f"rec-{rung}"] = model.predict_ids(torch.tensor(test["userId"].to_numpy()),
+                                                 torch.tensor(test["movieId"].to_numpy()))
+    return preds
+
+
+def peer_predictions(folder: Path, n: int, fill: float) -> tuple[dict, dict]:
+    preds, missing = {}, {}
+    for path in sorted(folder.glob("*.csv")):
+        p = torch.tensor(pd.read_csv(path)["prediction"].to_numpy(), dtype=torch.float64)
+        if p.numel() != n:
+            raise SystemExit(f"{path}: {p.numel()} predictions for {n} test rows")
+        missing[path.stem] = int(torch.isnan(p).sum())
+        preds[path.stem] = torch.nan_to_num(p, nan=fill)
+    return preds, missing
+
+
+def row(name: str, err: torch.Tensor, ref: torch.Tensor, cold: torch.Tensor, missing: int) -> dict:
+    out = {"system": name, "test_rmse": float(err.square().mean().sqrt()),
+           "cold_rmse": float(err[cold].square().mean().sqrt()), "unpredicted": missing}
+    if name != REFERENCE:
+        out["vs_features"] = paired_bootstrap_rmse(err, ref)
+        out["cold_vs_features"] = paired_bootstrap_rmse(err[cold], ref[cold])
+    return out
+
+
+def interval(d: dict | None) -> str:
+    return "—" if d is None else f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+
+
+def table(rows: list[dict], info: dict, n_cold: int) -> str:
+    lines = [f"{info['dataset']}, split {info['tag']}: {info['sizes']['test']:,} test rows, "
+             f"{n_cold} of them cold (movie unseen in training)", "",
+             "| system | test RMSE | minus rec features (95% CI) | cold-start RMSE | minus rec features (95% CI) |",
+             "|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["test_rmse"]):
+        lines.append(f"| {r['system']} | {r['test_rmse']:.4f} | {interval(r.get('vs_features'))} | "
+                     f"{r['cold_rmse']:.4f} | {interval(r.get('cold_vs_features'))} |")
+    return "\n".join(lines)
+
+
+def main(out: Path) -> None:
+    info = json.loads((out / "split" / "split.json").read_text())
+    train_rows, test = pd.read_csv(out / "split" / "train.csv"), pd.read_csv(out / "split" / "test.csv")
+    rating = torch.tensor(test["rating"].to_numpy(), dtype=torch.float64)
+    peers, missing = peer_predictions(out / "predictions", len(test), float(train_rows["rating"].mean()))
+    preds = {**{k: v.double() for k, v in train_rec(out, info, test).items()}, **peers}
+    lo, hi = 0.5, 5.0
+    errors = {k: p.clamp(lo, hi) - rating for k, p in preds.items()}
+    cold = torch.tensor(~test["movieId"].isin(set(train_rows["movieId"])).to_numpy())
+    rows = [row(k, e, errors[REFERENCE], cold, missing.get(k, 0)) for k, e in errors.items()]
+    text = table(rows, info, int(cold.sum()))
+    (out / "peers.md").write_text(text + "\n")
+    (out / "peers.json").write_text(json.dumps({"split": info, "rows": rows}, indent=2))
+    print(text)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
