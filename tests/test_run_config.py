@@ -116,6 +116,14 @@ def test_a_fold_without_the_predefined_split_is_refused_saying_what_to_write(ml1
     assert not (tmp_path / "models").exists()  # refused before anything was trained
 
 
+def test_dataset_options_another_kind_of_dataset_would_ignore_are_refused(small_root, tmp_path):
+    with pytest.raises(ConfigError, match="data.scale=0.5: only data=synthetic uses it"):
+        run_config(compose_cfg("config", tmp_path, small_root, "+data.scale=0.5"))
+    with pytest.raises(ConfigError, match="data.path=x.csv: only data=csv uses it"):
+        DataConfig(name="ml-100k", path="x.csv")
+    assert DataConfig(name="synthetic", scale=0.5).scale == 0.5
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"kind": "temporal", "seed": 3}, "the temporal split has no seed"),
     ({"kind": "predefined", "fold": "u1", "fractions": (0.9, 0.05, 0.05)},

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -77,6 +77,15 @@ class DataConfig:
     movie_columns: dict | None = None
     """``csv``: column names of the movies file when they differ."""
 
+    def __post_init__(self) -> None:
+        for kind, names in ONLY_FOR.items():
+            if self.name == kind:
+                continue
+            for key in names:
+                if getattr(self, key) != _DEFAULTS[key]:
+                    raise ConfigError(f"data.{key}={getattr(self, key)}: only data={kind} uses it, "
+                                      f"and {self.name} would ignore it; drop it (or use data={kind}).")
+
     @classmethod
     def from_mapping(cls, values, **overrides) -> "DataConfig":
         """Build from a plain mapping (``data:`` of the config); unknown keys are refused."""
@@ -87,6 +96,13 @@ class DataConfig:
             return SyntheticSpec(scale=self.scale, seed=self.seed, **self.planted)
         except TypeError as e:
             raise ConfigError(f"data.planted: {e}") from e
+
+
+ONLY_FOR = {"synthetic": ("scale", "seed", "planted"),
+            "csv": ("path", "columns", "sep", "header", "names", "movies", "movie_columns")}
+"""Options that one kind of dataset reads and every other would ignore (so they are refused)."""
+_DEFAULTS = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+             for f in fields(DataConfig)}
 
 
 @dataclass
