@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rec.analysis.run import AnalyzeConfig
 from rec.errors import ConfigError
 from rec.run_config import RunConfig
 from rec.sweep import write_summary
 
+if TYPE_CHECKING:
+    from rec.analysis.run import AnalyzeConfig
+
 ANALYZE_ONLY = ("task", "checkpoint")
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _plain(cfg: DictConfig) -> dict:
@@ -38,8 +44,19 @@ def run_config(cfg: DictConfig) -> RunConfig:
     return RunConfig.from_mapping(_plain(cfg))
 
 
-def analyze_config(cfg: DictConfig) -> AnalyzeConfig:
+def compose_run(overrides: list[str]) -> RunConfig:
+    """The run configuration ``python train.py OVERRIDES`` would train (for searches)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        try:
+            cfg = compose("config", overrides=list(overrides))
+        except HydraException as e:
+            raise ConfigError(f"cannot compose `{' '.join(overrides)}`: {e}") from None
+        return run_config(cfg)
+
+
+def analyze_config(cfg: DictConfig) -> "AnalyzeConfig":
     """The typed configuration of a composed ``conf/analyze.yaml``."""
+    from rec.analysis.run import AnalyzeConfig  # here: train.py need not import the analyses
     values = _plain(cfg)
     task, checkpoint = (values.pop(k, None) for k in ANALYZE_ONLY)
     if not isinstance(task, dict) or "name" not in task:
