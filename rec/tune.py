@@ -133,13 +133,19 @@ class Search:
             raise
 
 
-def open_study(search: Search, seed: int) -> optuna.Study:
+def sampler(seed: int, startup: int) -> optuna.samplers.TPESampler:
+    """TPE over all dimensions jointly (multivariate): rec's priors interact (tau with gamma
+    and eta), which independent per-dimension models cannot see."""
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
+
+
+def open_study(search: Search, seed: int, startup: int = 10) -> optuna.Study:
     """The search's study in ``optuna.db``, created or resumed; trials a killed search left
     running are marked failed."""
     search.folder.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.RDBStorage(f"sqlite:///{search.folder / 'optuna.db'}")
     study = optuna.create_study(study_name="rec", storage=storage, direction="minimize",
-                                sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+                                sampler=sampler(seed, startup), load_if_exists=True)
     identity = {"fixed": search.fixed, "space": [d.text() for d in search.space]}
     stored = {k: study.user_attrs.get(k) for k in identity}
     if stored["space"] is None:
@@ -189,10 +195,11 @@ def tune(args: argparse.Namespace) -> str:
         raise ConfigError(f"--trials {args.trials}: run at least one trial.")
     run = compose_run(args.overrides)
     run.split.make(load(run)[0])  # a data or split problem would fail every trial: stop here
-    name = args.name or hashlib.sha1(" ".join(args.overrides + args.space).encode()).hexdigest()[:10]
+    command = [*args.overrides, *args.space, f"seed={args.seed}", f"startup={args.startup}"]
+    name = args.name or hashlib.sha1(" ".join(command).encode()).hexdigest()[:10]
     search = Search(list(args.overrides), space, Path(run.paths.output_root) / "tune" / name)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: our one line
-    study = open_study(search, args.seed)
+    study = open_study(search, args.seed, args.startup)
     remaining = args.trials - finished(study)
     if remaining > 0:
         study.optimize(search.run_trial, n_trials=remaining, catch=FAILURES)
@@ -220,8 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--space", action="append", default=[], help=f"a searched override: {SPACE_HELP}")
     parser.add_argument("--trials", type=int, default=30, help="trials in all (a rerun resumes)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    parser.add_argument("--startup", type=int, default=10,
+                        help="random trials before TPE models the results (default 10)")
     parser.add_argument("--name", help="the search's folder under <paths.output_root>/tune/ "
-                        "(default: a hash of the command)")
+                        "(default: a hash of the overrides, spaces, seed and startup)")
     parser.add_argument("--save-tuned", action="store_true",
                         help="write the best model.* values to conf/tuned/<data>_<model>.yaml")
     return parser
