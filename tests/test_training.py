@@ -202,3 +202,15 @@ def test_bad_engine_sizes_are_config_errors(bad):
     key = next(iter(bad))
     with pytest.raises(ConfigError, match=f"engine.{key}="):
         EngineSizes(**bad)
+
+
+def test_the_joint_genre_step_reaches_the_minimum_in_few_epochs(small):
+    split = make_split(small)
+    cfg = ModelConfig(name="features", K=6)
+    joint = fit(small, split, cfg, TrainConfig(max_epochs=40, patience=100, joint_genre_step=True,
+                                               ranking_max_users=20))
+    alternating = fit(small, split, cfg, TrainConfig(max_epochs=40, patience=100, ranking_max_users=20))
+    j = [h["objective"] for h in joint.history]
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(j, j[1:]))
+    assert j[-1] < alternating.history[-1]["objective"]  # further down J after the same epochs
+    assert abs(j[-1] - j[-2]) < 1e-4 * j[-1]  # and already converged

@@ -43,6 +43,22 @@ def table_row_bytes(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> int
     return (cfg.dim + int(cfg.has_biases) + 1) * torch.finfo(dtype).bits // 8
 
 
+def genre_pairs(genre_matrix: torch.Tensor) -> torch.Tensor:
+    """Sparse ``(F^2, n)``: entry ``(f F + g, n)`` is ``A[n, f] A[n, g]``, for the sums
+    ``sum_n a_n a_n^T (x) M_n`` of the joint step (a movie has a handful of genres)."""
+    n, f = genre_matrix.shape
+    row, col = genre_matrix.nonzero(as_tuple=True)  # row-major: each movie's genres together
+    count = torch.bincount(row, minlength=n)
+    start = torch.cumsum(count, 0) - count
+    per = count[row]
+    left = torch.repeat_interleave(torch.arange(row.numel(), device=row.device), per)
+    first = torch.repeat_interleave(torch.cumsum(per, 0) - per, per)
+    right = start[row[left]] + torch.arange(left.numel(), device=row.device) - first
+    values = genre_matrix[row[left], col[left]] * genre_matrix[row[right], col[right]]
+    keys = torch.stack([col[left] * f + col[right], row[left]])
+    return torch.sparse_coo_tensor(keys, values, (f * f, n), check_invariants=True).coalesce()
+
+
 class ALS:
     """Grouped training ratings, prior weights and reusable buffers for one model.
 
@@ -51,12 +67,14 @@ class ALS:
     ``device``; ``dtype`` is the working precision.  ``sizes`` lays out the degree buckets,
     gather chunks, solve batches and table tiles (:class:`EngineSizes`, resolved for the
     device); they change the speed, and the result only by rounding.
+    ``joint_genre_step`` makes each epoch's movie and genre steps one exact joint step over
+    (V, c, W) in the ``features`` rung (:meth:`movie_genre_step`).
     """
 
     def __init__(self, cfg: ModelConfig, user: torch.Tensor, item: torch.Tensor,
                  rating: torch.Tensor, n_users: int, n_items: int, genre_matrix: torch.Tensor,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 sizes: EngineSizes = EngineSizes()) -> None:
+                 sizes: EngineSizes = EngineSizes(), joint_genre_step: bool = False) -> None:
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.n_users, self.n_items = n_users, n_items
         self.mu = float(rating.double().mean()) if cfg.has_biases and rating.numel() else 0.0
@@ -82,6 +100,10 @@ class ALS:
         self.item_theta = torch.zeros(n_items, self.width, dtype=dtype, device=self.device)
         self.cold_users = torch.nonzero(self.by_user.degree == 0).flatten().to(self.device)
         self.cold_items = torch.nonzero(self.by_item.degree == 0).flatten().to(self.device)
+        joint = joint_genre_step and cfg.has_genres and self.dim
+        self.genre_pairs = genre_pairs(self.genre_matrix) if joint else None
+        self.movie_inverse: torch.Tensor | None = None
+        """``H_n^-1 E^T`` of each movie, kept between the two halves of the joint step."""
         self.workspace = Workspace()
         self.timer: PhaseTimer | None = None
         """Set to a :class:`PhaseTimer` to profile the steps (gather, gram, solve, genre, other)."""
@@ -143,6 +165,46 @@ class ALS:
             self.item_theta[self.cold_items, :self.dim] = mean[self.cold_items]
         self._unpack(self.item_theta, p.item_factors, p.item_bias)
 
+    def movie_genre_step(self, p: Params) -> None:
+        """Minimize J exactly over V, c and W together, given U and b (``features`` rung).
+
+        For fixed W, movie n's optimum is ``theta_n = H_n^-1 (g_n + tau s_n E^T W^T a_n)``
+        (``H_n`` its system matrix, ``g_n`` its data term, ``s_n`` its prior weight and
+        ``E = [I_K 0]``); substituting it leaves J quadratic in W alone:
+        ``(sum_n a_n a_n^T (x) M_n + eta I) vec(W) = vec(sum_n a_n q_n^T)`` with
+        ``M_n = tau s_n I - tau^2 s_n^2 (H_n^-1)_vv`` and ``q_n = tau s_n (H_n^-1 g_n)_v``,
+        an F K system.  Its solution W then gives every ``theta_n`` by one product with
+        the kept ``H_n^-1 E^T``.  A movie without ratings adds nothing (``M_n = 0``) and
+        gets ``v_n = W^T a_n, c_n = 0``.
+        """
+        if self.genre_pairs is None:
+            self.genre_pairs = genre_pairs(self.genre_matrix)
+        table = self._fill(self.user_table, p.user_factors, p.user_bias)
+        k, tau = self.dim, self.cfg.tau
+        if self.movie_inverse is None:
+            self.movie_inverse = torch.zeros(self.n_items, self.width, k, dtype=self.dtype,
+                                             device=self.device)
+        inv = self.movie_inverse
+        solve_side(self.by_item, table, self.cfg.lam, self.reg, self._row_weight(self.item_weight),
+                   self.item_theta, None, self.workspace, self.timer, inverse=inv)
+        self.item_theta[self.cold_items] = 0
+        inv[self.cold_items] = 0
+        s = tau * self.item_weight  # tau s_n
+        m = -s.square()[:, None, None] * inv[:, :k, :k]
+        m.diagonal(dim1=1, dim2=2).add_(s.unsqueeze(1))
+        m[self.cold_items] = 0
+        f = self.genre_gram.shape[0]
+        lhs = torch.sparse.mm(self.genre_pairs, m.reshape(self.n_items, k * k))
+        lhs = lhs.view(f, f, k, k).permute(0, 2, 1, 3).reshape(f * k, f * k)
+        lhs.diagonal().add_(self.cfg.eta)
+        rhs = self.genre_matrix.T @ (s.unsqueeze(1) * self.item_theta[:, :k])
+        w = torch.linalg.solve(lhs, rhs.reshape(f * k)).view(f, k)
+        mean = self.genre_matrix @ w
+        self.item_theta += torch.bmm(inv, (s.unsqueeze(1) * mean).unsqueeze(2)).squeeze(2)
+        self.item_theta[self.cold_items, :k] = mean[self.cold_items]
+        p.genre_factors.copy_(w)
+        self._unpack(self.item_theta, p.item_factors, p.item_bias)
+
     def genre_step(self, p: Params) -> None:
         """Exact ridge regression of V on A: ``(tau A^T S A + eta I) W = tau A^T S V``."""
         if not (self.cfg.has_genres and self.dim):
@@ -153,13 +215,24 @@ class ALS:
         rhs = tau * self.genre_matrix.T @ (self.item_weight.unsqueeze(1) * p.item_factors)
         p.genre_factors.copy_(torch.linalg.solve(lhs, rhs))
 
+    @property
+    def joint(self) -> bool:
+        """Whether the movie and genre steps are one exact joint step (``features`` rung)."""
+        return self.genre_pairs is not None
+
     def epoch(self, p: Params) -> None:
+        """User step, then the movie and genre steps (one joint step when :attr:`joint`)."""
         timer = self.timer
         if timer:
             timer.lap()
         self.user_step(p)
         if timer:
             timer.lap("other")  # tables, unpacking, cold rows
+        if self.joint:
+            self.movie_genre_step(p)
+            if timer:
+                timer.lap("genre")
+            return
         self.item_step(p)
         if timer:
             timer.lap("other")
