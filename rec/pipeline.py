@@ -172,6 +172,7 @@ def _summary(run: RunConfig, ratings: Ratings, split_info: dict, result: FitResu
 def format_split(split: dict) -> str:
     """``random 0.9/0.05/0.05, seed 0: 90,752 train, 5,042 val, 5,042 test``."""
     how = f"{split['kind']}" + (f" fold {split['fold']}" if "fold" in split else "")
+    how += f" {split['cold_fraction']:g} of movies held out," if "cold_fraction" in split else ""
     how += " " + "/".join(f"{x:g}" for x in split["fractions"])
     how += f", seed {split['seed']}" if "seed" in split else ""
     sizes = split["sizes"]
@@ -198,7 +199,8 @@ def format_summary(s: dict) -> str:
           if t.get("profile") else []),
         f"  memory    peak RSS {t['peak_rss_mb']:,.0f} MiB",
         f"  val       RMSE {f['val/rmse']:.4f}   test RMSE {f['test/rmse']:.4f}  NLL {f['test/nll']:.4f}  "
-        + (f"cold-start RMSE {f['test/cold_rmse']:.4f} ({f['test/cold_n']} rows)" if f["test/cold_n"]
+        + (f"warm {f['test/warm_rmse']:.4f} ({f['test/warm_n']:,} rows), cold-start "
+           f"{f['test/cold_rmse']:.4f} ({f['test/cold_n']:,} rows)" if f["test/cold_n"]
            else "no test movie is unseen in training"),
         f"  ranking   precision@{k} {f[f'test/precision@{k}']:.4f}  recall@{k} {f[f'test/recall@{k}']:.4f}  "
         f"NDCG@{k} {f[f'test/ndcg@{k}']:.4f}  ({f['test/ranked_users']} users)",

@@ -18,7 +18,7 @@ from rec.als.params import Params
 
 FINAL_RUN = "final"
 FINAL_TAGS = ("train/rmse", "train/nll", "objective", "val/rmse", "val/nll", "test/rmse",
-              "test/nll", "test/cold_rmse")
+              "test/nll", "test/warm_rmse", "test/cold_rmse")
 """Final metrics shown in HPARAMS (beside ranking metrics such as ``test/ndcg@10``)."""
 
 

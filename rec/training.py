@@ -185,6 +185,8 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: 
     cold = (engine.by_item.degree.to(item.device)[item.long()] == 0)
     cs = accuracy(p, user[cold], item[cold], rating[cold], rr, lam)
     out["test/cold_rmse"], out["test/cold_n"] = cs["rmse"], cs["n"]
+    warm = accuracy(p, user[~cold], item[~cold], rating[~cold], rr, lam)
+    out["test/warm_rmse"], out["test/warm_n"] = warm["rmse"], warm["n"]
     users = ranked_users(user, rating, p.user_factors.shape[0], cfg.relevance,
                          cfg.ranking_max_users, seed)
     seen_user, seen_item = pairs_of_users(ratings, split.train, users)

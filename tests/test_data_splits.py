@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rec.data import DataConfig, load_dataset, make_split
 from rec.data.ratings import _counts
+from rec.data.splits import SplitConfig
+from rec.errors import ConfigError
+from tests.conftest import random_ratings
 from tests.formats import write_ml100k
 from tests.test_data_movielens import MOVIES
 
@@ -60,3 +64,31 @@ def test_counts_over_a_split_part_equal_the_plain_bincount(small):
     assert torch.equal(_counts(small.user, part, small.n_users, block=1000),
                        torch.bincount(small.user[part], minlength=small.n_users))
     assert int(small.user_counts().sum()) == len(small)
+
+
+def test_cold_movie_split_holds_whole_movies_out_of_training(small):
+    r = random_ratings(n_users=60, n_items=50, density=0.8, cold_items=0, seed=3)  # ~48 per movie
+    s = SplitConfig(kind="cold_movies", cold_fraction=0.2).make(r)
+    item = r.item.long()
+    held = set(item.tolist()) - set(item[s.train.long()].tolist())
+    assert len(held) == 10  # 20% of the 50 rated movies, none with a training rating
+    val, test = set(s.val.tolist()), set(s.test.tolist())
+    whole = [set(torch.nonzero(item == m).flatten().tolist()) for m in held]
+    assert all(rows <= val or rows <= test for rows in whole)  # each held movie goes whole
+    assert sum(rows <= val for rows in whole) == 5  # movies shared 5:5 between val and test
+    warm = len(r) - sum(len(rows) for rows in whole)
+    assert len(s.train) == warm - round(warm * 0.05) * 2
+    again, other = (SplitConfig(kind="cold_movies", cold_fraction=0.2, seed=k).make(r) for k in (0, 1))
+    assert torch.equal(again.test, s.test) and not torch.equal(other.test, s.test)
+    assert SplitConfig(kind="cold_movies", cold_fraction=0.2).tag() == "cold_movies-0.2-0.9-0.05-0.05-seed0"
+    big = SplitConfig(kind="cold_movies").make(small)  # ml-latest-small: thousands of cold rows
+    seen = torch.zeros(small.n_items, dtype=torch.bool)
+    seen[small.item[big.train.long()].long()] = True
+    assert int((~seen[small.item[big.test.long()].long()]).sum()) > 2000
+
+
+def test_cold_fraction_only_with_the_cold_movies_split():
+    with pytest.raises(ConfigError, match="write split=cold_movies split.cold_fraction=0.2"):
+        SplitConfig(kind="random", cold_fraction=0.2)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        SplitConfig(kind="cold_movies", cold_fraction=1.5)

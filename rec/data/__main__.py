@@ -46,6 +46,8 @@ def split_parser() -> argparse.ArgumentParser:
                         help="train,val,test shares (default: 0.9,0.05,0.05; predefined: 0.95,0.05,0)")
     parser.add_argument("--seed", type=int, help="random / predefined: the split's seed (default 0)")
     parser.add_argument("--fold", help="predefined: the official fold, e.g. u1")
+    parser.add_argument("--cold-fraction", type=float,
+                        help="cold_movies: share of rated movies held out (default 0.1)")
     parser.add_argument("--out", required=True, type=Path, help="folder for train.csv, val.csv, test.csv")
     return parser
 
@@ -55,7 +57,7 @@ def _split_config(args: argparse.Namespace) -> SplitConfig:
     if len(args.fractions or default) != 3:
         raise ConfigError(f"--fractions {','.join(map(str, args.fractions))}: write three shares.")
     return SplitConfig(kind=args.kind, fractions=args.fractions or default, fold=args.fold,
-                       seed=0 if args.seed is None else args.seed)
+                       seed=0 if args.seed is None else args.seed, cold_fraction=args.cold_fraction)
 
 
 def _data_config(args: argparse.Namespace) -> DataConfig:

@@ -4,7 +4,8 @@ No rating is copied: a split is three sorted index tensors into the
 dataset's rating tensors.  ``random`` is the report's seeded permutation;
 ``temporal`` sends each user's latest ratings to validation and test;
 ``predefined`` uses a dataset's official folds (ml-100k's u1-u5, ua, ub), with
-validation carved from the base file by seed.
+validation carved from the base file by seed; ``cold_movies`` holds a seeded
+share of the movies out of training with all their ratings.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from rec.data.ratings import Ratings
 from rec.errors import ConfigError, DataError, RecError
 
-SPLITS = ("random", "temporal", "predefined")
+SPLITS = ("random", "temporal", "predefined", "cold_movies")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class SplitConfig:
     """Seed of the permutation (``random``) or of the validation draw (``predefined``)."""
     fold: str | None = None
     """``predefined``: the official fold, e.g. ml-100k's ``u1``-``u5``, ``ua``, ``ub``."""
+    cold_fraction: float | None = None
+    """``cold_movies``: the share of rated movies held out with all their ratings (default 0.1)."""
 
     def __post_init__(self) -> None:
         if self.kind not in SPLITS:
@@ -57,10 +60,21 @@ class SplitConfig:
             raise ConfigError(f"split.fractions={list(f)}: the predefined split's test part is "
                               f"the {self.fold}.test file, so the test share must be 0; write "
                               f"split.fractions=[{1 - f[1]:g},{f[1]:g},0].")
+        if self.cold_fraction is not None and self.kind != "cold_movies":
+            raise ConfigError(f"split.cold_fraction={self.cold_fraction} holds movies out, which "
+                              f"only split=cold_movies does, but this run's split is {self.kind}; "
+                              f"write split=cold_movies split.cold_fraction={self.cold_fraction}.")
+        if self.kind == "cold_movies" and not 0 < self.held_out < 1:
+            raise ConfigError(f"split.cold_fraction={self.held_out}: expected a share between 0 and 1.")
         if self.kind == "temporal" and self.seed != 0:
             raise ConfigError(f"split.seed={self.seed}: the temporal split has no seed (it sends "
                               "each user's latest ratings to validation and test); drop it, or "
                               "use split=random.")
+
+    @property
+    def held_out(self) -> float:
+        """``cold_movies``: the share of rated movies held out."""
+        return 0.1 if self.cold_fraction is None else self.cold_fraction
 
     @property
     def needs_timestamps(self) -> bool:
@@ -73,6 +87,8 @@ class SplitConfig:
             return random_split(ratings, self.fractions, self.seed)
         if self.kind == "temporal":
             return temporal_split(ratings, self.fractions)
+        if self.kind == "cold_movies":
+            return cold_movie_split(ratings, self.fractions, self.held_out, self.seed)
         return predefined_split(ratings, self.fold, self.fractions[1], self.seed)
 
     def options(self) -> dict:
@@ -82,6 +98,8 @@ class SplitConfig:
             out["seed"] = self.seed
         if self.kind == "predefined":
             out["fold"] = self.fold
+        if self.kind == "cold_movies":
+            out["cold_fraction"] = self.held_out
         return out
 
     def tag(self) -> str:
@@ -89,7 +107,8 @@ class SplitConfig:
         if self.kind == "predefined":
             return f"predefined-{self.fold}-val{self.fractions[1]:g}-seed{self.seed}"
         shares = "-".join(f"{x:g}" for x in self.fractions)
-        return f"{self.kind}-{shares}" + (f"-seed{self.seed}" if self.kind == "random" else "")
+        held = f"-{self.held_out:g}" if self.kind == "cold_movies" else ""
+        return f"{self.kind}{held}-{shares}" + (f"-seed{self.seed}" if self.kind != "temporal" else "")
 
     def describe(self, split: Split) -> dict:
         """The options with the sizes of the three parts (printed and saved by every run)."""
@@ -126,17 +145,39 @@ def _parts(n: int, label: torch.Tensor) -> Split:
     return Split(*(torch.nonzero(label == k).flatten().to(dtype) for k in range(3)))
 
 
-def random_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), seed: int = 0) -> Split:
-    """The report's split: one seeded permutation cut into train / val / test."""
-    n = len(ratings)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+def _random_labels(n: int, fractions, generator: torch.Generator) -> torch.Tensor:
+    """0 (train), 1 (val), 2 (test) for ``n`` items: one seeded permutation cut by ``fractions``."""
+    perm = torch.randperm(n, generator=generator)
     n_val, n_test = round(n * fractions[1]), round(n * fractions[2])
     n_train = n - n_val - n_test
     label = torch.zeros(n, dtype=torch.int8)
     label[perm[n_train:n_train + n_val]] = 1
     label[perm[n_train + n_val:]] = 2
-    del perm
-    return _check(_parts(n, label), ratings, f"random {fractions}")
+    return label
+
+
+def random_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), seed: int = 0) -> Split:
+    """The report's split: one seeded permutation cut into train / val / test."""
+    label = _random_labels(len(ratings), fractions, torch.Generator().manual_seed(seed))
+    return _check(_parts(len(ratings), label), ratings, f"random {fractions}")
+
+
+def cold_movie_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), cold_fraction: float = 0.1,
+                     seed: int = 0) -> Split:
+    """A seeded share of the rated movies leaves training with all of its ratings (those
+    movies go to validation or test whole, in the ratio of ``fractions[1:]``); the other
+    ratings are split at random by ``fractions``.  Cold-start is then measured on
+    thousands of test rows, not on the few a random split leaves unseen."""
+    g = torch.Generator().manual_seed(seed)
+    rated = torch.nonzero(ratings.item_counts() > 0).flatten()
+    movies = rated[torch.randperm(rated.numel(), generator=g)][:round(rated.numel() * cold_fraction)]
+    n_val = round(movies.numel() * fractions[1] / max(fractions[1] + fractions[2], 1e-12))
+    part = torch.zeros(ratings.n_items, dtype=torch.int8)
+    part[movies[:n_val]], part[movies[n_val:]] = 1, 2
+    label = part[ratings.item.long()]
+    warm = torch.nonzero(label == 0).flatten()
+    label[warm] = _random_labels(warm.numel(), fractions, g)
+    return _check(_parts(len(ratings), label), ratings, f"cold_movies {cold_fraction} {fractions}")
 
 
 def temporal_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05)) -> Split:
