@@ -38,6 +38,7 @@ def split_overrides(info: dict) -> list[str]:
     out = [f"data={info['dataset']}", f"split={info['kind']}",
            "split.fractions=[" + ",".join(f"{x:g}" for x in info["fractions"]) + "]"]
     out += [f"split.seed={info['seed']}"] if "seed" in info else []
+    out += [f"split.cold_fraction={info['cold_fraction']:g}"] if "cold_fraction" in info else []
     return out + ([f"split.fold={info['fold']}"] if "fold" in info else [])
 
 
