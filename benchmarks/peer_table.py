@@ -5,7 +5,7 @@
 OUT holds ``split/`` (``python -m rec.data split``) and ``predictions/`` (the peers'
 per-row test predictions, ``benchmarks/peers.py``).  This trains rec's rungs on the
 same split with the shipped defaults (as ``python train.py model=<rung>`` would,
-under ``OUT/rec``), checks that rec's test rows are exactly ``split/test.csv``,
+under ``OUT/rec``; and ``features`` with ``model.genre_bias=true``), checks that rec's test rows are exactly ``split/test.csv``,
 and prints test RMSE and cold-start RMSE (test rows whose movie has no training
 rating) of every system, each against rec's ``features`` rung as a paired
 bootstrap 95% interval of the RMSE difference.  Every system's predictions are
@@ -29,7 +29,9 @@ from rec.model import Recommender
 from rec.pipeline import train
 
 REPO = Path(__file__).resolve().parents[1]
-RUNGS = ("biases", "embeddings", "features")
+RUNGS = {"biases": ["model=biases"], "embeddings": ["model=embeddings"], "features": ["model=features"],
+         "features-genre_bias": ["model=features", "model.genre_bias=true"]}
+"""rec's systems: the rungs with the shipped defaults, and features with the bias prior."""
 REFERENCE = "rec-features"
 
 
@@ -45,9 +47,9 @@ def split_overrides(info: dict) -> list[str]:
 def train_rec(out: Path, info: dict, test: pd.DataFrame) -> dict[str, torch.Tensor]:
     """Each rung's clipped predictions of the test rows, trained on the same split."""
     preds = {}
-    for rung in RUNGS:
+    for rung, model in RUNGS.items():
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=[*split_overrides(info), f"model={rung}",
+            cfg = compose("config", overrides=[*split_overrides(info), *model,
                                                f"paths.root={out / 'rec'}", "tensorboard=false"])
         summary = train(run_config(cfg), out / "rec" / f"run-{rung}")
         if summary["split"]["sizes"] != info["sizes"]:
@@ -78,6 +80,16 @@ def row(name: str, err: torch.Tensor, ref: torch.Tensor, cold: torch.Tensor, mis
     return out
 
 
+PAIRS = (("rec-features-genre_bias", "rec-biases"), ("rec-features-genre_bias", "rec-embeddings"),
+         ("rec-features", "rec-biases"), ("rec-features", "rec-embeddings"))
+"""rec's own rungs against each other on the cold rows, where the genre prior should show."""
+
+
+def pairs(errors: dict, cold: torch.Tensor) -> list[dict]:
+    return [{"a": a, "b": b, "cold": paired_bootstrap_rmse(errors[a][cold], errors[b][cold])}
+            for a, b in PAIRS]
+
+
 def interval(d: dict | None) -> str:
     return "—" if d is None else f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
 
@@ -93,6 +105,11 @@ def table(rows: list[dict], info: dict, n_cold: int) -> str:
     return "\n".join(lines)
 
 
+def pair_lines(compared: list[dict]) -> str:
+    return "\n".join(["", "cold-start RMSE differences between rec's rungs (95% CI):"] + [
+        f"  {c['a']} minus {c['b']}: {interval(c['cold'])}" for c in compared])
+
+
 def main(out: Path) -> None:
     info = json.loads((out / "split" / "split.json").read_text())
     train_rows, test = pd.read_csv(out / "split" / "train.csv"), pd.read_csv(out / "split" / "test.csv")
@@ -103,9 +120,11 @@ def main(out: Path) -> None:
     errors = {k: p.clamp(lo, hi) - rating for k, p in preds.items()}
     cold = torch.tensor(~test["movieId"].isin(set(train_rows["movieId"])).to_numpy())
     rows = [row(k, e, errors[REFERENCE], cold, missing.get(k, 0)) for k, e in errors.items()]
-    text = table(rows, info, int(cold.sum()))
+    compared = pairs(errors, cold)
+    text = table(rows, info, int(cold.sum())) + "\n" + pair_lines(compared)
     (out / "peers.md").write_text(text + "\n")
-    (out / "peers.json").write_text(json.dumps({"split": info, "rows": rows}, indent=2))
+    (out / "peers.json").write_text(json.dumps({"split": info, "rows": rows, "pairs": compared},
+                                               indent=2))
     print(text)
 
 

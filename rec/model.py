@@ -174,14 +174,21 @@ class Recommender:
         rated = torch.tensor([self.item_index(m) for m, _ in pairs])
         return self.top_k(self.item_scores(u, b), k, rated, min_count)
 
-    def new_movie(self, genres: list[str]) -> torch.Tensor:
-        """Embedding of a movie with no ratings: the mean of its genres' embeddings (SPEC §2.3)."""
+    def _genre_rows(self, genres: list[str]) -> torch.Tensor:
         names = self.movies.genre_names
         unknown = [g for g in genres if g not in names]
         if unknown or not genres:
             raise RecError(f"genres {unknown or genres} are not among {', '.join(names)}.")
-        rows = torch.tensor([names.index(g) for g in genres])
-        return self.params.genre_factors[rows].mean(0)
+        return torch.tensor([names.index(g) for g in genres])
+
+    def new_movie(self, genres: list[str]) -> torch.Tensor:
+        """Embedding of a movie with no ratings: the mean of its genres' embeddings (SPEC §2.3)."""
+        return self.params.genre_factors[self._genre_rows(genres)].mean(0)
+
+    def new_movie_bias(self, genres: list[str]) -> float:
+        """Bias of a movie with no ratings: the mean of its genres' biases with
+        ``model.genre_bias``, else 0 (the prior mean of c)."""
+        return float(self.params.genre_bias[self._genre_rows(genres)].mean())
 
     def prior_means(self) -> torch.Tensor:
         """p_n for every movie: the mean of its genres' embeddings (zeros below the features rung)."""
@@ -191,9 +198,11 @@ class Recommender:
         return self.movies.genre_matrix(p.genre_factors.dtype) @ p.genre_factors
 
     def predict_new_movie(self, genres: list[str]) -> torch.Tensor:
-        """Every known user's predicted rating of a new movie with these genres."""
+        """Every known user's predicted rating of a new movie with these genres (its whole prior:
+        embedding and bias)."""
         p = self.params
-        return (p.mu + p.user_bias + p.user_factors @ self.new_movie(genres)).clamp(*self.rating_range)
+        scores = p.mu + self.new_movie_bias(genres) + p.user_bias + p.user_factors @ self.new_movie(genres)
+        return scores.clamp(*self.rating_range)
 
 
 def _positions(ids: torch.Tensor, wanted: torch.Tensor, what: str, dataset: str) -> torch.Tensor:

@@ -92,7 +92,8 @@ def test_the_engine_tiles_tables_over_tile_cols_rows_and_0_turns_tiles_off():
     assert (untiled.by_user.n_tiles, untiled.by_item.n_tiles) == (1, 1)
 
 
-def dense_objective(r, cfg, mu, user_factors, user_bias, item_factors, item_bias, genre_factors):
+def dense_objective(r, cfg, mu, user_factors, user_bias, item_factors, item_bias, genre_factors,
+                    genre_bias):
     """J of SPEC §2.1 written out from the ratings alone (features rung): the reference."""
     u, i = r.user.long(), r.item.long()
     err = r.rating.double() - mu - user_bias[u] - item_bias[i] - (user_factors[u] * item_factors[i]).sum(1)
@@ -100,51 +101,59 @@ def dense_objective(r, cfg, mu, user_factors, user_bias, item_factors, item_bias
     t = torch.ones(r.n_users, dtype=torch.float64)
     if cfg.count_scaled:
         s, t = (torch.bincount(x, minlength=m).double() for x, m in ((i, r.n_items), (u, r.n_users)))
-    mean = r.movies.genre_matrix(torch.float64) @ genre_factors
+    a = r.movies.genre_matrix(torch.float64)
+    mean, c_mean = a @ genre_factors, a @ genre_bias
     users = cfg.gamma / 2 * (t * user_bias.square()).sum() + cfg.tau / 2 * (t * user_factors.square().sum(1)).sum()
-    return (users + cfg.lam / 2 * err.square().sum() + cfg.gamma / 2 * (s * item_bias.square()).sum()
+    return (users + cfg.lam / 2 * err.square().sum()
+            + cfg.gamma / 2 * (s * (item_bias - c_mean).square()).sum()
             + cfg.tau / 2 * (s * (item_factors - mean).square().sum(1)).sum()
-            + cfg.eta / 2 * genre_factors.square().sum())
+            + cfg.eta / 2 * (genre_factors.square().sum() + genre_bias.square().sum()))
 
 
+@pytest.mark.parametrize("genre_bias", [False, True])
 @pytest.mark.parametrize("scaling", SCALINGS)
 @pytest.mark.parametrize("tile_cols", TILES)
-def test_joint_movie_genre_step_is_the_dense_joint_minimizer(scaling, tile_cols):
-    """For fixed U and b, J is quadratic in (V, c, W): its exact minimizer, by a dense Hessian
-    solve of the J written out above, is what the joint step returns."""
+def test_joint_movie_genre_step_is_the_dense_joint_minimizer(scaling, tile_cols, genre_bias):
+    """For fixed U and b, J is quadratic in (V, c, W, beta): its exact minimizer, by a dense
+    Hessian solve of the J written out above, is what the joint step returns."""
     # count-scaled priors leave an unrated movie's J flat (weight 0): only rated movies then
     r = random_ratings(n_users=25, n_items=18, n_genres=4, seed=5,
                        cold_items=0 if scaling == "count" else 3)
-    e = engine(r, tile_cols, name="features", reg_scaling=scaling)
+    e = engine(r, tile_cols, name="features", reg_scaling=scaling, genre_bias=genre_bias)
     p = e.initial_params(r.n_genres, seed=3)
     e.user_step(p)
     n, k, f = r.n_items, e.dim, r.n_genres
-    sizes = (n * k, n, f * k)
+    sizes = (n * k, n, f * k, f if genre_bias else 0)
 
     def j(x):
-        v, c, w = torch.split(x, sizes)
+        v, c, w, beta = torch.split(x, sizes)
+        beta = beta if genre_bias else torch.zeros(f, dtype=torch.float64)
         return dense_objective(r, e.cfg, e.mu, p.user_factors, p.user_bias, v.view(n, k), c,
-                               w.view(f, k))
+                               w.view(f, k), beta)
 
     zero = torch.zeros(sum(sizes), dtype=torch.float64)
     hessian = torch.autograd.functional.hessian(j, zero)
     gradient = torch.autograd.functional.jacobian(j, zero)
     best = torch.linalg.solve(hessian, -gradient)
     e.movie_genre_step(p)
-    v, c, w = torch.split(best, sizes)
+    v, c, w, beta = torch.split(best, sizes)
     assert torch.allclose(p.item_factors, v.view(n, k), atol=1e-9)
     assert torch.allclose(p.item_bias, c, atol=1e-9)
     assert torch.allclose(p.genre_factors, w.view(f, k), atol=1e-9)
-    assert float(j(torch.cat([p.item_factors.flatten(), p.item_bias, p.genre_factors.flatten()]))) \
-        == pytest.approx(e.objective(p), rel=1e-12)
+    if genre_bias:
+        assert torch.allclose(p.genre_bias, beta, atol=1e-9) and float(p.genre_bias.abs().max()) > 1e-3
+    got = [p.item_factors.flatten(), p.item_bias, p.genre_factors.flatten()]
+    got += [p.genre_bias] if genre_bias else []
+    assert float(j(torch.cat(got))) == pytest.approx(e.objective(p), rel=1e-12)
 
 
 @pytest.mark.parametrize("tile_cols", TILES)
 @pytest.mark.parametrize("scaling", SCALINGS)
-@pytest.mark.parametrize("rung", RUNGS)
+@pytest.mark.parametrize("rung", [*RUNGS, "features+genre_bias"])
 def test_every_step_never_increases_the_objective(rung, scaling, tile_cols):
     r = random_ratings(seed=1)
-    e = engine(r, tile_cols, name=rung, reg_scaling=scaling, init_std=0.5)
+    rung, _, extra = rung.partition("+")
+    e = engine(r, tile_cols, name=rung, reg_scaling=scaling, init_std=0.5, genre_bias=bool(extra))
     p = e.initial_params(r.n_genres, seed=0)
     previous = e.objective(p)
     decrease = 0.0

@@ -117,3 +117,20 @@ def test_title_search_is_forgiving(small):
     with pytest.raises(RecError, match="Close matches") as e:
         find_title("Lord of the Rngs Fellowship", titles)
     assert "Fellowship" in str(e.value)
+
+
+def test_a_new_movie_gets_its_genres_bias_with_genre_bias(small):
+    split = make_split(small)
+    cfg = ModelConfig(name="features", K=4, genre_bias=True)
+    result = fit(small, split, cfg, TrainConfig(max_epochs=6, ranking_max_users=20))
+    model = Recommender.from_training(small, split.train, result.params, cfg, result.final)
+    beta, names = model.params.genre_bias, model.movies.genre_names
+    pair = ["Horror", "Documentary"]
+    expected = float(beta[names.index("Horror")] + beta[names.index("Documentary")]) / 2
+    assert model.new_movie_bias(pair) == pytest.approx(expected) and abs(expected) > 0.01
+    p = model.params
+    unclipped = p.mu + expected + p.user_bias + p.user_factors @ model.new_movie(pair)
+    assert torch.allclose(model.predict_new_movie(pair), unclipped.clamp(0.5, 5))
+    assert float(beta[names.index("Documentary")]) > float(beta[names.index("Horror")])  # as rated
+    with pytest.raises(RecError, match="only the features rung"):
+        ModelConfig(name="embeddings", genre_bias=True)

@@ -119,7 +119,8 @@ def test_cold_start_rmse_covers_movies_unseen_in_training():
 def test_ranking_does_not_depend_on_its_user_batches():
     g = torch.Generator().manual_seed(3)
     p = Params(3.0, torch.randn(50, 4, generator=g), torch.randn(50, generator=g),
-               torch.randn(30, 4, generator=g), torch.randn(30, generator=g), torch.zeros(2, 4))
+               torch.randn(30, 4, generator=g), torch.randn(30, generator=g), torch.zeros(2, 4),
+               torch.zeros(2))
     pairs = lambda n: (torch.randint(0, 50, (n,), generator=g), torch.randint(0, 30, (n,), generator=g))
     seen, (test_user, test_item) = pairs(300), pairs(200)
     test_rating = torch.randint(1, 11, (200,), generator=g) / 2
@@ -131,7 +132,7 @@ def test_ranking_does_not_depend_on_its_user_batches():
 def test_ranking_metrics_on_a_planted_answer():
     n_users, n_items = 3, 6
     p = Params(0.0, torch.zeros(n_users, 1), torch.zeros(n_users), torch.zeros(n_items, 1),
-               torch.tensor([6.0, 5, 4, 3, 2, 1]), torch.zeros(2, 1))  # items ranked 0 > 1 > ... > 5
+               torch.tensor([6.0, 5, 4, 3, 2, 1]), torch.zeros(2, 1), torch.zeros(2))  # 0 > 1 > ... > 5
     train_user, train_item = torch.tensor([0, 1]), torch.tensor([0, 1])  # excluded from candidates
     test_user = torch.tensor([0, 0, 1, 2, 2])
     test_item = torch.tensor([1, 5, 2, 4, 5])

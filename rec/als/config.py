@@ -33,6 +33,10 @@ class ModelConfig:
     multiplied by its training rating count (ALS-WR), which holds across dataset sizes."""
     init_std: float = 0.1
     """Standard deviation of the N(0, s^2) initial embeddings (the report used 0.01)."""
+    genre_bias: bool = False
+    """``features`` only: give the movie bias a genre prior too, ``c_n ~ N(a_n^T beta,
+    1/gamma)`` with ``beta ~ N(0, 1/eta)`` learned exactly like W, so that a movie nobody
+    rated gets its genres' bias as well as their embedding."""
 
     def __post_init__(self) -> None:
         self.validated()
@@ -56,6 +60,11 @@ class ModelConfig:
         return self.name == "features"
 
     @property
+    def has_bias_prior(self) -> bool:
+        """Whether the movie biases have a genre prior mean (``features`` with ``genre_bias``)."""
+        return self.has_genres and self.genre_bias
+
+    @property
     def count_scaled(self) -> bool:
         return self.reg_scaling == "count"
 
@@ -71,6 +80,9 @@ class ModelConfig:
             raise ConfigError(f"model.reg_scaling={self.reg_scaling!r}: choose none or count.")
         if self.name != "biases" and (not isinstance(self.K, int) or self.K < 1):
             raise ConfigError(f"K={self.K!r}: the {self.name} rung needs a positive integer K.")
+        if self.genre_bias and not self.has_genres:
+            raise ConfigError(f"model.genre_bias=true: only the features rung has genre priors, "
+                              f"and {self.name} would ignore it; use model=features.")
         for key in ("lam", "tau", "gamma", "eta"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"model.{key}={getattr(self, key)!r} must be positive: every "
@@ -81,4 +93,4 @@ class ModelConfig:
         """The values that define J, for logs and run names."""
         return {"model": self.name, "K": self.dim, "lam": self.lam, "tau": self.tau,
                 "gamma": self.gamma, "eta": self.eta, "reg_scaling": self.reg_scaling,
-                "init_std": self.init_std}
+                "init_std": self.init_std, "genre_bias": self.genre_bias}

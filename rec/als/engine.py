@@ -135,6 +135,10 @@ class ALS:
         """p_n = mean of movie n's genre embeddings (features rung), else ``None`` (p_n = 0)."""
         return self.genre_matrix @ p.genre_factors if self.cfg.has_genres and self.dim else None
 
+    def bias_prior_mean(self, p: Params) -> torch.Tensor | None:
+        """The prior mean of each movie bias, ``a_n^T beta`` (``model.genre_bias``), else ``None``."""
+        return self.genre_matrix @ p.genre_bias if self.cfg.has_bias_prior else None
+
     def _fill(self, table: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         n = factors.shape[0]
         table[:n, :self.dim] = factors
@@ -153,17 +157,21 @@ class ALS:
     def item_step(self, p: Params) -> None:
         """Solve every movie's ``[v_n; c_n]`` exactly given U, b and the prior mean p_n."""
         table = self._fill(self.user_table, p.user_factors, p.user_bias)
-        mean = self.prior_mean(p)
-        prior = None
-        if mean is not None:
-            prior = torch.zeros_like(self.item_theta)
-            prior[:, :self.dim] = self.cfg.tau * self.item_weight.unsqueeze(1) * mean
+        mean = self.movie_prior_mean(p)
+        prior = None if mean is None else self.item_weight.unsqueeze(1) * self.reg * mean
         solve_side(self.by_item, table, self.cfg.lam, self.reg, self._row_weight(self.item_weight),
                    self.item_theta, prior, self.workspace, self.timer)
-        self.item_theta[self.cold_items] = 0
-        if mean is not None:
-            self.item_theta[self.cold_items, :self.dim] = mean[self.cold_items]
+        self.item_theta[self.cold_items] = 0 if mean is None else mean[self.cold_items]
         self._unpack(self.item_theta, p.item_factors, p.item_bias)
+
+    def movie_prior_mean(self, p: Params) -> torch.Tensor | None:
+        """Each movie's prior mean of ``[v_n; c_n]`` (zeros where there is none), or ``None``
+        below the features rung."""
+        v = self.prior_mean(p)
+        if v is None:
+            return None
+        c = self.bias_prior_mean(p)
+        return torch.cat([v, (torch.zeros_like(p.item_bias) if c is None else c).unsqueeze(1)], 1)
 
     def movie_genre_step(self, p: Params) -> None:
         """Minimize J exactly over V, c and W together, given U and b (``features`` rung).
@@ -180,7 +188,7 @@ class ALS:
         if self.genre_pairs is None:
             self.genre_pairs = genre_pairs(self.genre_matrix)
         table = self._fill(self.user_table, p.user_factors, p.user_bias)
-        k, tau = self.dim, self.cfg.tau
+        k = self.dim + int(self.cfg.has_bias_prior)  # the coordinates with a genre prior mean
         if self.movie_inverse is None:
             self.movie_inverse = torch.zeros(self.n_items, self.width, k, dtype=self.dtype,
                                              device=self.device)
@@ -189,31 +197,36 @@ class ALS:
                    self.item_theta, None, self.workspace, self.timer, inverse=inv)
         self.item_theta[self.cold_items] = 0
         inv[self.cold_items] = 0
-        s = tau * self.item_weight  # tau s_n
-        m = -s.square()[:, None, None] * inv[:, :k, :k]
-        m.diagonal(dim1=1, dim2=2).add_(s.unsqueeze(1))
+        s = self.item_weight.unsqueeze(1) * self.reg[:k]  # s_n P: tau per embedding, gamma for c
+        m = -s.unsqueeze(2) * inv[:, :k, :] * s.unsqueeze(1)
+        m.diagonal(dim1=1, dim2=2).add_(s)
         m[self.cold_items] = 0
         f = self.genre_gram.shape[0]
         lhs = torch.sparse.mm(self.genre_pairs, m.reshape(self.n_items, k * k))
         lhs = lhs.view(f, f, k, k).permute(0, 2, 1, 3).reshape(f * k, f * k)
         lhs.diagonal().add_(self.cfg.eta)
-        rhs = self.genre_matrix.T @ (s.unsqueeze(1) * self.item_theta[:, :k])
+        rhs = self.genre_matrix.T @ (s * self.item_theta[:, :k])
         w = torch.linalg.solve(lhs, rhs.reshape(f * k)).view(f, k)
         mean = self.genre_matrix @ w
-        self.item_theta += torch.bmm(inv, (s.unsqueeze(1) * mean).unsqueeze(2)).squeeze(2)
+        self.item_theta += torch.bmm(inv, (s * mean).unsqueeze(2)).squeeze(2)
         self.item_theta[self.cold_items, :k] = mean[self.cold_items]
-        p.genre_factors.copy_(w)
+        p.genre_factors.copy_(w[:, :self.dim])
+        if self.cfg.has_bias_prior:
+            p.genre_bias.copy_(w[:, self.dim])
         self._unpack(self.item_theta, p.item_factors, p.item_bias)
 
     def genre_step(self, p: Params) -> None:
         """Exact ridge regression of V on A: ``(tau A^T S A + eta I) W = tau A^T S V``."""
         if not (self.cfg.has_genres and self.dim):
             return
-        tau, eta = self.cfg.tau, self.cfg.eta
-        lhs = tau * self.genre_gram + eta * torch.eye(self.genre_gram.shape[0], dtype=self.dtype,
-                                                      device=self.device)
-        rhs = tau * self.genre_matrix.T @ (self.item_weight.unsqueeze(1) * p.item_factors)
-        p.genre_factors.copy_(torch.linalg.solve(lhs, rhs))
+        eye = torch.eye(self.genre_gram.shape[0], dtype=self.dtype, device=self.device)
+        weighted = self.item_weight.unsqueeze(1) * torch.cat([p.item_factors, p.item_bias.unsqueeze(1)], 1)
+        columns = self.dim + int(self.cfg.has_bias_prior)  # W, then beta with precision gamma
+        for precision, cols in ((self.cfg.tau, slice(0, self.dim)), (self.cfg.gamma, slice(self.dim, columns))):
+            if cols.stop > cols.start:
+                lhs = precision * self.genre_gram + self.cfg.eta * eye
+                solved = torch.linalg.solve(lhs, precision * self.genre_matrix.T @ weighted[:, cols])
+                (p.genre_factors if cols.start == 0 else p.genre_bias.unsqueeze(1)).copy_(solved)
 
     @property
     def joint(self) -> bool:
@@ -274,8 +287,12 @@ class ALS:
         j = cfg.lam / 2 * sse
         wsum = lambda w, x: float((w.double() * x.double()).sum())
         if cfg.has_biases:
+            c_mean = self.bias_prior_mean(p)
+            dc = p.item_bias if c_mean is None else p.item_bias - c_mean
             j += cfg.gamma / 2 * (wsum(self.user_weight, p.user_bias ** 2)
-                                  + wsum(self.item_weight, p.item_bias ** 2))
+                                  + wsum(self.item_weight, dc ** 2))
+            if c_mean is not None:
+                j += cfg.eta / 2 * float((p.genre_bias.double() ** 2).sum())
         if self.dim:
             mean = self.prior_mean(p)
             dv = p.item_factors if mean is None else p.item_factors - mean

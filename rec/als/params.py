@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-TENSORS = ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors")
+TENSORS = ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors", "genre_bias")
 
 
 @dataclass
@@ -25,6 +25,9 @@ class Params:
     """c (movies)."""
     genre_factors: torch.Tensor
     """W (genres x K); the prior mean of movie n is the mean of its genres' rows."""
+    genre_bias: torch.Tensor
+    """beta (genres): the prior mean of movie n's bias is the mean of its genres' entries
+    (``model.genre_bias``; zeros otherwise)."""
 
     @classmethod
     def initial(cls, n_users: int, n_items: int, n_genres: int, dim: int, mu: float,
@@ -36,7 +39,7 @@ class Params:
                                ).to(dtype=dtype, device=device)
         zeros = lambda n: torch.zeros(n, dtype=dtype, device=device)
         return cls(mu, draw(n_users, dim), zeros(n_users), draw(n_items, dim), zeros(n_items),
-                   torch.zeros(n_genres, dim, dtype=dtype, device=device))
+                   torch.zeros(n_genres, dim, dtype=dtype, device=device), zeros(n_genres))
 
     @property
     def dim(self) -> int:
@@ -64,6 +67,9 @@ class Params:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Params":
+        """Parameters from :meth:`state_dict`; a file from before ``genre_bias`` reads as zeros."""
+        state = {"genre_bias": torch.zeros(state["genre_factors"].shape[0],
+                                           dtype=state["genre_factors"].dtype), **state}
         return cls(**{f.name: state[f.name] for f in fields(cls)})
 
     def copy_(self, other: "Params") -> None:
