@@ -152,3 +152,10 @@ def paired_bootstrap_rmse(errors_a: torch.Tensor, errors_b: torch.Tensor, n_boot
     diff = float(a.mean().sqrt() - b.mean().sqrt())
     return {"diff": diff, "low": float(lo), "high": float(hi), "n": n,
             "excludes_zero": bool(lo > 0 or hi < 0)}
+
+
+def rmse_interval(errors: torch.Tensor, n_boot: int = 2000, seed: int = 0,
+                  level: float = 0.95) -> dict[str, float]:
+    """RMSE of ``errors`` with its bootstrap percentile interval (the paired interval against
+    a system that makes no error)."""
+    return paired_bootstrap_rmse(errors, torch.zeros_like(errors), n_boot, seed, level)

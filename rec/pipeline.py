@@ -97,7 +97,7 @@ def train(run: RunConfig, run_dir: Path) -> dict:
     ratings, load_s = load(run)
     split = run.split.make(ratings)
     fp = run_fingerprint(run, ratings)
-    name = f"{ratings.name}_{run.split.tag()}_{run.model.name}_K{run.model.dim}"
+    name = f"{ratings.name}_{run.split.tag()}_{run.model.variant}_K{run.model.dim}"
     work, info, done = _run_folder(run, run_dir, fp, name)
     board = TensorBoardLogger(info["tensorboard"], purge_step=done + 1 if done else None) \
         if run.tensorboard else None

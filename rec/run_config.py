@@ -89,5 +89,5 @@ class RunConfig:
 
     def published_model(self, dataset: str) -> Path:
         """Where this run's model is published, and where ``analyze.py`` looks for it."""
-        return model_path(Path(self.paths.models), dataset, self.split.tag(), self.model.name,
+        return model_path(Path(self.paths.models), dataset, self.split.tag(), self.model.variant,
                           self.model.dim)

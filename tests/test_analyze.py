@@ -147,3 +147,22 @@ def test_analyze_command(small_root, tmp_path):
                          env={"PATH": "/usr/bin:/bin", "REC_DATA_ROOT": str(small_root),
                               "REC_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(tmp_path)})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nonexistent.pt" in bad.stderr
+
+
+def test_coldstart_task_on_held_out_movies(store, small_root):
+    result, out = analyze(store, small_root, "coldstart", "split=cold_movies")
+    assert result["cold_rows"] > 2000 and result["split"]["kind"] == "cold_movies"
+    rungs = {r["rung"]: r for r in result["rungs"]}
+    assert list(rungs) == ["biases", "embeddings", "features", "features+genre_bias"]
+    for r in rungs.values():
+        assert r["low"] < r["diff"] < r["high"] and r["n"] == result["cold_rows"]
+    assert rungs["features"]["minus_reference"] is None
+    d = rungs["embeddings"]["minus_reference"]
+    assert d["diff"] == pytest.approx(rungs["embeddings"]["diff"] - rungs["features"]["diff"])
+    assert sum(g["n"] for g in result["by_genres"] if g["rung"] == "biases") == result["cold_rows"]
+    assert pngs(out) == {"coldstart.png"} and (out / "coldstart_by_genres.csv").is_file()
+
+
+def test_coldstart_task_refuses_an_unknown_rung(store, small_root):
+    with pytest.raises(RecError, match="task.rungs / task.reference: wide"):
+        analyze(store, small_root, "coldstart", "task.rungs=[biases,wide]")

@@ -60,6 +60,11 @@ class ModelConfig:
         return self.name == "features"
 
     @property
+    def variant(self) -> str:
+        """The rung's name in file and run names: ``features+genre_bias`` with the bias prior."""
+        return self.name + ("+genre_bias" if self.genre_bias else "")
+
+    @property
     def has_bias_prior(self) -> bool:
         """Whether the movie biases have a genre prior mean (``features`` with ``genre_bias``)."""
         return self.has_genres and self.genre_bias

@@ -48,17 +48,18 @@ class Context:
         """The configured split, the one every model used here was trained on."""
         return self.run.split.make(self.ratings)
 
-    def model(self, rung: str | None = None, K: int | None = None) -> Recommender:
-        """The trained model of ``rung`` at ``K`` (default: the configured ones), trained if missing."""
+    def model(self, rung: str | None = None, K: int | None = None, **changes) -> Recommender:
+        """The trained model of ``rung`` at ``K`` (default: the configured ones) with the
+        configured priors, ``changes`` (e.g. ``genre_bias=True``) applied; trained if missing."""
         wanted = replace(self.run.model, name=rung or self.run.model.name,
-                         K=self.run.model.K if K is None else int(K))
-        key = (wanted.name, wanted.dim)
+                         K=self.run.model.K if K is None else int(K), **changes)
+        key = (wanted.name, wanted.dim, tuple(sorted(changes.items())))
         if key not in self._models:
             self._models[key] = self._find_or_train(replace(self.run, model=wanted))
         return self._models[key]
 
     def _find_or_train(self, run: RunConfig) -> Recommender:
-        if self.checkpoint and run.model == self.run.model:
+        if self.checkpoint and run.model == self.run.model:  # the configured model: the file given
             return self._check(Recommender.load(self.checkpoint), self.checkpoint)
         path = run.published_model(self.ratings.name)
         reason = f"no trained {run.model.name} model with K={run.model.dim} for {self.ratings.name} at {path}"
@@ -73,7 +74,7 @@ class Context:
                 reason = (f"the model at {path} was trained with {stored.config.hparams()}, not "
                           f"the configured {run.model.hparams()}")
         print(f"{reason}; training it first")
-        train(run, self.out_dir / f"train-{run.model.name}-K{run.model.dim}")
+        train(run, self.out_dir / f"train-{run.model.variant}-K{run.model.dim}")
         return self._check(Recommender.load(path), path)
 
     def _check(self, model: Recommender, path) -> Recommender:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rec.analysis import data, dimensions, genres, polarization, recommend
+from rec.analysis import coldstart, data, dimensions, genres, polarization, recommend
 from rec.analysis.context import Context
 from rec.errors import ConfigError
 from rec.mapping import from_mapping
@@ -19,7 +19,7 @@ from rec.run_config import RunConfig
 from rec.system import set_threads
 
 TASKS = {"data": data, "polarization": polarization, "recommend": recommend,
-         "genres": genres, "dimensions": dimensions}
+         "genres": genres, "dimensions": dimensions, "coldstart": coldstart}
 
 
 @dataclass(frozen=True)
