@@ -61,6 +61,9 @@ class TrainConfig:
     """Rank at most this many (sampled) users; ``null`` ranks all."""
     profile: bool = False
     """Time the phases of each epoch (gather, gram, solve, genre, other); adds device syncs."""
+    relaxation: float = 1.0
+    """omega of over-relaxed ALS: each step moves a block to ``old + omega (exact - old)``;
+    every step still lowers J for 0 < omega < 2 (1: plain ALS, as in the report)."""
     joint_genre_step: bool = False
     """``features``: solve the movie and genre steps as one exact joint step over (V, c, W)
     instead of one after the other.  It reaches J's minimum in about 10 epochs instead of
@@ -72,7 +75,9 @@ class TrainConfig:
                   ("patience", self.patience >= 0, "0 or more epochs"),
                   ("ranking_k", self.ranking_k >= 1, "1 or more"),
                   ("ranking_max_users", self.ranking_max_users is None
-                   or self.ranking_max_users >= 1, "null or a positive count")]
+                   or self.ranking_max_users >= 1, "null or a positive count"),
+                  ("relaxation", 0 < self.relaxation < 2,
+                   "between 0 and 2 (exclusive), where every step still lowers J")]
         for key, ok, want in checks:
             if not ok:
                 raise ConfigError(f"train.{key}={getattr(self, key)}: must be {want}.")
@@ -84,7 +89,8 @@ class TrainConfig:
 
     def results_key(self) -> dict:
         """The fields that change what training produces (resume must match them)."""
-        keep = ("max_epochs", "patience", "min_delta", "restore_best", "joint_genre_step")
+        keep = ("max_epochs", "patience", "min_delta", "restore_best", "joint_genre_step",
+                "relaxation")
         return {k: getattr(self, k) for k in keep}
 
 
@@ -198,12 +204,14 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: 
 
 def build_engine(ratings: Ratings, train: torch.Tensor, model_cfg: ModelConfig,
                  sizes: EngineSizes = EngineSizes(), device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, joint_genre_step: bool = False) -> ALS:
+                 dtype: torch.dtype = torch.float32, joint_genre_step: bool = False,
+                 relaxation: float = 1.0) -> ALS:
     """The engine over the training ratings ``train``, laid out by ``sizes`` (the subset
     copies are freed on return: the engine's groups hold them)."""
     user, item, rating = (t[train] for t in (ratings.user, ratings.item, ratings.rating))
     return ALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
-               ratings.movies.genre_matrix(dtype), device, dtype, sizes, joint_genre_step)
+               ratings.movies.genre_matrix(dtype), device, dtype, sizes, joint_genre_step,
+               relaxation)
 
 
 def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig = TrainConfig(),
@@ -214,7 +222,7 @@ def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig
     device = torch.device(device)
     start = _sync(device)
     engine = build_engine(ratings, split.train, model_cfg, sizes, device, dtype,
-                          cfg.joint_genre_step)
+                          cfg.joint_genre_step, cfg.relaxation)
     data = _Subsets(ratings, split, device)
     if cfg.profile:
         engine.timer = PhaseTimer(device)

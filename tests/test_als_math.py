@@ -147,13 +147,16 @@ def test_joint_movie_genre_step_is_the_dense_joint_minimizer(scaling, tile_cols,
     assert float(j(torch.cat(got))) == pytest.approx(e.objective(p), rel=1e-12)
 
 
+@pytest.mark.parametrize("relaxation", [1.0, 1.8])
 @pytest.mark.parametrize("tile_cols", TILES)
 @pytest.mark.parametrize("scaling", SCALINGS)
 @pytest.mark.parametrize("rung", [*RUNGS, "features+genre_bias"])
-def test_every_step_never_increases_the_objective(rung, scaling, tile_cols):
+def test_every_step_never_increases_the_objective(rung, scaling, tile_cols, relaxation):
+    """Each exact block step lowers J, and so does each over-relaxed one (0 < omega < 2)."""
     r = random_ratings(seed=1)
     rung, _, extra = rung.partition("+")
     e = engine(r, tile_cols, name=rung, reg_scaling=scaling, init_std=0.5, genre_bias=bool(extra))
+    e.relaxation = relaxation
     p = e.initial_params(r.n_genres, seed=0)
     previous = e.objective(p)
     decrease = 0.0
@@ -286,9 +289,28 @@ def test_features_with_huge_eta_is_the_embeddings_rung():
         assert torch.allclose(getattr(p, name), getattr(q, name), atol=1e-8), name
 
 
-def test_unrated_users_and_movies_get_the_prior():
+def test_over_relaxed_steps_move_each_block_past_its_exact_solution():
+    r = random_ratings(seed=2)
+    plain, relaxed = engine(r, name="features"), engine(r, name="features")
+    relaxed.relaxation = 1.5
+    p, q = plain.initial_params(r.n_genres, 0), relaxed.initial_params(r.n_genres, 0)
+    start = q.clone()
+    plain.user_step(p)
+    relaxed.user_step(q)
+    rated = plain.by_user.degree > 0
+    expected = start.user_factors + 1.5 * (p.user_factors - start.user_factors)
+    assert torch.allclose(q.user_factors[rated], expected[rated])
+    assert bool((q.user_factors[~rated] == 0).all())  # unrated users: exactly their prior
+    with pytest.raises(ValueError, match="relaxation must lie in"):
+        ALS(ModelConfig(name="biases"), r.user, r.item, r.rating, r.n_users, r.n_items,
+            r.movies.genre_matrix(), relaxation=2.0)
+
+
+@pytest.mark.parametrize("relaxation", [1.0, 1.8])
+def test_unrated_users_and_movies_get_the_prior(relaxation):
     r = random_ratings(seed=6, cold_users=3, cold_items=4)
     e = engine(r, name="features")
+    e.relaxation = relaxation
     p = e.initial_params(r.n_genres, 0)
     for _ in range(3):
         e.epoch(p)

@@ -5,7 +5,8 @@ On the configured split's test rows whose movie has no training rating
 bootstrap 95% interval, its paired difference to a reference rung, and the
 RMSE against the number of genres a cold movie has: the genre prior is all a
 cold movie's prediction has to go on.  Each rung is trained on the configured
-split with the configured priors (``features+genre_bias``: ``model.genre_bias=true``).
+split with the configured priors; ``features`` without and ``features+genre_bias``
+with the genre prior on the movie bias (``model.genre_bias``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Options:
 
 def _errors(ctx: Context, rung: str, rows: torch.Tensor) -> torch.Tensor:
     name, _, extra = rung.partition("+")
-    model = ctx.model(name, **({"genre_bias": True} if extra else {}))
+    model = ctx.model(name, **({"genre_bias": bool(extra)} if name == "features" else {}))
     r = ctx.ratings
     pred = model.params.predict(r.user[rows].long(), r.item[rows].long()).clamp(*r.rating_range)
     return (pred - r.rating[rows]).double()

@@ -51,8 +51,11 @@ class Context:
     def model(self, rung: str | None = None, K: int | None = None, **changes) -> Recommender:
         """The trained model of ``rung`` at ``K`` (default: the configured ones) with the
         configured priors, ``changes`` (e.g. ``genre_bias=True``) applied; trained if missing."""
-        wanted = replace(self.run.model, name=rung or self.run.model.name,
-                         K=self.run.model.K if K is None else int(K), **changes)
+        name = rung or self.run.model.name
+        if name != "features":  # only features has genre priors: another rung cannot take them
+            changes.setdefault("genre_bias", False)
+        wanted = replace(self.run.model, name=name, K=self.run.model.K if K is None else int(K),
+                         **changes)
         key = (wanted.name, wanted.dim, tuple(sorted(changes.items())))
         if key not in self._models:
             self._models[key] = self._find_or_train(replace(self.run, model=wanted))
