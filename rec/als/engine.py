@@ -108,8 +108,9 @@ class ALS:
         self.item_theta = torch.zeros(n_items, self.width, dtype=dtype, device=self.device)
         self.cold_users = torch.nonzero(self.by_user.degree == 0).flatten().to(self.device)
         self.cold_items = torch.nonzero(self.by_item.degree == 0).flatten().to(self.device)
-        joint = joint_genre_step and cfg.has_genres and self.dim
-        self.genre_pairs = genre_pairs(self.genre_matrix) if joint else None
+        self.joint = bool(joint_genre_step and cfg.has_genres and self.dim)
+        """Whether each epoch's movie and genre steps are one exact joint step (``features``)."""
+        self.genre_pairs = genre_pairs(self.genre_matrix) if self.joint else None
         self.movie_inverse: torch.Tensor | None = None
         """``H_n^-1 E^T`` of each movie, kept between the two halves of the joint step."""
         self.workspace = Workspace()
@@ -236,11 +237,6 @@ class ALS:
                 solved = torch.linalg.solve(lhs, precision * self.genre_matrix.T @ weighted[:, cols])
                 (p.genre_factors if cols.start == 0 else p.genre_bias.unsqueeze(1)).lerp_(
                     solved, self.relaxation)
-
-    @property
-    def joint(self) -> bool:
-        """Whether the movie and genre steps are one exact joint step (``features`` rung)."""
-        return self.genre_pairs is not None
 
     def epoch(self, p: Params) -> None:
         """User step, then the movie and genre steps (one joint step when :attr:`joint`)."""

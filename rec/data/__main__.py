@@ -53,7 +53,7 @@ def split_parser() -> argparse.ArgumentParser:
 
 
 def _split_config(args: argparse.Namespace) -> SplitConfig:
-    default = (0.95, 0.05, 0.0) if args.kind == "predefined" else (0.9, 0.05, 0.05)
+    default = SplitConfig.default_fractions(args.kind)
     if len(args.fractions or default) != 3:
         raise ConfigError(f"--fractions {','.join(map(str, args.fractions))}: write three shares.")
     return SplitConfig(kind=args.kind, fractions=args.fractions or default, fold=args.fold,

@@ -71,6 +71,11 @@ class SplitConfig:
                               "each user's latest ratings to validation and test); drop it, or "
                               "use split=random.")
 
+    @staticmethod
+    def default_fractions(kind: str) -> tuple[float, float, float]:
+        """90/5/5, or for ``predefined`` a 5% validation share of the base file and no test share."""
+        return (0.95, 0.05, 0.0) if kind == "predefined" else (0.9, 0.05, 0.05)
+
     @property
     def held_out(self) -> float:
         """``cold_movies``: the share of rated movies held out."""
@@ -227,6 +232,5 @@ def make_split(ratings: Ratings, kind: str = "random", fractions=None, seed: int
     default to 90/5/5, or to a 5% validation share of the base file for ``predefined``."""
     if kind == "predefined":
         fold = fold or "u1"
-        fractions = (0.95, 0.05, 0.0) if fractions is None else fractions
-    fractions = tuple(float(f) for f in (fractions or (0.9, 0.05, 0.05)))
+    fractions = tuple(float(f) for f in (fractions or SplitConfig.default_fractions(kind)))
     return SplitConfig(kind, fractions, seed, fold).make(ratings)
