@@ -8,12 +8,7 @@ cd "$(dirname "$0")/.."
 OUT="${1:-outputs/peers}"
 shift || true
 PY="${PYTHON:-python}"
-VENV="${PEERS_VENV:-benchmarks/.venv-peers}"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -r benchmarks/requirements-peers.txt
-fi
+source benchmarks/peers_venv.sh
 if [ "$#" -eq 0 ]; then set -- ml-latest-small; fi
 "$PY" -m rec.data split "$@" --out "$OUT/split"
 "$VENV/bin/python" benchmarks/peers.py "$OUT/split" "$OUT/predictions"

@@ -11,6 +11,7 @@ always run as the reference; each argument changes them.
 
     python -m rec.compare --scale 0.25 chunk=65536 chunk=262144 batch=4096 tile=65536 threads=1
     python -m rec.compare --scale 0.125,0.25,0.5,1     # growth with size, interleaved
+    python -m rec.compare kernel=torch kernel=torch,solver=lu   # the kernels and solvers
 
 Each engine holds its own grouped ratings (~0.5 GB at full ML-32M scale).
 """
@@ -51,27 +52,33 @@ class Setting:
     """Most table rows per gather pass (``engine.tile_cols``; 0: no tiles)."""
     threads: int = 0
     """torch threads during its epochs; 0 keeps the process default."""
+    kernel: str = "auto"
+    """``engine.kernel``: auto, fused or torch."""
+    solver: str = "cholesky"
+    """``engine.solver`` of the torch path: cholesky or lu."""
 
     @classmethod
     def parse(cls, text: str, base: "Setting") -> "Setting":
-        """``chunk=131072,batch=32768,tile=32768,threads=2``; keys left out keep ``base``'s
-        values."""
+        """``chunk=131072,batch=32768,tile=32768,threads=2,kernel=torch,solver=lu``; keys
+        left out keep ``base``'s values."""
         values = {}
         for item in filter(None, text.split(",")):
             key, _, value = item.partition("=")
-            if key not in cls.__dataclass_fields__ or not value.isdigit():
+            named = key in ("kernel", "solver") and value.isidentifier()
+            if key not in cls.__dataclass_fields__ or not (value.isdigit() or named):
                 raise ConfigError(f"cannot read the setting {item!r}: write chunk=N, batch=N, "
-                                  "tile=N or threads=N, comma-separated")
-            values[key] = int(value)
+                                  "tile=N, threads=N, kernel=NAME or solver=NAME, comma-separated")
+            values[key] = value if named else int(value)
         return replace(base, **values)
 
     def sizes(self) -> EngineSizes:
         """The engine layout this setting times (threads do not change the engine)."""
-        return EngineSizes(chunk_elems=self.chunk, batch_rows=self.batch, tile_cols=self.tile)
+        return EngineSizes(self.kernel, self.solver, chunk_elems=self.chunk, batch_rows=self.batch,
+                           tile_cols=self.tile)
 
     def label(self) -> str:
-        return (f"chunk={self.chunk},batch={self.batch},tile={self.tile},"
-                f"threads={self.threads or 'default'}")
+        return (f"kernel={self.kernel},solver={self.solver},chunk={self.chunk},batch={self.batch},"
+                f"tile={self.tile},threads={self.threads or 'default'}")
 
 
 @dataclass
@@ -141,7 +148,7 @@ def compare(args: argparse.Namespace) -> str:
     defaults = {c.data: times for c, times in zip(cases, seconds) if c.setting == base}
     for case, times in zip(cases, seconds):
         median = statistics.median(times[1:])
-        lines.append(f"  {case.data:30s} {case.setting.label():56s} median {median:.3f}  "
+        lines.append(f"  {case.data:30s} {case.setting.label():80s} median {median:.3f}  "
                      f"min {min(times[1:]):.3f}  vs defaults "
                      f"{paired_ratio(times[1:], defaults[case.data][1:]):.3f}  "
                      f"per million ratings {median / case.n_train * 1e6:.4f}")
@@ -164,7 +171,9 @@ def _scales(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rec.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("settings", nargs="*", help="chunk=N,batch=N,tile=N,threads=N (one per setting)")
+    parser.add_argument("settings", nargs="*",
+                        help="chunk=N,batch=N,tile=N,threads=N,kernel=NAME,solver=NAME "
+                             "(one per setting)")
     parser.add_argument("--data", default="synthetic", choices=DATASETS)
     parser.add_argument("--scale", type=_scales, default=[1.0],
                         help="synthetic: fraction of ML-32M, or several, comma-separated")

@@ -190,7 +190,8 @@ def format_summary(s: dict) -> str:
         f"  data      loaded in {t['load_s']:.2f} s" + (
             f"; apart: parse from CSV {t['csv_load_s']:.2f} s (peak RSS {t['load_peak_rss_mb']:,.0f} MiB), "
             f"read from cache {t['cache_load_s']:.2f} s" if "csv_load_s" in t else ""),
-        f"  setup     {t['setup_s']:.2f} s (grouping, padding {t['padding']:.1%}; table tiles: "
+        f"  setup     {t['setup_s']:.2f} s ({s['engine']['kernel']} kernel; grouping, padding "
+        f"{t['padding']:.1%}; table tiles: "
         f"user step {t['tiles']['user_step']}, movie step {t['tiles']['movie_step']})",
         f"  epochs    {f['epochs']} run, best {f['best_epoch']}; ALS s/epoch median {t['als_s_median']:.3f}, "
         f"min {t['als_s_min']:.3f} ({t['als_s_per_million_ratings']:.4f} s per million ratings); "

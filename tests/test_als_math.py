@@ -18,13 +18,16 @@ SCALINGS = ("none", "count")
 TILES = (None, 7)  # the device's default (no tiles at this size), or tables cut in 7-row tiles
 
 
-def engine(r, tile_cols=None, **cfg) -> ALS:
+KERNELS = ("torch", "fused")  # the reference path and the compiled one
+
+
+def engine(r, tile_cols=None, kernel="torch", **cfg) -> ALS:
     """A float64 engine with tiny chunks and batches; ``tile_cols``: rows with at least 2
     ratings per tile are split over tiles of that many columns."""
     cfg = ModelConfig(**{"K": 3, "tau": 0.7, "gamma": 0.4, "eta": 0.9, **cfg}).validated()
     return ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
                r.movies.genre_matrix(torch.float64), dtype=torch.float64,
-               sizes=EngineSizes(bucket_growth=1.3, chunk_elems=64, batch_rows=7,
+               sizes=EngineSizes(kernel, bucket_growth=1.3, chunk_elems=64, batch_rows=7,
                                  tile_cols=tile_cols, tile_min=2))
 
 
@@ -147,15 +150,17 @@ def test_joint_movie_genre_step_is_the_dense_joint_minimizer(scaling, tile_cols,
     assert float(j(torch.cat(got))) == pytest.approx(e.objective(p), rel=1e-12)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("relaxation", [1.0, 1.8])
 @pytest.mark.parametrize("tile_cols", TILES)
 @pytest.mark.parametrize("scaling", SCALINGS)
 @pytest.mark.parametrize("rung", [*RUNGS, "features+genre_bias"])
-def test_every_step_never_increases_the_objective(rung, scaling, tile_cols, relaxation):
+def test_every_step_never_increases_the_objective(rung, scaling, tile_cols, relaxation, kernel):
     """Each exact block step lowers J, and so does each over-relaxed one (0 < omega < 2)."""
     r = random_ratings(seed=1)
     rung, _, extra = rung.partition("+")
-    e = engine(r, tile_cols, name=rung, reg_scaling=scaling, init_std=0.5, genre_bias=bool(extra))
+    e = engine(r, tile_cols, kernel, name=rung, reg_scaling=scaling, init_std=0.5,
+               genre_bias=bool(extra))
     e.relaxation = relaxation
     p = e.initial_params(r.n_genres, seed=0)
     previous = e.objective(p)
@@ -172,11 +177,12 @@ def test_every_step_never_increases_the_objective(rung, scaling, tile_cols, rela
     assert decrease > 0
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("tile_cols", TILES)
 @pytest.mark.parametrize("rung", RUNGS)
-def test_train_errors_and_predictions_equal_the_plain_sums(rung, tile_cols):
+def test_train_errors_and_predictions_equal_the_plain_sums(rung, tile_cols, kernel):
     r = random_ratings(seed=6)
-    e = engine(r, tile_cols, name=rung, init_std=1.5)  # wide: many predictions leave 0.5-5
+    e = engine(r, tile_cols, kernel, name=rung, init_std=1.5)  # wide: many predictions leave 0.5-5
     p = e.initial_params(r.n_genres, seed=2)
     e.epoch(p)
     if e.cfg.has_biases:
@@ -234,13 +240,14 @@ def dense_item_solution(r, e, p):
     return out
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("tile_cols", TILES)
 @pytest.mark.parametrize("scaling", SCALINGS)
 @pytest.mark.parametrize("rung, lam", [("latent", 1.0), ("embeddings", 1.0), ("features", 1.0),
                                        ("features", 2.5)])
-def test_batched_solves_equal_a_per_row_dense_solution(rung, lam, scaling, tile_cols):
+def test_batched_solves_equal_a_per_row_dense_solution(rung, lam, scaling, tile_cols, kernel):
     r = random_ratings(seed=2)
-    e = engine(r, tile_cols, name=rung, reg_scaling=scaling, lam=lam)
+    e = engine(r, tile_cols, kernel, name=rung, reg_scaling=scaling, lam=lam)
     p = e.initial_params(r.n_genres, seed=1)
     p.item_bias.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
     p.genre_factors.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
@@ -306,10 +313,11 @@ def test_over_relaxed_steps_move_each_block_past_its_exact_solution():
             r.movies.genre_matrix(), relaxation=2.0)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("relaxation", [1.0, 1.8])
-def test_unrated_users_and_movies_get_the_prior(relaxation):
+def test_unrated_users_and_movies_get_the_prior(relaxation, kernel):
     r = random_ratings(seed=6, cold_users=3, cold_items=4)
-    e = engine(r, name="features")
+    e = engine(r, kernel=kernel, name="features")
     e.relaxation = relaxation
     p = e.initial_params(r.n_genres, 0)
     for _ in range(3):

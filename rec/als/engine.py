@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from rec.als.config import ModelConfig
-from rec.als.groups import Groups, build_groups
+from rec.als.groups import Groups, RowRatings, build_groups, build_rows
 from rec.als.params import Params
 from rec.als.sizes import EngineSizes
-from rec.als.solve import PhaseTimer, Workspace, gather, solve_side
+from rec.als.solve import PhaseTimer, Workspace, gather, solve_side, squared_errors
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,11 @@ class ALS:
         self.dim = cfg.dim
         self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
         vals = rating.to(dtype)  # y = vals - offset, the offsets holding mu: no centred copy
-        self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width)
-        layout = {"growth": self.sizes.bucket_growth, "chunk_elems": self.sizes.chunk_elems,
-                  "batch_rows": self.sizes.batch_rows, "tile_cols": self.sizes.tile_cols,
-                  "tile_min": self.sizes.tile_min}
+        joint = bool(joint_genre_step and cfg.has_genres and self.dim)
+        self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width, joint)
         # movies first: their sort's temporaries are gone before the users' groups exist
-        self.by_item = build_groups(item, user, vals, n_items, n_users, **layout).to(device)
-        self.by_user = build_groups(user, item, vals, n_users, n_items, **layout).to(device)
+        self.by_item = self._group(item, user, vals, n_items, n_users)
+        self.by_user = self._group(user, item, vals, n_users, n_items)
         self.user_weight = self._weights(self.by_user)
         self.item_weight = self._weights(self.by_item)
         self.reg = torch.tensor(cfg.precisions(), dtype=dtype, device=self.device)
@@ -108,7 +106,7 @@ class ALS:
         self.item_theta = torch.zeros(n_items, self.width, dtype=dtype, device=self.device)
         self.cold_users = torch.nonzero(self.by_user.degree == 0).flatten().to(self.device)
         self.cold_items = torch.nonzero(self.by_item.degree == 0).flatten().to(self.device)
-        self.joint = bool(joint_genre_step and cfg.has_genres and self.dim)
+        self.joint = joint
         """Whether each epoch's movie and genre steps are one exact joint step (``features``)."""
         self.genre_pairs = genre_pairs(self.genre_matrix) if self.joint else None
         self.movie_inverse: torch.Tensor | None = None
@@ -116,6 +114,20 @@ class ALS:
         self.workspace = Workspace()
         self.timer: PhaseTimer | None = None
         """Set to a :class:`PhaseTimer` to profile the steps (gather, gram, solve, genre, other)."""
+
+    def _group(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
+               n_cols: int) -> Groups | RowRatings:
+        """One side's ratings, laid out for the kernel of :attr:`sizes`."""
+        if self.sizes.kernel == "fused":
+            return build_rows(rows, cols, vals, n_rows, n_cols, self.sizes.tile_cols,
+                              self.sizes.tile_min)
+        return self._padded(rows, cols, vals, n_rows, n_cols)
+
+    def _padded(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
+                n_cols: int) -> Groups:
+        s = self.sizes
+        return build_groups(rows, cols, vals, n_rows, n_cols, s.bucket_growth, s.chunk_elems,
+                            s.batch_rows, s.tile_cols, s.tile_min).to(self.device)
 
     def facts(self) -> EngineFacts:
         return EngineFacts(self.by_user.nnz, self.by_user.padded / max(self.by_user.nnz, 1) - 1,
@@ -159,7 +171,7 @@ class ALS:
         """Solve every user's ``[u_m; b_m]`` exactly given V, c."""
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         solve_side(self.by_user, table, self.cfg.lam, self.reg, self._row_weight(self.user_weight),
-                   self.user_theta, None, self.workspace, self.timer)
+                   self.user_theta, None, self.workspace, self.timer, solver=self.sizes.solver)
         self.user_theta[self.cold_users] = 0
         self._unpack(self.user_theta, p.user_factors, p.user_bias, self.cold_users)
 
@@ -169,9 +181,34 @@ class ALS:
         mean = self.movie_prior_mean(p)
         prior = None if mean is None else self.item_weight.unsqueeze(1) * self.reg * mean
         solve_side(self.by_item, table, self.cfg.lam, self.reg, self._row_weight(self.item_weight),
-                   self.item_theta, prior, self.workspace, self.timer)
+                   self.item_theta, prior, self.workspace, self.timer, solver=self.sizes.solver)
         self.item_theta[self.cold_items] = 0 if mean is None else mean[self.cold_items]
         self._unpack(self.item_theta, p.item_factors, p.item_bias, self.cold_items)
+
+    def draw_step(self, p: Params, side: str, lam: float, precision: torch.Tensor,
+                  mean: torch.Tensor, noise: torch.Tensor | None) -> None:
+        """Set every row of one side (``"user"`` or ``"item"``) of ``p`` to a draw from its
+        Gaussian conditional given the other side (the Gibbs step, SPEC §2.3's systems):
+        precision ``lam X^T X + diag(precision)``, mean ``P^-1 (lam X^T y + precision * mean)``.
+
+        ``precision`` (D,) is the prior precision of ``[x; bias]`` (not scaled by counts),
+        ``mean`` (n_rows, D) each row's prior mean, ``noise`` (n_rows, D) standard normal
+        (``None``: the conditional mean itself).  A row without ratings is drawn from its prior.
+        """
+        if side == "user":
+            groups, theta, cold = self.by_user, self.user_theta, self.cold_users
+            table = self._fill(self.item_table, p.item_factors, p.item_bias)
+            factors, bias = p.user_factors, p.user_bias
+        else:
+            groups, theta, cold = self.by_item, self.item_theta, self.cold_items
+            table = self._fill(self.user_table, p.user_factors, p.user_bias)
+            factors, bias = p.item_factors, p.item_bias
+        solve_side(groups, table, lam, precision, None, theta, precision * mean, self.workspace,
+                   self.timer, noise=noise)
+        theta[cold] = mean[cold] + (0 if noise is None else noise[cold] * precision.rsqrt())
+        factors.copy_(theta[:, :self.dim])
+        if self.cfg.has_biases:
+            bias.copy_(theta[:, self.dim])
 
     def movie_prior_mean(self, p: Params) -> torch.Tensor | None:
         """Each movie's prior mean of ``[v_n; c_n]`` (zeros where there is none), or ``None``
@@ -196,6 +233,8 @@ class ALS:
         """
         if self.genre_pairs is None:
             self.genre_pairs = genre_pairs(self.genre_matrix)
+        if isinstance(self.by_item, RowRatings):  # a direct call: the joint step is torch's
+            self.by_item = self._padded(*self.by_item.triples(), self.n_items, self.n_users)
         table = self._fill(self.user_table, p.user_factors, p.user_bias)
         k = self.dim + int(self.cfg.has_bias_prior)  # the coordinates with a genre prior mean
         if self.movie_inverse is None:
@@ -276,6 +315,8 @@ class ALS:
         theta[:, 0, :self.dim] = p.user_factors  # [u, b, 1]: z . theta = r-hat
         if self.cfg.has_biases:
             theta[:, 0, self.dim] = p.user_bias
+        if isinstance(self.by_user, RowRatings):
+            return squared_errors(self.by_user, table, theta[:, 0], rating_range, self.workspace)
         raw, clipped = torch.zeros(2, dtype=torch.float64, device=self.device)  # two tensors
         for chunk in self.by_user.chunks:
             z = gather(table, chunk, self.workspace)

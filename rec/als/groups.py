@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rec.als import kernel
 from rec.als.sizes import default_sizes
 
 
@@ -98,6 +99,78 @@ class Groups:
                  for b in self.batches]
         return Groups(self.n_rows, self.n_cols, self.n_tiles, self.degree.to(device), moved,
                       self.nnz)
+
+
+@dataclass
+class RowRatings:
+    """All training ratings of one side ordered by (table tile, row), for the fused CPU kernel
+    (:mod:`rec.als.kernel`): no padding, no buckets.  With one tile this is CSR."""
+
+    n_rows: int
+    n_cols: int
+    n_tiles: int
+    """Column tiles of the other side's table; each kernel pass reads one."""
+    indptr: torch.Tensor
+    """int64 (n_tiles n_rows + 1,): tile ``k``'s ratings of row ``r`` are
+    ``indptr[k n_rows + r]:indptr[k n_rows + r + 1]``."""
+    cols: torch.Tensor
+    """int32 (nnz,) column of each rating."""
+    vals: torch.Tensor
+    """(nnz,) rating values."""
+    blocks: torch.Tensor
+    """int64 row boundaries of ranges of about equal ratings, which the kernel's threads share."""
+    degree: torch.Tensor
+    """int64 (n_rows,) training ratings per row."""
+
+    @property
+    def nnz(self) -> int:
+        return int(self.cols.numel())
+
+    @property
+    def padded(self) -> int:
+        return self.nnz
+
+    def triples(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ratings back as (rows, cols, vals), in this layout's order."""
+        keys = torch.arange(self.indptr.numel() - 1).remainder_(self.n_rows)
+        return torch.repeat_interleave(keys, torch.diff(self.indptr)), self.cols, self.vals
+
+    def to(self, device: torch.device) -> "RowRatings":
+        if torch.device(device).type != "cpu":
+            raise ValueError("the fused kernel runs on the CPU; use engine.kernel=torch elsewhere")
+        return self
+
+
+ROW_BLOCKS = 256
+"""Row ranges the kernel's threads share: enough for one thread's long rows to be evened out
+by another's short ones (the schedule is static), few enough to cost nothing."""
+
+
+def build_rows(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
+               n_cols: int, tile_cols: int = default_sizes("cpu")[2],
+               tile_min: int = 1) -> RowRatings:
+    """Ratings (``rows[i]``, ``cols[i]``, ``vals[i]``) ordered by (tile, row) by one counting
+    sort; a row with fewer than ``tile_min`` ratings per tile keeps them all in the first."""
+    n_tiles = max(1, -(-n_cols // tile_cols))
+    degree = torch.bincount(rows, minlength=n_rows)
+    keys = rows
+    if n_tiles > 1:
+        split = degree >= n_tiles * tile_min
+        keys = torch.div(cols, -(-n_cols // n_tiles), rounding_mode="floor").mul_(split[rows])
+        keys = keys.to(torch.int64).mul_(n_rows).add_(rows)
+    counts = torch.bincount(keys, minlength=n_tiles * n_rows)
+    indptr = torch.zeros(n_tiles * n_rows + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=indptr[1:])
+    out_cols = torch.empty(cols.numel(), dtype=torch.int32)
+    out_vals = torch.empty(vals.numel(), dtype=vals.dtype)
+    kernel.csr_fill(keys.numpy(), cols.numpy(), vals.numpy(), indptr.numpy(), out_cols.numpy(),
+                    out_vals.numpy())
+    load = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(degree + 1, 0)])
+    bounds = torch.searchsorted(load, torch.linspace(0, float(load[-1]), ROW_BLOCKS + 1,
+                                                     dtype=torch.float64).to(torch.int64))
+    bounds[0], bounds[-1] = 0, n_rows
+    return RowRatings(n_rows, n_cols, n_tiles, indptr, out_cols, out_vals,
+                      torch.unique(bounds), degree)
 
 
 def bucket_widths(max_degree: int, growth: float) -> torch.Tensor:

@@ -1,9 +1,10 @@
-"""The engine's memory layout: degree buckets, Gram chunks, solve batches, table tiles (SPEC §2.4).
+"""The engine's kernel and memory layout: degree buckets, Gram chunks, solve batches, table
+tiles (SPEC §2.4).
 
-One :class:`EngineSizes` (``engine:`` in the config) says how the training
-ratings are laid out for the batched steps.  Its values change the speed and
-the memory of an epoch, and the result only by rounding; ``None`` picks the
-device's measured defaults (:func:`default_sizes`).
+One :class:`EngineSizes` (``engine:`` in the config) says which kernel runs the
+steps and how the training ratings are laid out for it.  Its values change the
+speed and the memory of an epoch, and the result only by rounding; ``None``
+and ``auto`` pick the device's measured defaults (:func:`default_sizes`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from rec.als import kernel as fused
 from rec.errors import ConfigError
+
+KERNELS = ("auto", "fused", "torch")
+SOLVERS = ("cholesky", "lu")
 
 TILE_BYTES = 3 << 19
 """Most bytes of the gathered table one pass reads on CPU: 1.5 MiB, 2^15 rows at K = 10 in
@@ -38,8 +43,16 @@ def default_sizes(device: torch.device | str, row_bytes: int = 48) -> tuple[int,
 
 @dataclass(frozen=True)
 class EngineSizes:
-    """How the grouped ratings are laid out in memory (``conf/engine/default.yaml``)."""
+    """Which kernel runs the steps, and how the grouped ratings are laid out in memory for it
+    (``conf/engine/default.yaml``)."""
 
+    kernel: str = "auto"
+    """``fused``: one compiled pass per row over ratings in row order (:mod:`rec.als.kernel`,
+    CPU, needs Numba); ``torch``: padded degree buckets, batched gathers, Grams and solves on
+    any device (the reference); ``auto``: fused where it runs (CPU, Numba importable, no joint
+    genre step), else torch.  The sizes below lay out the torch path."""
+    solver: str = "cholesky"
+    """The torch path's batched solver: ``cholesky`` (column steps over the batch) or ``lu``."""
     bucket_growth: float = 1.15
     """Width ratio of successive degree buckets: padding stays under ``growth - 1``."""
     chunk_elems: int | None = None
@@ -55,7 +68,9 @@ class EngineSizes:
     ``TILE_MIN_PER_UNKNOWN (D+1)`` for D unknowns per row."""
 
     def __post_init__(self) -> None:
-        checks = [("bucket_growth", self.bucket_growth > 1, "a ratio above 1, e.g. 1.15"),
+        checks = [("kernel", self.kernel in KERNELS, "one of " + ", ".join(KERNELS)),
+                  ("solver", self.solver in SOLVERS, "one of " + ", ".join(SOLVERS)),
+                  ("bucket_growth", self.bucket_growth > 1, "a ratio above 1, e.g. 1.15"),
                   ("chunk_elems", self.chunk_elems is None or self.chunk_elems >= 1,
                    "null or a positive count"),
                   ("batch_rows", self.batch_rows is None or self.batch_rows >= 1,
@@ -68,11 +83,25 @@ class EngineSizes:
             if not ok:
                 raise ConfigError(f"engine.{key}={getattr(self, key)}: must be {want}.")
 
-    def resolved(self, device: torch.device | str, row_bytes: int, width: int) -> "EngineSizes":
-        """Every ``None`` replaced by the device's default, and ``tile_cols=0`` by no tiles;
-        ``row_bytes``: one row of the gathered table, ``width``: unknowns per row."""
+    def resolved(self, device: torch.device | str, row_bytes: int, width: int,
+                 needs_torch: bool = False) -> "EngineSizes":
+        """Every ``None`` and ``auto`` replaced by the device's default, and ``tile_cols=0``
+        by no tiles; ``row_bytes``: one row of the gathered table, ``width``: unknowns per
+        row; ``needs_torch``: a step only the torch path has is used (the joint genre step)."""
         chunk, batch, tile = default_sizes(device, row_bytes)
-        return replace(self, chunk_elems=self.chunk_elems or chunk,
+        return replace(self, kernel=self.kernel_for(device, needs_torch),
+                       chunk_elems=self.chunk_elems or chunk,
                        batch_rows=self.batch_rows or batch,
                        tile_cols=tile if self.tile_cols is None else self.tile_cols or NO_TILES,
                        tile_min=self.tile_min or TILE_MIN_PER_UNKNOWN * (width + 1))
+
+    def kernel_for(self, device: torch.device | str, needs_torch: bool) -> str:
+        """``fused`` or ``torch``; asking for ``fused`` where it cannot run is an error."""
+        where = torch.device(device).type == "cpu" and fused.AVAILABLE and not needs_torch
+        if self.kernel == "fused" and not where:
+            why = ("Numba is not installed (pip install -r requirements.txt)" if not fused.AVAILABLE
+                   else "it runs on the CPU only" if torch.device(device).type != "cpu"
+                   else "the joint genre step (train.joint_genre_step) needs the torch path")
+            raise ConfigError(f"engine.kernel=fused cannot run here: {why}; "
+                              "write engine.kernel=auto or engine.kernel=torch.")
+        return "fused" if self.kernel == "fused" or (self.kernel == "auto" and where) else "torch"

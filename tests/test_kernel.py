@@ -1,0 +1,141 @@
+"""The fused CPU kernel and the column-step Cholesky against dense references (SPEC §2.3, §2.4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rec.als import ALS, ModelConfig
+from rec.als.groups import build_rows
+from rec.als.sizes import EngineSizes
+from rec.als.solve import cholesky_solve, ridge_solve, solve_rows
+from rec.errors import ConfigError
+from tests.conftest import random_ratings
+
+
+def spd_batch(n, d, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, d + 3, generator=g, dtype=dtype)
+    return x @ x.transpose(1, 2) + 0.1 * torch.eye(d, dtype=dtype), \
+        torch.randn(n, d, generator=g, dtype=dtype), torch.randn(n, d, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("d", [1, 2, 11, 65])
+def test_column_step_cholesky_solves_and_draws_like_lapack(d):
+    a, rhs, z = spd_batch(50, d, seed=d)
+    np.testing.assert_allclose(cholesky_solve(a.clone(), rhs), torch.linalg.solve(a, rhs),
+                               rtol=1e-9, atol=1e-9)
+    low = torch.linalg.cholesky(a)  # the draw mean + L^-T z of the Gaussian with precision a
+    want = torch.linalg.solve(a, rhs) + torch.linalg.solve_triangular(
+        low.transpose(1, 2), z.unsqueeze(2), upper=True).squeeze(2)
+    np.testing.assert_allclose(cholesky_solve(a.clone(), rhs, z), want, rtol=1e-9, atol=1e-9)
+
+
+def test_cholesky_reads_only_the_lower_triangle_and_refuses_a_singular_system():
+    a, rhs, _ = spd_batch(8, 4, seed=1)
+    lower_only = a.tril()  # the strict upper triangle zeroed: must not matter
+    np.testing.assert_allclose(cholesky_solve(lower_only, rhs), cholesky_solve(a.clone(), rhs))
+    a[3] = 0
+    with pytest.raises(FloatingPointError, match="priors"):
+        cholesky_solve(a, rhs)
+
+
+def dense_side(rows, cols, vals, table, n_rows, lam, reg, weight, prior):
+    """Per row: the system matrix ``lam X^T X + w diag(reg)`` and ``lam X^T y + prior``."""
+    d = table.shape[1] - 1
+    a = np.zeros((n_rows, d, d))
+    rhs = prior.copy()
+    for r, c, v in zip(rows, cols, vals):
+        x, y = table[c, :d], v - table[c, d]
+        a[r] += lam * np.outer(x, x)
+        rhs[r] += lam * x * y
+    a += weight[:, None, None] * np.diag(reg)
+    return a, rhs
+
+
+@pytest.mark.parametrize("tile_cols, dtype", [(10**9, torch.float64), (3, torch.float64),
+                                              (3, torch.float32)])
+def test_fused_kernel_solves_and_draws_every_row_exactly(tile_cols, dtype):
+    g = np.random.default_rng(0)
+    n_rows, n_cols, d = 30, 12, 4
+    rows = g.integers(2, n_rows, 400)  # rows 0, 1 have no ratings
+    cols = g.integers(0, n_cols, 400)
+    vals = g.uniform(0.5, 5, 400)
+    table = np.vstack([g.normal(size=(n_cols, d + 1)), np.zeros((1, d + 1))])
+    reg, weight = g.uniform(0.5, 2, d), g.uniform(1, 3, n_rows)
+    prior, noise = g.normal(size=(n_rows, d)), g.normal(size=(n_rows, d))
+    layout = build_rows(torch.from_numpy(rows.astype(np.int32)),
+                        torch.from_numpy(cols.astype(np.int32)),
+                        torch.from_numpy(vals).to(dtype), n_rows, n_cols, tile_cols, tile_min=2)
+    assert layout.n_tiles == (1 if tile_cols > n_cols else 4)
+    a, rhs = dense_side(rows, cols, vals, table, n_rows, 1.7, reg, weight, prior)
+    as_t = lambda x: torch.from_numpy(x).to(dtype)
+    tol = 1e-10 if dtype == torch.float64 else 2e-4
+    for z in (None, noise):
+        out = torch.full((n_rows, d), 7.0, dtype=dtype)
+        solve_rows(layout, as_t(table), 1.7, as_t(reg), as_t(weight), out, as_t(prior),
+                   noise=None if z is None else as_t(z))
+        want = np.linalg.solve(a[2:], rhs[2:, :, None])[..., 0]
+        if z is not None:
+            low = np.linalg.cholesky(a[2:])
+            want += np.linalg.solve(np.transpose(low, (0, 2, 1)), z[2:, :, None])[..., 0]
+        np.testing.assert_allclose(out[2:].double().numpy(), want, rtol=tol, atol=tol)
+        assert bool((out[:2] == 7.0).all())  # rows without ratings are left alone
+
+
+def test_row_layout_holds_every_rating_once_by_tile_then_row():
+    r = random_ratings(seed=4)
+    layout = build_rows(r.user, r.item, r.rating, r.n_users, r.n_items, tile_cols=8, tile_min=2)
+    rows, cols, vals = layout.triples()
+    got = sorted(zip(rows.tolist(), cols.tolist(), vals.tolist()))
+    assert got == sorted(zip(r.user.tolist(), r.item.tolist(), r.rating.tolist()))
+    slot_tile = torch.repeat_interleave(torch.arange(layout.indptr.numel() - 1),
+                                        torch.diff(layout.indptr)) // r.n_users
+    split = layout.degree[rows] >= layout.n_tiles * 2
+    assert layout.n_tiles == 4 and bool(split.any()) and bool((~split).any())
+    assert torch.equal(slot_tile[split], torch.div(cols[split], 8, rounding_mode="floor").long())
+    assert bool((slot_tile[~split] == 0).all())  # short rows keep all their ratings in tile 0
+    assert torch.equal(layout.degree, torch.bincount(r.user.long(), minlength=r.n_users))
+
+
+@pytest.mark.parametrize("rung", ["biases", "embeddings", "features"])
+def test_fused_and_torch_engines_train_the_same_float32_model(rung):
+    r = random_ratings(n_users=120, n_items=90, seed=9)
+    cfg = ModelConfig(name=rung, K=5).validated()
+    params = []
+    for kernel in ("torch", "fused"):
+        e = ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items, r.movies.genre_matrix(),
+                sizes=EngineSizes(kernel, tile_cols=16))
+        assert e.sizes.kernel == kernel and e.by_user.n_tiles == 6
+        p = e.initial_params(r.n_genres, 0)
+        for _ in range(4):
+            e.epoch(p)
+        params.append((p, e.objective(p), e.train_errors(p, (0.5, 5.0))))
+    (a, ja, ea), (b, jb, eb) = params
+    assert jb == pytest.approx(ja, rel=1e-5) and eb == pytest.approx(ea, rel=1e-5)
+    for name in ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors"):
+        np.testing.assert_allclose(getattr(b, name), getattr(a, name), atol=2e-4)
+
+
+def test_kernel_choice_is_checked_and_auto_picks_what_runs():
+    assert EngineSizes().kernel_for("cpu", needs_torch=False) == "fused"
+    assert EngineSizes().kernel_for("cuda", needs_torch=False) == "torch"
+    assert EngineSizes().kernel_for("cpu", needs_torch=True) == "torch"
+    with pytest.raises(ConfigError, match="CPU only"):
+        EngineSizes(kernel="fused").kernel_for("cuda", needs_torch=False)
+    with pytest.raises(ConfigError, match="joint genre step"):
+        EngineSizes(kernel="fused").kernel_for("cpu", needs_torch=True)
+    with pytest.raises(ConfigError, match="engine.kernel=numba: must be one of auto, fused, torch"):
+        EngineSizes(kernel="numba")
+    with pytest.raises(ConfigError, match="engine.solver"):
+        EngineSizes(solver="qr")
+
+
+def test_lu_and_cholesky_solvers_agree():
+    a, rhs, _ = spd_batch(20, 6, seed=3)
+    g = torch.zeros(20, 7, 7, dtype=torch.float64)
+    g[:, :6, :6], g[:, :6, 6] = a, rhs
+    reg = torch.full((6,), 0.5, dtype=torch.float64)
+    np.testing.assert_allclose(ridge_solve(g.clone(), 2.0, reg, solver="cholesky"),
+                               ridge_solve(g.clone(), 2.0, reg, solver="lu"), rtol=1e-10)
