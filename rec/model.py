@@ -5,6 +5,11 @@ what the user rated), folds in a new user from a few (movie, rating) pairs
 (one user step against fixed V: milliseconds), and places a new movie from
 its genres (the features rung's prior mean).  It saves to one file with
 everything it needs: parameters, id maps, titles, genres and metrics.
+
+A model sampled by Gibbs (``inference=gibbs``) carries its thinned posterior samples
+(:class:`rec.bayes.posterior.Posterior`): every answer is then the posterior mean, each
+comes with a predictive standard deviation (``*_with_std``), and top-k can rank by an
+optimistic quantile instead of the mean.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from rec.als.config import ModelConfig
 from rec.als.params import Params
 from rec.als.solve import ridge_solve
+from rec.bayes.posterior import Posterior
 from rec.data.catalog import Catalog
 from rec.data.ratings import Ratings
 from rec.errors import RecError
@@ -43,11 +49,14 @@ class Recommender:
     rating_range: tuple[float, float]
     metrics: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    posterior: Posterior | None = None
+    """Gibbs: the kept posterior samples (``params`` is then their packed posterior mean)."""
 
     @classmethod
     def from_training(cls, ratings: Ratings, train: torch.Tensor, params: Params,
                       config: ModelConfig, metrics: dict | None = None,
-                      meta: dict | None = None) -> "Recommender":
+                      meta: dict | None = None,
+                      posterior: Posterior | None = None) -> "Recommender":
         user = ratings.user
         ordered = user.numel() < 2 or bool((user[1:] >= user[:-1]).all())  # GroupLens files are
         order = slice(None) if ordered else torch.argsort(user, stable=True)
@@ -56,7 +65,7 @@ class Recommender:
         return cls(params.to("cpu", torch.float32), config, ratings.name, ratings.user_ids,
                    ratings.movies, ratings.item_counts(train), offsets,
                    ratings.item[order].to(torch.int32), ratings.rating_range, metrics or {},
-                   meta or {})
+                   meta or {}, posterior)
 
     # persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -64,6 +73,8 @@ class Recommender:
         state = {k: getattr(self, k) for k in self.__dataclass_fields__}
         state.update(format=FORMAT, params=self.params.state_dict(), config=asdict(self.config),
                      movies=self.movies.state_dict())
+        if self.posterior is not None:  # params are the samples packed: rebuilt on load
+            state.update(params=None, posterior=self.posterior.state_dict())
         return save_torch(state, path)
 
     @classmethod
@@ -77,7 +88,12 @@ class Recommender:
             version = state.pop("format")
             if version != FORMAT:
                 raise ValueError(f"model format {version}; this version of rec reads format {FORMAT}")
-            state["params"] = Params.from_state_dict(state["params"])
+            posterior = state.get("posterior")
+            if posterior is not None:
+                state["posterior"] = Posterior.from_state_dict(posterior)
+                state["params"] = state["posterior"].mean_params()
+            else:
+                state["params"] = Params.from_state_dict(state["params"])
             state["config"] = ModelConfig(**state["config"])
             state["movies"] = Catalog(**state["movies"])
             return cls(**state)
@@ -146,14 +162,12 @@ class Recommender:
         return self.top_k(scores, k, self.rated_by(m) if exclude_rated else None, min_count)
 
     def fold_in(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, float]:
-        """A new user's ``(u, b)``: one exact user step against fixed V and c (SPEC §3)."""
-        if not pairs:
-            raise RecError("fold-in needs at least one (movie id, rating) pair.")
-        items = torch.tensor([self.item_index(m) for m, _ in pairs])
-        rating = torch.tensor([float(r) for _, r in pairs], dtype=torch.float32)
-        lo, hi = self.rating_range
-        if bool(((rating < lo) | (rating > hi)).any()):
-            raise RecError(f"fold-in ratings must lie in [{lo}, {hi}]; got {rating.tolist()}.")
+        """A new user's ``(u, b)``: one exact user step against fixed V and c (SPEC §3); for a
+        Gibbs model, one per posterior sample, packed like :attr:`params`."""
+        if self.posterior is not None:  # packed like params: item_scores gives the mean
+            u, b = self.fold_in_samples(pairs)
+            return u.reshape(-1) / self.posterior.size ** 0.5, float(b.mean())
+        items, rating = self._pairs(pairs)
         cfg, p = self.config, self.params
         x = [p.item_factors[items]]
         y = rating - p.mu
@@ -166,6 +180,17 @@ class Recommender:
             reg = reg * len(items)
         theta = ridge_solve((z.T @ z).unsqueeze(0), cfg.lam, reg)[0]
         return theta[:p.dim], float(theta[p.dim]) if cfg.has_biases else 0.0
+
+    def _pairs(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Movie indices and ratings of a new user's (movie id, rating) pairs, checked."""
+        if not pairs:
+            raise RecError("fold-in needs at least one (movie id, rating) pair.")
+        items = torch.tensor([self.item_index(m) for m, _ in pairs])
+        rating = torch.tensor([float(r) for _, r in pairs], dtype=torch.float32)
+        lo, hi = self.rating_range
+        if bool(((rating < lo) | (rating > hi)).any()):
+            raise RecError(f"fold-in ratings must lie in [{lo}, {hi}]; got {rating.tolist()}.")
+        return items, rating
 
     def recommend_new_user(self, pairs: list[tuple[int, float]], k: int = 10,
                            min_count: int = 0) -> list[dict]:
@@ -203,6 +228,101 @@ class Recommender:
         p = self.params
         scores = p.mu + self.new_movie_bias(genres) + p.user_bias + p.user_factors @ self.new_movie(genres)
         return scores.clamp(*self.rating_range)
+
+
+    # uncertainty (Gibbs models) ------------------------------------------------------------
+    def _posterior(self) -> Posterior:
+        if self.posterior is None:
+            raise RecError("this model is a point estimate (inference=als) and has no predictive "
+                           "uncertainty; train it with inference=gibbs.")
+        return self.posterior
+
+    def predict_ids_with_std(self, user_ids: torch.Tensor,
+                             movie_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean (clipped) and predictive standard deviation of many pairs."""
+        users = _positions(self.user_ids, user_ids, "user", self.dataset)
+        items = _positions(self.movies.ids, movie_ids, "movie", self.dataset)
+        mean, std = self._posterior().predict(users, items)
+        return mean.clamp(*self.rating_range), std
+
+    def predict_with_std(self, user_id: int, movie_id: int) -> tuple[float, float]:
+        """One pair's posterior mean and predictive standard deviation."""
+        mean, std = self.predict_ids_with_std(torch.tensor([user_id]), torch.tensor([movie_id]))
+        return float(mean[0]), float(std[0])
+
+    def rank_scores(self, sample_scores: torch.Tensor, rank_by: str = "mean",
+                    quantile: float = 0.9) -> torch.Tensor:
+        """Scores to rank movies by, from ``(S, n_items)`` per-sample predictions: their mean,
+        or ``rank_by="quantile"``: the ``quantile`` of the predictive distribution (an
+        optimistic ranking favours movies the model is unsure about)."""
+        if rank_by == "mean":
+            return sample_scores.mean(0)
+        if rank_by != "quantile" or not 0 < quantile < 1:
+            raise RecError(f"rank_by={rank_by!r}, quantile={quantile}: rank by 'mean', or by "
+                           "'quantile' with a quantile strictly between 0 and 1.")
+        noise = self._posterior().noise_var.mean()
+        std = (sample_scores.var(0, correction=0) + noise).sqrt()
+        z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(quantile))
+        return sample_scores.mean(0) + z * std
+
+    def recommend_with_uncertainty(self, user_id: int, k: int = 10, rank_by: str = "mean",
+                                   quantile: float = 0.9, exclude_rated: bool = True,
+                                   min_count: int = 0) -> list[dict]:
+        """Top-k for a known user by the posterior mean or an optimistic quantile; each record
+        also gives the posterior mean and predictive standard deviation."""
+        post, m = self._posterior(), self.user_index(user_id)
+        s = post.samples
+        scores = post.scores(s["user_factors"][:, m], s["user_bias"][:, m])
+        return self._ranked(scores, k, rank_by, quantile, self.rated_by(m) if exclude_rated
+                            else None, min_count)
+
+    def _ranked(self, scores: torch.Tensor, k: int, rank_by: str, quantile: float,
+                exclude: torch.Tensor | None, min_count: int) -> list[dict]:
+        noise = self._posterior().noise_var.mean()
+        mean, std = scores.mean(0), (scores.var(0, correction=0) + noise).sqrt()
+        records = self.top_k(self.rank_scores(scores, rank_by, quantile), k, exclude, min_count)
+        for rec in records:
+            i = self.item_index(rec["movie_id"])
+            rec.update(mean=float(mean[i].clamp(*self.rating_range)), std=float(std[i]))
+        return records
+
+    def fold_in_samples(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A new user's ``(S, K)`` factors and ``(S,)`` biases: per posterior sample, the
+        user's conditional mean given that sample's V, c, noise and prior precisions."""
+        post = self._posterior()
+        items, rating = self._pairs(pairs)
+        us, bs = [], []
+        for s in range(post.size):
+            p = post.sample(s)
+            z = torch.cat([p.item_factors[items], torch.ones(len(items), 1),
+                           (rating - p.mu - p.item_bias[items]).unsqueeze(1)], 1)
+            g = (z.T @ z).unsqueeze(0)
+            rhs_prior = (post.user_precision[s, :p.dim] * post.user_mean[s]).unsqueeze(0)
+            prior = torch.cat([rhs_prior, torch.zeros(1, 1)], 1)
+            theta = ridge_solve(g, 1.0 / float(post.noise_var[s]), post.user_precision[s], prior)[0]
+            us.append(theta[:p.dim])
+            bs.append(theta[p.dim])
+        return torch.stack(us), torch.stack(bs)
+
+    def recommend_new_user_with_uncertainty(self, pairs: list[tuple[int, float]], k: int = 10,
+                                            rank_by: str = "mean", quantile: float = 0.9,
+                                            min_count: int = 0) -> list[dict]:
+        """Top-k for someone not in the data, averaged over the posterior samples."""
+        u, b = self.fold_in_samples(pairs)
+        rated = self._pairs(pairs)[0]
+        return self._ranked(self._posterior().scores(u, b), k, rank_by, quantile, rated, min_count)
+
+    def predict_new_movie_with_std(self, genres: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every known user's posterior-mean prediction of a new movie with these genres, and
+        its predictive standard deviation (per sample: its genres' prior mean)."""
+        post, rows = self._posterior(), self._genre_rows(genres)
+        s = post.samples
+        v = s["genre_factors"][:, rows].mean(1)  # (S, K)
+        c = s["genre_bias"][:, rows].mean(1)  # (S,)
+        f = post.mu + s["user_bias"] + c.unsqueeze(1) + torch.bmm(
+            s["user_factors"], v.unsqueeze(2)).squeeze(2)
+        std = (f.var(0, correction=0) + post.noise_var.mean()).sqrt()
+        return f.mean(0).clamp(*self.rating_range), std
 
 
 def _positions(ids: torch.Tensor, wanted: torch.Tensor, what: str, dataset: str) -> torch.Tensor:

@@ -20,6 +20,7 @@ from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 
+from rec.bayes.chain import sample
 from rec.data.load import DataConfig, load_dataset
 from rec.data.ratings import Ratings
 from rec.files import atomic_write
@@ -29,6 +30,7 @@ from rec.run_config import RunConfig
 from rec.runs import CHECKPOINT, find_resumable, fingerprint, read_run, write_run
 from rec.system import describe, peak_rss_mb, pick_device, set_threads
 from rec.tensorboard_log import TensorBoardLogger
+from rec.bayes.posterior import Posterior
 from rec.training import FitResult, fit, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,12 @@ def measure_loading(data: DataConfig) -> dict:
 
 def run_fingerprint(run: RunConfig, ratings: Ratings) -> str:
     """Everything that determines a run's result: resume continues only a run with the same."""
+    sampled = {"inference": asdict(run.inference)} if run.inference.gibbs else {}
     return fingerprint({"data": ratings.name, "ratings": len(ratings), "split": run.split.options(),
                         "model": run.model.hparams(), "train": run.train.results_key(),
                         "bucket_growth": run.engine.bucket_growth, "seed": run.seed,
-                        "dtype": str(run.torch_dtype), "device": pick_device(run.device).type})
+                        "dtype": str(run.torch_dtype), "device": pick_device(run.device).type,
+                        **sampled})
 
 
 def _run_folder(run: RunConfig, run_dir: Path, fp: str, name: str) -> tuple[Path, dict, int]:
@@ -97,22 +101,24 @@ def train(run: RunConfig, run_dir: Path) -> dict:
     ratings, load_s = load(run)
     split = run.split.make(ratings)
     fp = run_fingerprint(run, ratings)
-    name = f"{ratings.name}_{run.split.tag()}_{run.model.variant}_K{run.model.dim}"
+    name = f"{ratings.name}_{run.split.tag()}_{run.variant}_K{run.model.dim}"
     work, info, done = _run_folder(run, run_dir, fp, name)
     board = TensorBoardLogger(info["tensorboard"], purge_step=done + 1 if done else None) \
         if run.tensorboard else None
-    progress = EpochProgress(run.train.max_epochs, done, enabled=run.progress)
+    inf = run.inference
+    steps = inf.burn_in + inf.samples if inf.gibbs else run.train.max_epochs
+    progress = EpochProgress(steps, done, enabled=run.progress, unit="sweep" if inf.gibbs else "epoch")
+    callbacks = tuple(c for c in (board, progress) if c)
     try:
-        result = fit(ratings, split, run.model, run.train, run.engine, seed=run.seed,
-                     device=device, dtype=run.torch_dtype, checkpoint=work / CHECKPOINT,
-                     fingerprint=fp, callbacks=tuple(c for c in (board, progress) if c))
+        result, posterior = _infer(run, ratings, split, device, work / CHECKPOINT, fp, callbacks)
         progress.finish()
     finally:
         progress.close()
     split_info = run.split.describe(split)
     model = Recommender.from_training(ratings, split.train, result.params, run.model, result.final,
                                       {"fingerprint": fp, "split": run.split.options(),
-                                       "seed": run.seed, "run": str(work)})
+                                       "seed": run.seed, "run": str(work),
+                                       "inference": asdict(run.inference)}, posterior)
     saved = model.save(work / "model.pt")
     published = atomic_write(run.published_model(ratings.name),
                              lambda tmp: shutil.copyfile(saved, tmp))
@@ -127,14 +133,27 @@ def train(run: RunConfig, run_dir: Path) -> dict:
     return summary
 
 
+def _infer(run: RunConfig, ratings: Ratings, split, device, checkpoint: Path, fp: str,
+           callbacks: tuple) -> tuple[FitResult, Posterior | None]:
+    """ALS training, or the Gibbs chain (``inference=gibbs``) and its kept samples."""
+    common = {"seed": run.seed, "device": device, "dtype": run.torch_dtype,
+              "checkpoint": checkpoint, "fingerprint": fp, "callbacks": callbacks}
+    if run.inference.gibbs:
+        chain = sample(ratings, split, run.model, run.inference, run.train, run.engine, **common)
+        return chain.fit, chain.posterior
+    return fit(ratings, split, run.model, run.train, run.engine, **common), None
+
+
 def _finish_board(board: TensorBoardLogger, run: RunConfig, ratings: Ratings, split_info: dict,
                   result: FitResult, model: Recommender) -> None:
     split = {f"split_{k}": str(v) for k, v in split_info.items() if k != "sizes"}
-    board.log_hparams({**run.model.hparams(), "dataset": ratings.name, "seed": run.seed, **split},
+    board.log_hparams({**run.model.hparams(), "inference": run.inference.method,
+                       "dataset": ratings.name, "seed": run.seed, **split},
                       result.final, result.best_epoch)
     genres = [" | ".join(ratings.movies.genres_of(i)) for i in range(ratings.n_items)]
-    board.log_projector(result.params.item_factors, ratings.movies.titles, genres,
-                        model.item_counts)
+    factors = model.posterior.samples["item_factors"][-1] if model.posterior else \
+        result.params.item_factors  # a sample's embeddings, not the packed posterior mean
+    board.log_projector(factors, ratings.movies.titles, genres, model.item_counts)
     board.close()
 
 
@@ -157,6 +176,7 @@ def _summary(run: RunConfig, ratings: Ratings, split_info: dict, result: FitResu
     return {
         "dataset": ratings.name, "counts": ratings.summary(), "split": split_info,
         "model": run.model.hparams(), "train": asdict(run.train), "engine": asdict(facts.sizes),
+        "inference": asdict(run.inference),
         "final": result.final, "history": result.history,
         "timing": {"load_s": load_s, **loading, "setup_s": result.timings["setup_s"],
                    **_per_epoch(result), "final_eval_s": result.timings["final_eval_s"],
@@ -179,6 +199,17 @@ def format_split(split: dict) -> str:
     return f"{how}: {sizes['train']:,} train, {sizes['val']:,} val, {sizes['test']:,} test"
 
 
+def _steps_line(f: dict, t: dict) -> str:
+    per = (f"({t['als_s_per_million_ratings']:.4f} s per million ratings); "
+           f"eval s/{'sweep' if 'samples_kept' in f else 'epoch'} {t['eval_s_median']:.3f}")
+    if "samples_kept" in f:
+        return (f"  sweeps    {f['epochs']} Gibbs sweeps after {f['warm_start']} ALS epochs: "
+                f"burn-in {f['burn_in']}, {f['samples_averaged']} averaged, {f['samples_kept']} "
+                f"kept; s/sweep median {t['als_s_median']:.3f}, min {t['als_s_min']:.3f} " + per)
+    return (f"  epochs    {f['epochs']} run, best {f['best_epoch']}; ALS s/epoch median "
+            f"{t['als_s_median']:.3f}, min {t['als_s_min']:.3f} " + per)
+
+
 def format_summary(s: dict) -> str:
     f, t, m, c = s["final"], s["timing"], s["machine"], s["counts"]
     k = next((key.split("@")[1] for key in f if key.startswith("test/precision@")), "10")
@@ -193,12 +224,13 @@ def format_summary(s: dict) -> str:
         f"  setup     {t['setup_s']:.2f} s ({s['engine']['kernel']} kernel; grouping, padding "
         f"{t['padding']:.1%}; table tiles: "
         f"user step {t['tiles']['user_step']}, movie step {t['tiles']['movie_step']})",
-        f"  epochs    {f['epochs']} run, best {f['best_epoch']}; ALS s/epoch median {t['als_s_median']:.3f}, "
-        f"min {t['als_s_min']:.3f} ({t['als_s_per_million_ratings']:.4f} s per million ratings); "
-        f"eval s/epoch {t['eval_s_median']:.3f}",
+        _steps_line(f, t),
         *(["  profile   median s/epoch: " + ", ".join(f"{k} {v:.3f}" for k, v in t["profile"].items())]
           if t.get("profile") else []),
         f"  memory    peak RSS {t['peak_rss_mb']:,.0f} MiB",
+        *([f"  intervals test coverage of the 50% / 90% predictive intervals: "
+           f"{f['test/coverage_50']:.3f} / {f['test/coverage_90']:.3f}"] if "test/coverage_50" in f
+          else []),
         f"  val       RMSE {f['val/rmse']:.4f}   test RMSE {f['test/rmse']:.4f}  NLL {f['test/nll']:.4f}  "
         + (f"warm {f['test/warm_rmse']:.4f} ({f['test/warm_n']:,} rows), cold-start "
            f"{f['test/cold_rmse']:.4f} ({f['test/cold_n']:,} rows)" if f["test/cold_n"]

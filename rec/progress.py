@@ -19,17 +19,18 @@ class EpochProgress:
     """A training callback; ``done`` epochs were run before (a resumed run).  ``file``: where
     to draw (default: the terminal's stderr, and only when it is interactive)."""
 
-    def __init__(self, max_epochs: int, done: int = 0, enabled: bool = True, file=None):
-        self.best = math.inf
+    def __init__(self, max_epochs: int, done: int = 0, enabled: bool = True, file=None,
+                 unit: str = "epoch"):
+        self.best, self.unit = math.inf, unit
         disable = (None if file is None else False) if enabled else True
-        self.bar = tqdm(total=max_epochs, initial=done, desc="training", unit="epoch", file=file,
+        self.bar = tqdm(total=max_epochs, initial=done, desc="training", unit=unit, file=file,
                         disable=disable, dynamic_ncols=True, leave=True)
 
     def on_epoch(self, epoch: int, record: dict, params: Params) -> None:
         self.best = min(self.best, record["val/rmse"])
         seconds = record["time/als_s"] + record["time/eval_s"]
         self.bar.set_postfix_str(f"val RMSE {record['val/rmse']:.4f} (best {self.best:.4f}), "
-                                 f"{seconds:.2f} s/epoch", refresh=False)
+                                 f"{seconds:.2f} s/{self.unit}", refresh=False)
         self.bar.update(epoch - self.bar.n)
 
     def finish(self) -> None:

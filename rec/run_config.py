@@ -16,6 +16,7 @@ import torch
 
 from rec.als.config import ModelConfig
 from rec.als.sizes import EngineSizes
+from rec.bayes.config import InferenceConfig
 from rec.data.load import DataConfig
 from rec.data.splits import SplitConfig
 from rec.errors import ConfigError
@@ -53,6 +54,8 @@ class RunConfig:
     """The rung and its priors; ``K`` comes from the config's top-level ``K``."""
     train: TrainConfig = field(default_factory=TrainConfig)
     engine: EngineSizes = field(default_factory=EngineSizes)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    """ALS point estimates (``als``) or posterior samples (``gibbs``)."""
     paths: Paths = field(default_factory=Paths)
     seed: int = 0
     """Initialization seed (the split has its own: ``split.seed``)."""
@@ -87,7 +90,12 @@ class RunConfig:
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
+    @property
+    def variant(self) -> str:
+        """The model's name in file and run names: the rung's, ``+gibbs`` when sampled."""
+        return self.model.variant + ("+gibbs" if self.inference.gibbs else "")
+
     def published_model(self, dataset: str) -> Path:
         """Where this run's model is published, and where ``analyze.py`` looks for it."""
-        return model_path(Path(self.paths.models), dataset, self.split.tag(), self.model.variant,
+        return model_path(Path(self.paths.models), dataset, self.split.tag(), self.variant,
                           self.model.dim)

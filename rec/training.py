@@ -188,18 +188,30 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: 
         for k, v in accuracy(p, *tensors, rr, lam).items():
             out[f"{part}/{k}"] = v
     user, item, rating = data.parts["test"]
-    cold = (engine.by_item.degree.to(item.device)[item.long()] == 0)
+    cold = cold_rows(engine, item)
     cs = accuracy(p, user[cold], item[cold], rating[cold], rr, lam)
     out["test/cold_rmse"], out["test/cold_n"] = cs["rmse"], cs["n"]
     warm = accuracy(p, user[~cold], item[~cold], rating[~cold], rr, lam)
     out["test/warm_rmse"], out["test/warm_n"] = warm["rmse"], warm["n"]
+    out.update(ranking_metrics(p, ratings, split, data, cfg, seed))
+    return out
+
+
+def cold_rows(engine: ALS, item: torch.Tensor) -> torch.Tensor:
+    """Which of the rows ``item`` are of movies without training ratings."""
+    return engine.by_item.degree.to(item.device)[item.long()] == 0
+
+
+def ranking_metrics(p: Params, ratings: Ratings, split: Split, data: _Subsets,
+                    cfg: TrainConfig, seed: int) -> dict:
+    """precision, recall and NDCG at ``cfg.ranking_k`` on test, of ``p``'s scores."""
+    user, item, rating = data.parts["test"]
     users = ranked_users(user, rating, p.user_factors.shape[0], cfg.relevance,
                          cfg.ranking_max_users, seed)
     seen_user, seen_item = pairs_of_users(ratings, split.train, users)
-    out.update({f"test/{k}": v for k, v in ranking(
+    return {f"test/{k}": v for k, v in ranking(
         p, seen_user.to(user.device), seen_item.to(user.device), user, item, rating,
-        cfg.ranking_k, cfg.relevance, users.to(user.device)).items()})
-    return out
+        cfg.ranking_k, cfg.relevance, users.to(user.device)).items()}
 
 
 def build_engine(ratings: Ratings, train: torch.Tensor, model_cfg: ModelConfig,

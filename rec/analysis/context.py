@@ -77,7 +77,7 @@ class Context:
                 reason = (f"the model at {path} was trained with {stored.config.hparams()}, not "
                           f"the configured {run.model.hparams()}")
         print(f"{reason}; training it first")
-        train(run, self.out_dir / f"train-{run.model.variant}-K{run.model.dim}")
+        train(run, self.out_dir / f"train-{run.variant}-K{run.model.dim}")
         return self._check(Recommender.load(path), path)
 
     def _check(self, model: Recommender, path) -> Recommender:

@@ -1,0 +1,1 @@
+"""Bayesian matrix factorization by Gibbs sampling on the ALS engine (``inference=gibbs``)."""

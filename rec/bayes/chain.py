@@ -1,0 +1,162 @@
+"""A Gibbs chain from warm start to posterior: sweeps, running means, checkpoints, resume.
+
+``sample`` is ``inference=gibbs``'s counterpart of :func:`rec.training.fit`: an optional
+warm start of ALS epochs (the rung's own priors), ``burn_in`` sweeps, then ``samples``
+sweeps whose validation and test predictions are averaged as they come (the posterior
+mean) and ``keep`` of which, evenly thinned, are kept for the saved model.  Every
+``checkpoint_every`` sweeps the whole state, random generators included, is written
+atomically; given that checkpoint again the chain continues exactly as if uninterrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rec.als.config import ModelConfig
+from rec.als.params import Params
+from rec.als.sizes import EngineSizes
+from rec.bayes.config import InferenceConfig
+from rec.bayes.posterior import Posterior, RunningPredictions, coverage, rmse
+from rec.bayes.sampler import GibbsSampler
+from rec.data.ratings import Ratings
+from rec.data.splits import Split
+from rec.errors import ConfigError
+from rec.files import save_torch
+from rec.training import (CHECKPOINT_FORMAT, Callback, FitResult, TrainConfig, _Subsets, _sync,
+                          build_engine, cold_rows, epoch_log, load_checkpoint, ranking_metrics)
+
+log = logging.getLogger(__name__)
+RUNGS = ("biases", "embeddings", "features")
+
+
+@dataclass
+class ChainResult:
+    """``fit``'s result (``params``: the posterior-mean :class:`Params`) and the kept samples."""
+
+    fit: FitResult
+    posterior: Posterior
+
+
+def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: InferenceConfig,
+           cfg: TrainConfig = TrainConfig(), sizes: EngineSizes = EngineSizes(), *,
+           seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+           checkpoint: Path | None = None, fingerprint: str = "",
+           callbacks: tuple[Callback, ...] = ()) -> ChainResult:
+    """Run the chain on ``split.train``; resume from ``checkpoint`` when it exists."""
+    if model_cfg.name not in RUNGS:
+        raise ConfigError(f"inference=gibbs samples the rungs {', '.join(RUNGS)}; "
+                          f"model={model_cfg.name} has no bias terms to sample.")
+    device = torch.device(device)
+    start = _sync(device)
+    engine = build_engine(ratings, split.train, model_cfg, sizes, device, dtype,
+                          relaxation=cfg.relaxation)
+    data = _Subsets(ratings, split, device)
+    setup_s = _sync(device) - start
+    p = engine.initial_params(ratings.n_genres, seed)
+    sampler = GibbsSampler(engine, inference, seed)
+    running = {part: RunningPredictions.zeros(t[2].numel(), device)
+               for part, t in data.parts.items()}
+    kept, history, done = [], [], 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = load_checkpoint(checkpoint, fingerprint)
+        done, history, kept = state["sweep"], state["history"], state["kept"]
+        p.copy_(Params.from_state_dict(state["params"]).to(device, dtype))
+        sampler.load_state_dict(state["sampler"])
+        for part, r in running.items():
+            saved = state["running"][part]
+            r.total.copy_(saved["total"]), r.squares.copy_(saved["squares"])
+            r.count, r.noise_var = saved["count"], saved["noise_var"]
+        log.info("resuming the chain %s after sweep %d", checkpoint, done)
+    else:
+        for _ in range(inference.warm_start):
+            engine.epoch(p)
+    save = lambda: save_torch({
+        "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "sweep": done,
+        "params": p.state_dict(), "sampler": sampler.state_dict(), "history": history,
+        "kept": kept, "running": {k: r.state_dict() for k, r in running.items()}}, checkpoint)
+    total = inference.burn_in + inference.samples
+    sweep_s, eval_s = [], []
+    while done < total:
+        t0 = _sync(device)
+        hyper = sampler.sweep(p)
+        t1 = _sync(device)
+        done += 1
+        record = {"epoch": done, "time/als_s": t1 - t0}
+        for part, (user, item, rating) in data.parts.items():
+            f = p.predict(user, item)
+            record[f"{part}/sample_rmse"] = rmse(rating, f, ratings.rating_range)
+            if done > inference.burn_in:
+                running[part].add(f, hyper.lam)
+            mean = running[part].mean if running[part].count else f
+            record[f"{part}/rmse"] = rmse(rating, mean, ratings.rating_range)
+        record.update({f"hyper/{k}": v for k, v in hyper.trace().items()})
+        if done > inference.burn_in and (done - inference.burn_in) % inference.thin == 0 \
+                and len(kept) < inference.keep:
+            kept.append(_kept(p, hyper))
+        record["time/eval_s"] = _sync(device) - t1
+        sweep_s.append(record["time/als_s"])
+        eval_s.append(record["time/eval_s"])
+        history.append(record)
+        epoch_log.info("sweep %d: %s", done, "  ".join(
+            f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
+        for cb in callbacks:
+            cb.on_epoch(done, record, p)
+        if checkpoint is not None and (done % inference.checkpoint_every == 0 or done == total):
+            save()
+    posterior = Posterior.stack([(Params.from_state_dict(k["params"]), k["lam"],
+                                  k["user_precision"], k["user_mean"]) for k in kept])
+    t2 = _sync(device)
+    final = _final(engine, p, posterior, running, ratings, split, data, cfg, seed)
+    final.update(best_epoch=done, epochs=done, burn_in=inference.burn_in,
+                 samples_averaged=inference.samples, samples_kept=posterior.size,
+                 warm_start=inference.warm_start)
+    timings = {"setup_s": setup_s, "als_s": sweep_s, "eval_s": eval_s,
+               "final_eval_s": _sync(device) - t2}
+    result = FitResult(posterior.mean_params(), done, history, final, timings, engine.facts())
+    return ChainResult(result, posterior)
+
+
+def _kept(p: Params, hyper) -> dict:
+    k = p.dim
+    params = {k: v.clone() if torch.is_tensor(v) else v for k, v in p.state_dict().items()}
+    return {"params": params, "lam": hyper.lam,  # copies: on CPU state_dict aliases p
+            "user_precision": torch.as_tensor(hyper.user_precision, dtype=torch.float32),
+            "user_mean": torch.as_tensor(hyper.user_mean[:k], dtype=torch.float32)}
+
+
+def _final(engine, p: Params, posterior: Posterior, running: dict, ratings: Ratings,
+           split: Split, data: _Subsets, cfg: TrainConfig, seed: int) -> dict:
+    """Posterior-mean RMSE, predictive NLL and interval coverage per split, warm and cold
+    test rows, the last sample's train RMSE, and ranking by the posterior-mean scores."""
+    rr = ratings.rating_range
+    raw, clipped = engine.train_errors(p, rr)
+    n = engine.by_user.nnz
+    out = {"train/rmse": math.sqrt(clipped / max(n, 1)), "train/n": n,
+           "objective": engine.objective(p, raw)}
+    for part, (user, item, rating) in data.parts.items():
+        mean, std = running[part].mean, running[part].std
+        out[f"{part}/rmse"], out[f"{part}/n"] = rmse(rating, mean, rr), rating.numel()
+        out[f"{part}/nll"] = gaussian_nll(rating, mean.clamp(*rr), std)
+        out.update({f"{part}/{k}": v for k, v in coverage(rating, mean, std).items()})
+    user, item, rating = data.parts["test"]
+    cold, mean = cold_rows(engine, item), running["test"].mean
+    out["test/cold_rmse"], out["test/cold_n"] = rmse(rating[cold], mean[cold], rr), int(cold.sum())
+    out["test/warm_rmse"], out["test/warm_n"] = rmse(rating[~cold], mean[~cold], rr), int((~cold).sum())
+    mean_params = posterior.mean_params().to(engine.device, engine.dtype)
+    out.update(ranking_metrics(mean_params, ratings, split, data, cfg, seed))
+    return out
+
+
+def gaussian_nll(rating: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> float:
+    """Mean negative log density of the ratings under N(mean, std^2) (the predictive)."""
+    if rating.numel() == 0:
+        return float("nan")
+    var = std.double() ** 2
+    return float((0.5 * torch.log(2 * math.pi * var)
+                  + (rating.double() - mean.double()) ** 2 / (2 * var)).mean())

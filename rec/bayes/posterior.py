@@ -1,0 +1,140 @@
+"""Posterior samples and what they predict: means, predictive deviations, interval coverage.
+
+The posterior-mean prediction of a pair is the average of the samples' predictions, not
+the prediction of averaged factors.  Over S samples it is still one dot product:
+``mean_s (u_s . v_s) = [u_1 .. u_S] . [v_1 .. v_S] / S``, so :meth:`Posterior.mean_params`
+packs the samples into one :class:`Params` of S K dimensions whose ordinary predictions,
+rankings and new-movie priors are exactly the posterior means.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from rec.als.params import TENSORS, Params
+
+Z_OF = {0.5: 0.6744897501960817, 0.9: 1.6448536269514722}
+"""Half-widths of the central 50% and 90% intervals of a standard normal."""
+
+
+@dataclass
+class Posterior:
+    """S kept samples, stacked along a first dimension, with each sample's noise variance
+    and user-side prior precision (for fold-in)."""
+
+    samples: dict
+    """``TENSORS`` name -> (S, ...) tensor."""
+    mu: float
+    noise_var: torch.Tensor
+    """(S,) 1/lam of each sample."""
+    user_precision: torch.Tensor
+    """(S, D) prior precision of ``[u; b]`` of each sample."""
+    user_mean: torch.Tensor
+    """(S, K) prior mean of u of each sample."""
+
+    @classmethod
+    def stack(cls, kept: list[tuple[Params, float, torch.Tensor, torch.Tensor]]) -> "Posterior":
+        """From ``(params, lam, user_precision, user_mean)`` of each kept sweep."""
+        samples = {k: torch.stack([getattr(p, k).detach().cpu().float() for p, *_ in kept])
+                   for k in TENSORS}
+        return cls(samples, kept[0][0].mu, torch.tensor([1.0 / lam for _, lam, *_ in kept]),
+                   torch.stack([u.float() for *_, u, _ in kept]),
+                   torch.stack([m.float() for *_, m in kept]))
+
+    @property
+    def size(self) -> int:
+        return int(self.noise_var.numel())
+
+    def sample(self, s: int) -> Params:
+        return Params(self.mu, *(self.samples[k][s] for k in TENSORS))
+
+    def mean_params(self) -> Params:
+        """One Params whose predictions are the posterior means (factors side by side)."""
+        s = self.samples
+        pack = lambda x: x.permute(1, 0, 2).reshape(x.shape[1], -1) / math.sqrt(self.size)
+        return Params(self.mu, pack(s["user_factors"]), s["user_bias"].mean(0),
+                      pack(s["item_factors"]), s["item_bias"].mean(0),
+                      pack(s["genre_factors"]), s["genre_bias"].mean(0))
+
+    def predict(self, user: torch.Tensor, item: torch.Tensor,
+                chunk: int = 1 << 18) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and predictive standard deviation (parameter spread and noise) of
+        each pair (unclipped)."""
+        means, stds = [], []
+        for start in range(0, user.numel(), chunk):
+            u, i = user[start:start + chunk].long(), item[start:start + chunk].long()
+            f = torch.stack([self.sample(s).predict(u, i) for s in range(self.size)])
+            means.append(f.mean(0))
+            stds.append((f.var(0, correction=0) + self.noise_var.mean()).sqrt())
+        return torch.cat(means), torch.cat(stds)
+
+    def scores(self, user_factors: torch.Tensor, user_bias: torch.Tensor) -> torch.Tensor:
+        """(S, n_items) every sample's prediction of every movie for one user, given that
+        user's ``(S, K)`` factors and ``(S,)`` biases per sample."""
+        s = self.samples
+        return (self.mu + user_bias.unsqueeze(1) + s["item_bias"]
+                + torch.bmm(s["item_factors"], user_factors.unsqueeze(2)).squeeze(2))
+
+    def state_dict(self) -> dict:
+        return {"samples": self.samples, "mu": self.mu, "noise_var": self.noise_var,
+                "user_precision": self.user_precision, "user_mean": self.user_mean}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "Posterior":
+        return cls(**state)
+
+
+@dataclass
+class RunningPredictions:
+    """Running sums over the averaged sweeps of one split's predictions: the posterior mean,
+    its spread, and the mean noise variance."""
+
+    total: torch.Tensor
+    squares: torch.Tensor
+    count: int = 0
+    noise_var: float = 0.0
+
+    @classmethod
+    def zeros(cls, n: int, device) -> "RunningPredictions":
+        z = lambda: torch.zeros(n, dtype=torch.float64, device=device)
+        return cls(z(), z())
+
+    def add(self, prediction: torch.Tensor, lam: float) -> None:
+        f = prediction.double()
+        self.total += f
+        self.squares += f * f
+        self.count += 1
+        self.noise_var += 1.0 / lam
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.total / max(self.count, 1)
+
+    @property
+    def std(self) -> torch.Tensor:
+        n = max(self.count, 1)
+        spread = (self.squares / n - self.mean ** 2).clamp_(min=0)
+        return (spread + self.noise_var / n).sqrt()
+
+    def state_dict(self) -> dict:
+        return {"total": self.total.cpu(), "squares": self.squares.cpu(), "count": self.count,
+                "noise_var": self.noise_var}
+
+
+def coverage(rating: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> dict[str, float]:
+    """Observed share of ratings inside the central 50% and 90% Gaussian predictive intervals."""
+    if rating.numel() == 0:
+        return {f"coverage_{int(q * 100)}": float("nan") for q in Z_OF}
+    dev = (rating.double() - mean.double()).abs()
+    return {f"coverage_{int(q * 100)}": float((dev <= z * std.double()).double().mean())
+            for q, z in Z_OF.items()}
+
+
+def rmse(rating: torch.Tensor, mean: torch.Tensor, rating_range: tuple[float, float]) -> float:
+    """RMSE of clipped predictions (NaN without ratings)."""
+    if rating.numel() == 0:
+        return float("nan")
+    return float((mean.double().clamp(*rating_range) - rating.double()).square().mean().sqrt())

@@ -1,0 +1,99 @@
+"""One Gibbs sweep on the ALS engine: hyperparameters, then users, movies and genres.
+
+Each row's conditional is the Gaussian whose precision is its ALS system matrix with the
+sampled precisions (:meth:`rec.als.engine.ALS.draw_step`): the same batched Grams, one
+Cholesky factor and one triangular solve more per row.  The genre embeddings W (and beta)
+are drawn from the ridge system of SPEC §2.3, column by column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rec.als.engine import ALS
+from rec.als.params import Params
+from rec.als.solve import cholesky_solve
+from rec.bayes.config import InferenceConfig
+from rec.bayes.hyper import Hyper, as_numpy, gamma_precision, normal_gamma
+
+
+class GibbsSampler:
+    """The chain's random state and the last hyperparameters; ``sweep`` advances ``p``."""
+
+    def __init__(self, engine: ALS, cfg: InferenceConfig, seed: int) -> None:
+        self.engine, self.cfg = engine, cfg
+        self.gen = torch.Generator(device=engine.device).manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        a = engine.genre_matrix
+        self.genre_gram = a.T @ a  # unweighted: the Bayesian prior is not scaled by counts
+        self.hyper: Hyper | None = None
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state(), "rng": self.rng.bit_generator.state,
+                "hyper": None if self.hyper is None else self.hyper.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self.rng.bit_generator.state = state["rng"]
+        self.hyper = None if state["hyper"] is None else Hyper(**state["hyper"])
+
+    def _noise(self, n: int, d: int) -> torch.Tensor:
+        e = self.engine
+        return torch.randn(n, d, generator=self.gen, dtype=e.dtype, device=e.device)
+
+    def _tensor(self, x) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x), dtype=self.engine.dtype).to(self.engine.device)
+
+    def draw_hyper(self, p: Params) -> Hyper:
+        """Precisions and prior means given the current parameters (conjugate draws)."""
+        e, c, rng = self.engine, self.cfg, self.rng
+        prec = lambda x, n: gamma_precision(float((x.double() ** 2).sum()), n, c.a0, c.b0, rng)
+        lam = gamma_precision(e.train_errors(p)[0], e.by_user.nnz, c.a0, c.b0, rng)
+        user_mean, user_tau = normal_gamma(as_numpy(p.user_factors), c.a0, c.b0, c.beta0, rng)
+        gamma_b = [prec(p.user_bias, e.n_users)] if e.cfg.has_biases else []
+        prior = e.prior_mean(p)
+        if prior is None:
+            item_mean, item_tau = normal_gamma(as_numpy(p.item_factors), c.a0, c.b0, c.beta0, rng)
+        else:
+            item_mean = np.zeros(e.dim)
+            item_tau = np.array([prec(p.item_factors[:, k] - prior[:, k], e.n_items)
+                                 for k in range(e.dim)])
+        bias_mean = e.bias_prior_mean(p)
+        dc = p.item_bias if bias_mean is None else p.item_bias - bias_mean
+        gamma_c = [prec(dc, e.n_items)] if e.cfg.has_biases else []
+        eta = prec(p.genre_factors, p.genre_factors.numel()) if prior is not None else 1.0
+        eta_bias = prec(p.genre_bias, p.genre_bias.numel()) if bias_mean is not None else 1.0
+        return Hyper(lam, np.concatenate([user_tau, gamma_b]), user_mean,
+                     np.concatenate([item_tau, gamma_c]), item_mean, eta, eta_bias)
+
+    def sweep(self, p: Params) -> Hyper:
+        """Draw the hyperparameters, then every user, every movie, then W and beta."""
+        e = self.engine
+        h = self.hyper = self.draw_hyper(p)
+        mean = torch.zeros(e.n_users, e.width, dtype=e.dtype, device=e.device)
+        mean[:, :e.dim] = self._tensor(h.user_mean)
+        e.draw_step(p, "user", h.lam, self._tensor(h.user_precision), mean,
+                    self._noise(e.n_users, e.width))
+        mean = e.movie_prior_mean(p)
+        if mean is None:
+            mean = torch.zeros(e.n_items, e.width, dtype=e.dtype, device=e.device)
+            mean[:, :e.dim] = self._tensor(h.item_mean)
+        e.draw_step(p, "item", h.lam, self._tensor(h.item_precision), mean,
+                    self._noise(e.n_items, e.width))
+        if e.cfg.has_genres and e.dim:
+            p.genre_factors.copy_(self._ridge_draw(p.item_factors, h.item_precision[:e.dim], h.eta))
+        if e.cfg.has_bias_prior:
+            p.genre_bias.copy_(self._ridge_draw(p.item_bias.unsqueeze(1),
+                                                h.item_precision[e.dim:], h.eta_bias)[:, 0])
+        return h
+
+    def _ridge_draw(self, y: torch.Tensor, precision: np.ndarray, eta: float) -> torch.Tensor:
+        """W's columns given the movies' values ``y`` (n, k): column j is Gaussian with
+        precision ``precision_j A^T A + eta I`` and mean ``P^-1 precision_j A^T y_j``."""
+        prec = self._tensor(precision)
+        f = self.genre_gram.shape[0]
+        lhs = prec.view(-1, 1, 1) * self.genre_gram + eta * torch.eye(
+            f, dtype=prec.dtype, device=prec.device)
+        rhs = prec.unsqueeze(1) * (self.engine.genre_matrix.T @ y).T
+        return cholesky_solve(lhs, rhs, self._noise(len(precision), f)).T

@@ -1,0 +1,184 @@
+"""Gibbs sampling (``inference=gibbs``): exact conditionals, calibrated intervals, exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rec.als import ALS, ModelConfig
+from rec.als.sizes import EngineSizes
+from rec.bayes.chain import sample
+from rec.bayes.config import InferenceConfig
+from rec.bayes.hyper import normal_gamma
+from rec.data.catalog import Catalog
+from rec.data.ratings import Ratings
+from rec.data.splits import make_split
+from rec.errors import ConfigError, RecError
+from rec.model import Recommender
+from tests.conftest import RANDOM, random_ratings
+from tests.test_train_pipeline import train
+
+
+@pytest.mark.parametrize("kernel", ["torch", "fused"])
+def test_sampled_movie_rows_follow_the_exact_gaussian_conditional(kernel):
+    """With U, b fixed, the draws of [v_n; c_n] have the conditional's mean and covariance
+    (a wrong Cholesky side or a missing lam moves the covariance far outside the error)."""
+    r = random_ratings(n_users=25, n_items=6, density=0.5, seed=3, cold_users=0, cold_items=1)
+    cfg = ModelConfig(name="embeddings", K=2).validated()
+    e = ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
+            r.movies.genre_matrix(torch.float64), dtype=torch.float64, sizes=EngineSizes(kernel))
+    p = e.initial_params(r.n_genres, 0)
+    p.user_factors.normal_(0, 1, generator=torch.Generator().manual_seed(1))
+    p.user_bias.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+    lam, precision = 2.5, torch.tensor([3.0, 0.7, 1.3], dtype=torch.float64)
+    mean = torch.tensor([[0.2, -0.4, 0.1]], dtype=torch.float64).expand(r.n_items, 3).contiguous()
+    g = torch.Generator().manual_seed(0)
+    draws = []
+    for _ in range(4000):
+        e.draw_step(p, "item", lam, precision, mean,
+                    torch.randn(r.n_items, 3, generator=g, dtype=torch.float64))
+        draws.append(torch.cat([p.item_factors, p.item_bias.unsqueeze(1)], 1).clone())
+    draws = torch.stack(draws).numpy()  # (S, n_items, 3)
+    u, b = p.user_factors.numpy(), p.user_bias.numpy()
+    for n in range(r.n_items):
+        m = (r.item == n).numpy()
+        x = np.hstack([u[r.user.numpy()[m]], np.ones((m.sum(), 1))])
+        y = r.rating.numpy()[m] - e.mu - b[r.user.numpy()[m]]
+        prec = lam * x.T @ x + np.diag(precision.numpy())
+        cov = np.linalg.inv(prec)
+        want = cov @ (lam * x.T @ y + precision.numpy() * mean[n].numpy())
+        got = draws[:, n]
+        scale = np.sqrt(np.diag(cov))
+        assert np.all(np.abs(got.mean(0) - want) < 4.5 * scale / np.sqrt(len(got))), n
+        np.testing.assert_allclose(np.cov(got.T), cov, atol=0.08 * scale.max() ** 2, rtol=0.08)
+
+
+def planted(n_users=400, n_items=250, k=3, density=0.2, noise=0.5, seed=0) -> Ratings:
+    """Ratings ``mu + b + c + u.v + N(0, noise^2)`` from planted factors (continuous values,
+    a rating range wide enough that nothing is clipped)."""
+    g = np.random.default_rng(seed)
+    u, v = g.normal(0, 0.7, (n_users, k)), g.normal(0, 0.7, (n_items, k))
+    b, c = g.normal(0, 0.3, n_users), g.normal(0, 0.3, n_items)
+    user, item = np.nonzero(g.random((n_users, n_items)) < density)
+    rating = 3 + b[user] + c[item] + (u[user] * v[item]).sum(1) + g.normal(0, noise, len(user))
+    genres = [[f"g{j}" for j in np.flatnonzero(g.random(4) < 0.5)] for _ in range(n_items)]
+    return Ratings(name="planted", user=torch.from_numpy(user.astype(np.int32)),
+                   item=torch.from_numpy(item.astype(np.int32)),
+                   rating=torch.from_numpy(rating.astype(np.float32)), timestamp=None,
+                   user_ids=torch.arange(1, n_users + 1),
+                   movies=Catalog.from_genre_lists(torch.arange(1, n_items + 1),
+                                                   [f"M{i}" for i in range(n_items)], genres),
+                   rating_range=(-20.0, 30.0))
+
+
+GIBBS = InferenceConfig(method="gibbs", warm_start=5, burn_in=20, samples=80, keep=8,
+                        checkpoint_every=7)
+
+
+@pytest.fixture(scope="module")
+def planted_chain():
+    r = planted()
+    split = make_split(r, fractions=(0.7, 0.1, 0.2), seed=0)
+    return r, split, sample(r, split, ModelConfig(name="embeddings", K=3).validated(), GIBBS)
+
+
+def test_predictive_intervals_are_calibrated_and_the_mean_reaches_the_noise(planted_chain):
+    r, split, chain = planted_chain
+    f = chain.fit.final
+    assert f["test/n"] > 4000
+    assert 0.88 <= f["test/coverage_90"] <= 0.92, f["test/coverage_90"]
+    assert 0.46 <= f["test/coverage_50"] <= 0.54, f["test/coverage_50"]
+    assert f["test/rmse"] < 0.56  # the planted noise is 0.5
+    lam = [h["hyper/lam"] for h in chain.fit.history[GIBBS.burn_in:]]
+    assert 1 / np.mean(lam) == pytest.approx(0.25, rel=0.2)  # it learned the noise variance
+    assert f["samples_kept"] == 8 and f["burn_in"] == 20 and f["samples_averaged"] == 80
+
+
+def test_posterior_mean_is_the_average_of_sample_predictions(planted_chain):
+    r, split, chain = planted_chain
+    post = chain.posterior
+    assert post.size == 8 and not torch.equal(post.samples["item_factors"][0],
+                                              post.samples["item_factors"][1])
+    user, item = r.user[split.test][:500], r.item[split.test][:500]
+    each = torch.stack([post.sample(s).predict(user, item) for s in range(post.size)])
+    np.testing.assert_allclose(chain.fit.params.predict(user, item), each.mean(0), atol=1e-4)
+    mean, std = post.predict(user, item)
+    np.testing.assert_allclose(mean, each.mean(0), atol=1e-5)
+    assert bool((std >= post.noise_var.mean().sqrt() - 1e-6).all())
+
+
+def test_a_seeded_chain_is_reproducible_and_a_killed_one_resumes_to_the_same_end(tmp_path):
+    r = planted(n_users=120, n_items=80, seed=4)
+    split = make_split(r, seed=0)
+    cfg = ModelConfig(name="features", K=2, genre_bias=True).validated()
+    inf = InferenceConfig(method="gibbs", warm_start=2, burn_in=4, samples=12, keep=4,
+                          checkpoint_every=5)
+    whole = sample(r, split, cfg, inf, seed=3)
+    again = sample(r, split, cfg, inf, seed=3)
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN too
+    assert same(again.fit.final, whole.fit.final)
+
+    class Kill:
+        def on_epoch(self, epoch, record, params):
+            if epoch == 12:
+                raise KeyboardInterrupt  # after the checkpoint of sweep 10
+
+    ckpt = tmp_path / "chain.pt"
+    with pytest.raises(KeyboardInterrupt):
+        sample(r, split, cfg, inf, seed=3, checkpoint=ckpt, fingerprint="x", callbacks=(Kill(),))
+    assert torch.load(ckpt, weights_only=False)["sweep"] == 10
+    resumed = sample(r, split, cfg, inf, seed=3, checkpoint=ckpt, fingerprint="x")
+    assert same(resumed.fit.final, whole.fit.final)
+    for key, value in whole.posterior.samples.items():
+        assert torch.equal(resumed.posterior.samples[key], value), key
+
+
+def test_normal_gamma_draws_match_the_conjugate_posterior():
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.5, 2.0, (5000, 1))
+    draws = [normal_gamma(x, 1.0, 1.0, 1.0, rng) for _ in range(300)]
+    means = np.array([m[0] for m, _ in draws])
+    precisions = np.array([p[0] for _, p in draws])
+    assert means.mean() == pytest.approx(1.5, abs=0.08)
+    assert precisions.mean() == pytest.approx(0.25, rel=0.05)
+
+
+def test_gibbs_refuses_the_latent_rung_and_bad_settings():
+    r = random_ratings(seed=1)
+    with pytest.raises(ConfigError, match="rungs biases, embeddings, features"):
+        sample(r, make_split(r), ModelConfig(name="latent", K=2).validated(),
+               InferenceConfig(method="gibbs"))
+    with pytest.raises(ConfigError, match="inference.samples=0"):
+        InferenceConfig(method="gibbs", samples=0)
+    with pytest.raises(ConfigError, match="inference.method=vb"):
+        InferenceConfig(method="vb")
+
+
+def test_gibbs_run_publishes_a_model_that_answers_with_uncertainty(small_root, tmp_path):
+    train(tmp_path, small_root, "inference=gibbs", "inference.burn_in=3",
+                       "inference.samples=8", "inference.keep=4", "inference.warm_start=2",
+                       "tensorboard=false", "progress=false")
+    model = Recommender.load(tmp_path / "models" / "ml-latest-small" / RANDOM /
+                             "features+genre_bias+gibbs-K10.pt")
+    assert model.posterior.size == 4 and model.params.user_factors.shape[1] == 40
+    metrics = json.loads((tmp_path / "outputs" / "run" / "metrics.json").read_text())
+    assert metrics["inference"]["method"] == "gibbs" and metrics["final"]["samples_kept"] == 4
+    assert 0 < metrics["final"]["test/coverage_50"] < metrics["final"]["test/coverage_90"] < 1
+    user, movie = int(model.user_ids[0]), int(model.movies.ids[0])
+    mean, std = model.predict_with_std(user, movie)
+    assert mean == pytest.approx(model.predict(user, movie), abs=1e-4) and std > 0
+    by_mean = model.recommend_with_uncertainty(user, 5)
+    assert [m["movie_id"] for m in by_mean] == [m["movie_id"] for m in model.recommend(user, 5)]
+    optimistic = model.recommend_with_uncertainty(user, 5, rank_by="quantile", quantile=0.95)
+    assert optimistic[0]["score"] >= optimistic[0]["mean"]
+    pairs = [(int(model.movies.ids[i]), 4.5) for i in range(3)]
+    u, b = model.fold_in_samples(pairs)
+    scores = model._posterior().scores(u, b).mean(0)
+    np.testing.assert_allclose(model.item_scores(*model.fold_in(pairs)), scores, atol=1e-4)
+    mean, std = model.predict_new_movie_with_std(["Comedy"])
+    assert mean.shape == std.shape == (len(model.user_ids),) and bool((std > 0).all())
+    with pytest.raises(RecError, match="quantile"):
+        model.recommend_with_uncertainty(user, 5, rank_by="quantile", quantile=1.5)
