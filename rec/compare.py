@@ -11,7 +11,8 @@ always run as the reference; each argument changes them.
 
     python -m rec.compare --scale 0.25 chunk=65536 chunk=262144 batch=4096 tile=65536 threads=1
     python -m rec.compare --scale 0.125,0.25,0.5,1     # growth with size, interleaved
-    python -m rec.compare kernel=torch kernel=torch,solver=lu   # the kernels and solvers
+    python -m rec.compare kernel=fused solver=cholesky   # the kernels and solvers
+    python -m rec.compare inference=gibbs      # a Gibbs sweep against an ALS epoch
 
 Each engine holds its own grouped ratings (~0.5 GB at full ML-32M scale).
 """
@@ -31,6 +32,8 @@ from rec.als.config import RUNGS, ModelConfig
 from rec.als.engine import ALS, table_row_bytes
 from rec.als.sizes import EngineSizes, default_sizes
 from rec.als.params import Params
+from rec.bayes.config import InferenceConfig
+from rec.bayes.sampler import GibbsSampler
 from rec.cli import run_or_exit
 from rec.data.load import DATASETS, DataConfig, load_dataset
 from rec.data.ratings import Ratings
@@ -52,10 +55,12 @@ class Setting:
     """Most table rows per gather pass (``engine.tile_cols``; 0: no tiles)."""
     threads: int = 0
     """torch threads during its epochs; 0 keeps the process default."""
-    kernel: str = "auto"
-    """``engine.kernel``: auto, fused or torch."""
-    solver: str = "cholesky"
-    """``engine.solver`` of the torch path: cholesky or lu."""
+    kernel: str = "torch"
+    """``engine.kernel``: torch or fused."""
+    solver: str = "lu"
+    """``engine.solver`` of the torch path: lu or cholesky."""
+    inference: str = "als"
+    """``als`` times ALS epochs; ``gibbs`` times Gibbs sweeps on the same engine layout."""
 
     @classmethod
     def parse(cls, text: str, base: "Setting") -> "Setting":
@@ -64,10 +69,11 @@ class Setting:
         values = {}
         for item in filter(None, text.split(",")):
             key, _, value = item.partition("=")
-            named = key in ("kernel", "solver") and value.isidentifier()
+            named = key in ("kernel", "solver", "inference") and value.isidentifier()
             if key not in cls.__dataclass_fields__ or not (value.isdigit() or named):
                 raise ConfigError(f"cannot read the setting {item!r}: write chunk=N, batch=N, "
-                                  "tile=N, threads=N, kernel=NAME or solver=NAME, comma-separated")
+                                  "tile=N, threads=N, kernel=NAME, solver=NAME or "
+                                  "inference=als|gibbs, comma-separated")
             values[key] = value if named else int(value)
         return replace(base, **values)
 
@@ -78,7 +84,8 @@ class Setting:
 
     def label(self) -> str:
         return (f"kernel={self.kernel},solver={self.solver},chunk={self.chunk},batch={self.batch},"
-                f"tile={self.tile},threads={self.threads or 'default'}")
+                f"tile={self.tile},threads={self.threads or 'default'}"
+                + (f",inference={self.inference}" if self.inference != "als" else ""))
 
 
 @dataclass
@@ -89,10 +96,18 @@ class Case:
     setting: Setting
     engine: ALS
     params: Params
+    sampler: GibbsSampler | None = None
 
     @property
     def n_train(self) -> int:
         return self.engine.by_user.nnz
+
+    def step(self) -> None:
+        """One ALS epoch, or one Gibbs sweep (hyperparameters, users, movies, genres)."""
+        if self.sampler is None:
+            self.engine.epoch(self.params)
+        else:
+            self.sampler.sweep(self.params)
 
 
 def time_cases(cases: list[Case], epochs: int) -> list[list[float]]:
@@ -103,7 +118,7 @@ def time_cases(cases: list[Case], epochs: int) -> list[list[float]]:
         for case, times in zip(cases, seconds):
             torch.set_num_threads(case.setting.threads or default_threads)
             start = time.perf_counter()
-            case.engine.epoch(case.params)
+            case.step()
             if case.engine.device.type == "cuda":
                 torch.cuda.synchronize(case.engine.device)
             times.append(time.perf_counter() - start)
@@ -113,14 +128,22 @@ def time_cases(cases: list[Case], epochs: int) -> list[list[float]]:
 
 def build_cases(ratings: Ratings, settings: list[Setting], model: ModelConfig,
                 device: torch.device) -> list[Case]:
-    """One engine per distinct chunk/batch/tile on the seeded random split's training ratings."""
+    """One engine per distinct chunk/batch/tile/inference on the seeded random split's training
+    ratings (a Gibbs case: its own parameters and sampler, after one ALS epoch)."""
     train = make_split(ratings, seed=0).train
-    built: dict[Setting, tuple[ALS, Params]] = {}  # threads do not change the engine
+    built: dict[Setting, tuple] = {}  # threads do not change the engine
     for s in settings:
         key = replace(s, threads=0)
         if key not in built:
             engine = build_engine(ratings, train, model, s.sizes(), device)
-            built[key] = engine, engine.initial_params(ratings.n_genres, 0)
+            p = engine.initial_params(ratings.n_genres, 0)
+            sampler = None
+            if s.inference == "gibbs":
+                engine.epoch(p)
+                sampler = GibbsSampler(engine, InferenceConfig(method="gibbs"), 0)
+            elif s.inference != "als":
+                raise ConfigError(f"inference={s.inference}: write inference=als or inference=gibbs")
+            built[key] = engine, p, sampler
     return [Case(ratings.name, s, *built[replace(s, threads=0)]) for s in settings]
 
 

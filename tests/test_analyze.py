@@ -166,3 +166,18 @@ def test_coldstart_task_on_held_out_movies(store, small_root):
 def test_coldstart_task_refuses_an_unknown_rung(store, small_root):
     with pytest.raises(RecError, match="task.rungs / task.reference: wide"):
         analyze(store, small_root, "coldstart", "task.rungs=[biases,wide]")
+
+
+def test_uncertainty_task_trains_a_gibbs_model_and_checks_its_intervals(store, small_root):
+    result, out = analyze(store, small_root, "uncertainty", "inference=gibbs",
+                          "inference.burn_in=5", "inference.samples=40", "inference.keep=8",
+                          "task.levels=9", "task.top=5")
+    cal = {round(c["nominal"], 1): c["observed"] for c in result["calibration"]}
+    assert len(cal) == 9 and list(cal.values()) == sorted(cal.values())
+    assert abs(cal[0.5] - 0.5) < 0.06 and abs(cal[0.9] - 0.9) < 0.04  # calibrated
+    by_count = result["by_count"]
+    assert by_count[0]["mean"] > by_count[-1]["mean"] > result["noise_sd"]  # rarer: less sure
+    least = result["least_sure"]
+    assert len(least) == 5 and all(m["ratings"] >= 1 and m["title"] for m in least)
+    assert [m["std"] for m in least] == sorted((m["std"] for m in least), reverse=True)
+    assert pngs(out) == {"uncertainty.png"} and (out / "calibration.csv").is_file()

@@ -118,15 +118,14 @@ def test_fused_and_torch_engines_train_the_same_float32_model(rung):
         np.testing.assert_allclose(getattr(b, name), getattr(a, name), atol=2e-4)
 
 
-def test_kernel_choice_is_checked_and_auto_picks_what_runs():
-    assert EngineSizes().kernel_for("cpu", needs_torch=False) == "fused"
-    assert EngineSizes().kernel_for("cuda", needs_torch=False) == "torch"
-    assert EngineSizes().kernel_for("cpu", needs_torch=True) == "torch"
+def test_kernel_choice_is_checked():
+    assert EngineSizes().kernel_for("cuda", needs_torch=True) == "torch"
+    assert EngineSizes(kernel="fused").kernel_for("cpu", needs_torch=False) == "fused"
     with pytest.raises(ConfigError, match="CPU only"):
         EngineSizes(kernel="fused").kernel_for("cuda", needs_torch=False)
     with pytest.raises(ConfigError, match="joint genre step"):
         EngineSizes(kernel="fused").kernel_for("cpu", needs_torch=True)
-    with pytest.raises(ConfigError, match="engine.kernel=numba: must be one of auto, fused, torch"):
+    with pytest.raises(ConfigError, match="engine.kernel=numba: must be one of torch, fused"):
         EngineSizes(kernel="numba")
     with pytest.raises(ConfigError, match="engine.solver"):
         EngineSizes(solver="qr")

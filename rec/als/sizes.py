@@ -4,7 +4,7 @@ tiles (SPEC §2.4).
 One :class:`EngineSizes` (``engine:`` in the config) says which kernel runs the
 steps and how the training ratings are laid out for it.  Its values change the
 speed and the memory of an epoch, and the result only by rounding; ``None``
-and ``auto`` pick the device's measured defaults (:func:`default_sizes`).
+picks the device's measured defaults (:func:`default_sizes`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from rec.als import kernel as fused
 from rec.errors import ConfigError
 
-KERNELS = ("auto", "fused", "torch")
+KERNELS = ("torch", "fused")
 SOLVERS = ("cholesky", "lu")
 
 TILE_BYTES = 3 << 19
@@ -46,13 +46,17 @@ class EngineSizes:
     """Which kernel runs the steps, and how the grouped ratings are laid out in memory for it
     (``conf/engine/default.yaml``)."""
 
-    kernel: str = "auto"
-    """``fused``: one compiled pass per row over ratings in row order (:mod:`rec.als.kernel`,
-    CPU, needs Numba); ``torch``: padded degree buckets, batched gathers, Grams and solves on
-    any device (the reference); ``auto``: fused where it runs (CPU, Numba importable, no joint
-    genre step), else torch.  The sizes below lay out the torch path."""
-    solver: str = "cholesky"
-    """The torch path's batched solver: ``cholesky`` (column steps over the batch) or ``lu``."""
+    kernel: str = "torch"
+    """``torch``: padded degree buckets, batched gathers, Grams and solves on any device (the
+    reference, and the fastest measured at ML-32M's shape on this project's 2-core CPU);
+    ``fused``: one compiled pass per row over ratings ordered by (table tile, row)
+    (:mod:`rec.als.kernel`, CPU, Numba): no padding, less memory, a faster setup, about as
+    fast at a quarter of ML-32M and 10-20% slower at full scale.  The sizes below lay out
+    the torch path (``tile_cols``, ``tile_min`` both)."""
+    solver: str = "lu"
+    """The torch path's batched solver: ``lu`` (LAPACK's batched LU; 4% faster than the
+    Cholesky on this CPU) or ``cholesky`` (column steps of vector operations over the whole
+    batch).  A Gibbs draw always uses the Cholesky, whose factor it needs."""
     bucket_growth: float = 1.15
     """Width ratio of successive degree buckets: padding stays under ``growth - 1``."""
     chunk_elems: int | None = None
@@ -85,7 +89,7 @@ class EngineSizes:
 
     def resolved(self, device: torch.device | str, row_bytes: int, width: int,
                  needs_torch: bool = False) -> "EngineSizes":
-        """Every ``None`` and ``auto`` replaced by the device's default, and ``tile_cols=0``
+        """Every ``None`` replaced by the device's default, and ``tile_cols=0``
         by no tiles; ``row_bytes``: one row of the gathered table, ``width``: unknowns per
         row; ``needs_torch``: a step only the torch path has is used (the joint genre step)."""
         chunk, batch, tile = default_sizes(device, row_bytes)
@@ -96,12 +100,12 @@ class EngineSizes:
                        tile_min=self.tile_min or TILE_MIN_PER_UNKNOWN * (width + 1))
 
     def kernel_for(self, device: torch.device | str, needs_torch: bool) -> str:
-        """``fused`` or ``torch``; asking for ``fused`` where it cannot run is an error."""
+        """The kernel to run: asking for ``fused`` where it cannot run is an error."""
         where = torch.device(device).type == "cpu" and fused.AVAILABLE and not needs_torch
         if self.kernel == "fused" and not where:
             why = ("Numba is not installed (pip install -r requirements.txt)" if not fused.AVAILABLE
                    else "it runs on the CPU only" if torch.device(device).type != "cpu"
                    else "the joint genre step (train.joint_genre_step) needs the torch path")
             raise ConfigError(f"engine.kernel=fused cannot run here: {why}; "
-                              "write engine.kernel=auto or engine.kernel=torch.")
-        return "fused" if self.kernel == "fused" or (self.kernel == "auto" and where) else "torch"
+                              "write engine.kernel=torch.")
+        return self.kernel

@@ -160,14 +160,14 @@ def cholesky_solve(a: torch.Tensor, rhs: torch.Tensor,
 
 
 def ridge_solve(g: torch.Tensor, lam: float, reg: torch.Tensor,
-                prior: torch.Tensor | None = None, solver: str = "cholesky",
+                prior: torch.Tensor | None = None, solver: str = "lu",
                 noise: torch.Tensor | None = None) -> torch.Tensor:
     """Solve ``(lam G_xx + diag(reg)) theta = lam G_xy + prior`` for each row.
 
     ``g`` is ``(n, D+1, D+1)`` from :func:`gram`, and is overwritten; ``reg`` is
     ``(D,)`` or ``(n, D)``; ``prior`` is ``(n, D)`` or ``None``.  The matrices
     are symmetric positive definite (positive priors).  ``solver``: ``cholesky``
-    (:func:`cholesky_solve`) or ``lu`` (LAPACK's batched LU, the earlier default).  With
+    (:func:`cholesky_solve`) or ``lu`` (LAPACK's batched LU).  With
     ``noise`` (n, D), a Gaussian draw around the solution (:func:`cholesky_solve`; always by
     Cholesky, whose factor it needs).
     """
@@ -190,7 +190,7 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
                row_weight: torch.Tensor | None, out: torch.Tensor,
                prior: torch.Tensor | None = None, workspace: Workspace | None = None,
                timer: PhaseTimer | None = None, inverse: torch.Tensor | None = None,
-               solver: str = "cholesky", noise: torch.Tensor | None = None) -> None:
+               solver: str = "lu", noise: torch.Tensor | None = None) -> None:
     """Overwrite ``out[row]`` with the solution of every row that has ratings.
 
     ``reg`` (D,) holds the prior precisions; ``row_weight`` (n_rows,), when given,

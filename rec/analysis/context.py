@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from rec.bayes.config import InferenceConfig
 from rec.data.load import load_dataset
 from rec.data.ratings import Ratings
 from rec.data.splits import Split
@@ -48,21 +49,25 @@ class Context:
         """The configured split, the one every model used here was trained on."""
         return self.run.split.make(self.ratings)
 
-    def model(self, rung: str | None = None, K: int | None = None, **changes) -> Recommender:
+    def model(self, rung: str | None = None, K: int | None = None,
+              inference: InferenceConfig | None = None, **changes) -> Recommender:
         """The trained model of ``rung`` at ``K`` (default: the configured ones) with the
-        configured priors, ``changes`` (e.g. ``genre_bias=True``) applied; trained if missing."""
+        configured priors, ``changes`` (e.g. ``genre_bias=True``) applied, inferred by
+        ``inference`` (default: the configured); trained if missing."""
         name = rung or self.run.model.name
         if name != "features":  # only features has genre priors: another rung cannot take them
             changes.setdefault("genre_bias", False)
         wanted = replace(self.run.model, name=name, K=self.run.model.K if K is None else int(K),
                          **changes)
-        key = (wanted.name, wanted.dim, tuple(sorted(changes.items())))
+        inference = inference or self.run.inference
+        key = (wanted.name, wanted.dim, tuple(sorted(changes.items())), inference)
         if key not in self._models:
-            self._models[key] = self._find_or_train(replace(self.run, model=wanted))
+            self._models[key] = self._find_or_train(replace(self.run, model=wanted,
+                                                            inference=inference))
         return self._models[key]
 
     def _find_or_train(self, run: RunConfig) -> Recommender:
-        if self.checkpoint and run.model == self.run.model:  # the configured model: the file given
+        if self.checkpoint and run.model == self.run.model and run.inference == self.run.inference:
             return self._check(Recommender.load(self.checkpoint), self.checkpoint)
         path = run.published_model(self.ratings.name)
         reason = f"no trained {run.model.name} model with K={run.model.dim} for {self.ratings.name} at {path}"
@@ -72,10 +77,13 @@ class Context:
             except RecError as e:  # rec's own published copy, unreadable or an older format
                 reason = str(e)
             else:
-                if stored.config == run.model and stored.meta.get("split") == run.split.options():
+                inferred = stored.meta.get("inference", asdict(InferenceConfig()))
+                if stored.config == run.model and stored.meta.get("split") == run.split.options() \
+                        and inferred == asdict(run.inference):
                     return self._check(stored, path)
-                reason = (f"the model at {path} was trained with {stored.config.hparams()}, not "
-                          f"the configured {run.model.hparams()}")
+                reason = (f"the model at {path} was trained with {stored.config.hparams()} "
+                          f"({inferred}), not the configured {run.model.hparams()} "
+                          f"({asdict(run.inference)})")
         print(f"{reason}; training it first")
         train(run, self.out_dir / f"train-{run.variant}-K{run.model.dim}")
         return self._check(Recommender.load(path), path)

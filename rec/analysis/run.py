@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rec.analysis import coldstart, data, dimensions, genres, polarization, recommend
+from rec.analysis import (coldstart, data, dimensions, genres, polarization, recommend,
+                          uncertainty)
 from rec.analysis.context import Context
 from rec.errors import ConfigError
 from rec.mapping import from_mapping
@@ -19,7 +20,8 @@ from rec.run_config import RunConfig
 from rec.system import set_threads
 
 TASKS = {"data": data, "polarization": polarization, "recommend": recommend,
-         "genres": genres, "dimensions": dimensions, "coldstart": coldstart}
+         "genres": genres, "dimensions": dimensions, "coldstart": coldstart,
+         "uncertainty": uncertainty}
 
 
 @dataclass(frozen=True)
