@@ -14,8 +14,11 @@ import torch
 from rec.als.config import ModelConfig
 from rec.als.groups import Groups, RowRatings, build_groups, build_rows
 from rec.als.params import Params
-from rec.als.sizes import EngineSizes
+from rec.als.sizes import NO_TILES, EngineSizes
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side, squared_errors
+
+FUSED_GRAM_BYTES = 256 << 20
+"""Most memory the fused kernel's per-row Grams between table tiles may take."""
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,11 @@ class ALS:
                n_cols: int) -> Groups | RowRatings:
         """One side's ratings, laid out for the kernel of :attr:`sizes`."""
         if self.sizes.kernel == "fused":
-            return build_rows(rows, cols, vals, n_rows, n_cols, self.sizes.tile_cols,
-                              self.sizes.tile_min)
+            # tiles need a (D+1)^2 Gram per row between passes: 3.4 GB for ML-32M's users at
+            # K = 64, so past FUSED_GRAM_BYTES the fused kernel reads the whole table per pass
+            gram_bytes = n_rows * (self.width + 1) ** 2 * torch.finfo(self.dtype).bits // 8
+            tiles = self.sizes.tile_cols if gram_bytes <= FUSED_GRAM_BYTES else NO_TILES
+            return build_rows(rows, cols, vals, n_rows, n_cols, tiles, self.sizes.tile_min)
         return self._padded(rows, cols, vals, n_rows, n_cols)
 
     def _padded(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,

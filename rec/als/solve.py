@@ -122,6 +122,12 @@ def _checked(solution: torch.Tensor, info: torch.Tensor) -> torch.Tensor:
     return solution
 
 
+COLUMN_STEPS_MAX = 16
+"""Largest system that :func:`cholesky_solve` factors by column steps over the batch; past
+it each step's temporaries grow as D^2 per system and LAPACK's batched factorization wins
+(at K = 50 the column steps made a Gibbs sweep of ml-latest-small 6x slower: 1.5 s, 0.26 s)."""
+
+
 def cholesky_solve(a: torch.Tensor, rhs: torch.Tensor,
                    noise: torch.Tensor | None = None) -> torch.Tensor:
     """``a^-1 rhs`` for a batch of symmetric positive definite ``a`` (n, D, D), by a Cholesky
@@ -131,8 +137,11 @@ def cholesky_solve(a: torch.Tensor, rhs: torch.Tensor,
     operation runs across all n systems, stored batch-last so that each is one contiguous
     sweep.  With ``noise`` (n, D) standard normal, returns the draw ``a^-1 rhs + L^-T noise``
     of the Gaussian with precision ``a = L L^T`` instead.  Only the lower triangle is read;
-    ``a`` may be overwritten, ``rhs`` is not.
+    ``a`` may be overwritten, ``rhs`` is not.  Past ``COLUMN_STEPS_MAX`` unknowns the
+    factorization is LAPACK's (the same result).
     """
+    if rhs.shape[1] > COLUMN_STEPS_MAX:
+        return _lapack_cholesky_solve(a, rhs, noise)
     n, d = rhs.shape
     low = a.permute(1, 2, 0).contiguous()  # (D, D, n): L's column j is low[j:, j]
     inv = torch.empty(d, n, dtype=a.dtype, device=a.device)
@@ -157,6 +166,18 @@ def cholesky_solve(a: torch.Tensor, rhs: torch.Tensor,
             t[i] -= (low[i + 1:, i] * t[i + 1:]).sum(0)
         t[i] *= inv[i]
     return t.T
+
+
+def _lapack_cholesky_solve(a: torch.Tensor, rhs: torch.Tensor,
+                           noise: torch.Tensor | None) -> torch.Tensor:
+    low, info = torch.linalg.cholesky_ex(a)
+    if bool((info != 0).any()):
+        raise FloatingPointError(
+            "an ALS system is singular: the priors (tau, gamma) must be positive")
+    theta = torch.cholesky_solve(rhs.unsqueeze(2), low)
+    if noise is not None:
+        theta += torch.linalg.solve_triangular(low.transpose(1, 2), noise.unsqueeze(2), upper=True)
+    return theta.squeeze(2)
 
 
 def ridge_solve(g: torch.Tensor, lam: float, reg: torch.Tensor,
