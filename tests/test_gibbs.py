@@ -159,8 +159,8 @@ def test_gibbs_refuses_the_latent_rung_and_bad_settings():
 
 def test_gibbs_run_publishes_a_model_that_answers_with_uncertainty(small_root, tmp_path):
     train(tmp_path, small_root, "inference=gibbs", "inference.burn_in=3",
-                       "inference.samples=8", "inference.keep=4", "inference.warm_start=2",
-                       "tensorboard=false", "progress=false")
+          "inference.samples=8", "inference.keep=4", "inference.warm_start=2",
+          "tensorboard=false", "progress=false")
     model = Recommender.load(tmp_path / "models" / "ml-latest-small" / RANDOM /
                              "features+genre_bias+gibbs-K10.pt")
     assert model.posterior.size == 4 and model.params.user_factors.shape[1] == 40
@@ -182,3 +182,19 @@ def test_gibbs_run_publishes_a_model_that_answers_with_uncertainty(small_root, t
     assert mean.shape == std.shape == (len(model.user_ids),) and bool((std > 0).all())
     with pytest.raises(RecError, match="quantile"):
         model.recommend_with_uncertainty(user, 5, rank_by="quantile", quantile=1.5)
+
+
+@pytest.mark.parametrize("rung", ["biases", "features"])
+def test_a_draw_counts_the_training_error_from_its_own_grams(rung):
+    r = random_ratings(seed=5)
+    e = ALS(ModelConfig(name=rung, K=3).validated(), r.user, r.item, r.rating, r.n_users,
+            r.n_items, r.movies.genre_matrix(torch.float64), dtype=torch.float64,
+            sizes=EngineSizes(tile_cols=7, tile_min=2))
+    p = e.initial_params(r.n_genres, 0)
+    e.epoch(p)
+    g = torch.Generator().manual_seed(0)
+    precision = torch.full((e.width,), 2.0, dtype=torch.float64)
+    mean = torch.zeros(r.n_items, e.width, dtype=torch.float64)
+    sse = e.draw_step(p, "item", 1.7, precision, mean,
+                      torch.randn(r.n_items, e.width, generator=g, dtype=torch.float64))
+    assert sse == pytest.approx(e.train_errors(p)[0], rel=1e-10)

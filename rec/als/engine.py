@@ -192,7 +192,7 @@ class ALS:
         self._unpack(self.item_theta, p.item_factors, p.item_bias, self.cold_items)
 
     def draw_step(self, p: Params, side: str, lam: float, precision: torch.Tensor,
-                  mean: torch.Tensor, noise: torch.Tensor | None) -> None:
+                  mean: torch.Tensor, noise: torch.Tensor | None) -> float | None:
         """Set every row of one side (``"user"`` or ``"item"``) of ``p`` to a draw from its
         Gaussian conditional given the other side (the Gibbs step, SPEC §2.3's systems):
         precision ``lam X^T X + diag(precision)``, mean ``P^-1 (lam X^T y + precision * mean)``.
@@ -200,6 +200,8 @@ class ALS:
         ``precision`` (D,) is the prior precision of ``[x; bias]`` (not scaled by counts),
         ``mean`` (n_rows, D) each row's prior mean, ``noise`` (n_rows, D) standard normal
         (``None``: the conditional mean itself).  A row without ratings is drawn from its prior.
+        Returns the training sum of squared errors at the new parameters, from the step's own
+        Grams (torch kernel; ``None`` for the fused one).
         """
         if side == "user":
             groups, theta, cold = self.by_user, self.user_theta, self.cold_users
@@ -209,12 +211,15 @@ class ALS:
             groups, theta, cold = self.by_item, self.item_theta, self.cold_items
             table = self._fill(self.user_table, p.user_factors, p.user_bias)
             factors, bias = p.item_factors, p.item_bias
+        sse = None if isinstance(groups, RowRatings) else torch.zeros(
+            groups.n_rows, dtype=torch.float64, device=self.device)
         solve_side(groups, table, lam, precision, None, theta, precision * mean, self.workspace,
-                   self.timer, noise=noise)
+                   self.timer, noise=noise, sse=sse)
         theta[cold] = mean[cold] + (0 if noise is None else noise[cold] * precision.rsqrt())
         factors.copy_(theta[:, :self.dim])
         if self.cfg.has_biases:
             bias.copy_(theta[:, self.dim])
+        return None if sse is None else float(sse.sum())
 
     def movie_prior_mean(self, p: Params) -> torch.Tensor | None:
         """Each movie's prior mean of ``[v_n; c_n]`` (zeros where there is none), or ``None``

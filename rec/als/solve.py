@@ -211,7 +211,8 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
                row_weight: torch.Tensor | None, out: torch.Tensor,
                prior: torch.Tensor | None = None, workspace: Workspace | None = None,
                timer: PhaseTimer | None = None, inverse: torch.Tensor | None = None,
-               solver: str = "lu", noise: torch.Tensor | None = None) -> None:
+               solver: str = "lu", noise: torch.Tensor | None = None,
+               sse: torch.Tensor | None = None) -> None:
     """Overwrite ``out[row]`` with the solution of every row that has ratings.
 
     ``reg`` (D,) holds the prior precisions; ``row_weight`` (n_rows,), when given,
@@ -222,11 +223,15 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
     ``groups`` in row order (:class:`RowRatings`) run the fused kernel; padded
     :class:`Groups` the torch path, solved by ``solver``.  With ``noise`` (n_rows, D) standard
     normal, each row gets ``solution + L^-T noise``, a draw of the Gaussian whose precision is
-    its system matrix ``L L^T`` (the Gibbs sampler's conditional).
+    its system matrix ``L L^T`` (the Gibbs sampler's conditional).  ``sse`` (n_rows,) float64,
+    when given (torch path), receives each row's sum of squared errors at its new solution,
+    ``y^T y - 2 theta^T X^T y + theta^T X^T X theta``, from the Gram it already formed: the
+    training error without another pass over the ratings.
     """
     if isinstance(groups, RowRatings):
-        if inverse is not None:
-            raise ValueError("the joint genre step needs the torch path (engine.kernel=torch)")
+        if inverse is not None or sse is not None:
+            raise ValueError("the joint genre step and errors from Grams need the torch path "
+                             "(engine.kernel=torch)")
         return solve_rows(groups, table, lam, reg, row_weight, out, prior, timer, noise,
                           workspace)
     workspace = workspace or Workspace()
@@ -247,6 +252,7 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
             if timer:
                 timer.lap("gram")
         weighted = reg if row_weight is None else reg * row_weight[batch.rows].unsqueeze(1)
+        raw = g.to(torch.float64, copy=True) if sse is not None else None  # solves overwrite g
         if inverse is None:
             theta = ridge_solve(g, lam, weighted, None if prior is None else prior[batch.rows],
                                 solver, None if noise is None else noise[batch.rows])
@@ -254,8 +260,17 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
             theta, inv = ridge_solve_inverse(g, lam, weighted, inverse.shape[2])
             inverse.index_copy_(0, batch.rows, inv)
         out.index_copy_(0, batch.rows, theta)
+        if raw is not None:
+            sse.index_copy_(0, batch.rows, _row_errors(raw, theta.double()))
         if timer:
             timer.lap("solve")
+
+
+def _row_errors(g: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """``y^T y - 2 theta^T X^T y + theta^T X^T X theta`` per row of Grams ``g = [X, y]^T [X, y]``."""
+    d = theta.shape[1]
+    fit = torch.bmm(g[:, :d, :d], theta.unsqueeze(2)).squeeze(2)
+    return g[:, d, d] + ((fit - 2 * g[:, :d, d]) * theta).sum(1)
 
 
 def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Tensor,

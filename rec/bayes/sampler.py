@@ -28,15 +28,19 @@ class GibbsSampler:
         a = engine.genre_matrix
         self.genre_gram = a.T @ a  # unweighted: the Bayesian prior is not scaled by counts
         self.hyper: Hyper | None = None
+        self.sse: float | None = None
+        """The training sum of squares at the current parameters, from the last movie draw's
+        Grams (``None``: count it by a pass over the ratings)."""
 
     def state_dict(self) -> dict:
         return {"gen": self.gen.get_state(), "rng": self.rng.bit_generator.state,
-                "hyper": None if self.hyper is None else self.hyper.state_dict()}
+                "hyper": None if self.hyper is None else self.hyper.state_dict(), "sse": self.sse}
 
     def load_state_dict(self, state: dict) -> None:
         self.gen.set_state(state["gen"])
         self.rng.bit_generator.state = state["rng"]
         self.hyper = None if state["hyper"] is None else Hyper(**state["hyper"])
+        self.sse = state.get("sse")
 
     def _noise(self, n: int, d: int) -> torch.Tensor:
         e = self.engine
@@ -49,7 +53,8 @@ class GibbsSampler:
         """Precisions and prior means given the current parameters (conjugate draws)."""
         e, c, rng = self.engine, self.cfg, self.rng
         prec = lambda x, n: gamma_precision(float((x.double() ** 2).sum()), n, c.a0, c.b0, rng)
-        lam = gamma_precision(e.train_errors(p)[0], e.by_user.nnz, c.a0, c.b0, rng)
+        sse = e.train_errors(p)[0] if self.sse is None else self.sse
+        lam = gamma_precision(sse, e.by_user.nnz, c.a0, c.b0, rng)
         user_mean, user_tau = normal_gamma(as_numpy(p.user_factors), c.a0, c.b0, c.beta0, rng)
         gamma_b = [prec(p.user_bias, e.n_users)] if e.cfg.has_biases else []
         prior = e.prior_mean(p)
@@ -79,8 +84,8 @@ class GibbsSampler:
         if mean is None:
             mean = torch.zeros(e.n_items, e.width, dtype=e.dtype, device=e.device)
             mean[:, :e.dim] = self._tensor(h.item_mean)
-        e.draw_step(p, "item", h.lam, self._tensor(h.item_precision), mean,
-                    self._noise(e.n_items, e.width))
+        self.sse = e.draw_step(p, "item", h.lam, self._tensor(h.item_precision), mean,
+                               self._noise(e.n_items, e.width))
         if e.cfg.has_genres and e.dim:
             p.genre_factors.copy_(self._ridge_draw(p.item_factors, h.item_precision[:e.dim], h.eta))
         if e.cfg.has_bias_prior:
