@@ -83,7 +83,8 @@ def _run_folder(run: RunConfig, run_dir: Path, fp: str, name: str) -> tuple[Path
     work = find_resumable(Path(run.paths.output_root), fp) if run.resume else None
     epoch = 0
     if work is not None:
-        epoch = load_checkpoint(work / CHECKPOINT, fp)["state"]["epoch"]
+        saved = load_checkpoint(work / CHECKPOINT, fp)  # an ALS run's epochs, a chain's sweeps
+        epoch = saved["state"]["epoch"] if "state" in saved else saved["sweep"]
         log.info("resuming the unfinished run in %s (after epoch %d)", work, epoch)
     work = work or Path(run_dir)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")

@@ -198,3 +198,17 @@ def test_a_draw_counts_the_training_error_from_its_own_grams(rung):
     sse = e.draw_step(p, "item", 1.7, precision, mean,
                       torch.randn(r.n_items, e.width, generator=g, dtype=torch.float64))
     assert sse == pytest.approx(e.train_errors(p)[0], rel=1e-10)
+
+
+def test_an_unfinished_gibbs_run_resumes_through_train_py(small_root, tmp_path):
+    overrides = ("model=embeddings", "inference=gibbs", "inference.burn_in=2",
+                 "inference.samples=6", "inference.keep=2", "inference.warm_start=1",
+                 "inference.checkpoint_every=3", "tensorboard=false", "progress=false")
+    first, _ = train(tmp_path, small_root, *overrides)
+    run_file = tmp_path / "outputs" / "run" / "run.json"
+    info = json.loads(run_file.read_text())
+    run_file.write_text(json.dumps({**info, "finished": False}))  # as if killed after the end
+    again, _ = train(tmp_path, small_root, *overrides, run="again")
+    assert again["final"]["test/rmse"] == first["final"]["test/rmse"]
+    assert len(again["history"]) == len(first["history"]) == 8
+    assert again["timing"]["epochs_timed"] == 0  # resumed at its last sweep: none ran again
