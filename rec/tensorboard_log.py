@@ -18,8 +18,10 @@ from rec.als.params import Params
 
 FINAL_RUN = "final"
 FINAL_TAGS = ("train/rmse", "train/nll", "objective", "val/rmse", "val/nll", "test/rmse",
-              "test/nll", "test/warm_rmse", "test/cold_rmse")
-"""Final metrics shown in HPARAMS (beside ranking metrics such as ``test/ndcg@10``)."""
+              "test/nll", "test/warm_rmse", "test/cold_rmse", "test/coverage_50",
+              "test/coverage_90")
+"""Final metrics shown in HPARAMS (beside ranking metrics such as ``test/ndcg@10``); the
+interval coverages only for Gibbs runs."""
 
 
 def _clean(value):

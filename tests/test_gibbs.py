@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,3 +213,22 @@ def test_an_unfinished_gibbs_run_resumes_through_train_py(small_root, tmp_path):
     assert again["final"]["test/rmse"] == first["final"]["test/rmse"]
     assert len(again["history"]) == len(first["history"]) == 8
     assert again["timing"]["epochs_timed"] == 0  # resumed at its last sweep: none ran again
+
+
+def test_tensorboard_shows_the_chain_per_sweep(small_root, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    summary, _ = train(tmp_path, small_root, "model=biases", "inference=gibbs",
+                       "inference.burn_in=2", "inference.samples=3", "inference.keep=3",
+                       "inference.warm_start=1", "progress=false",
+                       f"paths.tensorboard={tmp_path / 'tb'}")
+    events = EventAccumulator(summary["tensorboard"], size_guidance={"scalars": 0})
+    events.Reload()
+    for tag in ("val/rmse", "test/rmse", "val/sample_rmse", "test/sample_rmse", "hyper/lam",
+                "hyper/gamma_user", "hyper/gamma_item"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2, 3, 4, 5], tag
+    history = summary["history"]
+    assert events.Scalars("hyper/lam")[-1].value == pytest.approx(history[-1]["hyper/lam"])
+    assert history[0]["val/rmse"] == history[0]["val/sample_rmse"]  # burn-in: no mean yet
+    final = EventAccumulator(str(Path(summary["tensorboard"]) / "final"))
+    final.Reload()
+    assert "test/coverage_90" in final.Tags()["scalars"]
