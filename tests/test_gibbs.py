@@ -19,6 +19,7 @@ from rec.data.ratings import Ratings
 from rec.data.splits import make_split
 from rec.errors import ConfigError, RecError
 from rec.model import Recommender
+from rec.training import TrainConfig
 from tests.conftest import RANDOM, random_ratings
 from tests.test_train_pipeline import train
 
@@ -152,8 +153,16 @@ def test_gibbs_refuses_the_latent_rung_and_bad_settings():
     with pytest.raises(ConfigError, match="rungs biases, embeddings, features"):
         sample(r, make_split(r), ModelConfig(name="latent", K=2).validated(),
                InferenceConfig(method="gibbs"))
+    with pytest.raises(ConfigError, match="joint_genre_step=true is an ALS step"):
+        sample(r, make_split(r), ModelConfig(name="features", K=2).validated(),
+               InferenceConfig(method="gibbs"), TrainConfig(joint_genre_step=True))
+    with pytest.raises(ConfigError, match="eval_test=false"):
+        sample(r, make_split(r), ModelConfig(name="biases").validated(),
+               InferenceConfig(method="gibbs"), TrainConfig(eval_test=False))
     with pytest.raises(ConfigError, match="inference.samples=0"):
         InferenceConfig(method="gibbs", samples=0)
+    with pytest.raises(ConfigError, match="inference.samples=400 is a Gibbs setting"):
+        InferenceConfig(samples=400)
     with pytest.raises(ConfigError, match="inference.method=vb"):
         InferenceConfig(method="vb")
 
@@ -219,7 +228,7 @@ def test_tensorboard_shows_the_chain_per_sweep(small_root, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     summary, _ = train(tmp_path, small_root, "model=biases", "inference=gibbs",
                        "inference.burn_in=2", "inference.samples=3", "inference.keep=3",
-                       "inference.warm_start=1", "progress=false",
+                       "inference.warm_start=1", "progress=false", "train.profile=true",
                        f"paths.tensorboard={tmp_path / 'tb'}")
     events = EventAccumulator(summary["tensorboard"], size_guidance={"scalars": 0})
     events.Reload()
@@ -229,6 +238,7 @@ def test_tensorboard_shows_the_chain_per_sweep(small_root, tmp_path):
     history = summary["history"]
     assert events.Scalars("hyper/lam")[-1].value == pytest.approx(history[-1]["hyper/lam"])
     assert history[0]["val/rmse"] == history[0]["val/sample_rmse"]  # burn-in: no mean yet
+    assert {"profile/gather_s", "profile/solve_s"} <= set(history[0])  # train.profile=true
     final = EventAccumulator(str(Path(summary["tensorboard"]) / "final"))
     final.Reload()
     assert "test/coverage_90" in final.Tags()["scalars"]

@@ -20,6 +20,7 @@ import torch
 
 from rec.als.config import ModelConfig
 from rec.als.params import Params
+from rec.als.solve import PhaseTimer
 from rec.als.sizes import EngineSizes
 from rec.bayes.config import InferenceConfig
 from rec.bayes.posterior import Posterior, RunningPredictions, coverage, rmse
@@ -49,14 +50,14 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
            checkpoint: Path | None = None, fingerprint: str = "",
            callbacks: tuple[Callback, ...] = ()) -> ChainResult:
     """Run the chain on ``split.train``; resume from ``checkpoint`` when it exists."""
-    if model_cfg.name not in RUNGS:
-        raise ConfigError(f"inference=gibbs samples the rungs {', '.join(RUNGS)}; "
-                          f"model={model_cfg.name} has no bias terms to sample.")
+    _check(model_cfg, cfg)
     device = torch.device(device)
     start = _sync(device)
     engine = build_engine(ratings, split.train, model_cfg, sizes, device, dtype,
                           relaxation=cfg.relaxation)
     data = _Subsets(ratings, split, device)
+    if cfg.profile:
+        engine.timer = PhaseTimer(device)
     setup_s = _sync(device) - start
     p = engine.initial_params(ratings.n_genres, seed)
     sampler = GibbsSampler(engine, inference, seed)
@@ -88,6 +89,8 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
         t1 = _sync(device)
         done += 1
         record = {"epoch": done, "time/als_s": t1 - t0}
+        if engine.timer:
+            record.update({f"profile/{k}_s": v for k, v in engine.timer.take().items()})
         for part, (user, item, rating) in data.parts.items():
             f = p.predict(user, item)
             record[f"{part}/sample_rmse"] = rmse(rating, f, ratings.rating_range)
@@ -120,6 +123,22 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
                "final_eval_s": _sync(device) - t2}
     result = FitResult(posterior.mean_params(), done, history, final, timings, engine.facts())
     return ChainResult(result, posterior)
+
+
+def _check(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    """Refuse what a chain cannot do, rather than ignore it.  ``train.max_epochs``,
+    ``patience``, ``min_delta`` and ``restore_best`` are ALS's: a chain runs
+    ``inference.burn_in + inference.samples`` sweeps; ``train.relaxation`` applies to its ALS
+    warm start."""
+    if model_cfg.name not in RUNGS:
+        raise ConfigError(f"inference=gibbs samples the rungs {', '.join(RUNGS)}; "
+                          f"model={model_cfg.name} has no bias terms to sample.")
+    if cfg.joint_genre_step:
+        raise ConfigError("train.joint_genre_step=true is an ALS step; inference=gibbs draws the "
+                          "genre embeddings from their own conditional: drop the override.")
+    if not cfg.eval_test:
+        raise ConfigError("train.eval_test=false: a Gibbs chain averages its test predictions "
+                          "as it goes (the posterior mean); drop the override.")
 
 
 def _kept(p: Params, hyper) -> dict:

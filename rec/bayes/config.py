@@ -8,7 +8,7 @@ noise and bias precisions; :mod:`rec.bayes.hyper` says why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from rec.errors import ConfigError
 from rec.mapping import from_mapping
@@ -53,6 +53,12 @@ class InferenceConfig:
         for key, ok, want in checks:
             if not ok:
                 raise ConfigError(f"inference.{key}={getattr(self, key)}: must be {want}.")
+        if self.method == "als":
+            changed = [f.name for f in fields(self) if f.name != "method"
+                       and getattr(self, f.name) != f.default]
+            if changed:
+                raise ConfigError(f"inference.{changed[0]}={getattr(self, changed[0])} is a Gibbs "
+                                  "setting: add inference=gibbs, or drop the override.")
 
     @classmethod
     def from_mapping(cls, values, **overrides) -> "InferenceConfig":
