@@ -5,6 +5,9 @@ Any key is a Hydra override (``data=ml-32m``, ``model.tau=0.5``, ``device=cuda``
 which this returns for a sweeper to minimize.
 """
 
+import os
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -24,5 +27,11 @@ def main(cfg: DictConfig) -> float:
     return run_or_exit(lambda: _train(cfg))
 
 
+RANK_QUIET = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
+              "hydra/hydra_logging=disabled"]
+"""Under torchrun, ranks other than 0 write nothing: no run folder, no config copy, no log."""
+
 if __name__ == "__main__":
+    if int(os.environ.get("RANK", "0")) > 0:
+        sys.argv += RANK_QUIET
     main()

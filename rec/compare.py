@@ -100,7 +100,7 @@ class Case:
 
     @property
     def n_train(self) -> int:
-        return self.engine.by_user.nnz
+        return self.engine.n_train
 
     def step(self) -> None:
         """One ALS epoch, or one Gibbs sweep (hyperparameters, users, movies, genres)."""

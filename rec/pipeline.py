@@ -22,6 +22,8 @@ from pathlib import Path
 
 from rec.bayes.chain import sample
 from rec.data.load import DataConfig, load_dataset
+from rec.distributed import Dist, from_env
+from rec.errors import ConfigError
 from rec.data.ratings import Ratings
 from rec.files import atomic_write
 from rec.model import Recommender
@@ -98,23 +100,42 @@ def train(run: RunConfig, run_dir: Path) -> dict:
     """Train the configured model; return the summary (``val/rmse`` is what sweeps minimize)."""
     set_threads(run.threads)
     device = pick_device(run.device)
-    loading = measure_loading(run.data) if run.measure_loading else {}
+    dist = from_env(device)
+    try:
+        return _train(run, run_dir, device, dist)
+    finally:
+        dist.close()
+
+
+def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
+    """:func:`train` in one process of the job ``dist``: rank 0 alone writes."""
+    if dist.active and run.inference.gibbs:
+        raise ConfigError("inference=gibbs runs in one process; start it with python, not torchrun.")
+    loading = measure_loading(run.data) if run.measure_loading and dist.main else {}
+    if not dist.main:
+        dist.barrier()  # rank 0 downloads, generates or caches the data first
     ratings, load_s = load(run)
+    if dist.main:
+        dist.barrier()
     split = run.split.make(ratings)
     fp = run_fingerprint(run, ratings)
     name = f"{ratings.name}_{run.split.tag()}_{run.variant}_K{run.model.dim}"
-    work, info, done = _run_folder(run, run_dir, fp, name)
+    work, info, done = dist.broadcast(_run_folder(run, run_dir, fp, name) if dist.main else None)
     board = TensorBoardLogger(info["tensorboard"], purge_step=done + 1 if done else None) \
-        if run.tensorboard else None
+        if run.tensorboard and dist.main else None
     inf = run.inference
     steps = inf.burn_in + inf.samples if inf.gibbs else run.train.max_epochs
-    progress = EpochProgress(steps, done, enabled=run.progress, unit="sweep" if inf.gibbs else "epoch")
+    progress = EpochProgress(steps, done, enabled=run.progress and dist.main,
+                             unit="sweep" if inf.gibbs else "epoch")
     callbacks = tuple(c for c in (board, progress) if c)
     try:
-        result, posterior = _infer(run, ratings, split, device, work / CHECKPOINT, fp, callbacks)
+        result, posterior = _infer(run, ratings, split, device, work / CHECKPOINT, fp, callbacks,
+                                   dist)
         progress.finish()
     finally:
         progress.close()
+    if not dist.main:  # the same result as rank 0's, which writes it
+        return {"final": result.final, "history": result.history}
     split_info = run.split.describe(split)
     model = Recommender.from_training(ratings, split.train, result.params, run.model, result.final,
                                       {"fingerprint": fp, "split": run.split.options(),
@@ -124,6 +145,7 @@ def train(run: RunConfig, run_dir: Path) -> dict:
     published = atomic_write(run.published_model(ratings.name),
                              lambda tmp: shutil.copyfile(saved, tmp))
     summary = _summary(run, ratings, split_info, result, load_s, loading, device, published, info)
+    summary["machine"]["processes"] = dist.world
     for folder in {work, Path(run_dir)}:  # a resumed run: its own folder and the new one
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -135,14 +157,14 @@ def train(run: RunConfig, run_dir: Path) -> dict:
 
 
 def _infer(run: RunConfig, ratings: Ratings, split, device, checkpoint: Path, fp: str,
-           callbacks: tuple) -> tuple[FitResult, Posterior | None]:
+           callbacks: tuple, dist: Dist) -> tuple[FitResult, Posterior | None]:
     """ALS training, or the Gibbs chain (``inference=gibbs``) and its kept samples."""
     common = {"seed": run.seed, "device": device, "dtype": run.torch_dtype,
               "checkpoint": checkpoint, "fingerprint": fp, "callbacks": callbacks}
     if run.inference.gibbs:
         chain = sample(ratings, split, run.model, run.inference, run.train, run.engine, **common)
         return chain.fit, chain.posterior
-    return fit(ratings, split, run.model, run.train, run.engine, **common), None
+    return fit(ratings, split, run.model, run.train, run.engine, dist=dist, **common), None
 
 
 def _finish_board(board: TensorBoardLogger, run: RunConfig, ratings: Ratings, split_info: dict,
@@ -218,7 +240,8 @@ def format_summary(s: dict) -> str:
         f"rec: {s['dataset']}  model={s['model']['model']}  K={s['model']['K']}  "
         f"({c['ratings']:,} ratings, {c['users']:,} users, {c['movies']:,} movies)",
         f"  split     {format_split(s['split'])}",
-        f"  machine   {m['device']}, {m['threads']} threads, {m['cpu']}" + (f", {m['gpu']}" if 'gpu' in m else ""),
+        f"  machine   {m['device']}, {m['threads']} threads, {m['cpu']}" + (f", {m['gpu']}" if 'gpu' in m else "")
+        + (f"; {m['processes']} processes (torch.distributed)" if m.get("processes", 1) > 1 else ""),
         f"  data      loaded in {t['load_s']:.2f} s" + (
             f"; apart: parse from CSV {t['csv_load_s']:.2f} s (peak RSS {t['load_peak_rss_mb']:,.0f} MiB), "
             f"read from cache {t['cache_load_s']:.2f} s" if "csv_load_s" in t else ""),

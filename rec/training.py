@@ -23,9 +23,11 @@ from rec.als.config import ModelConfig
 from rec.als.engine import ALS, EngineFacts
 from rec.als.solve import PhaseTimer
 from rec.als.params import Params
+from rec.als.sharded import ShardedALS
 from rec.als.sizes import EngineSizes
 from rec.data.ratings import Ratings
 from rec.data.splits import Split
+from rec.distributed import Dist
 from rec.errors import ConfigError, RecError
 from rec.files import save_torch
 from rec.mapping import from_mapping
@@ -163,7 +165,7 @@ class _Subsets:
 
 def _train_metrics(engine: ALS, p: Params, rating_range: tuple[float, float]) -> dict:
     """Train RMSE and NLL (clipped predictions) and the objective J, from one pass."""
-    n = engine.by_user.nnz
+    n = engine.n_train
     raw, clipped = engine.train_errors(p, rating_range)
     return {"train/rmse": math.sqrt(clipped / max(n, 1)), "train/nll": nll(clipped, n, engine.cfg.lam),
             "objective": engine.objective(p, raw)}
@@ -183,7 +185,7 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: 
                   cfg: TrainConfig, seed: int) -> dict:
     """Accuracy per split, cold-start RMSE and ranking metrics of the kept parameters."""
     rr, lam = ratings.rating_range, engine.cfg.lam
-    out = {**_train_metrics(engine, p, rr), "train/n": engine.by_user.nnz}
+    out = {**_train_metrics(engine, p, rr), "train/n": engine.n_train}
     for part, tensors in data.parts.items():
         for k, v in accuracy(p, *tensors, rr, lam).items():
             out[f"{part}/{k}"] = v
@@ -199,7 +201,7 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: 
 
 def cold_rows(engine: ALS, item: torch.Tensor) -> torch.Tensor:
     """Which of the rows ``item`` are of movies without training ratings."""
-    return engine.by_item.degree.to(item.device)[item.long()] == 0
+    return engine.item_degree.to(item.device)[item.long()] == 0
 
 
 def ranking_metrics(p: Params, ratings: Ratings, split: Split, data: _Subsets,
@@ -217,24 +219,34 @@ def ranking_metrics(p: Params, ratings: Ratings, split: Split, data: _Subsets,
 def build_engine(ratings: Ratings, train: torch.Tensor, model_cfg: ModelConfig,
                  sizes: EngineSizes = EngineSizes(), device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, joint_genre_step: bool = False,
-                 relaxation: float = 1.0) -> ALS:
+                 relaxation: float = 1.0, dist: Dist = Dist()) -> ALS:
     """The engine over the training ratings ``train``, laid out by ``sizes`` (the subset
-    copies are freed on return: the engine's groups hold them)."""
+    copies are freed on return: the engine's groups hold them); in a job of several
+    processes, over this rank's shards (:class:`ShardedALS`)."""
     user, item, rating = (t[train] for t in (ratings.user, ratings.item, ratings.rating))
-    return ALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
-               ratings.movies.genre_matrix(dtype), device, dtype, sizes, joint_genre_step,
-               relaxation)
+    genres = ratings.movies.genre_matrix(dtype)
+    if dist.active:
+        if joint_genre_step:
+            raise ConfigError("train.joint_genre_step=true runs in one process only; drop it "
+                              "under torchrun.")
+        return ShardedALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
+                          genres, dist, device=device, dtype=dtype, sizes=sizes,
+                          relaxation=relaxation)
+    return ALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items, genres, device,
+               dtype, sizes, joint_genre_step, relaxation)
 
 
 def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig = TrainConfig(),
         sizes: EngineSizes = EngineSizes(), *, seed: int = 0, device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32, checkpoint: Path | None = None, fingerprint: str = "",
-        callbacks: tuple[Callback, ...] = ()) -> FitResult:
-    """Train ``model_cfg`` on ``split.train``; resume from ``checkpoint`` when it exists."""
+        callbacks: tuple[Callback, ...] = (), dist: Dist = Dist()) -> FitResult:
+    """Train ``model_cfg`` on ``split.train``; resume from ``checkpoint`` when it exists.
+    In a job of several processes (``dist``) every rank trains its shards, all ranks hold
+    the same parameters after each step, and rank 0 alone writes the checkpoint."""
     device = torch.device(device)
     start = _sync(device)
     engine = build_engine(ratings, split.train, model_cfg, sizes, device, dtype,
-                          cfg.joint_genre_step, cfg.relaxation)
+                          cfg.joint_genre_step, cfg.relaxation, dist)
     data = _Subsets(ratings, split, device)
     if cfg.profile:
         engine.timer = PhaseTimer(device)
@@ -259,7 +271,7 @@ def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig
             f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
         for cb in callbacks:  # before the checkpoint: a resumed run redoes what they missed
             cb.on_epoch(stop.epoch, record, p)
-        if checkpoint is not None:
+        if checkpoint is not None and dist.main:
             save_torch({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
                         "params": p.state_dict(), "best": best.state_dict(),
                         "history": history, "state": asdict(stop)}, checkpoint)

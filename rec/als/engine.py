@@ -82,23 +82,36 @@ class ALS:
                  rating: torch.Tensor, n_users: int, n_items: int, genre_matrix: torch.Tensor,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  sizes: EngineSizes = EngineSizes(), joint_genre_step: bool = False,
-                 relaxation: float = 1.0) -> None:
+                 relaxation: float = 1.0, movie_ratings: tuple | None = None,
+                 mu: float | None = None,
+                 degrees: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         if not 0 < relaxation < 2:
             raise ValueError(f"relaxation must lie in (0, 2) for J to decrease, got {relaxation}")
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.relaxation = relaxation
         self.n_users, self.n_items = n_users, n_items
-        self.mu = float(rating.double().mean()) if cfg.has_biases and rating.numel() else 0.0
+        if mu is None:
+            mu = float(rating.double().mean()) if rating.numel() else 0.0
+        self.mu = mu if cfg.has_biases else 0.0
         self.dim = cfg.dim
         self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
         vals = rating.to(dtype)  # y = vals - offset, the offsets holding mu: no centred copy
         joint = bool(joint_genre_step and cfg.has_genres and self.dim)
         self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width, joint)
         # movies first: their sort's temporaries are gone before the users' groups exist
-        self.by_item = self._group(item, user, vals, n_items, n_users)
+        if movie_ratings is None:
+            self.by_item = self._group(item, user, vals, n_items, n_users)
+        else:  # a shard: the movie side holds other ratings than the user side
+            m_user, m_item, m_rating = movie_ratings
+            self.by_item = self._group(m_item, m_user, m_rating.to(dtype), n_items, n_users)
         self.by_user = self._group(user, item, vals, n_users, n_items)
-        self.user_weight = self._weights(self.by_user)
-        self.item_weight = self._weights(self.by_item)
+        if degrees is None:
+            degrees = (self.by_user.degree, self.by_item.degree)
+        self.user_degree, self.item_degree = (d.to(self.device) for d in degrees)
+        """Training ratings per user and per movie, over the whole job (a shard's groups hold
+        only its own rows' ratings)."""
+        self.user_weight = self._weights(self.user_degree)
+        self.item_weight = self._weights(self.item_degree)
         self.reg = torch.tensor(cfg.precisions(), dtype=dtype, device=self.device)
         self.genre_matrix = genre_matrix.to(device=self.device, dtype=dtype)
         self.genre_gram = self.genre_matrix.T @ (self.item_weight.unsqueeze(1) * self.genre_matrix)
@@ -107,8 +120,8 @@ class ALS:
         self.user_table = self._table(n_users)
         self.user_theta = torch.zeros(n_users, self.width, dtype=dtype, device=self.device)
         self.item_theta = torch.zeros(n_items, self.width, dtype=dtype, device=self.device)
-        self.cold_users = torch.nonzero(self.by_user.degree == 0).flatten().to(self.device)
-        self.cold_items = torch.nonzero(self.by_item.degree == 0).flatten().to(self.device)
+        self.cold_users = torch.nonzero(self.user_degree == 0).flatten()
+        self.cold_items = torch.nonzero(self.item_degree == 0).flatten()
         self.joint = joint
         """Whether each epoch's movie and genre steps are one exact joint step (``features``)."""
         self.genre_pairs = genre_pairs(self.genre_matrix) if self.joint else None
@@ -136,14 +149,19 @@ class ALS:
                             s.batch_rows, s.tile_cols, s.tile_min).to(self.device)
 
     def facts(self) -> EngineFacts:
-        return EngineFacts(self.by_user.nnz, self.by_user.padded / max(self.by_user.nnz, 1) - 1,
+        return EngineFacts(self.n_train, self.by_user.padded / max(self.by_user.nnz, 1) - 1,
                            self.by_user.n_tiles, self.by_item.n_tiles, int(self.cold_users.numel()),
                            int(self.cold_items.numel()), self.sizes)
 
-    def _weights(self, groups: Groups) -> torch.Tensor:
+    @property
+    def n_train(self) -> int:
+        """Training ratings of the whole job."""
+        return self.by_user.nnz
+
+    def _weights(self, degree: torch.Tensor) -> torch.Tensor:
         if self.cfg.count_scaled:
-            return groups.degree.to(device=self.device, dtype=self.dtype)
-        return torch.ones(groups.n_rows, dtype=self.dtype, device=self.device)
+            return degree.to(dtype=self.dtype)
+        return torch.ones(degree.numel(), dtype=self.dtype, device=self.device)
 
     def _row_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
         return weight if self.cfg.count_scaled else None

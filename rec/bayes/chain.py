@@ -155,7 +155,7 @@ def _final(engine, p: Params, posterior: Posterior, running: dict, ratings: Rati
     test rows, the last sample's train RMSE, and ranking by the posterior-mean scores."""
     rr = ratings.rating_range
     raw, clipped = engine.train_errors(p, rr)
-    n = engine.by_user.nnz
+    n = engine.n_train
     out = {"train/rmse": math.sqrt(clipped / max(n, 1)), "train/n": n,
            "objective": engine.objective(p, raw)}
     for part, (user, item, rating) in data.parts.items():

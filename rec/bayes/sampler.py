@@ -54,7 +54,7 @@ class GibbsSampler:
         e, c, rng = self.engine, self.cfg, self.rng
         prec = lambda x, n: gamma_precision(float((x.double() ** 2).sum()), n, c.a0, c.b0, rng)
         sse = e.train_errors(p)[0] if self.sse is None else self.sse
-        lam = gamma_precision(sse, e.by_user.nnz, c.a0, c.b0, rng)
+        lam = gamma_precision(sse, e.n_train, c.a0, c.b0, rng)
         user_mean, user_tau = normal_gamma(as_numpy(p.user_factors), c.a0, c.b0, c.beta0, rng)
         gamma_b = [prec(p.user_bias, e.n_users)] if e.cfg.has_biases else []
         prior = e.prior_mean(p)

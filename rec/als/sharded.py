@@ -1,0 +1,73 @@
+"""ALS over shards of users and movies, one per process of a ``torch.distributed`` job.
+
+Rank ``r`` of P holds the ratings of users ``[u_r, u_{r+1})`` grouped by user and those of
+movies ``[i_r, i_{r+1})`` grouped by movie, both ranges contiguous and balanced by rating
+count (:func:`rec.distributed.shard_bounds`).  Every rank keeps the whole ``[U | b]`` and
+``[V | c]``: a step solves the rank's own rows against the whole other table, zeroes the
+rows it does not own and sums the tables over the ranks (an all-reduce, exact: each row is
+non-zero on its owner only), so every rank ends the step with the same parameters a single
+process computes.  The genre step needs only V, which every rank then holds, and runs on
+every rank alike; training errors are summed over the ranks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rec.als.engine import ALS
+from rec.als.params import Params
+from rec.distributed import Dist, shard_bounds
+
+
+class ShardedALS(ALS):
+    """:class:`ALS` on this rank's shards of the ratings ``user, item, rating``."""
+
+    def __init__(self, cfg, user, item, rating, n_users, n_items, genre_matrix, dist: Dist,
+                 **kwargs) -> None:
+        user_degree = torch.bincount(user.long(), minlength=n_users)
+        item_degree = torch.bincount(item.long(), minlength=n_items)
+        self.dist = dist
+        self.user_rows = _own(shard_bounds(user_degree, dist.world), dist.rank)
+        self.item_rows = _own(shard_bounds(item_degree, dist.world), dist.rank)
+        mine = lambda rows, r: (rows >= r.start) & (rows < r.stop)
+        by_user, by_item = mine(user, self.user_rows), mine(item, self.item_rows)
+        mu = float(rating.double().mean()) if rating.numel() else 0.0
+        super().__init__(cfg, user[by_user], item[by_user], rating[by_user], n_users, n_items,
+                         genre_matrix, movie_ratings=(user[by_item], item[by_item],
+                                                      rating[by_item]),
+                         mu=mu, degrees=(user_degree, item_degree), **kwargs)
+        self._n_train = int(rating.numel())
+
+    @property
+    def n_train(self) -> int:
+        return self._n_train
+
+    def user_step(self, p: Params) -> None:
+        super().user_step(p)
+        self._exchange(p.user_factors, p.user_bias, self.user_rows)
+
+    def item_step(self, p: Params) -> None:
+        super().item_step(p)
+        self._exchange(p.item_factors, p.item_bias, self.item_rows)
+
+    def _exchange(self, factors: torch.Tensor, bias: torch.Tensor, own: slice) -> None:
+        """Every rank's own rows into every rank's table: one all-reduce of ``[x | bias]``."""
+        table = torch.cat([factors, bias.unsqueeze(1)], 1)
+        table[:own.start] = 0
+        table[own.stop:] = 0
+        self.dist.sum_(table)
+        factors.copy_(table[:, :factors.shape[1]])
+        bias.copy_(table[:, -1])
+
+    def train_errors(self, p: Params, rating_range=None):
+        sums = torch.tensor(super().train_errors(p, rating_range), dtype=torch.float64,
+                            device=self.device)
+        raw, clipped = self.dist.sum_(sums).tolist()
+        return raw, clipped
+
+    def movie_genre_step(self, p: Params) -> None:
+        raise NotImplementedError("the joint genre step runs in one process only")
+
+
+def _own(bounds: torch.Tensor, rank: int) -> slice:
+    return slice(int(bounds[rank]), int(bounds[rank + 1]))

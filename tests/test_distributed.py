@@ -1,0 +1,125 @@
+"""ALS across processes (torchrun, gloo on CPU): the same model as one process, and resume
+after a rank is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rec.als.params import TENSORS
+from rec.distributed import shard_bounds
+from rec.model import Recommender
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="torch.distributed is not available")
+
+COMMON = ["data=synthetic", "data.scale=0.02", "K=4", "train.patience=1000", "threads=1",
+          "tensorboard=false", "progress=false"]
+
+
+def command(root: Path, epochs: int, nproc: int = 0) -> list[str]:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
+    return [*launcher, str(REPO / "train.py"), *COMMON, f"train.max_epochs={epochs}",
+            f"paths.root={root}", f"paths.data_root={root.parent / 'data'}"]
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def model_of(root: Path) -> Recommender:
+    (path,) = root.glob("models/**/*.pt")
+    return Recommender.load(path)
+
+
+def assert_same_model(a: Recommender, b: Recommender) -> None:
+    for name in TENSORS:
+        x, y = getattr(a.params, name), getattr(b.params, name)
+        if y.numel():
+            assert float((x - y).abs().max()) <= 1e-4 * max(float(y.abs().max()), 1e-12), name
+    assert a.metrics["val/rmse"] == pytest.approx(b.metrics["val/rmse"], abs=1e-5)
+
+
+def test_shards_are_contiguous_balanced_and_cover_every_row():
+    degree = torch.tensor([50, 1, 1, 1, 1, 1, 30, 30, 0, 0, 5, 5])
+    bounds = shard_bounds(degree, 3)
+    assert bounds[0] == 0 and bounds[-1] == 12 and bool((bounds[1:] >= bounds[:-1]).all())
+    loads = [int(degree[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+    assert sum(loads) == int(degree.sum()) and max(loads) <= 60
+
+
+def test_two_ranks_train_the_model_one_process_trains(tmp_path):
+    one = run(command(tmp_path / "one", 5), tmp_path / "cwd-one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = run(command(tmp_path / "two", 5, nproc=2), tmp_path / "cwd-two")
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "2 processes (torch.distributed)" in two.stdout
+    assert_same_model(model_of(tmp_path / "two"), model_of(tmp_path / "one"))
+    assert len(list((tmp_path / "two").glob("outputs/train/*/*/*/run.json"))) == 1  # rank 0's
+    assert list((tmp_path / "cwd-two").iterdir()) == []  # rank 1 wrote nothing
+
+
+def _rank_pid(parent: int, rank: int) -> int | None:
+    """The pid of the torchrun worker ``rank`` under the launcher ``parent``."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in env:
+            return int(proc.name)
+    return None
+
+
+def _epoch(root: Path) -> int:
+    found = list(root.glob("outputs/train/**/checkpoint.pt"))
+    if not found:
+        return 0
+    try:
+        return torch.load(found[0], weights_only=False)["state"]["epoch"]
+    except Exception:  # being replaced: ask again
+        return 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_killed_rank_stops_the_job_and_the_rerun_resumes_to_the_same_end(tmp_path):
+    epochs, root, cwd = 150, tmp_path / "two", tmp_path / "cwd"
+    cwd.mkdir()
+    job = subprocess.Popen(command(root, epochs, nproc=2), cwd=cwd, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 90
+        while _epoch(root) < 3 and job.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        victim = _rank_pid(job.pid, 1)
+        assert victim is not None and job.poll() is None, "the job ended before the kill"
+        os.kill(victim, signal.SIGKILL)
+        out, _ = job.communicate(timeout=90)  # stops: no hang
+    finally:
+        if job.poll() is None:
+            job.kill()
+    killed_at = _epoch(root)
+    assert job.returncode != 0 and "SIGKILL" in out and 3 <= killed_at < epochs
+    again = run(command(root, epochs, nproc=2), cwd)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming the unfinished run" in again.stdout + again.stderr
+    one = run(command(tmp_path / "one", epochs), tmp_path / "cwd-one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    resumed, whole = model_of(root), model_of(tmp_path / "one")
+    assert_same_model(resumed, whole)
+    assert resumed.metrics["epochs"] == whole.metrics["epochs"] == epochs
+    np.testing.assert_allclose(resumed.metrics["test/rmse"], whole.metrics["test/rmse"], atol=1e-5)
