@@ -49,6 +49,14 @@ class Dist:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, value) -> list:
+        """Every rank's ``value``, in rank order (on every rank)."""
+        if not self.active:
+            return [value]
+        out = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
@@ -78,3 +86,29 @@ def shard_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:
                                                      dtype=torch.float64))
     bounds[0], bounds[-1] = 0, degree.numel()
     return torch.cummax(bounds, 0).values
+
+
+TABLE_COPIES = 5.5
+"""Whole-table copies a rank holds, per table row of K+1 floats, as the code stands:
+parameters, the best epoch's copy, the two gather tables (K+2), the two solution buffers,
+and half a table for the exchange's concatenation."""
+PADDED_RATING_BYTES = 8 * 1.07
+"""A grouped rating: int32 column and float32 value, with ~7% bucket padding."""
+LOADED_RATING_BYTES = 12
+"""A loaded rating (int32 user, int32 movie, float32 value): every rank loads all today."""
+
+
+def plan(n_users: int, n_items: int, nnz: int, k: int, parts: int) -> dict[str, float]:
+    """Per-rank memory and traffic of one epoch at ``parts`` ranks, from this module's
+    accounting (bytes): the grouped ratings (each held twice across the job), the whole
+    tables every rank keeps, the ratings every rank still loads, the all-reduced bytes each
+    rank sends per epoch, and what sending only the needed rows (Spark's out-blocks) would
+    send: a rank's ratings touch at most ``min(n, its ratings)`` rows of the other table."""
+    row = (k + 1) * 4
+    tables = (n_users + n_items) * row
+    ring = 2 * (parts - 1) / parts
+    local = 2 * nnz / parts  # ratings this rank groups: its users' and its movies'
+    needed = min(n_items, nnz / parts) + min(n_users, nnz / parts)
+    return {"grouped": local * PADDED_RATING_BYTES, "tables": TABLE_COPIES * tables,
+            "loaded": nnz * LOADED_RATING_BYTES, "allreduce_sent": ring * tables,
+            "outblocks_received": needed * row}

@@ -134,6 +134,7 @@ def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
         progress.finish()
     finally:
         progress.close()
+    peaks = dist.gather(peak_rss_mb())
     if not dist.main:  # the same result as rank 0's, which writes it
         return {"final": result.final, "history": result.history}
     split_info = run.split.describe(split)
@@ -146,6 +147,12 @@ def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
                              lambda tmp: shutil.copyfile(saved, tmp))
     summary = _summary(run, ratings, split_info, result, load_s, loading, device, published, info)
     summary["machine"]["processes"] = dist.world
+    if dist.active:
+        summary["timing"]["peak_rss_mb_per_rank"] = peaks
+        comm = [h["time/comm_s"] for h in result.history if "time/comm_s" in h]
+        mb = [h["comm/mb"] for h in result.history if "comm/mb" in h]
+        summary["timing"]["comm_s_median"] = statistics.median(comm) if comm else float("nan")
+        summary["timing"]["comm_mb_per_epoch"] = statistics.median(mb) if mb else float("nan")
     for folder in {work, Path(run_dir)}:  # a resumed run: its own folder and the new one
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -251,7 +258,11 @@ def format_summary(s: dict) -> str:
         _steps_line(f, t),
         *(["  profile   median s/epoch: " + ", ".join(f"{k} {v:.3f}" for k, v in t["profile"].items())]
           if t.get("profile") else []),
-        f"  memory    peak RSS {t['peak_rss_mb']:,.0f} MiB",
+        f"  memory    peak RSS {t['peak_rss_mb']:,.0f} MiB" + (
+            " (per rank: " + ", ".join(f"{m:,.0f}" for m in t["peak_rss_mb_per_rank"]) + " MiB)"
+            if "peak_rss_mb_per_rank" in t else ""),
+        *([f"  comm      median per epoch: {t['comm_s_median']:.3f} s in collectives, "
+           f"{t['comm_mb_per_epoch']:,.1f} MB sent per rank"] if "comm_s_median" in t else []),
         *([f"  intervals test coverage of the 50% / 90% predictive intervals: "
            f"{f['test/coverage_50']:.3f} / {f['test/coverage_90']:.3f}"] if "test/coverage_50" in f
           else []),

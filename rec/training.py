@@ -290,7 +290,7 @@ def _epoch(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
     t0 = _sync(engine.device)
     engine.epoch(p)
     t1 = _sync(engine.device)
-    record = {"epoch": epoch, "time/als_s": t1 - t0}
+    record = {"epoch": epoch, "time/als_s": t1 - t0, **engine.take_comm()}
     if engine.timer:
         record.update({f"profile/{k}_s": v for k, v in engine.timer.take().items()})
     _evaluate(engine, p, data, cfg, rating_range, record)

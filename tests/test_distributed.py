@@ -123,3 +123,15 @@ def test_a_killed_rank_stops_the_job_and_the_rerun_resumes_to_the_same_end(tmp_p
     assert_same_model(resumed, whole)
     assert resumed.metrics["epochs"] == whole.metrics["epochs"] == epochs
     np.testing.assert_allclose(resumed.metrics["test/rmse"], whole.metrics["test/rmse"], atol=1e-5)
+
+
+def test_the_plan_counts_what_a_rank_holds_and_sends():
+    from rec.distributed import PADDED_RATING_BYTES, TABLE_COPIES, plan
+    p = plan(n_users=10, n_items=5, nnz=100, k=3, parts=2)
+    row = 4 * 4  # K + 1 floats
+    assert p["tables"] == TABLE_COPIES * 15 * row
+    assert p["allreduce_sent"] == 15 * row  # ring: 2 (P - 1) / P = 1 at P = 2
+    assert p["grouped"] == pytest.approx(100 * PADDED_RATING_BYTES)  # 2 nnz / P ratings
+    assert p["outblocks_received"] == (5 + 10) * row  # all rows: 50 ratings touch them all
+    many = plan(n_users=10, n_items=5, nnz=100, k=3, parts=100)
+    assert many["outblocks_received"] == 2 * row and many["allreduce_sent"] > p["allreduce_sent"]

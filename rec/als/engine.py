@@ -158,6 +158,10 @@ class ALS:
         """Training ratings of the whole job."""
         return self.by_user.nnz
 
+    def take_comm(self) -> dict:
+        """Communication since the last call (one process: none)."""
+        return {}
+
     def _weights(self, degree: torch.Tensor) -> torch.Tensor:
         if self.cfg.count_scaled:
             return degree.to(dtype=self.dtype)

@@ -12,6 +12,8 @@ every rank alike; training errors are summed over the ranks.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from rec.als.engine import ALS
@@ -37,6 +39,9 @@ class ShardedALS(ALS):
                                                       rating[by_item]),
                          mu=mu, degrees=(user_degree, item_degree), **kwargs)
         self._n_train = int(rating.numel())
+        self.comm = {"time/comm_s": 0.0, "comm/mb": 0.0}
+        """Seconds in collectives and megabytes each rank sent, since the last
+        :meth:`take_comm` (a ring all-reduce of B bytes sends ``2 (P - 1) / P B``)."""
 
     @property
     def n_train(self) -> int:
@@ -50,19 +55,33 @@ class ShardedALS(ALS):
         super().item_step(p)
         self._exchange(p.item_factors, p.item_bias, self.item_rows)
 
+    def take_comm(self) -> dict:
+        out, self.comm = self.comm, {"time/comm_s": 0.0, "comm/mb": 0.0}
+        return out
+
+    def _sum(self, t: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        self.dist.sum_(t)
+        if t.device.type == "cuda":
+            torch.cuda.synchronize(t.device)
+        p = self.dist.world
+        self.comm["time/comm_s"] += time.perf_counter() - start
+        self.comm["comm/mb"] += 2 * (p - 1) / p * t.numel() * t.element_size() / 2 ** 20
+        return t
+
     def _exchange(self, factors: torch.Tensor, bias: torch.Tensor, own: slice) -> None:
         """Every rank's own rows into every rank's table: one all-reduce of ``[x | bias]``."""
         table = torch.cat([factors, bias.unsqueeze(1)], 1)
         table[:own.start] = 0
         table[own.stop:] = 0
-        self.dist.sum_(table)
+        self._sum(table)
         factors.copy_(table[:, :factors.shape[1]])
         bias.copy_(table[:, -1])
 
     def train_errors(self, p: Params, rating_range=None):
         sums = torch.tensor(super().train_errors(p, rating_range), dtype=torch.float64,
                             device=self.device)
-        raw, clipped = self.dist.sum_(sums).tolist()
+        raw, clipped = self._sum(sums).tolist()
         return raw, clipped
 
     def movie_genre_step(self, p: Params) -> None:

@@ -1,0 +1,26 @@
+"""The planning table of README "Beyond one machine": per-rank memory and bytes per epoch.
+
+    python scripts/plan_distributed.py
+
+Computed from :func:`rec.distributed.plan` (the implementation's own accounting), for
+ML-32M's shape at K = 10 and for 1 billion ratings (10 M users, 1 M movies) at K = 64.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rec.distributed import plan  # noqa: E402
+
+CASES = [("ML-32M, K=10", 200_948, 87_585, 32_000_204, 10),
+         ("1B ratings, K=64", 10_000_000, 1_000_000, 1_000_000_000, 64)]
+
+print("| data | P | grouped ratings / rank | whole tables / rank | loaded ratings / rank "
+      "(today) | all-reduce sent / rank / epoch | out-blocks received / rank / epoch |")
+print("|---|---|---|---|---|---|---|")
+gb = lambda b: f"{b / 2 ** 30:,.2f} GiB" if b >= 2 ** 30 else f"{b / 2 ** 20:,.0f} MiB"
+for name, users, items, nnz, k in CASES:
+    for parts in (8, 64, 512):
+        p = plan(users, items, nnz, k, parts)
+        print(f"| {name} | {parts} | {gb(p['grouped'])} | {gb(p['tables'])} | {gb(p['loaded'])} "
+              f"| {gb(p['allreduce_sent'])} | {gb(p['outblocks_received'])} |")
