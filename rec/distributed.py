@@ -18,6 +18,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from rec.als.groups import balanced_bounds
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -80,13 +82,8 @@ def from_env(device: torch.device) -> Dist:
 
 def shard_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:
     """``parts + 1`` boundaries cutting the rows into contiguous shards of about equal
-    ratings (one more per row, so that rows without ratings are shared out too)."""
-    load = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(degree.double() + 1, 0)])
-    bounds = torch.searchsorted(load, torch.linspace(0, float(load[-1]), parts + 1,
-                                                     dtype=torch.float64))
-    bounds[0], bounds[-1] = 0, degree.numel()
-    return torch.cummax(bounds, 0).values
-
+    ratings."""
+    return balanced_bounds(degree, parts)
 
 TABLE_COPIES = 5.5
 """Whole-table copies a rank holds, per table row of K+1 floats, as the code stands:

@@ -260,8 +260,7 @@ class Recommender:
         if rank_by != "quantile" or not 0 < quantile < 1:
             raise RecError(f"rank_by={rank_by!r}, quantile={quantile}: rank by 'mean', or by "
                            "'quantile' with a quantile strictly between 0 and 1.")
-        noise = self._posterior().noise_var.mean()
-        std = (sample_scores.var(0, correction=0) + noise).sqrt()
+        std = self._posterior().spread(sample_scores)
         z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(quantile))
         return sample_scores.mean(0) + z * std
 
@@ -278,8 +277,7 @@ class Recommender:
 
     def _ranked(self, scores: torch.Tensor, k: int, rank_by: str, quantile: float,
                 exclude: torch.Tensor | None, min_count: int) -> list[dict]:
-        noise = self._posterior().noise_var.mean()
-        mean, std = scores.mean(0), (scores.var(0, correction=0) + noise).sqrt()
+        mean, std = scores.mean(0), self._posterior().spread(scores)
         records = self.top_k(self.rank_scores(scores, rank_by, quantile), k, exclude, min_count)
         for rec in records:
             i = self.item_index(rec["movie_id"])
@@ -321,8 +319,7 @@ class Recommender:
         c = s["genre_bias"][:, rows].mean(1)  # (S,)
         f = post.mu + s["user_bias"] + c.unsqueeze(1) + torch.bmm(
             s["user_factors"], v.unsqueeze(2)).squeeze(2)
-        std = (f.var(0, correction=0) + post.noise_var.mean()).sqrt()
-        return f.mean(0).clamp(*self.rating_range), std
+        return f.mean(0).clamp(*self.rating_range), post.spread(f)
 
 
 def _positions(ids: torch.Tensor, wanted: torch.Tensor, what: str, dataset: str) -> torch.Tensor:

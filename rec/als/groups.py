@@ -135,10 +135,6 @@ class RowRatings:
         keys = torch.arange(self.indptr.numel() - 1).remainder_(self.n_rows)
         return torch.repeat_interleave(keys, torch.diff(self.indptr)), self.cols, self.vals
 
-    def to(self, device: torch.device) -> "RowRatings":
-        if torch.device(device).type != "cpu":
-            raise ValueError("the fused kernel runs on the CPU; use engine.kernel=torch elsewhere")
-        return self
 
 
 ROW_BLOCKS = 256
@@ -155,9 +151,8 @@ def build_rows(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_row
     degree = torch.bincount(rows, minlength=n_rows)
     keys = rows
     if n_tiles > 1:
-        split = degree >= n_tiles * tile_min
-        keys = torch.div(cols, -(-n_cols // n_tiles), rounding_mode="floor").mul_(split[rows])
-        keys = keys.to(torch.int64).mul_(n_rows).add_(rows)
+        keys = tile_of(rows, cols, n_rows, n_cols, n_tiles, tile_min).to(torch.int64)
+        keys = keys.mul_(n_rows).add_(rows)
     counts = torch.bincount(keys, minlength=n_tiles * n_rows)
     indptr = torch.zeros(n_tiles * n_rows + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=indptr[1:])
@@ -165,12 +160,26 @@ def build_rows(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_row
     out_vals = torch.empty(vals.numel(), dtype=vals.dtype)
     kernel.csr_fill(keys.numpy(), cols.numpy(), vals.numpy(), indptr.numpy(), out_cols.numpy(),
                     out_vals.numpy())
-    load = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(degree + 1, 0)])
-    bounds = torch.searchsorted(load, torch.linspace(0, float(load[-1]), ROW_BLOCKS + 1,
-                                                     dtype=torch.float64).to(torch.int64))
-    bounds[0], bounds[-1] = 0, n_rows
     return RowRatings(n_rows, n_cols, n_tiles, indptr, out_cols, out_vals,
-                      torch.unique(bounds), degree)
+                      torch.unique(balanced_bounds(degree, ROW_BLOCKS)), degree)
+
+
+def balanced_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:
+    """``parts + 1`` non-decreasing boundaries cutting the rows into contiguous ranges of about
+    equal ratings (one more per row, so that rows without ratings are shared out too)."""
+    load = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(degree.double() + 1, 0)])
+    bounds = torch.searchsorted(load, torch.linspace(0, float(load[-1]), parts + 1,
+                                                     dtype=torch.float64))
+    bounds[0], bounds[-1] = 0, degree.numel()
+    return torch.cummax(bounds, 0).values
+
+
+def tile_of(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int, n_tiles: int,
+            tile_min: int) -> torch.Tensor:
+    """The column tile of each rating, or 0 for every rating of a row with fewer than
+    ``tile_min`` ratings per tile (splitting it would cost more Gram additions than it saves)."""
+    split = torch.bincount(rows, minlength=n_rows) >= n_tiles * tile_min
+    return torch.div(cols, -(-n_cols // n_tiles), rounding_mode="floor").mul_(split[rows])
 
 
 def bucket_widths(max_degree: int, growth: float) -> torch.Tensor:
@@ -222,11 +231,8 @@ def _by_row_and_tile(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols
     ``(n_rows, n_tiles)``; and the rating ids in that order (``None``: they are in it).
     A row with fewer than ``tile_min`` ratings per tile keeps them all in the first."""
     keys = rows
-    if n_tiles > 1:
-        split = torch.bincount(rows, minlength=n_rows) >= n_tiles * tile_min
-        tile = torch.div(cols, -(-n_cols // n_tiles), rounding_mode="floor")
-        tile.mul_(split[rows])
-        keys = tile.add_(rows, alpha=n_tiles)  # in place: ML-32M's keys are 115 MB
+    if n_tiles > 1:  # in place: ML-32M's keys are 115 MB
+        keys = tile_of(rows, cols, n_rows, n_cols, n_tiles, tile_min).add_(rows, alpha=n_tiles)
     degree = torch.bincount(keys, minlength=n_rows * n_tiles)
     offsets = torch.cumsum(degree, 0) - degree
     perm = None

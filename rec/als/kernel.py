@@ -196,7 +196,7 @@ def _csr_fill(keys, cols, vals, indptr, out_cols, out_vals):
 
 if AVAILABLE:
     _jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-    _accumulate = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(_accumulate)
+    _accumulate = _jit(_accumulate)
     _solve_one = numba.njit(cache=True, nogil=True)(_solve_one)
     solve_rows = _jit(_solve_rows)
     squared_errors = _jit(_squared_errors)

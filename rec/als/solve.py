@@ -115,10 +115,14 @@ def _system(g: torch.Tensor, lam: float, reg: torch.Tensor,
     return a, rhs
 
 
+def _refuse_singular(failed: int) -> None:
+    if failed:
+        raise FloatingPointError(f"{failed} ALS system(s) singular: the priors (tau, gamma) "
+                                 "must be positive")
+
+
 def _checked(solution: torch.Tensor, info: torch.Tensor) -> torch.Tensor:
-    if bool((info != 0).any()):
-        raise FloatingPointError(
-            "an ALS system is singular: the priors (tau, gamma) must be positive")
+    _refuse_singular(int((info != 0).sum()))
     return solution
 
 
@@ -149,9 +153,7 @@ def cholesky_solve(a: torch.Tensor, rhs: torch.Tensor,
         if j:
             low[j:, j] -= torch.einsum("ikn,kn->in", low[j:, :j], low[j, :j])
         pivot = low[j, j]
-        if not bool((pivot > 0).all()):
-            raise FloatingPointError(
-                "an ALS system is singular: the priors (tau, gamma) must be positive")
+        _refuse_singular(int((~(pivot > 0)).sum()))
         torch.rsqrt(pivot, out=inv[j])
         low[j:, j] *= inv[j]
     t = rhs.T.clone(memory_format=torch.contiguous_format)  # (D, n), never a view of rhs
@@ -170,10 +172,7 @@ def cholesky_solve(a: torch.Tensor, rhs: torch.Tensor,
 
 def _lapack_cholesky_solve(a: torch.Tensor, rhs: torch.Tensor,
                            noise: torch.Tensor | None) -> torch.Tensor:
-    low, info = torch.linalg.cholesky_ex(a)
-    if bool((info != 0).any()):
-        raise FloatingPointError(
-            "an ALS system is singular: the priors (tau, gamma) must be positive")
+    low = _checked(*torch.linalg.cholesky_ex(a))
     theta = torch.cholesky_solve(rhs.unsqueeze(2), low)
     if noise is not None:
         theta += torch.linalg.solve_triangular(low.transpose(1, 2), noise.unsqueeze(2), upper=True)
@@ -294,9 +293,7 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
         reg.numpy(), weight.numpy(), (none if prior is None else prior.contiguous()).numpy(),
         (none if noise is None else noise.contiguous()).numpy(), out.numpy(),
         rows.blocks.numpy(), rows.degree.numpy(), gram.view(n_gram, d1, d1).numpy())
-    if failed:
-        raise FloatingPointError(
-            f"{failed} ALS systems are singular: the priors (tau, gamma) must be positive")
+    _refuse_singular(failed)
     if timer:
         timer.lap("kernel")
 

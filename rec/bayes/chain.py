@@ -70,9 +70,7 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
         p.copy_(Params.from_state_dict(state["params"]).to(device, dtype))
         sampler.load_state_dict(state["sampler"])
         for part, r in running.items():
-            saved = state["running"][part]
-            r.total.copy_(saved["total"]), r.squares.copy_(saved["squares"])
-            r.count, r.noise_var = saved["count"], saved["noise_var"]
+            r.load_state_dict(state["running"][part])
         log.info("resuming the chain %s after sweep %d", checkpoint, done)
     else:
         for _ in range(inference.warm_start):

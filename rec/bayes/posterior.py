@@ -68,8 +68,13 @@ class Posterior:
             u, i = user[start:start + chunk].long(), item[start:start + chunk].long()
             f = torch.stack([self.sample(s).predict(u, i) for s in range(self.size)])
             means.append(f.mean(0))
-            stds.append((f.var(0, correction=0) + self.noise_var.mean()).sqrt())
+            stds.append(self.spread(f))
         return torch.cat(means), torch.cat(stds)
+
+    def spread(self, f: torch.Tensor) -> torch.Tensor:
+        """Predictive standard deviation from ``(S, ...)`` per-sample predictions: their
+        spread plus the mean noise variance."""
+        return (f.var(0, correction=0) + self.noise_var.mean()).sqrt()
 
     def scores(self, user_factors: torch.Tensor, user_bias: torch.Tensor) -> torch.Tensor:
         """(S, n_items) every sample's prediction of every movie for one user, given that
@@ -122,6 +127,11 @@ class RunningPredictions:
     def state_dict(self) -> dict:
         return {"total": self.total.cpu(), "squares": self.squares.cpu(), "count": self.count,
                 "noise_var": self.noise_var}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.total.copy_(state["total"])
+        self.squares.copy_(state["squares"])
+        self.count, self.noise_var = state["count"], state["noise_var"]
 
 
 def coverage(rating: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> dict[str, float]:
