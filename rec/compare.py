@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from rec.als.config import RUNGS, ModelConfig
-from rec.als.engine import ALS, table_row_bytes
-from rec.als.sizes import EngineSizes, default_sizes
+from rec.als.engine import ALS
+from rec.als.sizes import EngineSizes
 from rec.als.params import Params
 from rec.bayes.config import InferenceConfig
 from rec.bayes.sampler import GibbsSampler
@@ -47,16 +47,17 @@ from rec.training import build_engine
 class Setting:
     """One engine configuration to time."""
 
-    chunk: int
-    """Padded ratings per Gram chunk (``engine.chunk_elems``)."""
-    batch: int
+    chunk: int | None = None
+    """Padded ratings per Gram chunk (``engine.chunk_elems``; ``None``: the device's default)."""
+    batch: int | None = None
     """Rows per batched solve (``engine.batch_rows``)."""
-    tile: int
-    """Most table rows per gather pass (``engine.tile_cols``; 0: no tiles)."""
+    tile: int | None = None
+    """Most table rows per pass (``engine.tile_cols``; 0: no tiles; ``None``: the kernel's
+    default)."""
     threads: int = 0
     """torch threads during its epochs; 0 keeps the process default."""
-    kernel: str = "torch"
-    """``engine.kernel``: torch or fused."""
+    kernel: str = "auto"
+    """``engine.kernel``: auto, torch or fused."""
     solver: str = "lu"
     """``engine.solver`` of the torch path: lu or cholesky."""
     inference: str = "als"
@@ -83,8 +84,10 @@ class Setting:
                            tile_cols=self.tile)
 
     def label(self) -> str:
-        return (f"kernel={self.kernel},solver={self.solver},chunk={self.chunk},batch={self.batch},"
-                f"tile={self.tile},threads={self.threads or 'default'}"
+        default = lambda v: "default" if v is None else v
+        return (f"kernel={self.kernel},solver={self.solver},chunk={default(self.chunk)},"
+                f"batch={default(self.batch)},tile={default(self.tile)},"
+                f"threads={self.threads or 'default'}"
                 + (f",inference={self.inference}" if self.inference != "als" else ""))
 
 
@@ -154,7 +157,7 @@ def compare(args: argparse.Namespace) -> str:
         raise ConfigError(f"--epochs {args.epochs}: time at least one epoch")
     device = pick_device(args.device)
     model = ModelConfig(name=args.model, K=args.K).validated()  # the shipped features priors
-    base = Setting(*default_sizes(device, table_row_bytes(model)))
+    base = Setting()
     settings = list(dict.fromkeys([base, *(Setting.parse(t, base) for t in args.settings)]))
     cases = []
     for scale in args.scale:
@@ -171,7 +174,9 @@ def compare(args: argparse.Namespace) -> str:
     defaults = {c.data: times for c, times in zip(cases, seconds) if c.setting == base}
     for case, times in zip(cases, seconds):
         median = statistics.median(times[1:])
-        lines.append(f"  {case.data:30s} {case.setting.label():80s} median {median:.3f}  "
+        ran = case.engine.sizes
+        label = f"{case.setting.label()} ran={ran.kernel},tile={ran.tile_cols}"
+        lines.append(f"  {case.data:30s} {label:110s} median {median:.3f}  "
                      f"min {min(times[1:]):.3f}  vs defaults "
                      f"{paired_ratio(times[1:], defaults[case.data][1:]):.3f}  "
                      f"per million ratings {median / case.n_train * 1e6:.4f}")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rec.als import ALS, ModelConfig
+from rec.als import kernel
 from rec.als.groups import build_rows
 from rec.als.sizes import EngineSizes
 from rec.als.solve import cholesky_solve, ridge_solve, solve_rows
@@ -118,14 +119,20 @@ def test_fused_and_torch_engines_train_the_same_float32_model(rung):
         np.testing.assert_allclose(getattr(b, name), getattr(a, name), atol=2e-4)
 
 
-def test_kernel_choice_is_checked():
-    assert EngineSizes().kernel_for("cuda", needs_torch=True) == "torch"
-    assert EngineSizes(kernel="fused").kernel_for("cpu", needs_torch=False) == "fused"
+def test_kernel_choice_is_automatic_where_it_runs_and_checked():
+    auto = EngineSizes()
+    assert auto.kernel == "auto"
+    assert auto.kernel_for("cpu", needs_torch=False, columns=12) == "fused"
+    assert auto.kernel_for("cpu", needs_torch=False, columns=kernel.UNROLLED_WIDTHS + 1) == "torch"
+    assert auto.kernel_for("cpu", needs_torch=True, columns=12) == "torch"
+    assert auto.kernel_for("cuda", needs_torch=False, columns=12) == "torch"
+    wide = EngineSizes(kernel="fused").kernel_for("cpu", False, kernel.UNROLLED_WIDTHS + 1)
+    assert wide == "fused"  # asked for: the generic accumulation runs
     with pytest.raises(ConfigError, match="CPU only"):
-        EngineSizes(kernel="fused").kernel_for("cuda", needs_torch=False)
+        EngineSizes(kernel="fused").kernel_for("cuda", needs_torch=False, columns=12)
     with pytest.raises(ConfigError, match="joint genre step"):
-        EngineSizes(kernel="fused").kernel_for("cpu", needs_torch=True)
-    with pytest.raises(ConfigError, match="engine.kernel=numba: must be one of torch, fused"):
+        EngineSizes(kernel="fused").kernel_for("cpu", needs_torch=True, columns=12)
+    with pytest.raises(ConfigError, match="engine.kernel=numba: must be one of auto, torch, fused"):
         EngineSizes(kernel="numba")
     with pytest.raises(ConfigError, match="engine.solver"):
         EngineSizes(solver="qr")

@@ -132,7 +132,7 @@ def test_benchmark_experiment_prints_its_figures(tmp_path, capsys):
     for key in ("load_s", "csv_load_s", "cache_load_s", "setup_s", "als_s_median", "als_s_min",
                 "eval_s_median", "peak_rss_mb", "als_s_per_million_ratings"):
         assert t[key] > 0, key
-    assert set(t["profile"]) == {"gather", "gram", "solve", "genre", "other"}
+    assert set(t["profile"]) == {"kernel", "genre", "other"}  # the fused kernel, chosen on CPU
     assert sum(t["profile"].values()) == pytest.approx(t["als_s_median"], rel=0.5)
     out = capsys.readouterr().out
     for needle in ("threads", "peak RSS", "s/epoch median", "parse from CSV", "profile"):
@@ -145,14 +145,21 @@ def test_compare_interleaves_settings_in_one_process(small_root, capsys):
                  "--K", "4", "kernel=torch,chunk=256,batch=8", "threads=1", "chunk=131072",
                  "kernel=fused,solver=cholesky"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = [line.split()[:2] for line in lines[2:]]
-    tile = 3 * 2 ** 19 // (4 * 6)  # 1.5 MiB of rows [u (4), b, offset]
-    sizes = f"chunk=131072,batch=32768,tile={tile}"
-    assert rows == [["ml-latest-small", f"kernel=torch,solver=lu,{sizes},threads=default"],
-                    ["ml-latest-small", f"kernel=torch,solver=lu,chunk=256,batch=8,"
-                                        f"tile={tile},threads=default"],
-                    ["ml-latest-small", f"kernel=torch,solver=lu,{sizes},threads=1"],
-                    ["ml-latest-small", f"kernel=fused,solver=cholesky,{sizes},threads=default"]]
+    rows = [line.split()[:3] for line in lines[2:]]
+    tile, fused_tile = 3 * 2 ** 19 // (4 * 6), 3 * 2 ** 20 // (4 * 6)  # rows [u (4), b, offset]
+    sizes = "chunk=default,batch=default,tile=default"
+    auto = ["ml-latest-small", f"kernel=auto,solver=lu,{sizes},threads=default",
+            f"ran=fused,tile={fused_tile}"]
+    assert rows == [auto,
+                    ["ml-latest-small", "kernel=torch,solver=lu,chunk=256,batch=8,"
+                                        "tile=default,threads=default", f"ran=torch,tile={tile}"],
+                    ["ml-latest-small", f"kernel=auto,solver=lu,{sizes},threads=1",
+                     f"ran=fused,tile={fused_tile}"],
+                    ["ml-latest-small", f"kernel=auto,solver=lu,chunk=131072,batch=default,"
+                                        f"tile=default,threads=default",
+                     f"ran=fused,tile={fused_tile}"],
+                    ["ml-latest-small", f"kernel=fused,solver=cholesky,{sizes},threads=default",
+                     f"ran=fused,tile={fused_tile}"]]
     assert "2 timed epochs" in lines[0] and "machine: cpu" in lines[1]
     assert all(float(line.split()[-1]) > 0 for line in lines[2:])  # seconds per million ratings
     assert lines[2].split("vs defaults ")[1].startswith("1.000 ")  # the defaults against themselves

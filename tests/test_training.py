@@ -154,8 +154,10 @@ def test_gpu_chunking_gives_the_cpu_result(small):
     cfg = ModelConfig(name="features", K=8, tau=15, gamma=3, reg_scaling="none")
     runs = [fit(small, split, cfg, TrainConfig(max_epochs=4, ranking_max_users=100),
                 EngineSizes(**sizes), dtype=torch.float64)
-            for sizes in ({}, {"chunk_elems": 1 << 24, "batch_rows": 1 << 18},
-                          {"chunk_elems": 512, "batch_rows": 16, "tile_cols": 1000})]
+            for sizes in ({}, {"kernel": "torch"},  # auto: the fused kernel on CPU
+                          {"kernel": "torch", "chunk_elems": 1 << 24, "batch_rows": 1 << 18},
+                          {"kernel": "torch", "chunk_elems": 512, "batch_rows": 16,
+                           "tile_cols": 1000})]
     for other in runs[1:]:
         assert other.final["objective"] == pytest.approx(runs[0].final["objective"], rel=1e-10)
         assert torch.allclose(other.params.item_factors, runs[0].params.item_factors, atol=1e-9)

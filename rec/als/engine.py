@@ -18,7 +18,7 @@ from rec.als.sizes import NO_TILES, EngineSizes
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side, squared_errors
 
 FUSED_GRAM_BYTES = 256 << 20
-"""Most memory the fused kernel's per-row Grams between table tiles may take."""
+"""Most memory the fused kernel's Grams of rows over several table tiles may take."""
 
 
 @dataclass(frozen=True)
@@ -135,11 +135,14 @@ class ALS:
                n_cols: int) -> Groups | RowRatings:
         """One side's ratings, laid out for the kernel of :attr:`sizes`."""
         if self.sizes.kernel == "fused":
-            # tiles need a (D+1)^2 Gram per row between passes: 3.4 GB for ML-32M's users at
-            # K = 64, so past FUSED_GRAM_BYTES the fused kernel reads the whole table per pass
-            gram_bytes = n_rows * (self.width + 1) ** 2 * torch.finfo(self.dtype).bits // 8
-            tiles = self.sizes.tile_cols if gram_bytes <= FUSED_GRAM_BYTES else NO_TILES
-            return build_rows(rows, cols, vals, n_rows, n_cols, tiles, self.sizes.tile_min)
+            # a row over several tiles keeps a float64 (D+1)^2 Gram between passes: past
+            # FUSED_GRAM_BYTES (K = 64 with most rows split) the passes read the whole table
+            tiles, least = self.sizes.tile_cols, self.sizes.tile_min
+            n_tiles = max(1, -(-n_cols // tiles))
+            split = int((torch.bincount(rows, minlength=n_rows) >= n_tiles * least).sum())
+            if n_tiles > 1 and split * (self.width + 1) ** 2 * 8 > FUSED_GRAM_BYTES:
+                tiles = NO_TILES
+            return build_rows(rows, cols, vals, n_rows, n_cols, tiles, least)
         return self._padded(rows, cols, vals, n_rows, n_cols)
 
     def _padded(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
@@ -223,7 +226,7 @@ class ALS:
         ``mean`` (n_rows, D) each row's prior mean, ``noise`` (n_rows, D) standard normal
         (``None``: the conditional mean itself).  A row without ratings is drawn from its prior.
         Returns the training sum of squared errors at the new parameters, from the step's own
-        Grams (torch kernel; ``None`` for the fused one).
+        Grams.
         """
         if side == "user":
             groups, theta, cold = self.by_user, self.user_theta, self.cold_users
@@ -233,15 +236,14 @@ class ALS:
             groups, theta, cold = self.by_item, self.item_theta, self.cold_items
             table = self._fill(self.user_table, p.user_factors, p.user_bias)
             factors, bias = p.item_factors, p.item_bias
-        sse = None if isinstance(groups, RowRatings) else torch.zeros(
-            groups.n_rows, dtype=torch.float64, device=self.device)
+        sse = torch.zeros(groups.n_rows, dtype=torch.float64, device=self.device)
         solve_side(groups, table, lam, precision, None, theta, precision * mean, self.workspace,
                    self.timer, noise=noise, sse=sse)
         theta[cold] = mean[cold] + (0 if noise is None else noise[cold] * precision.rsqrt())
         factors.copy_(theta[:, :self.dim])
         if self.cfg.has_biases:
             bias.copy_(theta[:, self.dim])
-        return None if sse is None else float(sse.sum())
+        return float(sse.sum())
 
     def movie_prior_mean(self, p: Params) -> torch.Tensor | None:
         """Each movie's prior mean of ``[v_n; c_n]`` (zeros where there is none), or ``None``

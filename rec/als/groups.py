@@ -121,6 +121,16 @@ class RowRatings:
     """int64 row boundaries of ranges of about equal ratings, which the kernel's threads share."""
     degree: torch.Tensor
     """int64 (n_rows,) training ratings per row."""
+    last_tile: torch.Tensor
+    """int64 (n_rows,) the last tile holding ratings of each row; -1: none."""
+    slot: torch.Tensor
+    """int64 (n_rows,) each row's place among those over several tiles (-1: in one tile), where
+    the kernel keeps the row's Gram between tile passes."""
+
+    @property
+    def n_split(self) -> int:
+        """Rows whose ratings lie in more than one tile."""
+        return int((self.slot >= 0).sum())
 
     @property
     def nnz(self) -> int:
@@ -160,8 +170,13 @@ def build_rows(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_row
     out_vals = torch.empty(vals.numel(), dtype=vals.dtype)
     kernel.csr_fill(keys.numpy(), cols.numpy(), vals.numpy(), indptr.numpy(), out_cols.numpy(),
                     out_vals.numpy())
+    last_tile = torch.full((n_rows,), -1, dtype=torch.int64)
+    for k, held in enumerate(counts.view(n_tiles, n_rows) > 0):
+        last_tile[held] = k
+    split = last_tile > 0
+    slot = torch.where(split, torch.cumsum(split, 0) - 1, -1)
     return RowRatings(n_rows, n_cols, n_tiles, indptr, out_cols, out_vals,
-                      torch.unique(balanced_bounds(degree, ROW_BLOCKS)), degree)
+                      torch.unique(balanced_bounds(degree, ROW_BLOCKS)), degree, last_tile, slot)
 
 
 def balanced_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:

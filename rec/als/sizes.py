@@ -16,12 +16,17 @@ import torch
 from rec.als import kernel as fused
 from rec.errors import ConfigError
 
-KERNELS = ("torch", "fused")
+KERNELS = ("auto", "torch", "fused")
 SOLVERS = ("cholesky", "lu")
 
 TILE_BYTES = 3 << 19
 """Most bytes of the gathered table one pass reads on CPU: 1.5 MiB, 2^15 rows at K = 10 in
 float32 (measured at ML-32M's shape: 1-4% faster than 6 MiB tiles, 4-7% faster than none)."""
+
+FUSED_TILE_BYTES = 3 << 20
+"""Most bytes of the table one pass of the fused kernel reads: 3 MiB, 2^16 rows at K = 10
+(measured at ML-32M's shape: the movie step 25% faster than with no tiles, the user step,
+whose 4 MiB table is cut in two, within 5%; 1.5 MiB tiles were 3% slower)."""
 
 NO_TILES = 1 << 62
 
@@ -46,13 +51,13 @@ class EngineSizes:
     """Which kernel runs the steps, and how the grouped ratings are laid out in memory for it
     (``conf/engine/default.yaml``)."""
 
-    kernel: str = "torch"
+    kernel: str = "auto"
     """``torch``: padded degree buckets, batched gathers, Grams and solves on any device (the
-    reference, and the fastest measured at ML-32M's shape on this project's 2-core CPU);
-    ``fused``: one compiled pass per row over ratings ordered by (table tile, row)
-    (:mod:`rec.als.kernel`, CPU, Numba): no padding, less memory, a faster setup, about as
-    fast at a quarter of ML-32M and 10-20% slower at full scale.  The sizes below lay out
-    the torch path (``tile_cols``, ``tile_min`` both)."""
+    reference); ``fused``: one compiled pass per row over ratings ordered by (table tile, row)
+    (:mod:`rec.als.kernel`, CPU, Numba): no padding, less memory, a faster setup, and at
+    K = 10 an epoch 1.7x as fast at ML-32M's shape; ``auto``: ``fused`` where it runs and
+    has a kernel written for the width (:data:`rec.als.kernel.UNROLLED_WIDTHS`), else
+    ``torch``.  The sizes below lay out the torch path (``tile_cols``, ``tile_min`` both)."""
     solver: str = "lu"
     """The torch path's batched solver: ``lu`` (LAPACK's batched LU; 4% faster than the
     Cholesky on this CPU) or ``cholesky`` (column steps of vector operations over the whole
@@ -66,7 +71,8 @@ class EngineSizes:
     tile_cols: int | None = None
     """Most rows of the other side's table one gather pass reads; a larger table is cut into
     tiles of at most this many, so that each pass stays in cache.  ``None``: 1.5 MiB of table
-    on CPU (2^15 rows at K = 10), no tiles on GPU; 0: no tiles."""
+    on CPU for the torch path (2^15 rows at K = 10), 3 MiB for the fused kernel, no tiles on
+    GPU; 0: no tiles."""
     tile_min: int | None = None
     """Ratings per tile a row needs to be split over tiles; ``None``:
     ``TILE_MIN_PER_UNKNOWN (D+1)`` for D unknowns per row."""
@@ -93,15 +99,21 @@ class EngineSizes:
         by no tiles; ``row_bytes``: one row of the gathered table, ``width``: unknowns per
         row; ``needs_torch``: a step only the torch path has is used (the joint genre step)."""
         chunk, batch, tile = default_sizes(device, row_bytes)
-        return replace(self, kernel=self.kernel_for(device, needs_torch),
+        kernel = self.kernel_for(device, needs_torch, width + 1)
+        if kernel == "fused":
+            tile = max(1, FUSED_TILE_BYTES // row_bytes)
+        return replace(self, kernel=kernel,
                        chunk_elems=self.chunk_elems or chunk,
                        batch_rows=self.batch_rows or batch,
                        tile_cols=tile if self.tile_cols is None else self.tile_cols or NO_TILES,
                        tile_min=self.tile_min or TILE_MIN_PER_UNKNOWN * (width + 1))
 
-    def kernel_for(self, device: torch.device | str, needs_torch: bool) -> str:
-        """The kernel to run: asking for ``fused`` where it cannot run is an error."""
+    def kernel_for(self, device: torch.device | str, needs_torch: bool, columns: int) -> str:
+        """The kernel to run for tables of ``columns`` columns: ``auto`` resolved, and asking
+        for ``fused`` where it cannot run an error."""
         where = torch.device(device).type == "cpu" and fused.AVAILABLE and not needs_torch
+        if self.kernel == "auto":
+            return "fused" if where and columns <= fused.UNROLLED_WIDTHS else "torch"
         if self.kernel == "fused" and not where:
             why = ("Numba is not installed (pip install -r requirements.txt)" if not fused.AVAILABLE
                    else "it runs on the CPU only" if torch.device(device).type != "cpu"

@@ -223,16 +223,15 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
     :class:`Groups` the torch path, solved by ``solver``.  With ``noise`` (n_rows, D) standard
     normal, each row gets ``solution + L^-T noise``, a draw of the Gaussian whose precision is
     its system matrix ``L L^T`` (the Gibbs sampler's conditional).  ``sse`` (n_rows,) float64,
-    when given (torch path), receives each row's sum of squared errors at its new solution,
+    when given, receives each row's sum of squared errors at its new solution,
     ``y^T y - 2 theta^T X^T y + theta^T X^T X theta``, from the Gram it already formed: the
     training error without another pass over the ratings.
     """
     if isinstance(groups, RowRatings):
-        if inverse is not None or sse is not None:
-            raise ValueError("the joint genre step and errors from Grams need the torch path "
-                             "(engine.kernel=torch)")
+        if inverse is not None:
+            raise ValueError("the joint genre step needs the torch path (engine.kernel=torch)")
         return solve_rows(groups, table, lam, reg, row_weight, out, prior, timer, noise,
-                          workspace)
+                          workspace, sse)
     workspace = workspace or Workspace()
     d1 = table.shape[1]
     if timer:
@@ -275,24 +274,28 @@ def _row_errors(g: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Tensor,
                row_weight: torch.Tensor | None, out: torch.Tensor,
                prior: torch.Tensor | None = None, timer: PhaseTimer | None = None,
-               noise: torch.Tensor | None = None, workspace: Workspace | None = None) -> None:
+               noise: torch.Tensor | None = None, workspace: Workspace | None = None,
+               sse: torch.Tensor | None = None) -> None:
     """:func:`solve_side` by the fused kernel (:func:`rec.als.kernel.solve_rows`), on the
-    CPU; with ``noise`` (n_rows, D), each row's Gaussian draw instead of its solution."""
+    CPU; with ``noise`` (n_rows, D), each row's Gaussian draw instead of its solution; with
+    ``sse`` (n_rows,) float64, each row's squared training error at it."""
     if timer:
         timer.lap("other")
     d1 = table.shape[1]
     none = torch.zeros(0, out.shape[1], dtype=out.dtype)
     weight = row_weight if row_weight is not None else torch.ones(rows.n_rows, dtype=out.dtype)
-    n_gram = rows.n_rows if rows.n_tiles > 1 else 0  # per-row Grams summed over tiles
+    n_gram = rows.n_split  # Grams of the rows over several tiles, summed between passes
     workspace = workspace or Workspace()
-    gram = workspace.get(n_gram * d1 * d1, table.dtype, table.device, "gram")
+    gram = workspace.get(n_gram * d1 * d1, torch.float64, table.device, "gram")
     threads = torch.get_num_threads()
     failed = kernel.run_blocks(
-        kernel.solve_rows, rows.blocks.numel() - 1, threads, workspace.pool(threads),
+        kernel.solve_rows(d1), rows.blocks.numel() - 1, threads, workspace.pool(threads),
         rows.indptr.numpy(), rows.cols.numpy(), rows.vals.numpy(), table.numpy(), lam,
         reg.numpy(), weight.numpy(), (none if prior is None else prior.contiguous()).numpy(),
         (none if noise is None else noise.contiguous()).numpy(), out.numpy(),
-        rows.blocks.numpy(), rows.degree.numpy(), gram.view(n_gram, d1, d1).numpy())
+        rows.blocks.numpy(), rows.last_tile.numpy(), rows.slot.numpy(),
+        gram.view(n_gram, d1, d1).numpy(),
+        (torch.zeros(0, dtype=torch.float64) if sse is None else sse).numpy())
     _refuse_singular(failed)
     if timer:
         timer.lap("kernel")
