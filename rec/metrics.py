@@ -15,7 +15,8 @@ import torch
 
 from rec.als.params import Params
 
-CHUNK = 1 << 22
+CHUNK = 1 << 18
+"""Rows per pass of the error sums and pair scans: ~20 MB of gathered factors at K = 10."""
 
 
 def squared_errors(p: Params, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,

@@ -220,20 +220,21 @@ def build_engine(ratings: Ratings, train: torch.Tensor, model_cfg: ModelConfig,
                  sizes: EngineSizes = EngineSizes(), device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, joint_genre_step: bool = False,
                  relaxation: float = 1.0, dist: Dist = Dist()) -> ALS:
-    """The engine over the training ratings ``train``, laid out by ``sizes`` (the subset
-    copies are freed on return: the engine's groups hold them); in a job of several
-    processes, over this rank's shards (:class:`ShardedALS`)."""
-    user, item, rating = (t[train] for t in (ratings.user, ratings.item, ratings.rating))
+    """The engine over the training ratings at positions ``train``, laid out by ``sizes``
+    (the fused kernel's layout reads them in place; the torch path's groups copy them); in a
+    job of several processes, over this rank's shards (:class:`ShardedALS`)."""
     genres = ratings.movies.genre_matrix(dtype)
     if dist.active:
         if joint_genre_step:
             raise ConfigError("train.joint_genre_step=true runs in one process only; drop it "
                               "under torchrun.")
+        user, item, rating = (t[train] for t in (ratings.user, ratings.item, ratings.rating))
         return ShardedALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
                           genres, dist, device=device, dtype=dtype, sizes=sizes,
                           relaxation=relaxation)
-    return ALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items, genres, device,
-               dtype, sizes, joint_genre_step, relaxation)
+    return ALS(model_cfg, ratings.user, ratings.item, ratings.rating, ratings.n_users,
+               ratings.n_items, genres, device, dtype, sizes, joint_genre_step, relaxation,
+               subset=train)
 
 
 def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig = TrainConfig(),

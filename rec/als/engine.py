@@ -14,7 +14,7 @@ import torch
 from rec.als.config import ModelConfig
 from rec.als.groups import Groups, RowRatings, build_groups, build_rows
 from rec.als.params import Params
-from rec.als.sizes import NO_TILES, EngineSizes
+from rec.als.sizes import EngineSizes
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side, squared_errors
 
 FUSED_GRAM_BYTES = 256 << 20
@@ -84,27 +84,29 @@ class ALS:
                  sizes: EngineSizes = EngineSizes(), joint_genre_step: bool = False,
                  relaxation: float = 1.0, movie_ratings: tuple | None = None,
                  mu: float | None = None,
-                 degrees: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                 degrees: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 subset: torch.Tensor | None = None) -> None:
         if not 0 < relaxation < 2:
             raise ValueError(f"relaxation must lie in (0, 2) for J to decrease, got {relaxation}")
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.relaxation = relaxation
         self.n_users, self.n_items = n_users, n_items
         if mu is None:
-            mu = float(rating.double().mean()) if rating.numel() else 0.0
+            taken = rating if subset is None else rating[subset]
+            mu = float(taken.sum(dtype=torch.float64)) / taken.numel() if taken.numel() else 0.0
         self.mu = mu if cfg.has_biases else 0.0
         self.dim = cfg.dim
         self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
-        vals = rating.to(dtype)  # y = vals - offset, the offsets holding mu: no centred copy
         joint = bool(joint_genre_step and cfg.has_genres and self.dim)
         self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width, joint)
-        # movies first: their sort's temporaries are gone before the users' groups exist
+        # movies first: their sort's temporaries are gone before the users' groups exist;
+        # y = vals - offset, the offsets holding mu: no centred copy
         if movie_ratings is None:
-            self.by_item = self._group(item, user, vals, n_items, n_users)
+            self.by_item = self._group(item, user, rating, n_items, n_users, subset)
         else:  # a shard: the movie side holds other ratings than the user side
             m_user, m_item, m_rating = movie_ratings
-            self.by_item = self._group(m_item, m_user, m_rating.to(dtype), n_items, n_users)
-        self.by_user = self._group(user, item, vals, n_users, n_items)
+            self.by_item = self._group(m_item, m_user, m_rating, n_items, n_users)
+        self.by_user = self._group(user, item, rating, n_users, n_items, subset)
         if degrees is None:
             degrees = (self.by_user.degree, self.by_item.degree)
         self.user_degree, self.item_degree = (d.to(self.device) for d in degrees)
@@ -132,18 +134,18 @@ class ALS:
         """Set to a :class:`PhaseTimer` to profile the steps (gather, gram, solve, genre, other)."""
 
     def _group(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
-               n_cols: int) -> Groups | RowRatings:
-        """One side's ratings, laid out for the kernel of :attr:`sizes`."""
+               n_cols: int, subset: torch.Tensor | None = None) -> Groups | RowRatings:
+        """One side's ratings (those at ``subset``; ``None``: all), laid out for the kernel of
+        :attr:`sizes`."""
         if self.sizes.kernel == "fused":
             # a row over several tiles keeps a float64 (D+1)^2 Gram between passes: past
-            # FUSED_GRAM_BYTES (K = 64 with most rows split) the passes read the whole table
-            tiles, least = self.sizes.tile_cols, self.sizes.tile_min
-            n_tiles = max(1, -(-n_cols // tiles))
-            split = int((torch.bincount(rows, minlength=n_rows) >= n_tiles * least).sum())
-            if n_tiles > 1 and split * (self.width + 1) ** 2 * 8 > FUSED_GRAM_BYTES:
-                tiles = NO_TILES
-            return build_rows(rows, cols, vals, n_rows, n_cols, tiles, least)
-        return self._padded(rows, cols, vals, n_rows, n_cols)
+            # FUSED_GRAM_BYTES of them (K = 64 with most rows split) no row is split
+            most = FUSED_GRAM_BYTES // ((self.width + 1) ** 2 * 8)
+            return build_rows(rows, cols, vals, n_rows, n_cols, self.sizes.tile_cols,
+                              self.sizes.tile_min, subset, self.dtype, most)
+        if subset is not None:
+            rows, cols, vals = rows[subset], cols[subset], vals[subset]
+        return self._padded(rows, cols, vals.to(self.dtype), n_rows, n_cols)
 
     def _padded(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
                 n_cols: int) -> Groups:

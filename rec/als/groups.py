@@ -116,7 +116,11 @@ class RowRatings:
     cols: torch.Tensor
     """int32 (nnz,) column of each rating."""
     vals: torch.Tensor
-    """(nnz,) rating values."""
+    """(nnz,) uint8 codes of the rating values, ``levels[code]`` (one byte a rating: 3 fewer
+    than a float32), or the values themselves when ``levels`` is empty."""
+    levels: torch.Tensor
+    """The distinct rating values, sorted, when there are at most
+    :data:`rec.als.kernel.MAX_LEVELS`; else empty."""
     blocks: torch.Tensor
     """int64 row boundaries of ranges of about equal ratings, which the kernel's threads share."""
     degree: torch.Tensor
@@ -140,10 +144,14 @@ class RowRatings:
     def padded(self) -> int:
         return self.nnz
 
+    def values(self) -> torch.Tensor:
+        """(nnz,) the rating values, in this layout's order."""
+        return self.levels[self.vals.long()] if self.levels.numel() else self.vals
+
     def triples(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The ratings back as (rows, cols, vals), in this layout's order."""
         keys = torch.arange(self.indptr.numel() - 1).remainder_(self.n_rows)
-        return torch.repeat_interleave(keys, torch.diff(self.indptr)), self.cols, self.vals
+        return torch.repeat_interleave(keys, torch.diff(self.indptr)), self.cols, self.values()
 
 
 
@@ -154,28 +162,43 @@ by another's short ones (the schedule is static), few enough to cost nothing."""
 
 def build_rows(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
                n_cols: int, tile_cols: int = default_sizes("cpu")[2],
-               tile_min: int = 1) -> RowRatings:
-    """Ratings (``rows[i]``, ``cols[i]``, ``vals[i]``) ordered by (tile, row) by one counting
-    sort; a row with fewer than ``tile_min`` ratings per tile keeps them all in the first."""
+               tile_min: int = 1, index: torch.Tensor | None = None,
+               dtype: torch.dtype | None = None, max_split: int | None = None) -> RowRatings:
+    """Ratings (``rows[i]``, ``cols[i]``, ``vals[i]``) for ``i`` in ``index`` (``None``: all)
+    ordered by (tile, row) by one counting sort; a row with fewer than ``tile_min`` ratings
+    per tile keeps them all in the first, and when more than ``max_split`` rows would be
+    split, none is (one tile).  The compiled passes read the ratings where they lie, so the
+    only memory taken is the layout itself (``vals`` as ``dtype``)."""
     n_tiles = max(1, -(-n_cols // tile_cols))
-    degree = torch.bincount(rows, minlength=n_rows)
-    keys = rows
-    if n_tiles > 1:
-        keys = tile_of(rows, cols, n_rows, n_cols, n_tiles, tile_min).to(torch.int64)
-        keys = keys.mul_(n_rows).add_(rows)
-    counts = torch.bincount(keys, minlength=n_tiles * n_rows)
+    taken = torch.zeros(0, dtype=torch.int64) if index is None else index
+    n_taken = rows.numel() if index is None else index.numel()
+    np_rows, np_cols, np_taken = rows.numpy(), cols.numpy(), taken.numpy()
+    degree = torch.zeros(n_rows, dtype=torch.int64)
+    kernel.layout_degree(np_rows, np_taken, n_taken, degree.numpy())
+    split = degree >= (n_tiles * tile_min if n_tiles > 1 else 1 << 62)
+    if max_split is not None and int(split.sum()) > max_split:
+        n_tiles, split = 1, torch.zeros_like(split)
+    width = -(-n_cols // n_tiles)
+    counts = torch.zeros(n_tiles * n_rows, dtype=torch.int64)
+    kernel.layout_count(np_rows, np_cols, np_taken, n_taken, n_rows, width, split.numpy(),
+                        counts.numpy())
     indptr = torch.zeros(n_tiles * n_rows + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=indptr[1:])
-    out_cols = torch.empty(cols.numel(), dtype=torch.int32)
-    out_vals = torch.empty(vals.numel(), dtype=vals.dtype)
-    kernel.csr_fill(keys.numpy(), cols.numpy(), vals.numpy(), indptr.numpy(), out_cols.numpy(),
-                    out_vals.numpy())
+    dtype = dtype or vals.dtype
+    levels = torch.empty(kernel.MAX_LEVELS, dtype=vals.dtype)
+    n_levels = kernel.rating_levels(vals.numpy(), np_taken, n_taken, levels.numpy())
+    levels = levels[:max(n_levels, 0)].to(dtype)
+    out_cols = torch.empty(n_taken, dtype=torch.int32)
+    out_vals = torch.empty(n_taken, dtype=torch.uint8 if n_levels >= 0 else dtype)
+    kernel.layout_fill(np_rows, np_cols, vals.numpy(), np_taken, n_taken, n_rows, width,
+                       split.numpy(), indptr.numpy(), levels.to(vals.dtype).numpy(),
+                       out_cols.numpy(), out_vals.numpy())
     last_tile = torch.full((n_rows,), -1, dtype=torch.int64)
     for k, held in enumerate(counts.view(n_tiles, n_rows) > 0):
         last_tile[held] = k
-    split = last_tile > 0
-    slot = torch.where(split, torch.cumsum(split, 0) - 1, -1)
-    return RowRatings(n_rows, n_cols, n_tiles, indptr, out_cols, out_vals,
+    spread = last_tile > 0
+    slot = torch.where(spread, torch.cumsum(spread, 0) - 1, -1)
+    return RowRatings(n_rows, n_cols, n_tiles, indptr, out_cols, out_vals, levels,
                       torch.unique(balanced_bounds(degree, ROW_BLOCKS)), degree, last_tile, slot)
 
 

@@ -41,7 +41,7 @@ STEP = 4
 """Gram columns formed together: each loaded entry of ``x`` feeds four multiply-adds."""
 
 
-def _accumulate(start, stop, cols, vals, table, a, z):
+def _accumulate(start, stop, cols, vals, levels, table, a, z):
     """Set ``a``'s upper triangle to ``[x, y]^T [x, y]`` over the ratings ``start:stop``, for
     any width: blocks of :data:`BLOCK` ratings copied column-major into ``z`` (flat, at least
     :func:`buffer_size`), dot products of :data:`STEP` columns at a time
@@ -54,7 +54,7 @@ def _accumulate(start, stop, cols, vals, table, a, z):
             c = cols[first + n]
             for i in range(d):
                 z[i * BLOCK + n] = table[c, i]
-            z[d * BLOCK + n] = vals[first + n] - table[c, d]
+            z[d * BLOCK + n] = value(vals, levels, first + n) - table[c, d]
         for i in range(d + 1):  # z's rows past d are zeros: the last group of STEP adds 0
             zi = i * BLOCK
             for j in range(i, d + 1, STEP):
@@ -105,13 +105,13 @@ def accumulate_source(width: int) -> str:
     acc = width * step  # the accumulators follow the copied block
     end = acc + len(pairs) * w
     lines = ["def buffer_size(width):", f"    return {end}", "",
-             "def accumulate(start, stop, cols, vals, table, a, z):",
+             "def accumulate(start, stop, cols, vals, levels, table, a, z):",
              f"    for k in range({acc}, {end}):", "        z[k] = 0",
              f"    for first in range(start, stop, {step}):",
              f"        m = min({step}, stop - first)",
              "        for n in range(m):", "            c = cols[first + n]"]
     lines += [f"            z[{i * step} + n] = table[c, {i}]" for i in range(d)]
-    lines += [f"            z[{d * step} + n] = vals[first + n] - table[c, {d}]",
+    lines += [f"            z[{d * step} + n] = value(vals, levels, first + n) - table[c, {d}]",
               f"        for n in range(m, {step}):"]
     lines += [f"            z[{i * step} + n] = 0" for i in range(width)]
     lines += [f"        for n in range({w}):"]
@@ -168,12 +168,13 @@ def _solve_one(a, lam, w, reg, prior, noise, out, inv, t):
     return True
 
 
-def _solve_rows(indptr, cols, vals, table, lam, reg, row_weight, prior, noise, out, blocks,
+def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, noise, out, blocks,
                 last_tile, slot, gram, sse, first, last):
     """Overwrite ``out[r]`` for every row ``r`` with ratings (``last_tile[r] >= 0``).
 
     Row ``r`` solves ``(lam sum x x^T + w_r diag(reg)) theta = lam sum x y + prior[r]`` with
-    ``x = table[c, :D]``, ``y = vals - table[c, D]``, ``w_r = row_weight[r]``.  ``prior`` is
+    ``x = table[c, :D]``, ``y = value - table[c, D]``, ``w_r = row_weight[r]`` (a rating's
+    value: :func:`value`).  ``prior`` is
     ``(n_rows, D)`` or ``(0, D)`` (none); ``noise``, when ``(n_rows, D)``, turns the solve
     into a draw ``theta + L^-T noise[r]``.  The ratings are ordered by (table tile, row):
     tile ``k``'s ratings of row ``r`` are ``indptr[k n_rows + r]:indptr[k n_rows + r + 1]``,
@@ -205,7 +206,7 @@ def _solve_rows(indptr, cols, vals, table, lam, reg, row_weight, prior, noise, o
                 if k > final:
                     continue
                 accumulate(indptr[k * n_rows + r], indptr[k * n_rows + r + 1], cols, vals,
-                           table, a, z)
+                           levels, table, a, z)
                 if final > 0:
                     g = gram[slot[r]]
                     if k == 0:
@@ -239,7 +240,7 @@ def _row_error(g, theta):
     return total
 
 
-def _squared_errors(indptr, cols, vals, table, theta, lo, hi, blocks, sums, first, last):
+def _squared_errors(indptr, cols, vals, levels, table, theta, lo, hi, blocks, sums, first, last):
     """Per block of rows, sums over its ratings of ``(r - r-hat)^2``, raw and with ``r-hat``
     clipped to ``[lo, hi]``, into ``sums`` (n_blocks, 2) (summed by the caller in a fixed
     order, so the total does not depend on the threads), for the blocks ``first:last``; ``r-hat = theta[row] . table[col]``
@@ -258,25 +259,85 @@ def _squared_errors(indptr, cols, vals, table, theta, lo, hi, blocks, sums, firs
                     fit = 0.0
                     for i in range(d1):
                         fit += theta[r, i] * table[c, i]
-                    e = vals[n] - fit
+                    y = value(vals, levels, n)
+                    e = y - fit
                     raw += e * e
-                    e = vals[n] - min(max(fit, lo), hi)
+                    e = y - min(max(fit, lo), hi)
                     clipped += e * e
         sums[b, 0] = raw
         sums[b, 1] = clipped
     return 0
 
 
-def _csr_fill(keys, cols, vals, indptr, out_cols, out_vals):
-    """Counting sort of the ratings by key into ``out_cols``/``out_vals`` (stable: a key's
-    ratings keep their order), keys starting at ``indptr``."""
+MAX_LEVELS = 256
+"""Most distinct rating values stored as one-byte codes (MovieLens has 10); past it the
+layout holds the values themselves."""
+
+
+def _value(vals, levels, n):
+    """Rating ``n``'s value: ``levels[vals[n]]`` when the layout holds codes, else ``vals[n]``."""
+    return levels[np.intp(vals[n])] if levels.shape[0] > 0 else vals[n]
+
+
+def _rating_levels(vals, index, n_taken, levels):
+    """The sorted distinct values of the taken ratings into ``levels`` (``MAX_LEVELS``
+    long); their number, or -1 when there are more."""
+    n = 0
+    for t in range(n_taken):
+        v = vals[_rating(index, t)]
+        k = np.searchsorted(levels[:n], v)
+        if k < n and levels[k] == v:
+            continue
+        if n == levels.shape[0]:
+            return -1
+        for j in range(n, k, -1):
+            levels[j] = levels[j - 1]
+        levels[k] = v
+        n += 1
+    return n
+
+
+def _rating(index, t):
+    """The position of the ``t``-th rating taken: ``index[t]``, or ``t`` for an empty index."""
+    return index[t] if index.shape[0] > 0 else t
+
+
+def _layout_degree(rows, index, n_taken, degree):
+    """Count the taken ratings of each row into ``degree`` (zeroed)."""
+    for t in range(n_taken):
+        degree[rows[_rating(index, t)]] += 1
+
+
+def _layout_key(r, c, n_rows, tile_width, split):
+    """Where a rating of row ``r``, column ``c`` goes: ``tile n_rows + r`` (tile 0 unless the
+    row is ``split``), :func:`rec.als.groups.tile_of`'s rule."""
+    return (c // tile_width if split[r] else 0) * n_rows + r
+
+
+def _layout_count(rows, cols, index, n_taken, n_rows, tile_width, split, counts):
+    """Ratings per (tile, row) key into ``counts`` (zeroed)."""
+    for t in range(n_taken):
+        i = _rating(index, t)
+        counts[_layout_key(rows[i], cols[i], n_rows, tile_width, split)] += 1
+
+
+def _layout_fill(rows, cols, vals, index, n_taken, n_rows, tile_width, split, indptr,
+                 levels, out_cols, out_vals):
+    """Counting sort of the taken ratings by (tile, row) into ``out_cols``/``out_vals``
+    (stable: a key's ratings keep their order), keys starting at ``indptr``; with ``levels``
+    (sorted, not empty), ``out_vals`` receives each value's place in it.  Reads the ratings
+    where they lie: no copy of the subset, no array of keys."""
     slot = indptr[:-1].copy()
-    for i in range(keys.shape[0]):
-        r = keys[i]
-        k = slot[r]
+    for t in range(n_taken):
+        i = _rating(index, t)
+        key = _layout_key(rows[i], cols[i], n_rows, tile_width, split)
+        k = slot[key]
         out_cols[k] = cols[i]
-        out_vals[k] = vals[i]
-        slot[r] = k + 1
+        if levels.shape[0] > 0:
+            out_vals[k] = np.searchsorted(levels, vals[i])
+        else:
+            out_vals[k] = vals[i]
+        slot[key] = k + 1
 
 
 if AVAILABLE:
@@ -287,9 +348,16 @@ if AVAILABLE:
     _row_error = numba.njit(cache=True, nogil=True)(_row_error)
     _generic_solve_rows = _jit(_solve_rows)
     squared_errors = _jit(_squared_errors)
-    csr_fill = numba.njit(cache=True, nogil=True)(_csr_fill)
+    _rating = numba.njit(cache=True, nogil=True)(_rating)
+    value = numba.njit(cache=True, nogil=True, inline="always")(_value)
+    rating_levels = numba.njit(cache=True, nogil=True)(_rating_levels)
+    _layout_key = numba.njit(cache=True, nogil=True)(_layout_key)
+    layout_degree = numba.njit(cache=True, nogil=True)(_layout_degree)
+    layout_count = numba.njit(cache=True, nogil=True)(_layout_count)
+    layout_fill = numba.njit(cache=True, nogil=True)(_layout_fill)
 else:  # pragma: no cover
-    _generic_solve_rows = squared_errors = csr_fill = None
+    _generic_solve_rows = squared_errors = layout_degree = layout_count = layout_fill = None
+    rating_levels = None
 
 UNROLLED_WIDTHS = 24
 """Widest ``[x, y]`` (D + 1 entries) given a generated :func:`accumulate_source`: past it the
@@ -324,11 +392,11 @@ def cache_dir() -> Path:
 
 def _load_generated(width: int):
     text = ("import numpy as np\nfrom numba import njit\n"
-            "from rec.als.kernel import BLOCK, STEP, _row_error, _solve_one\n\n"
+            "from rec.als.kernel import BLOCK, STEP, _row_error, _solve_one, value\n\n"
             f"{accumulate_source(width)}\n\n{inspect.getsource(_solve_rows)}\n"
             "_jit = njit(cache=True, nogil=True, fastmath={'reassoc', 'contract'})\n"
             "accumulate = _jit(accumulate)\nbuffer_size = _jit(buffer_size)\nsolve_rows = _jit(_solve_rows)\n")
-    called = inspect.getsource(_solve_one.py_func) + inspect.getsource(_row_error.py_func)
+    called = "".join(inspect.getsource(f.py_func) for f in (_solve_one, _row_error, value))
     digest = hashlib.sha256((text + called).encode()).hexdigest()
     name = f"rec_kernel_w{width}_{digest[:12]}"
     try:
