@@ -58,8 +58,8 @@ class Setting:
     """torch threads during its epochs; 0 keeps the process default."""
     kernel: str = "auto"
     """``engine.kernel``: auto, torch or fused."""
-    solver: str = "lu"
-    """``engine.solver`` of the torch path: lu or cholesky."""
+    solver: str = "auto"
+    """``engine.solver`` of the torch path: auto, rows, lu or cholesky."""
     inference: str = "als"
     """``als`` times ALS epochs; ``gibbs`` times Gibbs sweeps on the same engine layout."""
 
@@ -175,7 +175,7 @@ def compare(args: argparse.Namespace) -> str:
     for case, times in zip(cases, seconds):
         median = statistics.median(times[1:])
         ran = case.engine.sizes
-        label = f"{case.setting.label()} ran={ran.kernel},tile={ran.tile_cols}"
+        label = f"{case.setting.label()} ran={ran.kernel},{ran.solver},tile={ran.tile_cols}"
         lines.append(f"  {case.data:30s} {label:110s} median {median:.3f}  "
                      f"min {min(times[1:]):.3f}  vs defaults "
                      f"{paired_ratio(times[1:], defaults[case.data][1:]):.3f}  "

@@ -138,10 +138,18 @@ def test_kernel_choice_is_automatic_where_it_runs_and_checked():
         EngineSizes(solver="qr")
 
 
-def test_lu_and_cholesky_solvers_agree():
-    a, rhs, _ = spd_batch(20, 6, seed=3)
-    g = torch.zeros(20, 7, 7, dtype=torch.float64)
-    g[:, :6, :6], g[:, :6, 6] = a, rhs
-    reg = torch.full((6,), 0.5, dtype=torch.float64)
-    np.testing.assert_allclose(ridge_solve(g.clone(), 2.0, reg, solver="cholesky"),
-                               ridge_solve(g.clone(), 2.0, reg, solver="lu"), rtol=1e-10)
+@pytest.mark.parametrize("d", [6, 65])
+def test_lu_cholesky_and_compiled_row_solvers_agree(d):
+    a, rhs, z = spd_batch(20, d, seed=3)
+    g = torch.zeros(20, d + 1, d + 1, dtype=torch.float64)
+    g[:, :d, :d], g[:, :d, d] = a, rhs
+    prior = torch.randn(20, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for reg in (torch.full((d,), 0.5, dtype=torch.float64), torch.rand(20, d, dtype=torch.float64)):
+        want = ridge_solve(g.clone(), 2.0, reg, prior, solver="lu")
+        for solver in ("cholesky", "rows"):
+            np.testing.assert_allclose(ridge_solve(g.clone(), 2.0, reg, prior, solver=solver),
+                                       want, rtol=1e-9, atol=1e-9)
+        draws = [ridge_solve(g.clone(), 2.0, reg, prior, solver=s, noise=z)
+                 for s in ("cholesky", "rows")]
+        np.testing.assert_allclose(draws[1], draws[0], rtol=1e-9, atol=1e-9)
+        assert not torch.allclose(draws[1], want)  # the noise moved them

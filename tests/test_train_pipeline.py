@@ -148,18 +148,18 @@ def test_compare_interleaves_settings_in_one_process(small_root, capsys):
     rows = [line.split()[:3] for line in lines[2:]]
     tile, fused_tile = 3 * 2 ** 19 // (4 * 6), 3 * 2 ** 20 // (4 * 6)  # rows [u (4), b, offset]
     sizes = "chunk=default,batch=default,tile=default"
-    auto = ["ml-latest-small", f"kernel=auto,solver=lu,{sizes},threads=default",
-            f"ran=fused,tile={fused_tile}"]
+    auto = ["ml-latest-small", f"kernel=auto,solver=auto,{sizes},threads=default",
+            f"ran=fused,rows,tile={fused_tile}"]
     assert rows == [auto,
-                    ["ml-latest-small", "kernel=torch,solver=lu,chunk=256,batch=8,"
-                                        "tile=default,threads=default", f"ran=torch,tile={tile}"],
-                    ["ml-latest-small", f"kernel=auto,solver=lu,{sizes},threads=1",
-                     f"ran=fused,tile={fused_tile}"],
-                    ["ml-latest-small", f"kernel=auto,solver=lu,chunk=131072,batch=default,"
+                    ["ml-latest-small", "kernel=torch,solver=auto,chunk=256,batch=8,"
+                                        "tile=default,threads=default", f"ran=torch,rows,tile={tile}"],
+                    ["ml-latest-small", f"kernel=auto,solver=auto,{sizes},threads=1",
+                     f"ran=fused,rows,tile={fused_tile}"],
+                    ["ml-latest-small", f"kernel=auto,solver=auto,chunk=131072,batch=default,"
                                         f"tile=default,threads=default",
-                     f"ran=fused,tile={fused_tile}"],
+                     f"ran=fused,rows,tile={fused_tile}"],
                     ["ml-latest-small", f"kernel=fused,solver=cholesky,{sizes},threads=default",
-                     f"ran=fused,tile={fused_tile}"]]
+                     f"ran=fused,cholesky,tile={fused_tile}"]]
     assert "2 timed epochs" in lines[0] and "machine: cpu" in lines[1]
     assert all(float(line.split()[-1]) > 0 for line in lines[2:])  # seconds per million ratings
     assert lines[2].split("vs defaults ")[1].startswith("1.000 ")  # the defaults against themselves

@@ -240,7 +240,7 @@ class ALS:
             factors, bias = p.item_factors, p.item_bias
         sse = torch.zeros(groups.n_rows, dtype=torch.float64, device=self.device)
         solve_side(groups, table, lam, precision, None, theta, precision * mean, self.workspace,
-                   self.timer, noise=noise, sse=sse)
+                   self.timer, solver=self.sizes.solver, noise=noise, sse=sse)
         theta[cold] = mean[cold] + (0 if noise is None else noise[cold] * precision.rsqrt())
         factors.copy_(theta[:, :self.dim])
         if self.cfg.has_biases:

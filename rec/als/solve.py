@@ -181,19 +181,37 @@ def _lapack_cholesky_solve(a: torch.Tensor, rhs: torch.Tensor,
 
 def ridge_solve(g: torch.Tensor, lam: float, reg: torch.Tensor,
                 prior: torch.Tensor | None = None, solver: str = "lu",
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None,
+                workspace: Workspace | None = None) -> torch.Tensor:
     """Solve ``(lam G_xx + diag(reg)) theta = lam G_xy + prior`` for each row.
 
     ``g`` is ``(n, D+1, D+1)`` from :func:`gram`, and is overwritten; ``reg`` is
     ``(D,)`` or ``(n, D)``; ``prior`` is ``(n, D)`` or ``None``.  The matrices
     are symmetric positive definite (positive priors).  ``solver``: ``cholesky``
-    (:func:`cholesky_solve`) or ``lu`` (LAPACK's batched LU).  With
-    ``noise`` (n, D), a Gaussian draw around the solution (:func:`cholesky_solve`; always by
-    Cholesky, whose factor it needs).
+    (:func:`cholesky_solve`), ``lu`` (LAPACK's batched LU) or ``rows`` (the compiled
+    per-row Cholesky, :func:`rec.als.kernel.solve_batch`, on ``workspace``'s threads; CPU).
+    With ``noise`` (n, D), a Gaussian draw around the solution (by ``rows`` or else
+    :func:`cholesky_solve`: always by Cholesky, whose factor it needs).
     """
+    if solver == "rows":
+        return _rows_solve(g, lam, reg, prior, noise, workspace or Workspace())
     if solver == "cholesky" or noise is not None:
         return cholesky_solve(*_system(g, lam, reg, prior), noise)
     return _checked(*torch.linalg.solve_ex(*_system(g, lam, reg, prior)))
+
+
+def _rows_solve(g: torch.Tensor, lam: float, reg: torch.Tensor, prior: torch.Tensor | None,
+                noise: torch.Tensor | None, workspace: Workspace) -> torch.Tensor:
+    n, d = g.shape[0], g.shape[1] - 1
+    out = torch.empty(n, d, dtype=g.dtype)
+    none = torch.zeros(0, d, dtype=g.dtype)
+    threads = torch.get_num_threads()
+    rows = lambda x: (none if x is None else x.to(g.dtype).contiguous()).numpy()
+    _refuse_singular(kernel.run_blocks(
+        kernel.solve_batch, n, threads, workspace.pool(threads), g.contiguous().numpy(), lam,
+        reg.to(g.dtype).reshape(-1, d).contiguous().numpy(), rows(prior), rows(noise),
+        out.numpy()))
+    return out
 
 
 def ridge_solve_inverse(g: torch.Tensor, lam: float, reg: torch.Tensor,
@@ -253,7 +271,8 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
         raw = g.to(torch.float64, copy=True) if sse is not None else None  # solves overwrite g
         if inverse is None:
             theta = ridge_solve(g, lam, weighted, None if prior is None else prior[batch.rows],
-                                solver, None if noise is None else noise[batch.rows])
+                                solver, None if noise is None else noise[batch.rows],
+                                workspace)
         else:
             theta, inv = ridge_solve_inverse(g, lam, weighted, inverse.shape[2])
             inverse.index_copy_(0, batch.rows, inv)
