@@ -153,3 +153,29 @@ def test_lu_cholesky_and_compiled_row_solvers_agree(d):
                  for s in ("cholesky", "rows")]
         np.testing.assert_allclose(draws[1], draws[0], rtol=1e-9, atol=1e-9)
         assert not torch.allclose(draws[1], want)  # the noise moved them
+
+
+def test_generated_and_generic_accumulations_solve_alike_and_values_are_coded(monkeypatch,
+                                                                                tmp_path):
+    r = random_ratings(n_users=60, n_items=40, seed=2)
+    layout = build_rows(r.user, r.item, r.rating, r.n_users, r.n_items, tile_cols=16, tile_min=2)
+    assert layout.vals.dtype == torch.uint8 and 0 < layout.levels.numel() <= kernel.MAX_LEVELS
+    assert torch.equal(layout.values(), layout.levels[layout.vals.long()])
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(r.n_items + 1, 7, generator=g)
+    reg, weight = torch.full((6,), 0.7), torch.ones(r.n_users)
+    outs = []
+    for width_limit in (kernel.UNROLLED_WIDTHS, 0):  # generated, then the generic loops
+        monkeypatch.setattr(kernel, "UNROLLED_WIDTHS", width_limit)
+        out = torch.zeros(r.n_users, 6)
+        solve_rows(layout, table, 1.3, reg, weight, out)
+        outs.append(out)
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a cache folder that cannot be made: compiled in memory instead
+    monkeypatch.setattr(kernel, "UNROLLED_WIDTHS", 24)
+    monkeypatch.setattr(kernel, "_COMPILED", {})
+    monkeypatch.setenv("REC_KERNEL_CACHE", str(blocked / "kernels"))
+    out = torch.zeros(r.n_users, 6)
+    solve_rows(layout, table, 1.3, reg, weight, out)
+    np.testing.assert_allclose(out, outs[0], rtol=1e-6, atol=1e-7)

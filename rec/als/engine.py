@@ -131,7 +131,8 @@ class ALS:
         """``H_n^-1 E^T`` of each movie, kept between the two halves of the joint step."""
         self.workspace = Workspace()
         self.timer: PhaseTimer | None = None
-        """Set to a :class:`PhaseTimer` to profile the steps (gather, gram, solve, genre, other)."""
+        """Set to a :class:`PhaseTimer` to profile the steps (torch path: gather, gram, solve;
+        fused kernel: kernel; both: genre, other)."""
 
     def _group(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
                n_cols: int, subset: torch.Tensor | None = None) -> Groups | RowRatings:

@@ -4,15 +4,17 @@ The torch path (:mod:`rec.als.solve`) gathers every rating's ``[x, offset]``
 into a padded workspace, reads it back for a batched ``Z^T Z`` and then
 solves; the gathered rows go through memory twice.  This kernel reads each
 row's ratings once from a CSR layout (:class:`rec.als.groups.RowRatings`),
-copies them into a small column-major block that stays in L1, forms only the
-upper triangle of the Gram (it is symmetric), adds the prior and solves the
-system by an in-place Cholesky factorization, all before moving to the next
-row.  With ``noise`` it instead returns a draw ``mean + L^-T z`` of the
+copies them a few at a time into a small column-major block that stays in L1,
+forms only the upper triangle of the Gram (it is symmetric) by vector
+accumulators in code generated for the table's width (:func:`accumulate_source`),
+adds the prior and solves the system by an in-place Cholesky factorization, all
+before moving to the next row.  The same per-row Cholesky also solves the torch
+path's batched Grams (:func:`_solve_batch`, ``engine.solver=rows``).  With ``noise`` it instead returns a draw ``mean + L^-T z`` of the
 Gaussian whose precision is the system matrix (the Gibbs sampler's conditional).
 
 It is compiled by Numba (a PyPI wheel, no compiler needed) on first use and
-cached on disk; where Numba is missing, :data:`AVAILABLE` is false and the
-torch path runs.  The torch path stays the reference the tests compare it with.
+cached on disk (generated kernels under :func:`cache_dir`); where Numba is
+missing, :data:`AVAILABLE` is false and the torch path runs.  The torch path stays the reference the tests compare it with.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def accumulate_source(width: int) -> str:
     the lanes' sums.  Every offset is a constant, so the compiler can prove that the
     accumulators and the copied ratings never overlap and vectorizes the lanes; with loops
     over the width (:func:`_accumulate`) it cannot, and short rows leave its vector loops in
-    their scalar remainders (measured at K = 10: this is 3x faster).
+    their scalar remainders (measured at K = 10: this is 2.5x faster).
     """
     d, w, step = width - 1, LANES, LANES * HALVES
     pairs = [(i, j) for i in range(width) for j in range(i, width)]
@@ -386,9 +388,10 @@ else:  # pragma: no cover
     rating_levels = solve_batch = None
 
 UNROLLED_WIDTHS = 24
-"""Widest ``[x, y]`` (D + 1 entries) given a generated :func:`accumulate_source`: past it the
-Gram's ``width (width + 1) / 2`` accumulators no longer fit in registers and compiling
-takes long."""
+"""Widest ``[x, y]`` (D + 1 entries) given a generated :func:`accumulate_source`: its code
+grows as ``width^2`` (compiling took 8 s at width 12 and 31 s at 24, once per width); past
+it the generic :func:`_accumulate` runs, which at K = 64 is 2.5x slower than the torch path,
+so ``engine.kernel=auto`` picks torch there."""
 
 _COMPILED: dict[int, object] = {}
 

@@ -55,7 +55,7 @@ class EngineSizes:
     """``torch``: padded degree buckets, batched gathers, Grams and solves on any device (the
     reference); ``fused``: one compiled pass per row over ratings ordered by (table tile, row)
     (:mod:`rec.als.kernel`, CPU, Numba): no padding, less memory, a faster setup, and at
-    K = 10 an epoch 1.7x as fast at ML-32M's shape; ``auto``: ``fused`` where it runs and
+    K = 10 an epoch 1.4-1.6x as fast at ML-32M's shape; ``auto``: ``fused`` where it runs and
     has a kernel written for the width (:data:`rec.als.kernel.UNROLLED_WIDTHS`), else
     ``torch``.  The sizes below lay out the torch path (``tile_cols``, ``tile_min`` both)."""
     solver: str = "auto"
