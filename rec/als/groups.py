@@ -144,6 +144,11 @@ class RowRatings:
     def padded(self) -> int:
         return self.nnz
 
+    def arrays(self) -> tuple:
+        """``(indptr, cols, vals, levels)`` as the arrays the compiled kernels read."""
+        return (self.indptr.numpy(), self.cols.numpy(), self.vals.numpy(),
+                self.levels.numpy())
+
     def values(self) -> torch.Tensor:
         """(nnz,) the rating values, in this layout's order."""
         return self.levels[self.vals.long()] if self.levels.numel() else self.vals
@@ -185,14 +190,15 @@ def build_rows(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_row
     indptr = torch.zeros(n_tiles * n_rows + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=indptr[1:])
     dtype = dtype or vals.dtype
-    levels = torch.empty(kernel.MAX_LEVELS, dtype=vals.dtype)
-    n_levels = kernel.rating_levels(vals.numpy(), np_taken, n_taken, levels.numpy())
-    levels = levels[:max(n_levels, 0)].to(dtype)
+    found = torch.empty(kernel.MAX_LEVELS, dtype=vals.dtype)
+    n_levels = kernel.rating_levels(vals.numpy(), np_taken, n_taken, found.numpy())
+    found = found[:max(n_levels, 0)]  # empty: more values than codes, kept as they are
     out_cols = torch.empty(n_taken, dtype=torch.int32)
     out_vals = torch.empty(n_taken, dtype=torch.uint8 if n_levels >= 0 else dtype)
     kernel.layout_fill(np_rows, np_cols, vals.numpy(), np_taken, n_taken, n_rows, width,
-                       split.numpy(), indptr.numpy(), levels.to(vals.dtype).numpy(),
-                       out_cols.numpy(), out_vals.numpy())
+                       split.numpy(), indptr.numpy(), found.numpy(), out_cols.numpy(),
+                       out_vals.numpy())
+    levels = found.to(dtype)
     last_tile = torch.full((n_rows,), -1, dtype=torch.int64)
     for k, held in enumerate(counts.view(n_tiles, n_rows) > 0):
         last_tile[held] = k

@@ -9,12 +9,14 @@ forms only the upper triangle of the Gram (it is symmetric) by vector
 accumulators in code generated for the table's width (:func:`accumulate_source`),
 adds the prior and solves the system by an in-place Cholesky factorization, all
 before moving to the next row.  The same per-row Cholesky also solves the torch
-path's batched Grams (:func:`_solve_batch`, ``engine.solver=rows``).  With ``noise`` it instead returns a draw ``mean + L^-T z`` of the
-Gaussian whose precision is the system matrix (the Gibbs sampler's conditional).
+path's batched Grams (:func:`_solve_batch`, ``engine.solver=rows``).  With
+``noise`` it instead returns a draw ``mean + L^-T z`` of the Gaussian whose
+precision is the system matrix (the Gibbs sampler's conditional).
 
 It is compiled by Numba (a PyPI wheel, no compiler needed) on first use and
 cached on disk (generated kernels under :func:`cache_dir`); where Numba is
-missing, :data:`AVAILABLE` is false and the torch path runs.  The torch path stays the reference the tests compare it with.
+missing, :data:`AVAILABLE` is false and the torch path runs.  The torch path
+stays the reference the tests compare it with.
 """
 
 from __future__ import annotations
@@ -195,14 +197,13 @@ def _solve_batch(g, lam, reg, prior, noise, out, first, last):
     return failed
 
 
-def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, noise, out, blocks,
-                last_tile, slot, gram, sse, first, last):
+def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, noise, out,
+                blocks, last_tile, slot, gram, sse, first, last):
     """Overwrite ``out[r]`` for every row ``r`` with ratings (``last_tile[r] >= 0``).
 
     Row ``r`` solves ``(lam sum x x^T + w_r diag(reg)) theta = lam sum x y + prior[r]`` with
     ``x = table[c, :D]``, ``y = value - table[c, D]``, ``w_r = row_weight[r]`` (a rating's
-    value: :func:`value`).  ``prior`` is
-    ``(n_rows, D)`` or ``(0, D)`` (none); ``noise``, when ``(n_rows, D)``, turns the solve
+    value: :func:`value`).  ``prior`` is ``(n_rows, D)`` or ``(0, D)`` (none); ``noise``, when ``(n_rows, D)``, turns the solve
     into a draw ``theta + L^-T noise[r]``.  The ratings are ordered by (table tile, row):
     tile ``k``'s ratings of row ``r`` are ``indptr[k n_rows + r]:indptr[k n_rows + r + 1]``,
     and ``last_tile[r]`` is the last tile holding any (-1: none).  A row in one tile is
@@ -213,8 +214,8 @@ def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, 
     :func:`run_blocks`).  ``sse``, when ``(n_rows,)`` (else empty), receives each solved
     row's sum of squared errors at its new ``out[r]``, from its Gram.  Returns the number of
     rows whose matrix was not positive definite (their ``out`` is left as it was).
-    ``accumulate`` is this module's generic
-    :func:`_accumulate`, or in a generated module the one for this table's width.
+    ``accumulate`` is this module's generic :func:`_accumulate`, or in a generated module
+    the one for this table's width.
     """
     n_rows, d = out.shape
     n_tiles = (indptr.shape[0] - 1) // n_rows
@@ -402,12 +403,17 @@ def solve_rows(width: int):
     Up to :data:`UNROLLED_WIDTHS` it runs a generated ``accumulate``: its module (the
     generated function, then this module's :func:`_solve_rows` as it is written here) is
     written once under :func:`cache_dir`, so that Numba's disk cache keeps its compiled
-    code between processes (a few seconds to compile once per width)."""
+    code between processes (8-30 s to compile, once per width)."""
     if width > UNROLLED_WIDTHS:
         return _generic_solve_rows
     if width not in _COMPILED:
         _COMPILED[width] = _load_generated(width).solve_rows
     return _COMPILED[width]
+
+
+def runs_on(device) -> bool:
+    """Whether the compiled kernels can run on ``device`` (a torch device or its name)."""
+    return AVAILABLE and str(device).split(":")[0] == "cpu"
 
 
 def cache_dir() -> Path:

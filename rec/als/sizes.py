@@ -105,7 +105,7 @@ class EngineSizes:
         kernel = self.kernel_for(device, needs_torch, width + 1)
         if kernel == "fused":
             tile = max(1, FUSED_TILE_BYTES // row_bytes)
-        compiled = torch.device(device).type == "cpu" and fused.AVAILABLE
+        compiled = fused.runs_on(torch.device(device))
         if self.solver == "rows" and not compiled:
             raise ConfigError("engine.solver=rows runs on the CPU with Numba only; write "
                               "engine.solver=lu.")
@@ -119,7 +119,7 @@ class EngineSizes:
     def kernel_for(self, device: torch.device | str, needs_torch: bool, columns: int) -> str:
         """The kernel to run for tables of ``columns`` columns: ``auto`` resolved, and asking
         for ``fused`` where it cannot run an error."""
-        where = torch.device(device).type == "cpu" and fused.AVAILABLE and not needs_torch
+        where = fused.runs_on(torch.device(device)) and not needs_torch
         if self.kernel == "auto":
             return "fused" if where and columns <= fused.UNROLLED_WIDTHS else "torch"
         if self.kernel == "fused" and not where:

@@ -309,9 +309,7 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
     threads = torch.get_num_threads()
     failed = kernel.run_blocks(
         kernel.solve_rows(d1), rows.blocks.numel() - 1, threads, workspace.pool(threads),
-        rows.indptr.numpy(), rows.cols.numpy(), rows.vals.numpy(), rows.levels.numpy(),
-        table.numpy(), lam,
-        reg.numpy(), weight.numpy(), (none if prior is None else prior.contiguous()).numpy(),
+        *rows.arrays(), table.numpy(), lam, reg.numpy(), weight.numpy(), (none if prior is None else prior.contiguous()).numpy(),
         (none if noise is None else noise.contiguous()).numpy(), out.numpy(),
         rows.blocks.numpy(), rows.last_tile.numpy(), rows.slot.numpy(),
         gram.view(n_gram, d1, d1).numpy(),
@@ -330,8 +328,7 @@ def squared_errors(rows: RowRatings, table: torch.Tensor, theta: torch.Tensor,
     n_blocks, threads = rows.blocks.numel() - 1, torch.get_num_threads()
     sums = np.zeros((n_blocks, 2))
     kernel.run_blocks(kernel.squared_errors, n_blocks, threads,
-                      (workspace or Workspace()).pool(threads), rows.indptr.numpy(),
-                      rows.cols.numpy(), rows.vals.numpy(), rows.levels.numpy(), table.numpy(),
+                      (workspace or Workspace()).pool(threads), *rows.arrays(), table.numpy(),
                       theta.contiguous().numpy(), lo, hi, rows.blocks.numpy(), sums)
     raw, clipped = sums.sum(0).tolist()
     return raw, clipped
