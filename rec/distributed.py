@@ -90,22 +90,30 @@ TABLE_COPIES = 5.5
 parameters, the best epoch's copy, the two gather tables (K+2), the two solution buffers,
 and half a table for the exchange's concatenation."""
 PADDED_RATING_BYTES = 8 * 1.07
-"""A grouped rating: int32 column and float32 value, with ~7% bucket padding."""
-LOADED_RATING_BYTES = 12
-"""A loaded rating (int32 user, int32 movie, float32 value): every rank loads all today."""
+"""A grouped rating on the torch path: int32 column and float32 value, with ~7% bucket
+padding (the fused kernel's layout takes 5 bytes: int32 column, one-byte rating code)."""
+READ_RATING_BYTES = 12
+"""A rating as read from the cache (int32 user, int32 movie, float32 value)."""
+RATED_ITEM_BYTES = 4
+"""A rating in the published model's CSR of what each user rated (int32 movie)."""
 
 
-def plan(n_users: int, n_items: int, nnz: int, k: int, parts: int) -> dict[str, float]:
+def plan(n_users: int, n_items: int, nnz: int, k: int, parts: int,
+         held_out: float = 0.1) -> dict[str, float]:
     """Per-rank memory and traffic of one epoch at ``parts`` ranks, from this module's
-    accounting (bytes): the grouped ratings (each held twice across the job), the whole
-    tables every rank keeps, the ratings every rank still loads, the all-reduced bytes each
-    rank sends per epoch, and what sending only the needed rows (Spark's out-blocks) would
-    send: a rank's ratings touch at most ``min(n, its ratings)`` rows of the other table."""
+    accounting (bytes): the grouped ratings (each held twice across the job), the one side
+    of raw ratings a rank holds while it lays that side out (:class:`rec.data.shards.Shard`
+    reads them block by block), the validation and test ratings (a ``held_out`` share) every
+    rank evaluates, the whole tables every rank keeps, the published model's CSR of rated
+    movies that rank 0 alone builds at the end, the all-reduced bytes each rank sends per
+    epoch, and what sending only the needed rows (Spark's out-blocks) would send: a rank's
+    ratings touch at most ``min(n, its ratings)`` rows of the other table."""
     row = (k + 1) * 4
     tables = (n_users + n_items) * row
     ring = 2 * (parts - 1) / parts
     local = 2 * nnz / parts  # ratings this rank groups: its users' and its movies'
     needed = min(n_items, nnz / parts) + min(n_users, nnz / parts)
-    return {"grouped": local * PADDED_RATING_BYTES, "tables": TABLE_COPIES * tables,
-            "loaded": nnz * LOADED_RATING_BYTES, "allreduce_sent": ring * tables,
-            "outblocks_received": needed * row}
+    return {"grouped": local * PADDED_RATING_BYTES, "read_side": nnz / parts * READ_RATING_BYTES,
+            "held_out": held_out * nnz * READ_RATING_BYTES, "tables": TABLE_COPIES * tables,
+            "rank0_rated": nnz * RATED_ITEM_BYTES + (n_users + 1) * 8,
+            "allreduce_sent": ring * tables, "outblocks_received": needed * row}

@@ -25,6 +25,7 @@ from rec.als.solve import ridge_solve
 from rec.bayes.posterior import Posterior
 from rec.data.catalog import Catalog
 from rec.data.ratings import Ratings
+from rec.data.shards import Shard
 from rec.errors import RecError
 from rec.files import save_torch
 from rec.titles import find_title
@@ -66,6 +67,16 @@ class Recommender:
                    ratings.movies, ratings.item_counts(train), offsets,
                    ratings.item[order].to(torch.int32), ratings.rating_range, metrics or {},
                    meta or {}, posterior)
+
+    @classmethod
+    def from_shard(cls, shard: Shard, params: Params, config: ModelConfig,
+                   metrics: dict | None = None, meta: dict | None = None) -> "Recommender":
+        """:meth:`from_training` in a job of several processes, where no rank holds the whole
+        dataset: what each user rated is read from the cache, block by block."""
+        offsets, items = shard.rated_by_user()
+        return cls(params.to("cpu", torch.float32), config, shard.name, shard.user_ids,
+                   shard.movies, shard.item_degree.cpu(), offsets, items, shard.rating_range,
+                   metrics or {}, meta or {})
 
     # persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from rec.bayes.chain import sample
 from rec.data.load import DataConfig, load_dataset
-from rec.distributed import Dist, from_env
+from rec.data.shards import Shard, prepare, read_shard
+from rec.distributed import Dist, from_env, shard_bounds
 from rec.errors import ConfigError
 from rec.data.ratings import Ratings
 from rec.files import atomic_write
@@ -43,6 +44,19 @@ def load(run: RunConfig) -> tuple[Ratings, float]:
     start = time.perf_counter()
     ratings = load_dataset(run.data, timestamps=run.split.needs_timestamps)
     return ratings, time.perf_counter() - start
+
+
+def load_shard(run: RunConfig, dist: Dist) -> tuple[Shard, float]:
+    """This rank's part of the split dataset (rank 0 writes the cache and the split's labels
+    first, while the others wait), and the seconds it took to read."""
+    if dist.main:
+        start = time.perf_counter()
+        prepare(run.data, run.split)
+        log.info("cache and split labels ready in %.2f s", time.perf_counter() - start)
+    dist.barrier()
+    start = time.perf_counter()
+    shard = read_shard(run.data, run.split, dist.rank, dist.world, shard_bounds)
+    return shard, time.perf_counter() - start
 
 
 def _time_loading(data: DataConfig) -> dict:
@@ -69,7 +83,7 @@ def measure_loading(data: DataConfig) -> dict:
         return pool.apply(_time_loading, (data,))
 
 
-def run_fingerprint(run: RunConfig, ratings: Ratings) -> str:
+def run_fingerprint(run: RunConfig, ratings: Ratings | Shard) -> str:
     """Everything that determines a run's result: resume continues only a run with the same."""
     sampled = {"inference": asdict(run.inference)} if run.inference.gibbs else {}
     return fingerprint({"data": ratings.name, "ratings": len(ratings), "split": run.split.options(),
@@ -111,13 +125,15 @@ def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
     """:func:`train` in one process of the job ``dist``: rank 0 alone writes."""
     if dist.active and run.inference.gibbs:
         raise ConfigError("inference=gibbs runs in one process; start it with python, not torchrun.")
+    if dist.active and run.train.joint_genre_step:
+        raise ConfigError("train.joint_genre_step=true runs in one process only; drop it "
+                          "under torchrun.")
     loading = measure_loading(run.data) if run.measure_loading and dist.main else {}
-    if not dist.main:
-        dist.barrier()  # rank 0 downloads, generates or caches the data first
-    ratings, load_s = load(run)
-    if dist.main:
-        dist.barrier()
-    split = run.split.make(ratings)
+    if dist.active:  # no rank holds the whole dataset
+        (ratings, load_s), split = load_shard(run, dist), None
+    else:
+        ratings, load_s = load(run)
+        split = run.split.make(ratings)
     fp = run_fingerprint(run, ratings)
     name = f"{ratings.name}_{run.split.tag()}_{run.variant}_K{run.model.dim}"
     work, info, done = dist.broadcast(_run_folder(run, run_dir, fp, name) if dist.main else None)
@@ -137,11 +153,12 @@ def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
     peaks = dist.gather(peak_rss_mb())
     if not dist.main:  # the same result as rank 0's, which writes it
         return {"final": result.final, "history": result.history}
-    split_info = run.split.describe(split)
-    model = Recommender.from_training(ratings, split.train, result.params, run.model, result.final,
-                                      {"fingerprint": fp, "split": run.split.options(),
-                                       "seed": run.seed, "run": str(work),
-                                       "inference": asdict(run.inference)}, posterior)
+    split_info = run.split.describe(ratings.sizes if split is None else split.sizes())
+    meta = {"fingerprint": fp, "split": run.split.options(), "seed": run.seed, "run": str(work),
+            "inference": asdict(run.inference)}
+    model = Recommender.from_shard(ratings, result.params, run.model, result.final, meta) \
+        if split is None else Recommender.from_training(ratings, split.train, result.params,
+                                                        run.model, result.final, meta, posterior)
     saved = model.save(work / "model.pt")
     published = atomic_write(run.published_model(ratings.name),
                              lambda tmp: shutil.copyfile(saved, tmp))
@@ -163,7 +180,7 @@ def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
     return summary
 
 
-def _infer(run: RunConfig, ratings: Ratings, split, device, checkpoint: Path, fp: str,
+def _infer(run: RunConfig, ratings: Ratings | Shard, split, device, checkpoint: Path, fp: str,
            callbacks: tuple, dist: Dist) -> tuple[FitResult, Posterior | None]:
     """ALS training, or the Gibbs chain (``inference=gibbs``) and its kept samples."""
     common = {"seed": run.seed, "device": device, "dtype": run.torch_dtype,
@@ -174,7 +191,7 @@ def _infer(run: RunConfig, ratings: Ratings, split, device, checkpoint: Path, fp
     return fit(ratings, split, run.model, run.train, run.engine, dist=dist, **common), None
 
 
-def _finish_board(board: TensorBoardLogger, run: RunConfig, ratings: Ratings, split_info: dict,
+def _finish_board(board: TensorBoardLogger, run: RunConfig, ratings: Ratings | Shard, split_info: dict,
                   result: FitResult, model: Recommender) -> None:
     split = {f"split_{k}": str(v) for k, v in split_info.items() if k != "sizes"}
     board.log_hparams({**run.model.hparams(), "inference": run.inference.method,
@@ -200,7 +217,7 @@ def _per_epoch(result: FitResult) -> dict:
     return out
 
 
-def _summary(run: RunConfig, ratings: Ratings, split_info: dict, result: FitResult, load_s: float,
+def _summary(run: RunConfig, ratings: Ratings | Shard, split_info: dict, result: FitResult, load_s: float,
              loading: dict, device, published: Path, info: dict) -> dict:
     facts = result.engine
     return {

@@ -26,12 +26,13 @@ from rec.als.params import Params
 from rec.als.sharded import ShardedALS
 from rec.als.sizes import EngineSizes
 from rec.data.ratings import Ratings
+from rec.data.shards import Shard
 from rec.data.splits import Split
 from rec.distributed import Dist
 from rec.errors import ConfigError, RecError
 from rec.files import save_torch
 from rec.mapping import from_mapping
-from rec.metrics import accuracy, nll, pairs_of_users, ranked_users, ranking
+from rec.metrics import accuracy, nll, pairs_of_users, ranked_users, ranking_means, ranking_sums
 
 log = logging.getLogger(__name__)
 epoch_log = logging.getLogger("rec.epochs")
@@ -157,10 +158,13 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict:
 class _Subsets:
     """Validation and test ratings, on the device (training ratings live in the engine's groups)."""
 
-    def __init__(self, ratings: Ratings, split: Split, device: torch.device):
-        self.parts = {name: (ratings.user[idx].to(device), ratings.item[idx].to(device),
-                             ratings.rating[idx].to(device))
-                      for name, idx in (("val", split.val), ("test", split.test))}
+    def __init__(self, ratings: Ratings | Shard, split: Split | None, device: torch.device):
+        if isinstance(ratings, Shard):  # read with the shard: every rank holds them all
+            held = {"val": ratings.val, "test": ratings.test}
+        else:
+            held = {name: (ratings.user[idx], ratings.item[idx], ratings.rating[idx])
+                    for name, idx in (("val", split.val), ("test", split.test))}
+        self.parts = {name: tuple(t.to(device) for t in part) for name, part in held.items()}
 
 
 def _train_metrics(engine: ALS, p: Params, rating_range: tuple[float, float]) -> dict:
@@ -181,8 +185,8 @@ def _evaluate(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
         record[f"{part}/rmse"], record[f"{part}/nll"] = metrics["rmse"], metrics["nll"]
 
 
-def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: _Subsets,
-                  cfg: TrainConfig, seed: int) -> dict:
+def final_metrics(engine: ALS, p: Params, ratings: Ratings | Shard, split: Split | None,
+                  data: _Subsets, cfg: TrainConfig, seed: int) -> dict:
     """Accuracy per split, cold-start RMSE and ranking metrics of the kept parameters."""
     rr, lam = ratings.rating_range, engine.cfg.lam
     out = {**_train_metrics(engine, p, rr), "train/n": engine.n_train}
@@ -195,7 +199,7 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings, split: Split, data: 
     out["test/cold_rmse"], out["test/cold_n"] = cs["rmse"], cs["n"]
     warm = accuracy(p, user[~cold], item[~cold], rating[~cold], rr, lam)
     out["test/warm_rmse"], out["test/warm_n"] = warm["rmse"], warm["n"]
-    out.update(ranking_metrics(p, ratings, split, data, cfg, seed))
+    out.update(ranking_metrics(p, ratings, split, data, cfg, seed, engine))
     return out
 
 
@@ -204,49 +208,61 @@ def cold_rows(engine: ALS, item: torch.Tensor) -> torch.Tensor:
     return engine.item_degree.to(item.device)[item.long()] == 0
 
 
-def ranking_metrics(p: Params, ratings: Ratings, split: Split, data: _Subsets,
-                    cfg: TrainConfig, seed: int) -> dict:
-    """precision, recall and NDCG at ``cfg.ranking_k`` on test, of ``p``'s scores."""
+def ranking_metrics(p: Params, ratings: Ratings | Shard, split: Split | None, data: _Subsets,
+                    cfg: TrainConfig, seed: int, engine: ALS | None = None) -> dict:
+    """precision, recall and NDCG at ``cfg.ranking_k`` on test, of ``p``'s scores; over a
+    job's shards, each rank ranks its own users and the sums are added up."""
     user, item, rating = data.parts["test"]
     users = ranked_users(user, rating, p.user_factors.shape[0], cfg.relevance,
                          cfg.ranking_max_users, seed)
-    seen_user, seen_item = pairs_of_users(ratings, split.train, users)
-    return {f"test/{k}": v for k, v in ranking(
-        p, seen_user.to(user.device), seen_item.to(user.device), user, item, rating,
-        cfg.ranking_k, cfg.relevance, users.to(user.device)).items()}
+    n = users.numel()
+    if isinstance(ratings, Shard):
+        rows = ratings.user_rows
+        users = users[(users >= rows.start) & (users < rows.stop)]
+        seen_user, seen_item = ratings.pairs(users)
+    else:
+        seen_user, seen_item = pairs_of_users(ratings, split.train, users)
+    sums = ranking_sums(p, seen_user.to(user.device), seen_item.to(user.device), user, item,
+                        rating, cfg.ranking_k, cfg.relevance, users.to(user.device))
+    if isinstance(engine, ShardedALS):
+        engine._sum(sums)
+    return {f"test/{k}": v for k, v in ranking_means(sums, n, cfg.ranking_k).items()}
 
 
-def build_engine(ratings: Ratings, train: torch.Tensor, model_cfg: ModelConfig,
+def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg: ModelConfig,
                  sizes: EngineSizes = EngineSizes(), device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, joint_genre_step: bool = False,
                  relaxation: float = 1.0, dist: Dist = Dist()) -> ALS:
     """The engine over the training ratings at positions ``train``, laid out by ``sizes``
     (the fused kernel's layout reads them in place; the torch path's groups copy them); in a
-    job of several processes, over this rank's shards (:class:`ShardedALS`)."""
+    job of several processes, over this rank's :class:`Shard` (:class:`ShardedALS`)."""
     genres = ratings.movies.genre_matrix(dtype)
+    if dist.active != isinstance(ratings, Shard):
+        raise RecError("a job of several processes trains on each rank's Shard "
+                       "(rec.data.shards.read_shard), and one process on the whole Ratings.")
     if dist.active:
         if joint_genre_step:
             raise ConfigError("train.joint_genre_step=true runs in one process only; drop it "
                               "under torchrun.")
-        user, item, rating = (t[train] for t in (ratings.user, ratings.item, ratings.rating))
-        return ShardedALS(model_cfg, user, item, rating, ratings.n_users, ratings.n_items,
-                          genres, dist, device=device, dtype=dtype, sizes=sizes,
-                          relaxation=relaxation)
+        return ShardedALS(model_cfg, ratings, genres, dist, device=device, dtype=dtype,
+                          sizes=sizes, relaxation=relaxation)
     return ALS(model_cfg, ratings.user, ratings.item, ratings.rating, ratings.n_users,
                ratings.n_items, genres, device, dtype, sizes, joint_genre_step, relaxation,
                subset=train)
 
 
-def fit(ratings: Ratings, split: Split, model_cfg: ModelConfig, cfg: TrainConfig = TrainConfig(),
+def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
+        cfg: TrainConfig = TrainConfig(),
         sizes: EngineSizes = EngineSizes(), *, seed: int = 0, device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32, checkpoint: Path | None = None, fingerprint: str = "",
         callbacks: tuple[Callback, ...] = (), dist: Dist = Dist()) -> FitResult:
     """Train ``model_cfg`` on ``split.train``; resume from ``checkpoint`` when it exists.
-    In a job of several processes (``dist``) every rank trains its shards, all ranks hold
-    the same parameters after each step, and rank 0 alone writes the checkpoint."""
+    In a job of several processes (``dist``) every rank trains its :class:`Shard` (``split``
+    is then ``None``: the shard holds its part of it), all ranks hold the same parameters
+    after each step, and rank 0 alone writes the checkpoint."""
     device = torch.device(device)
     start = _sync(device)
-    engine = build_engine(ratings, split.train, model_cfg, sizes, device, dtype,
+    engine = build_engine(ratings, split and split.train, model_cfg, sizes, device, dtype,
                           cfg.joint_genre_step, cfg.relaxation, dist)
     data = _Subsets(ratings, split, device)
     if cfg.profile:

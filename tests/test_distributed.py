@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from rec.als.params import TENSORS
+from rec.als.config import ModelConfig
+from rec.als.params import TENSORS, Params
 from rec.distributed import shard_bounds
 from rec.model import Recommender
 from tests.conftest import REPO
@@ -65,7 +66,14 @@ def test_two_ranks_train_the_model_one_process_trains(tmp_path):
     two = run(command(tmp_path / "two", 5, nproc=2), tmp_path / "cwd-two")
     assert two.returncode == 0, two.stderr[-2000:]
     assert "2 processes (torch.distributed)" in two.stdout
-    assert_same_model(model_of(tmp_path / "two"), model_of(tmp_path / "one"))
+    two_model, one_model = model_of(tmp_path / "two"), model_of(tmp_path / "one")
+    assert_same_model(two_model, one_model)
+    for name in ("item_counts", "rated_offsets", "rated_items", "user_ids"):
+        assert torch.equal(getattr(two_model, name), getattr(one_model, name)), name
+    for key in ("train/n", "test/ranked_users", "test/cold_n"):
+        assert two_model.metrics[key] == one_model.metrics[key], key
+    assert two_model.metrics["test/ndcg@10"] == pytest.approx(one_model.metrics["test/ndcg@10"],
+                                                             abs=1e-6)
     assert len(list((tmp_path / "two").glob("outputs/train/*/*/*/run.json"))) == 1  # rank 0's
     assert list((tmp_path / "cwd-two").iterdir()) == []  # rank 1 wrote nothing
 
@@ -133,5 +141,97 @@ def test_the_plan_counts_what_a_rank_holds_and_sends():
     assert p["allreduce_sent"] == 15 * row  # ring: 2 (P - 1) / P = 1 at P = 2
     assert p["grouped"] == pytest.approx(100 * PADDED_RATING_BYTES)  # 2 nnz / P ratings
     assert p["outblocks_received"] == (5 + 10) * row  # all rows: 50 ratings touch them all
+    assert p["read_side"] == 50 * 12 and p["held_out"] == pytest.approx(10 * 12)  # nnz / P
+    assert p["rank0_rated"] == 100 * 4 + 11 * 8
     many = plan(n_users=10, n_items=5, nnz=100, k=3, parts=100)
     assert many["outblocks_received"] == 2 * row and many["allreduce_sent"] > p["allreduce_sent"]
+
+
+def _rows(*tensors) -> set:
+    return set(zip(*(t.tolist() for t in tensors)))
+
+
+def _check_shards(cfg, split_cfg, world: int, block: int) -> None:
+    """Every rank's shard against the whole dataset loaded in one process."""
+    from rec.data import load_dataset
+    from rec.data.shards import prepare, read_shard
+    from rec.metrics import pairs_of_users
+    ratings = load_dataset(cfg)
+    split = split_cfg.make(ratings)
+    prepare(cfg, split_cfg)
+    shards = [read_shard(cfg, split_cfg, r, world, shard_bounds, block) for r in range(world)]
+    train = tuple(t[split.train] for t in (ratings.user, ratings.item, ratings.rating))
+    for by, key in (("user", 0), ("item", 1)):
+        sides = [s.side(by) for s in shards]
+        assert sum(side[0].numel() for side in sides) == split.train.numel()  # once per side
+        assert set().union(*(_rows(*side) for side in sides)) == _rows(*train)
+        for s, side in zip(shards, sides):
+            rows = s.user_rows if by == "user" else s.item_rows
+            assert bool(((side[key] >= rows.start) & (side[key] < rows.stop)).all())
+        assert max(side[0].numel() for side in sides) < 0.7 * split.train.numel()
+    whole = Recommender.from_training(ratings, split.train, Params.initial(
+        ratings.n_users, ratings.n_items, ratings.n_genres, 2, 0.0, 0.1, 0), ModelConfig(K=2))
+    for s in shards:
+        assert torch.equal(s.user_degree, ratings.user_counts(split.train))
+        assert torch.equal(s.item_degree, ratings.item_counts(split.train))
+        assert s.sizes == split.sizes() and len(s) == len(ratings)
+        for part in ("val", "test"):
+            index = getattr(split, part)
+            for got, want in zip(getattr(s, part), (ratings.user, ratings.item, ratings.rating)):
+                assert torch.equal(got, want[index])
+        assert s.summary() == pytest.approx(ratings.summary())
+        users = torch.arange(s.user_rows.start, s.user_rows.stop)
+        assert _rows(*s.pairs(users)) == _rows(*pairs_of_users(ratings, split.train, users))
+    offsets, items = shards[-1].rated_by_user()
+    assert torch.equal(offsets, whole.rated_offsets) and torch.equal(items, whole.rated_items)
+
+
+def test_each_rank_reads_only_its_shard_of_ml_latest_small(small_root, tmp_path):
+    from rec.data import DataConfig
+    from rec.data.splits import SplitConfig
+    cfg = DataConfig(name="ml-latest-small", root=str(small_root), cache_dir=str(tmp_path))
+    _check_shards(cfg, SplitConfig(), world=3, block=5000)
+
+
+def test_shards_of_an_unordered_file_split_by_time(small, tmp_path):
+    """Ratings in no particular order (the published model's rows are sorted by user block
+    by block) and a split that needs timestamps, computed once for every rank."""
+    from rec.data import DataConfig
+    from rec.data.shards import labels_path
+    from rec.data.splits import SplitConfig
+    order = torch.randperm(len(small), generator=torch.Generator().manual_seed(3))
+    lines = ["u,m,r,t"] + [f"{int(small.user_ids[u])},{int(small.movies.ids[m])},{float(r)},{int(t)}"
+                           for u, m, r, t in zip(small.user[order], small.item[order],
+                                                 small.rating[order], small.timestamp[order])]
+    (tmp_path / "ratings.csv").write_text("\n".join(lines) + "\n")
+    cfg = DataConfig(name="csv", path=str(tmp_path / "ratings.csv"), cache_dir=str(tmp_path),
+                     columns={"user": "u", "item": "m", "rating": "r", "timestamp": "t"})
+    split = SplitConfig(kind="temporal")
+    _check_shards(cfg, split, world=2, block=777)
+    (labels,) = tmp_path.glob("*.labels.bin")
+    assert labels.name.endswith(f"{split.tag()}.labels.bin")
+
+
+def test_a_corrupt_or_stale_labels_file_is_refused_then_rewritten(small_root, tmp_path):
+    from rec.data import DataConfig
+    from rec.data.load import open_cache
+    from rec.data.shards import labels_path, prepare, read_shard
+    from rec.data.splits import SplitConfig
+    from rec.errors import CacheError
+    cfg, split = DataConfig(name="ml-latest-small", root=str(small_root),
+                            cache_dir=str(tmp_path)), SplitConfig()
+    prepare(cfg, split)
+    path = labels_path(open_cache(cfg).path, split)
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CacheError, match="checksum"):
+        read_shard(cfg, split, 0, 2, shard_bounds)
+    other = SplitConfig(seed=1)
+    with pytest.raises(CacheError, match="no labels"):
+        read_shard(cfg, other, 0, 2, shard_bounds)
+    os.utime(open_cache(cfg).path)  # the cache rewritten since: these labels are stale
+    with pytest.raises(CacheError, match="another cache"):
+        read_shard(cfg, split, 0, 2, shard_bounds)
+    prepare(cfg, split)
+    assert read_shard(cfg, split, 1, 2, shard_bounds).sizes["train"] > 0

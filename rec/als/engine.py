@@ -82,8 +82,7 @@ class ALS:
                  rating: torch.Tensor, n_users: int, n_items: int, genre_matrix: torch.Tensor,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  sizes: EngineSizes = EngineSizes(), joint_genre_step: bool = False,
-                 relaxation: float = 1.0, movie_ratings: tuple | None = None,
-                 mu: float | None = None,
+                 relaxation: float = 1.0, mu: float | None = None,
                  degrees: tuple[torch.Tensor, torch.Tensor] | None = None,
                  subset: torch.Tensor | None = None) -> None:
         if not 0 < relaxation < 2:
@@ -99,14 +98,7 @@ class ALS:
         self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
         joint = bool(joint_genre_step and cfg.has_genres and self.dim)
         self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width, joint)
-        # movies first: their sort's temporaries are gone before the users' groups exist;
-        # y = vals - offset, the offsets holding mu: no centred copy
-        if movie_ratings is None:
-            self.by_item = self._group(item, user, rating, n_items, n_users, subset)
-        else:  # a shard: the movie side holds other ratings than the user side
-            m_user, m_item, m_rating = movie_ratings
-            self.by_item = self._group(m_item, m_user, m_rating, n_items, n_users)
-        self.by_user = self._group(user, item, rating, n_users, n_items, subset)
+        self.by_item, self.by_user = self._layout(user, item, rating, subset)
         if degrees is None:
             degrees = (self.by_user.degree, self.by_item.degree)
         self.user_degree, self.item_degree = (d.to(self.device) for d in degrees)
@@ -133,6 +125,14 @@ class ALS:
         self.timer: PhaseTimer | None = None
         """Set to a :class:`PhaseTimer` to profile the steps (torch path: gather, gram, solve;
         fused kernel: kernel; both: genre, other)."""
+
+    def _layout(self, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
+                subset: torch.Tensor | None) -> tuple[Groups | RowRatings, Groups | RowRatings]:
+        """The movie side's and the user side's groups.  Movies first: their sort's
+        temporaries are gone before the users' groups exist; y = vals - offset, the
+        offsets holding mu: no centred copy."""
+        by_item = self._group(item, user, rating, self.n_items, self.n_users, subset)
+        return by_item, self._group(user, item, rating, self.n_users, self.n_items, subset)
 
     def _group(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
                n_cols: int, subset: torch.Tensor | None = None) -> Groups | RowRatings:

@@ -2,12 +2,13 @@
 
 Rank ``r`` of P holds the ratings of users ``[u_r, u_{r+1})`` grouped by user and those of
 movies ``[i_r, i_{r+1})`` grouped by movie, both ranges contiguous and balanced by rating
-count (:func:`rec.distributed.shard_bounds`).  Every rank keeps the whole ``[U | b]`` and
-``[V | c]``: a step solves the rank's own rows against the whole other table, zeroes the
-rows it does not own and sums the tables over the ranks (an all-reduce, exact: each row is
-non-zero on its owner only), so every rank ends the step with the same parameters a single
-process computes.  The genre step needs only V, which every rank then holds, and runs on
-every rank alike; training errors are summed over the ranks.
+count (:class:`rec.data.shards.Shard`, which reads each side from the cache when it is laid
+out).  Every rank keeps the whole ``[U | b]`` and ``[V | c]``: a step solves the rank's own
+rows against the whole other table, zeroes the rows it does not own and sums the tables over
+the ranks (an all-reduce, exact: each row is non-zero on its owner only), so every rank ends
+the step with the same parameters a single process computes.  The genre step needs only V,
+which every rank then holds, and runs on every rank alike; training errors are summed over
+the ranks.
 """
 
 from __future__ import annotations
@@ -18,30 +19,32 @@ import torch
 
 from rec.als.engine import ALS
 from rec.als.params import Params
-from rec.distributed import Dist, shard_bounds
+from rec.data.shards import Shard
+from rec.distributed import Dist
 
 
 class ShardedALS(ALS):
-    """:class:`ALS` on this rank's shards of the ratings ``user, item, rating``."""
+    """:class:`ALS` on this rank's ``shard`` of the training ratings."""
 
-    def __init__(self, cfg, user, item, rating, n_users, n_items, genre_matrix, dist: Dist,
-                 **kwargs) -> None:
-        user_degree = torch.bincount(user.long(), minlength=n_users)
-        item_degree = torch.bincount(item.long(), minlength=n_items)
-        self.dist = dist
-        self.user_rows = _own(shard_bounds(user_degree, dist.world), dist.rank)
-        self.item_rows = _own(shard_bounds(item_degree, dist.world), dist.rank)
-        mine = lambda rows, r: (rows >= r.start) & (rows < r.stop)
-        by_user, by_item = mine(user, self.user_rows), mine(item, self.item_rows)
-        mu = float(rating.double().mean()) if rating.numel() else 0.0
-        super().__init__(cfg, user[by_user], item[by_user], rating[by_user], n_users, n_items,
-                         genre_matrix, movie_ratings=(user[by_item], item[by_item],
-                                                      rating[by_item]),
-                         mu=mu, degrees=(user_degree, item_degree), **kwargs)
-        self._n_train = int(rating.numel())
+    def __init__(self, cfg, shard: Shard, genre_matrix, dist: Dist, **kwargs) -> None:
+        self.dist, self.shard = dist, shard
+        self.user_rows, self.item_rows = shard.user_rows, shard.item_rows
+        super().__init__(cfg, None, None, None, shard.n_users, shard.n_items, genre_matrix,
+                         mu=shard.train_mean, degrees=(shard.user_degree, shard.item_degree),
+                         **kwargs)
+        self._n_train = shard.sizes["train"]
         self.comm = {"time/comm_s": 0.0, "comm/mb": 0.0}
         """Seconds in collectives and megabytes each rank sent, since the last
         :meth:`take_comm` (a ring all-reduce of B bytes sends ``2 (P - 1) / P B``)."""
+
+    def _layout(self, *_):
+        """Each side read from the cache as it is laid out, and dropped: a rank never holds
+        both sides' raw ratings at once."""
+        user, item, rating = self.shard.side("item")
+        by_item = self._group(item, user, rating, self.n_items, self.n_users)
+        del user, item, rating
+        user, item, rating = self.shard.side("user")
+        return by_item, self._group(user, item, rating, self.n_users, self.n_items)
 
     @property
     def n_train(self) -> int:
@@ -86,7 +89,3 @@ class ShardedALS(ALS):
 
     def movie_genre_step(self, p: Params) -> None:
         raise NotImplementedError("the joint genre step runs in one process only")
-
-
-def _own(bounds: torch.Tensor, rank: int) -> slice:
-    return slice(int(bounds[rank]), int(bounds[rank + 1]))

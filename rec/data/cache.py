@@ -89,3 +89,36 @@ def read_bundle(path: str | Path, verify: bool = True,
                 raise CacheError(f"{path}: checksum mismatch in array {spec['name']!r}")
             arrays[spec["name"]] = a.reshape(spec["shape"])
     return arrays, header["meta"]
+
+
+def read_chunks(path: str | Path, names: tuple[str, ...], chunk: int):
+    """Rows ``[s, s + chunk)`` of the equally long arrays ``names``, one block at a time:
+    yields ``(s, {name: array})``.  Each block is read into its own small buffer (not
+    memory-mapped), so a process that keeps only part of each block never holds the whole
+    arrays, nor their pages.  The checksums are verified on the way: a corrupt file raises
+    :class:`CacheError` after its last block, before the caller can use what it gathered."""
+    header = read_header(path)
+    specs = {s["name"]: s for s in header["arrays"]}
+    missing = [n for n in names if n not in specs]
+    if missing:
+        raise CacheError(f"{path}: no array {', '.join(map(repr, missing))}")
+    lengths = {specs[n]["shape"][0] for n in names}
+    if len(lengths) != 1:
+        raise CacheError(f"{path}: arrays {', '.join(names)} differ in length")
+    (n,) = lengths
+    if header["data_start"] + max(specs[k]["offset"] + specs[k]["nbytes"] for k in names) \
+            > os.path.getsize(path):
+        raise CacheError(f"{path}: truncated")
+    crc = dict.fromkeys(names, 0)
+    with open(path, "rb") as f:
+        for s in range(0, n, chunk):
+            block = {}
+            for name in names:
+                dtype = np.dtype(specs[name]["dtype"])
+                f.seek(header["data_start"] + specs[name]["offset"] + s * dtype.itemsize)
+                block[name] = np.fromfile(f, dtype=dtype, count=min(chunk, n - s))
+                crc[name] = zlib.crc32(memoryview(block[name]).cast("B"), crc[name])
+            yield s, block
+    bad = [name for name in names if crc[name] != specs[name]["crc32"]]
+    if bad:
+        raise CacheError(f"{path}: checksum mismatch in array {', '.join(map(repr, bad))}")

@@ -42,7 +42,7 @@ def write_split(ratings: Ratings, split: SplitConfig, out: Path) -> dict:
     catalog = pd.DataFrame({"movieId": movies.ids.numpy(), "title": movies.titles,
                             "genres": ["|".join(movies.genres_of(i)) for i in range(len(movies.titles))]})
     atomic_write(out / "movies.csv", lambda tmp: catalog.to_csv(tmp, index=False))
-    info = {"dataset": ratings.name, "tag": split.tag(), **split.describe(parts)}
+    info = {"dataset": ratings.name, "tag": split.tag(), **split.describe(parts.sizes())}
     text = json.dumps(info, indent=2)
     atomic_write(out / "split.json", lambda tmp: Path(tmp).write_text(text))
     return info

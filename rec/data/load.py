@@ -207,22 +207,67 @@ def _to_cache(path: Path, r: Ratings, stamp: list) -> None:
     bundle.write_bundle(path, arrays, meta)
 
 
-def _from_cache(path: Path, stamp: list, timestamps: bool) -> Ratings:
-    meta = bundle.read_header(path)["meta"]
+PER_RATING = ("user", "item", "rating", "timestamp")
+"""The cache's arrays with one entry per rating (with the ``fold:*`` ones)."""
+
+
+def _check_fresh(path: Path, stamp: list) -> dict:
+    """The cache's header, when it was written by this version from these source files."""
+    header = bundle.read_header(path)
+    meta = header["meta"]
     if meta.get("version") != CACHE_VERSION or meta.get("sources") != stamp:
         raise CacheError(f"{path}: the source files changed since it was written")
+    return header
+
+
+def _catalog(t: dict, meta: dict) -> Catalog:
+    return Catalog(t.pop("item_ids"), meta["titles"], meta["genre_names"], t.pop("genre_offsets"),
+                   t.pop("genre_index"))
+
+
+def _from_cache(path: Path, stamp: list, timestamps: bool) -> Ratings:
+    _check_fresh(path, stamp)
     arrays, meta = bundle.read_bundle(path, skip=() if timestamps else ("timestamp",))
     t = {k: torch.from_numpy(v) for k, v in arrays.items()}
     t.setdefault("timestamp", None)
     n = len(t["rating"])
     if not (len(t["user"]) == len(t["item"]) == n) or (timestamps and len(t["timestamp"]) != n):
         raise CacheError(f"{path}: rating arrays differ in length")
-    movies = Catalog(t.pop("item_ids"), meta["titles"], meta["genre_names"],
-                     t.pop("genre_offsets"), t.pop("genre_index"))
+    movies = _catalog(t, meta)
     return Ratings(name=meta["name"], movies=movies, rating_range=tuple(meta["rating_range"]),
                    fold_hint=meta.get("fold_hint", ""),
                    folds={k[5:]: v for k, v in t.items() if k.startswith("fold:")},
                    **{k: v for k, v in t.items() if not k.startswith("fold:")})
+
+
+@dataclass(frozen=True)
+class CachedDataset:
+    """A dataset's valid cache file, with what it holds besides the per-rating arrays."""
+
+    path: Path
+    name: str
+    n_ratings: int
+    movies: Catalog
+    user_ids: torch.Tensor
+    rating_range: tuple[float, float]
+
+
+def open_cache(cfg: DataConfig) -> CachedDataset:
+    """The cache of the dataset ``cfg``, its catalog and id maps read, its per-rating arrays
+    left on disk for :func:`rec.data.cache.read_chunks`; :class:`CacheError` when the cache is
+    missing, stale or corrupt (:func:`load_dataset` writes it)."""
+    source = resolve(cfg)
+    path = cache_path(cfg, source)
+    if not path.is_file():
+        raise CacheError(f"{path}: no cache of {source.name} yet")
+    header = _check_fresh(path, _stamp([f for f in source.files if f.is_file()]))
+    skip = tuple(s["name"] for s in header["arrays"]
+                 if s["name"] in PER_RATING or s["name"].startswith("fold:"))
+    arrays, meta = bundle.read_bundle(path, skip=skip)
+    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    n = next(s["shape"][0] for s in header["arrays"] if s["name"] == "rating")
+    return CachedDataset(path, meta["name"], n, _catalog(t, meta), t["user_ids"],
+                         tuple(meta["rating_range"]))
 
 
 def load_dataset(cfg: DataConfig | dict, timestamps: bool = True) -> Ratings:

@@ -115,9 +115,10 @@ class SplitConfig:
         held = f"-{self.held_out:g}" if self.kind == "cold_movies" else ""
         return f"{self.kind}{held}-{shares}" + (f"-seed{self.seed}" if self.kind != "temporal" else "")
 
-    def describe(self, split: Split) -> dict:
-        """The options with the sizes of the three parts (printed and saved by every run)."""
-        return {**self.options(), "sizes": {k: int(v.numel()) for k, v in split.parts().items()}}
+    def describe(self, sizes: dict[str, int]) -> dict:
+        """The options with the sizes of the three parts (:meth:`Split.sizes`; printed and
+        saved by every run)."""
+        return {**self.options(), "sizes": dict(sizes)}
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,9 @@ class Split:
 
     def parts(self) -> dict[str, torch.Tensor]:
         return {"train": self.train, "val": self.val, "test": self.test}
+
+    def sizes(self) -> dict[str, int]:
+        return {k: int(v.numel()) for k, v in self.parts().items()}
 
 
 def _check(split: Split, ratings: Ratings, how: str) -> Split:

@@ -1,0 +1,255 @@
+"""One process's part of a split dataset, read from the binary cache block by block.
+
+In a job of P processes (torchrun) no process loads the whole dataset.  Rank 0 first makes
+sure that the cache (SPEC §1.1) and the split's *labels file* exist: one byte per rating,
+train, validation, test or neither, computed once by the very code a one-process run
+uses (:meth:`rec.data.splits.SplitConfig.make`), in a child process, so every rank trains
+on exactly the rows one process would and none of them holds the whole dataset to get
+them.  Then each rank streams the two files in blocks and keeps only its part: the
+training ratings of its contiguous shard of users (grouped by user) and of its shard of
+movies (grouped by movie), each side read when the engine lays it out, and the
+validation and test ratings, which every rank evaluates alike.  Each rating is so held
+twice across the job, and a rank's memory falls as P grows.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from rec.data.cache import read_chunks, read_header, write_bundle
+from rec.data.catalog import Catalog
+from rec.data.load import CachedDataset, DataConfig, load_dataset, open_cache
+from rec.data.splits import SplitConfig
+from rec.errors import CacheError
+
+LABELS_VERSION = 1
+BLOCK = 1 << 20
+"""Ratings per block read: 13 MB of user, movie, rating and label at a time."""
+TRAIN, VAL, TEST, NEITHER = 0, 1, 2, 3
+PARTS = ("train", "val", "test")
+
+
+def labels_path(cache: Path, split: SplitConfig) -> Path:
+    """Where the labels of ``split`` over the cache file ``cache`` are kept (beside it)."""
+    return cache.with_name(f"{cache.stem}.{split.tag()}.labels.bin")
+
+
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _labels_meta(cached: CachedDataset, split: SplitConfig) -> dict:
+    """The labels file's header for this cache and split; :class:`CacheError` when there is
+    none yet or it was computed from another cache file."""
+    path = labels_path(cached.path, split)
+    if not path.is_file():
+        raise CacheError(f"{path}: no labels yet")
+    header = read_header(path)
+    meta, shape = header["meta"], header["arrays"][0]["shape"]
+    if meta.get("version") != LABELS_VERSION or meta.get("cache") != _stamp(cached.path) \
+            or meta.get("split") != split.options() or shape != [cached.n_ratings]:
+        raise CacheError(f"{path}: computed from another cache or split")
+    return meta
+
+
+def write_labels(data: DataConfig, split: SplitConfig) -> Path:
+    """Load the whole dataset (writing its cache if needed), split it, write the labels."""
+    ratings = load_dataset(data, timestamps=split.needs_timestamps)
+    parts = split.make(ratings)
+    label = np.full(len(ratings), NEITHER, dtype=np.int8)
+    for code, index in enumerate((parts.train, parts.val, parts.test)):
+        label[index.numpy()] = code
+    cache = open_cache(data).path
+    path = labels_path(cache, split)
+    write_bundle(path, {"label": label}, {"version": LABELS_VERSION, "cache": _stamp(cache),
+                                          "split": split.options(), "sizes": parts.sizes()})
+    return path
+
+
+def prepare(data: DataConfig, split: SplitConfig) -> None:
+    """Rank 0, before any rank reads its shard: the cache and the labels of ``split``, each
+    computed once (in a child process, whose whole-dataset memory is gone when it returns)."""
+    try:
+        _labels_meta(open_cache(data), split)
+        return
+    except CacheError:
+        pass
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.apply(write_labels, (data, split))
+
+
+def _blocks(cache: Path, labels: Path, names: tuple[str, ...], block: int):
+    """Blocks of the cache's arrays ``names`` with the label of each rating beside them."""
+    marks = read_chunks(labels, ("label",), block)
+    for (_, arrays), (_, mark) in zip(read_chunks(cache, names, block), marks):
+        yield {**arrays, "label": mark["label"]}
+    for _ in marks:  # zip stopped at the first: run the second to its end, where its
+        pass  # checksum is verified
+
+
+Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rank ``rank`` of ``world``'s part of the split dataset (what it needs of a
+    :class:`rec.data.ratings.Ratings` and a :class:`rec.data.splits.Split`, and no more)."""
+
+    data: CachedDataset
+    labels: Path
+    rank: int
+    world: int
+    user_rows: slice
+    """This rank's users: their training ratings are its user step's."""
+    item_rows: slice
+    """This rank's movies."""
+    user_degree: torch.Tensor
+    """Training ratings per user, over the whole job."""
+    item_degree: torch.Tensor
+    user_counts: torch.Tensor
+    """Ratings per user in any part (what a published model excludes from top-k)."""
+    movies_rated: int
+    train_mean: float
+    rating_mean: float
+    sizes: dict
+    """Ratings in train, val and test."""
+    val: Triple
+    test: Triple
+    block: int = BLOCK
+
+    def __len__(self) -> int:
+        return self.data.n_ratings
+
+    @property
+    def name(self) -> str:
+        return self.data.name
+
+    @property
+    def movies(self) -> Catalog:
+        return self.data.movies
+
+    @property
+    def user_ids(self) -> torch.Tensor:
+        return self.data.user_ids
+
+    @property
+    def rating_range(self) -> tuple[float, float]:
+        return self.data.rating_range
+
+    @property
+    def n_users(self) -> int:
+        return self.user_ids.numel()
+
+    @property
+    def n_items(self) -> int:
+        return len(self.movies)
+
+    @property
+    def n_genres(self) -> int:
+        return self.movies.n_genres
+
+    def summary(self) -> dict:
+        """:meth:`rec.data.ratings.Ratings.summary`'s counts, of the whole dataset."""
+        n, lo, hi = len(self), *self.rating_range
+        return {"dataset": self.name, "ratings": n, "users": self.n_users,
+                "movies": self.n_items, "movies_rated": self.movies_rated,
+                "genres": self.n_genres, "rating_min": float(lo), "rating_max": float(hi),
+                "rating_mean": self.rating_mean,
+                "density": n / max(1, self.n_users * self.n_items)}
+
+    def side(self, by: str) -> Triple:
+        """The training ratings (user, movie, rating) of this rank's users (``by="user"``) or
+        movies (``"item"``), in file order, read now: the caller lays them out and drops them."""
+        rows = self.user_rows if by == "user" else self.item_rows
+        degree = self.user_degree if by == "user" else self.item_degree
+        out = _empty(int(degree[rows].sum()))
+        fill = 0
+        for b in _blocks(self.data.path, self.labels, ("user", "item", "rating"), self.block):
+            key = b[by]
+            keep = (b["label"] == TRAIN) & (key >= rows.start) & (key < rows.stop)
+            fill = _append(out, fill, b, keep)
+        return out
+
+    def pairs(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user, movie) of the training ratings of ``users`` (int64), read now."""
+        wanted = np.zeros(self.n_users, dtype=bool)
+        wanted[users.cpu().numpy()] = True
+        found = []
+        for b in _blocks(self.data.path, self.labels, ("user", "item"), self.block):
+            keep = (b["label"] == TRAIN) & wanted[b["user"]]
+            found.append((b["user"][keep], b["item"][keep]))
+        user, item = (np.concatenate(x) if x else np.zeros(0, np.int32) for x in zip(*found))
+        return torch.from_numpy(user).long(), torch.from_numpy(item).long()
+
+    def rated_by_user(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """CSR over users of every movie each rated, in file order within a user (what
+        :meth:`rec.model.Recommender.from_training` builds from the whole dataset)."""
+        offsets = torch.zeros(self.n_users + 1, dtype=torch.int64)
+        torch.cumsum(self.user_counts, 0, out=offsets[1:])
+        cursor = offsets[:-1].numpy().copy()
+        items = np.empty(len(self), dtype=np.int32)
+        for _, b in read_chunks(self.data.path, ("user", "item"), self.block):
+            user = b["user"].astype(np.int64)
+            order = slice(None) if bool((user[1:] >= user[:-1]).all()) else \
+                np.argsort(user, kind="stable")  # GroupLens files are by user already
+            ranked = user[order]
+            within = np.arange(user.size) - np.searchsorted(ranked, ranked)
+            items[cursor[ranked] + within] = b["item"][order]
+            cursor += np.bincount(user, minlength=self.n_users)
+        return offsets, torch.from_numpy(items)
+
+
+def _empty(n: int) -> Triple:
+    return (torch.empty(n, dtype=torch.int32), torch.empty(n, dtype=torch.int32),
+            torch.empty(n, dtype=torch.float32))
+
+
+def _append(out: Triple, fill: int, block: dict, keep: np.ndarray) -> int:
+    """Copy the kept ratings of ``block`` into ``out`` from position ``fill``; the new fill."""
+    n = int(keep.sum())
+    for target, name in zip(out, ("user", "item", "rating")):
+        target[fill:fill + n] = torch.from_numpy(block[name][keep])
+    return fill + n
+
+
+def read_shard(data: DataConfig, split: SplitConfig, rank: int, world: int,
+               bounds: Callable[[torch.Tensor, int], torch.Tensor],
+               block: int = BLOCK) -> Shard:
+    """Rank ``rank`` of ``world``'s part, after :func:`prepare`: one pass over the cache for
+    the degrees, the counts and the held-out ratings; ``bounds(degree, world)`` cuts the
+    users and the movies into the contiguous shards (by training degree)."""
+    cached = open_cache(data)
+    labels = labels_path(cached.path, split)
+    sizes = _labels_meta(cached, split)["sizes"]
+    n_users, n_items = cached.user_ids.numel(), len(cached.movies)
+    user_degree, item_degree = np.zeros(n_users, np.int64), np.zeros(n_items, np.int64)
+    user_counts, item_counts = np.zeros(n_users, np.int64), np.zeros(n_items, np.int64)
+    held = {VAL: _empty(sizes["val"]), TEST: _empty(sizes["test"])}
+    fill = dict.fromkeys(held, 0)
+    train_sum = total = 0.0
+    for b in _blocks(cached.path, labels, ("user", "item", "rating"), block):
+        train = b["label"] == TRAIN
+        user_degree += np.bincount(b["user"][train], minlength=n_users)
+        item_degree += np.bincount(b["item"][train], minlength=n_items)
+        user_counts += np.bincount(b["user"], minlength=n_users)
+        item_counts += np.bincount(b["item"], minlength=n_items)
+        train_sum += float(b["rating"][train].sum(dtype=np.float64))
+        total += float(b["rating"].sum(dtype=np.float64))
+        for code in held:
+            fill[code] = _append(held[code], fill[code], b, b["label"] == code)
+    degrees = torch.from_numpy(user_degree), torch.from_numpy(item_degree)
+    own = [_own(bounds(d, world), rank) for d in degrees]
+    return Shard(cached, labels, rank, world, *own, *degrees, torch.from_numpy(user_counts),
+                 int((item_counts > 0).sum()), train_sum / max(sizes["train"], 1),
+                 total / max(cached.n_ratings, 1), sizes, held[VAL], held[TEST], block)
+
+
+def _own(bounds: torch.Tensor, rank: int) -> slice:
+    return slice(int(bounds[rank]), int(bounds[rank + 1]))
