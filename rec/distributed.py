@@ -17,8 +17,10 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.distributed.rendezvous import rendezvous
 
 from rec.als.groups import balanced_bounds
+from rec.errors import RecError
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class Dist:
 
     rank: int = 0
     world: int = 1
+    local_rank: int = 0
+    """Rank among this machine's processes (torchrun's ``LOCAL_RANK``)."""
 
     @property
     def main(self) -> bool:
@@ -40,7 +44,7 @@ class Dist:
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` summed over the ranks, in place."""
         if self.active:
-            dist.all_reduce(t)
+            self._collective("all_reduce", dist.all_reduce, t)
         return t
 
     def broadcast(self, value):
@@ -48,7 +52,7 @@ class Dist:
         if not self.active:
             return value
         box = [value]
-        dist.broadcast_object_list(box, src=0)
+        self._collective("broadcast", dist.broadcast_object_list, box, src=0)
         return box[0]
 
     def gather(self, value) -> list:
@@ -56,17 +60,38 @@ class Dist:
         if not self.active:
             return [value]
         out = [None] * self.world
-        dist.all_gather_object(out, value)
+        self._collective("all_gather", dist.all_gather_object, out, value)
         return out
 
     def barrier(self) -> None:
         if self.active:
-            dist.barrier()
+            self._collective("barrier", dist.barrier)
 
-    def close(self) -> None:
-        if self.active and dist.is_initialized():
-            dist.barrier()
+    def _collective(self, name: str, call, *args, **kwargs) -> None:
+        """``call``; a peer that died or timed out becomes an error that says what to do."""
+        try:
+            call(*args, **kwargs)
+        except RuntimeError as e:  # gloo and NCCL report a lost peer or a timeout so
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise LostPeer(f"rank {self.rank} of {self.world}: another rank stopped answering "
+                           f"during {name} ({first}). torchrun's report names the rank that "
+                           "failed. Rerun the same command to resume from the last checkpoint, "
+                           "or launch with torchrun --max-restarts=N to resume by itself.") from e
+
+    def close(self, clean: bool = True) -> None:
+        """Leave the job: after a barrier when this rank finished (``clean``), at once when it
+        failed (its peers may be gone, and a barrier would only fail again)."""
+        if not (self.active and dist.is_initialized()):
+            return
+        try:
+            if clean:
+                self.barrier()
+        finally:
             dist.destroy_process_group()
+
+
+class LostPeer(RecError):
+    """A collective failed: another rank died, hung past the timeout, or left the job."""
 
 
 def from_env(device: torch.device) -> Dist:
@@ -76,8 +101,15 @@ def from_env(device: torch.device) -> Dist:
         return Dist()
     if not dist.is_initialized():
         timeout = timedelta(seconds=float(os.environ.get("REC_DIST_TIMEOUT", "120")))
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
-    return Dist(dist.get_rank(), dist.get_world_size())
+        store, rank, world = next(rendezvous("env://", timeout=timeout))
+        store.set_timeout(timeout)
+        # torchrun --max-restarts keeps its store across restarts: without a prefix of their
+        # own, restarted ranks could read the dead ranks' addresses and fail to connect
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                store=dist.PrefixStore(f"rec/attempt-{attempt}/", store),
+                                rank=rank, world_size=world, timeout=timeout)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def shard_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:

@@ -47,9 +47,10 @@ def load(run: RunConfig) -> tuple[Ratings, float]:
 
 
 def load_shard(run: RunConfig, dist: Dist) -> tuple[Shard, float]:
-    """This rank's part of the split dataset (rank 0 writes the cache and the split's labels
-    first, while the others wait), and the seconds it took to read."""
-    if dist.main:
+    """This rank's part of the split dataset (the first rank on each machine writes the cache
+    and the split's labels there first, while the others wait), and the seconds it took to
+    read."""
+    if dist.local_rank == 0:
         start = time.perf_counter()
         prepare(run.data, run.split)
         log.info("cache and split labels ready in %.2f s", time.perf_counter() - start)
@@ -116,9 +117,12 @@ def train(run: RunConfig, run_dir: Path) -> dict:
     device = pick_device(run.device)
     dist = from_env(device)
     try:
-        return _train(run, run_dir, device, dist)
-    finally:
-        dist.close()
+        summary = _train(run, run_dir, device, dist)
+    except BaseException:
+        dist.close(clean=False)
+        raise
+    dist.close()
+    return summary
 
 
 def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:

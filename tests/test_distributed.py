@@ -27,9 +27,10 @@ COMMON = ["data=synthetic", "data.scale=0.02", "K=4", "train.patience=1000", "th
           "tensorboard=false", "progress=false"]
 
 
-def command(root: Path, epochs: int, nproc: int = 0) -> list[str]:
+def command(root: Path, epochs: int, nproc: int = 0, restarts: int = 0) -> list[str]:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
+                f"--nproc_per_node={nproc}", f"--max-restarts={restarts}"] if nproc \
+        else [sys.executable]
     return [*launcher, str(REPO / "train.py"), *COMMON, f"train.max_epochs={epochs}",
             f"paths.root={root}", f"paths.data_root={root.parent / 'data'}"]
 
@@ -103,12 +104,24 @@ def _epoch(root: Path) -> int:
         return 0
 
 
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
-def test_a_killed_rank_stops_the_job_and_the_rerun_resumes_to_the_same_end(tmp_path):
-    epochs, root, cwd = 150, tmp_path / "two", tmp_path / "cwd"
-    cwd.mkdir()
-    job = subprocess.Popen(command(root, epochs, nproc=2), cwd=cwd, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+KILL_EPOCHS = 150
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory) -> Recommender:
+    """One process's uninterrupted run: where a job whose rank was killed must end."""
+    root = tmp_path_factory.mktemp("whole")
+    one = run(command(root, KILL_EPOCHS), root / "cwd")
+    assert one.returncode == 0, one.stderr[-2000:]
+    return model_of(root)
+
+
+def _start_and_kill_rank_1(root: Path, cwd: Path, restarts: int = 0) -> tuple[int, str, int]:
+    """Start a 2-rank job, SIGKILL rank 1 after epoch 3; its exit code, output and the
+    epoch of the last checkpoint."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    job = subprocess.Popen(command(root, KILL_EPOCHS, nproc=2, restarts=restarts), cwd=cwd,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 90
         while _epoch(root) < 3 and job.poll() is None and time.time() < deadline:
@@ -116,21 +129,40 @@ def test_a_killed_rank_stops_the_job_and_the_rerun_resumes_to_the_same_end(tmp_p
         victim = _rank_pid(job.pid, 1)
         assert victim is not None and job.poll() is None, "the job ended before the kill"
         os.kill(victim, signal.SIGKILL)
-        out, _ = job.communicate(timeout=90)  # stops: no hang
+        out, _ = job.communicate(timeout=150)  # stops (or restarts): no hang
     finally:
         if job.poll() is None:
             job.kill()
-    killed_at = _epoch(root)
-    assert job.returncode != 0 and "SIGKILL" in out and 3 <= killed_at < epochs
-    again = run(command(root, epochs, nproc=2), cwd)
+    return job.returncode, out, _epoch(root)
+
+
+def _assert_ends_like(root: Path, whole: Recommender) -> None:
+    resumed = model_of(root)
+    assert_same_model(resumed, whole)
+    assert resumed.metrics["epochs"] == whole.metrics["epochs"] == KILL_EPOCHS
+    np.testing.assert_allclose(resumed.metrics["test/rmse"], whole.metrics["test/rmse"], atol=1e-5)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_killed_rank_stops_the_job_and_the_rerun_resumes_to_the_same_end(tmp_path, whole_run):
+    root, cwd = tmp_path / "two", tmp_path / "cwd"
+    code, out, killed_at = _start_and_kill_rank_1(root, cwd)
+    assert code != 0 and "SIGKILL" in out and 3 <= killed_at < KILL_EPOCHS
+    assert "another rank stopped answering" in out and "Rerun the same command" in out
+    again = run(command(root, KILL_EPOCHS, nproc=2), cwd)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"resuming the unfinished run" in again.stdout + again.stderr
-    one = run(command(tmp_path / "one", epochs), tmp_path / "cwd-one")
-    assert one.returncode == 0, one.stderr[-2000:]
-    resumed, whole = model_of(root), model_of(tmp_path / "one")
-    assert_same_model(resumed, whole)
-    assert resumed.metrics["epochs"] == whole.metrics["epochs"] == epochs
-    np.testing.assert_allclose(resumed.metrics["test/rmse"], whole.metrics["test/rmse"], atol=1e-5)
+    _assert_ends_like(root, whole_run)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_under_max_restarts_the_job_resumes_by_itself(tmp_path, whole_run):
+    root = tmp_path / "two"
+    code, out, _ = _start_and_kill_rank_1(root, tmp_path / "cwd", restarts=1)
+    assert code == 0, out[-3000:]
+    assert "exitcode: -9" in out and "resuming the unfinished run" in out  # restarted
+    assert len(list(root.glob("outputs/train/*/*/*/run.json"))) == 1  # the same run folder
+    _assert_ends_like(root, whole_run)
 
 
 def test_the_plan_counts_what_a_rank_holds_and_sends():
@@ -212,12 +244,13 @@ def test_shards_of_an_unordered_file_split_by_time(small, tmp_path):
     assert labels.name.endswith(f"{split.tag()}.labels.bin")
 
 
-def test_a_corrupt_or_stale_labels_file_is_refused_then_rewritten(small_root, tmp_path):
+def test_a_corrupt_or_stale_labels_file_is_refused_then_rewritten(small, small_root, tmp_path):
     from rec.data import DataConfig
+    from rec.data.cache import read_header, write_bundle
     from rec.data.load import open_cache
     from rec.data.shards import labels_path, prepare, read_shard
     from rec.data.splits import SplitConfig
-    from rec.errors import CacheError
+    from rec.errors import DataError
     cfg, split = DataConfig(name="ml-latest-small", root=str(small_root),
                             cache_dir=str(tmp_path)), SplitConfig()
     prepare(cfg, split)
@@ -225,13 +258,18 @@ def test_a_corrupt_or_stale_labels_file_is_refused_then_rewritten(small_root, tm
     data = bytearray(path.read_bytes())
     data[-100] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(CacheError, match="checksum"):
+    with pytest.raises(DataError, match="checksum"):
         read_shard(cfg, split, 0, 2, shard_bounds)
     other = SplitConfig(seed=1)
-    with pytest.raises(CacheError, match="no labels"):
+    with pytest.raises(DataError, match="no labels"):
         read_shard(cfg, other, 0, 2, shard_bounds)
-    os.utime(open_cache(cfg).path)  # the cache rewritten since: these labels are stale
-    with pytest.raises(CacheError, match="another cache"):
-        read_shard(cfg, split, 0, 2, shard_bounds)
-    prepare(cfg, split)
-    assert read_shard(cfg, split, 1, 2, shard_bounds).sizes["train"] > 0
+    prepare(cfg, other)  # labels of another cache's ratings are refused
+    alien = labels_path(open_cache(cfg).path, other)
+    header = read_header(alien)["meta"]
+    write_bundle(alien, {"label": np.zeros(len(small), np.int8)},
+                 {**header, "cache": {**header["cache"], "rating": 0}})
+    with pytest.raises(DataError, match="another cache"):
+        read_shard(cfg, other, 0, 2, shard_bounds)
+    for labels in (split, other):
+        prepare(cfg, labels)
+        assert read_shard(cfg, labels, 1, 2, shard_bounds).sizes["train"] > 0

@@ -1,7 +1,7 @@
 """One process's part of a split dataset, read from the binary cache block by block.
 
-In a job of P processes (torchrun) no process loads the whole dataset.  Rank 0 first makes
-sure that the cache (SPEC §1.1) and the split's *labels file* exist: one byte per rating,
+In a job of P processes (torchrun) no process loads the whole dataset.  One rank per machine
+first makes sure that the cache (SPEC §1.1) and the split's *labels file* exist: one byte per rating,
 train, validation, test or neither, computed once by the very code a one-process run
 uses (:meth:`rec.data.splits.SplitConfig.make`), in a child process, so every rank trains
 on exactly the rows one process would and none of them holds the whole dataset to get
@@ -26,7 +26,7 @@ from rec.data.cache import read_chunks, read_header, write_bundle
 from rec.data.catalog import Catalog
 from rec.data.load import CachedDataset, DataConfig, load_dataset, open_cache
 from rec.data.splits import SplitConfig
-from rec.errors import CacheError
+from rec.errors import CacheError, DataError
 
 LABELS_VERSION = 1
 BLOCK = 1 << 20
@@ -40,9 +40,11 @@ def labels_path(cache: Path, split: SplitConfig) -> Path:
     return cache.with_name(f"{cache.stem}.{split.tag()}.labels.bin")
 
 
-def _stamp(path: Path) -> list[int]:
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
+def _identity(cache: Path) -> dict:
+    """What the labels were computed from: the checksums of the cache's rating arrays (not
+    its time stamp: nodes that share a file system may each rewrite the same cache)."""
+    return {s["name"]: s["crc32"] for s in read_header(cache)["arrays"]
+            if s["name"] in ("user", "item", "rating")}
 
 
 def _labels_meta(cached: CachedDataset, split: SplitConfig) -> dict:
@@ -53,7 +55,7 @@ def _labels_meta(cached: CachedDataset, split: SplitConfig) -> dict:
         raise CacheError(f"{path}: no labels yet")
     header = read_header(path)
     meta, shape = header["meta"], header["arrays"][0]["shape"]
-    if meta.get("version") != LABELS_VERSION or meta.get("cache") != _stamp(cached.path) \
+    if meta.get("version") != LABELS_VERSION or meta.get("cache") != _identity(cached.path) \
             or meta.get("split") != split.options() or shape != [cached.n_ratings]:
         raise CacheError(f"{path}: computed from another cache or split")
     return meta
@@ -68,16 +70,20 @@ def write_labels(data: DataConfig, split: SplitConfig) -> Path:
         label[index.numpy()] = code
     cache = open_cache(data).path
     path = labels_path(cache, split)
-    write_bundle(path, {"label": label}, {"version": LABELS_VERSION, "cache": _stamp(cache),
+    write_bundle(path, {"label": label}, {"version": LABELS_VERSION, "cache": _identity(cache),
                                           "split": split.options(), "sizes": parts.sizes()})
     return path
 
 
 def prepare(data: DataConfig, split: SplitConfig) -> None:
-    """Rank 0, before any rank reads its shard: the cache and the labels of ``split``, each
-    computed once (in a child process, whose whole-dataset memory is gone when it returns)."""
+    """One rank per machine, before any rank reads its shard: the cache and the labels of
+    ``split``, each computed once (in a child process, whose whole-dataset memory is gone
+    when it returns).  Machines that share the files write the same bytes, atomically."""
     try:
-        _labels_meta(open_cache(data), split)
+        cached = open_cache(data)
+        _labels_meta(cached, split)
+        for _ in read_chunks(labels_path(cached.path, split), ("label",), BLOCK):
+            pass  # its checksum: a corrupt file is rewritten, not handed to the ranks
         return
     except CacheError:
         pass
@@ -225,6 +231,15 @@ def read_shard(data: DataConfig, split: SplitConfig, rank: int, world: int,
     """Rank ``rank`` of ``world``'s part, after :func:`prepare`: one pass over the cache for
     the degrees, the counts and the held-out ratings; ``bounds(degree, world)`` cuts the
     users and the movies into the contiguous shards (by training degree)."""
+    try:
+        return _read_shard(data, split, rank, world, bounds, block)
+    except CacheError as e:
+        raise DataError(f"{e}. Run the command again: the first rank on each machine "
+                        "rewrites a missing, stale or corrupt cache or labels file.") from e
+
+
+def _read_shard(data: DataConfig, split: SplitConfig, rank: int, world: int,
+                bounds: Callable[[torch.Tensor, int], torch.Tensor], block: int) -> Shard:
     cached = open_cache(data)
     labels = labels_path(cached.path, split)
     sizes = _labels_meta(cached, split)["sizes"]
