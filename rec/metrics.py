@@ -86,9 +86,9 @@ def pairs_of_users(ratings, index: torch.Tensor, users: torch.Tensor,
         rows = index[s:s + chunk]
         u = ratings.user[rows]
         keep = wanted[u]
-        parts.append((u[keep].long(), ratings.item[rows][keep].long()))
+        parts.append((u[keep], ratings.item[rows][keep]))
     if not parts:
-        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+        return torch.empty(0, dtype=torch.int32), torch.empty(0, dtype=torch.int32)
     return torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts])
 
 
@@ -128,7 +128,7 @@ def ranking_sums(p: Params, train_user: torch.Tensor, train_item: torch.Tensor,
     if users.numel() == 0:
         return sums
     batch = batch or max(16, (1 << 21) // max(n_items, 1))  # ~8 MB of scores: cached, 2-3x faster
-    seen = _csr(train_user.long(), train_item.long(), n_users)
+    seen = _csr(train_user, train_item, n_users)  # as given: int32 halves its sort's memory
     rel = _csr(rel_user, rel_item, n_users)
     discount = 1.0 / torch.log2(torch.arange(k, device=users.device, dtype=torch.float64) + 2)
     for s in range(0, users.numel(), batch):

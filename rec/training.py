@@ -294,11 +294,12 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
                         "history": history, "state": asdict(stop)}, checkpoint)
     kept = best if cfg.restore_best and stop.best_epoch else p
     t2 = _sync(device)
+    facts = engine.finish()
     final = final_metrics(engine, kept, ratings, split, data, cfg, seed)
     final.update(best_epoch=stop.best_epoch, epochs=stop.epoch)
     timings = {"setup_s": setup_s, "als_s": als_s, "eval_s": eval_s,
                "final_eval_s": _sync(device) - t2}
-    return FitResult(kept, stop.best_epoch, history, final, timings, engine.facts())
+    return FitResult(kept, stop.best_epoch, history, final, timings, facts)
 
 
 def _epoch(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,

@@ -184,7 +184,7 @@ class Shard:
         return out
 
     def pairs(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(user, movie) of the training ratings of ``users`` (int64), read now."""
+        """(user, movie) of the training ratings of ``users`` (int32), read now."""
         wanted = np.zeros(self.n_users, dtype=bool)
         wanted[users.cpu().numpy()] = True
         found = []
@@ -192,7 +192,7 @@ class Shard:
             keep = (b["label"] == TRAIN) & wanted[b["user"]]
             found.append((b["user"][keep], b["item"][keep]))
         user, item = (np.concatenate(x) if x else np.zeros(0, np.int32) for x in zip(*found))
-        return torch.from_numpy(user).long(), torch.from_numpy(item).long()
+        return torch.from_numpy(user), torch.from_numpy(item)
 
     def rated_by_user(self) -> tuple[torch.Tensor, torch.Tensor]:
         """CSR over users of every movie each rated, in file order within a user (what
