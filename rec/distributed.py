@@ -55,6 +55,14 @@ class Dist:
         self._collective("broadcast", dist.broadcast_object_list, box, src=0)
         return box[0]
 
+    def gather_tensor(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's ``t`` (all of one shape), in rank order (on every rank)."""
+        if not self.active:
+            return [t]
+        out = [torch.empty_like(t) for _ in range(self.world)]
+        self._collective("all_gather", dist.all_gather, out, t)
+        return out
+
     def gather(self, value) -> list:
         """Every rank's ``value``, in rank order (on every rank)."""
         if not self.active:
@@ -137,15 +145,15 @@ def plan(n_users: int, n_items: int, nnz: int, k: int, parts: int,
     of raw ratings a rank holds while it lays that side out (:class:`rec.data.shards.Shard`
     reads them block by block), the validation and test ratings (a ``held_out`` share) every
     rank evaluates, the whole tables every rank keeps, the published model's CSR of rated
-    movies that rank 0 alone builds at the end, the all-reduced bytes each rank sends per
-    epoch, and what sending only the needed rows (Spark's out-blocks) would send: a rank's
+    movies that rank 0 alone builds at the end, the bytes each rank sends per epoch in the
+    all-gathers of the updated rows (shards of about equal rows), and what sending only the
+    needed rows (Spark's out-blocks) would send: a rank's
     ratings touch at most ``min(n, its ratings)`` rows of the other table."""
     row = (k + 1) * 4
     tables = (n_users + n_items) * row
-    ring = 2 * (parts - 1) / parts
     local = 2 * nnz / parts  # ratings this rank groups: its users' and its movies'
     needed = min(n_items, nnz / parts) + min(n_users, nnz / parts)
     return {"grouped": local * PADDED_RATING_BYTES, "read_side": nnz / parts * READ_RATING_BYTES,
             "held_out": held_out * nnz * READ_RATING_BYTES, "tables": TABLE_COPIES * tables,
             "rank0_rated": nnz * RATED_ITEM_BYTES + (n_users + 1) * 8,
-            "allreduce_sent": ring * tables, "outblocks_received": needed * row}
+            "exchange_sent": (parts - 1) / parts * tables, "outblocks_received": needed * row}

@@ -16,11 +16,11 @@ CASES = [("ML-32M, K=10", 200_948, 87_585, 32_000_204, 10),
          ("1B ratings, K=64", 10_000_000, 1_000_000, 1_000_000_000, 64)]
 
 print("| data | P | grouped ratings / rank | one side read / rank (setup) | val + test / rank "
-      "| whole tables / rank | all-reduce sent / rank / epoch | out-blocks received / rank / epoch "
+      "| whole tables / rank | all-gather sent / rank / epoch | out-blocks received / rank / epoch "
       "| rank 0's rated-movies CSR (end) |")
 print("|---|---|---|---|---|---|---|---|---|")
 gb = lambda b: f"{b / 2 ** 30:,.2f} GiB" if b >= 2 ** 30 else f"{b / 2 ** 20:,.0f} MiB"
-COLUMNS = ("grouped", "read_side", "held_out", "tables", "allreduce_sent", "outblocks_received",
+COLUMNS = ("grouped", "read_side", "held_out", "tables", "exchange_sent", "outblocks_received",
            "rank0_rated")
 for name, users, items, nnz, k in CASES:
     for parts in (8, 64, 512):

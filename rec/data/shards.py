@@ -112,10 +112,10 @@ class Shard:
     labels: Path
     rank: int
     world: int
-    user_rows: slice
-    """This rank's users: their training ratings are its user step's."""
-    item_rows: slice
-    """This rank's movies."""
+    user_bounds: tuple[int, ...]
+    """``world + 1`` boundaries of the users' shards: rank r's are ``[b_r, b_{r+1})``."""
+    item_bounds: tuple[int, ...]
+    """The movies' shards, likewise."""
     user_degree: torch.Tensor
     """Training ratings per user, over the whole job."""
     item_degree: torch.Tensor
@@ -132,6 +132,16 @@ class Shard:
 
     def __len__(self) -> int:
         return self.data.n_ratings
+
+    @property
+    def user_rows(self) -> slice:
+        """This rank's users: their training ratings are its user step's."""
+        return slice(self.user_bounds[self.rank], self.user_bounds[self.rank + 1])
+
+    @property
+    def item_rows(self) -> slice:
+        """This rank's movies."""
+        return slice(self.item_bounds[self.rank], self.item_bounds[self.rank + 1])
 
     @property
     def name(self) -> str:
@@ -260,11 +270,7 @@ def _read_shard(data: DataConfig, split: SplitConfig, rank: int, world: int,
         for code in held:
             fill[code] = _append(held[code], fill[code], b, b["label"] == code)
     degrees = torch.from_numpy(user_degree), torch.from_numpy(item_degree)
-    own = [_own(bounds(d, world), rank) for d in degrees]
-    return Shard(cached, labels, rank, world, *own, *degrees, torch.from_numpy(user_counts),
+    cuts = [tuple(int(b) for b in bounds(d, world)) for d in degrees]
+    return Shard(cached, labels, rank, world, *cuts, *degrees, torch.from_numpy(user_counts),
                  int((item_counts > 0).sum()), train_sum / max(sizes["train"], 1),
                  total / max(cached.n_ratings, 1), sizes, held[VAL], held[TEST], block)
-
-
-def _own(bounds: torch.Tensor, rank: int) -> slice:
-    return slice(int(bounds[rank]), int(bounds[rank + 1]))
