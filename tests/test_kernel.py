@@ -179,3 +179,31 @@ def test_generated_and_generic_accumulations_solve_alike_and_values_are_coded(mo
     out = torch.zeros(r.n_users, 6)
     solve_rows(layout, table, 1.3, reg, weight, out)
     np.testing.assert_allclose(out, outs[0], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("d", [1, 6, 11])
+def test_the_unrolled_row_solve_is_the_loop_solve(d):
+    namespace = {"np": np}
+    exec(kernel.solve_one_source(d), namespace)
+    unrolled, loop = namespace["solve_one"], kernel._solve_one.py_func
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((3 * d + 2, d + 1))
+    empty = np.empty(0, np.float32)
+    cases = [(empty, empty), (rng.standard_normal(d).astype(np.float32),
+                              rng.standard_normal(d).astype(np.float32))]
+    for prior, noise in cases:
+        outs = []
+        for solve in (unrolled, loop):
+            a = np.zeros((d + 1, d + kernel.STEP))
+            a[:, :d + 1] = x.T @ x
+            out = np.zeros(d, np.float32)
+            assert solve(a, 1.7, 0.5, np.full(d, 2.0, np.float32), prior, noise, out,
+                         np.zeros(d), np.zeros(d))
+            outs.append(out)
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+    singular = np.zeros((d + 1, d + kernel.STEP))  # no ratings and no prior: not definite
+    for solve in (unrolled, loop):
+        out = np.full(d, 9.0, np.float32)
+        assert not solve(singular.copy(), 1.0, 0.0, np.zeros(d, np.float32), empty, empty, out,
+                         np.zeros(d), np.zeros(d))
+        assert (out == 9.0).all()  # left as it was

