@@ -146,7 +146,7 @@ def test_compare_interleaves_settings_in_one_process(small_root, capsys):
                  "kernel=fused,solver=cholesky"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split()[:3] for line in lines[2:]]
-    tile, fused_tile = 3 * 2 ** 19 // (4 * 6), 3 * 2 ** 20 // (4 * 6)  # rows [u (4), b, offset]
+    tile, fused_tile = 3 * 2 ** 19 // (4 * 6), 16 * 2 ** 20 // (4 * 6)  # rows [u (4), b, offset]
     sizes = "chunk=default,batch=default,tile=default"
     auto = ["ml-latest-small", f"kernel=auto,solver=auto,{sizes},threads=default",
             f"ran=fused,rows,tile={fused_tile}"]

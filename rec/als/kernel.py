@@ -91,12 +91,19 @@ HALVES = 2
 """Vectors of ratings copied per step: each accumulator's load and store then serves
 ``HALVES`` multiply-adds (measured at K = 10: 2 beat 1 by 20%)."""
 
+PREFETCH_AHEAD = 16
+"""Ratings ahead whose table row a generated ``accumulate`` asks the CPU to fetch while it
+copies the current ones.  Every rating reads a random row of a table of megabytes, and
+without the hint the copy waits for each (measured at ML-32M, K = 10: 12.6 and 10.6 ns per
+rating in the user and movie steps without it, 8.0 with 16 ahead, 8.3 with 32, 9.4 with 128)."""
+
 
 def accumulate_source(width: int) -> str:
     """Python source of ``accumulate`` and ``buffer_size`` for rows ``[x, y]`` of exactly
     ``width`` entries.
 
-    Each step copies ``HALVES LANES`` ratings column-major into a flat buffer, then adds
+    Each step copies ``HALVES LANES`` ratings column-major into a flat buffer (asking for
+    the table row of the rating :data:`PREFETCH_AHEAD` further on as it goes), then adds
     ``z_i z_j`` lane by lane into one vector accumulator per entry of the Gram's upper
     triangle, held in the same buffer (``width (width + 1) / 2`` of them); a row's Gram is
     the lanes' sums.  Every offset is a constant, so the compiler can prove that the
@@ -110,10 +117,15 @@ def accumulate_source(width: int) -> str:
     end = acc + len(pairs) * w
     lines = ["def buffer_size(width):", f"    return {end}", "",
              "def accumulate(start, stop, cols, vals, levels, table, a, z):",
+             "    base, row_bytes, n_cols = table.ctypes.data, table.strides[0], cols.shape[0]",
              f"    for k in range({acc}, {end}):", "        z[k] = 0",
              f"    for first in range(start, stop, {step}):",
              f"        m = min({step}, stop - first)",
-             "        for n in range(m):", "            c = cols[first + n]"]
+             "        for n in range(m):",
+             f"            ahead = first + {PREFETCH_AHEAD} + n",
+             "            if ahead < n_cols:",
+             "                prefetch(base + cols[ahead] * row_bytes)",
+             "            c = cols[first + n]"]
     lines += [f"            z[{i * step} + n] = table[c, {i}]" for i in range(d)]
     lines += [f"            z[{d * step} + n] = value(vals, levels, first + n) - table[c, {d}]",
               f"        for n in range(m, {step}):"]
@@ -397,7 +409,31 @@ def _layout_fill(rows, cols, vals, index, n_taken, n_rows, tile_width, split, in
         slot[key] = k + 1
 
 
+def _prefetch_intrinsic():
+    """``prefetch(address)``: LLVM's prefetch hint (read, keep in all cache levels) for the
+    cache line at the integer ``address``; no instruction where the CPU has none."""
+    from llvmlite import ir
+
+    @numba.extending.intrinsic
+    def prefetch(typingctx, address):
+        if not isinstance(address, numba.types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            i32, i8p = ir.IntType(32), ir.IntType(8).as_pointer()
+            hint = builder.module.declare_intrinsic(
+                "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), (i8p, i32, i32, i32)))
+            builder.call(hint, (builder.inttoptr(args[0], i8p), ir.Constant(i32, 0),
+                                ir.Constant(i32, 3), ir.Constant(i32, 1)))
+            return context.get_dummy_value()
+        return numba.types.void(address), codegen
+    return prefetch
+
+
 if AVAILABLE:
+    import numba.extending
+
+    prefetch = _prefetch_intrinsic()
     _jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
     accumulate = _jit(_accumulate)
     buffer_size = _jit(_buffer_size)
@@ -456,13 +492,14 @@ def cache_dir() -> Path:
 
 def _load_generated(width: int):
     text = ("import numpy as np\nfrom numba import njit\n"
-            "from rec.als.kernel import BLOCK, STEP, _row_error, value\n\n"
+            "from rec.als.kernel import BLOCK, STEP, _row_error, prefetch, value\n\n"
             f"{accumulate_source(width)}\n\n{solve_one_source(width - 1)}\n\n"
             f"{inspect.getsource(_solve_rows)}\n"
             "_jit = njit(cache=True, nogil=True, fastmath={'reassoc', 'contract'})\n"
             "accumulate = _jit(accumulate)\nbuffer_size = _jit(buffer_size)\n"
             "_solve_one = _jit(solve_one)\nsolve_rows = _jit(_solve_rows)\n")
-    called = "".join(inspect.getsource(f.py_func) for f in (_row_error, value))
+    called = "".join(inspect.getsource(f.py_func) for f in (_row_error, value)) + \
+        inspect.getsource(_prefetch_intrinsic)
     digest = hashlib.sha256((text + called).encode()).hexdigest()
     name = f"rec_kernel_w{width}_{digest[:12]}"
     try:

@@ -23,10 +23,13 @@ TILE_BYTES = 3 << 19
 """Most bytes of the gathered table one pass reads on CPU: 1.5 MiB, 2^15 rows at K = 10 in
 float32 (measured at ML-32M's shape: 1-4% faster than 6 MiB tiles, 4-7% faster than none)."""
 
-FUSED_TILE_BYTES = 3 << 20
-"""Most bytes of the table one pass of the fused kernel reads: 3 MiB, 2^16 rows at K = 10
-(measured at ML-32M's shape: the movie step 25% faster than with no tiles, the user step,
-whose 4 MiB table is cut in two, within 5%; 1.5 MiB tiles were 3% slower)."""
+FUSED_TILE_BYTES = 16 << 20
+"""Most bytes of the table one pass of the fused kernel reads: 16 MiB, 349,525 rows at
+K = 10, so ML-32M's tables (4.2 and 9.6 MB) are read whole.  Since the kernel prefetches each
+rating's row ahead (:data:`rec.als.kernel.PREFETCH_AHEAD`), cutting them costs more in split
+rows than it saves in cache misses: ``python -m rec.compare tile=0 tile=349525`` gave 0.94x
+and 0.93x the epoch of the 3 MiB tiles used before (0.90x and 0.89x in a second sitting).
+Bigger tables are still cut, so a pass stays within a last-level cache's reach."""
 
 NO_TILES = 1 << 62
 
@@ -74,7 +77,7 @@ class EngineSizes:
     tile_cols: int | None = None
     """Most rows of the other side's table one gather pass reads; a larger table is cut into
     tiles of at most this many, so that each pass stays in cache.  ``None``: 1.5 MiB of table
-    on CPU for the torch path (2^15 rows at K = 10), 3 MiB for the fused kernel, no tiles on
+    on CPU for the torch path (2^15 rows at K = 10), 16 MiB for the fused kernel, no tiles on
     GPU; 0: no tiles."""
     tile_min: int | None = None
     """Ratings per tile a row needs to be split over tiles; ``None``:
