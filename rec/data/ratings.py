@@ -9,8 +9,33 @@ import torch
 from rec.data.catalog import Catalog
 
 
+class DatasetShape:
+    """What a dataset and one rank's part of it both answer, from their ``user_ids``,
+    ``movies``, ``name`` and ``rating_range``."""
+
+    @property
+    def n_users(self) -> int:
+        return self.user_ids.numel()
+
+    @property
+    def n_items(self) -> int:
+        return len(self.movies)
+
+    @property
+    def n_genres(self) -> int:
+        return self.movies.n_genres
+
+    def _summary(self, n: int, movies_rated: int, mean: float) -> dict:
+        """The counts a user checks first: sizes, sparsity, rating range."""
+        return {"dataset": self.name, "ratings": n, "users": self.n_users,
+                "movies": self.n_items, "movies_rated": movies_rated, "genres": self.n_genres,
+                "rating_min": float(self.rating_range[0]),
+                "rating_max": float(self.rating_range[1]), "rating_mean": mean,
+                "density": n / max(1, self.n_users * self.n_items)}
+
+
 @dataclass(frozen=True)
-class Ratings:
+class Ratings(DatasetShape):
     """One dataset: three aligned rating tensors plus the catalog they index.
 
     ``user[i]``, ``item[i]`` and ``rating[i]`` describe rating ``i``.  Indices
@@ -46,18 +71,6 @@ class Ratings:
     def __len__(self) -> int:
         return self.rating.numel()
 
-    @property
-    def n_users(self) -> int:
-        return self.user_ids.numel()
-
-    @property
-    def n_items(self) -> int:
-        return len(self.movies)
-
-    @property
-    def n_genres(self) -> int:
-        return self.movies.n_genres
-
     def item_counts(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """Ratings per movie, over all ratings or the rows in ``index``."""
         return _counts(self.item, index, self.n_items)
@@ -68,20 +81,9 @@ class Ratings:
 
     def summary(self) -> dict:
         """Counts a user checks first: sizes, sparsity, rating range."""
-        n_rated = int((self.item_counts() > 0).sum())
-        return {
-            "dataset": self.name,
-            "ratings": len(self),
-            "users": self.n_users,
-            "movies": self.n_items,
-            "movies_rated": n_rated,
-            "genres": self.n_genres,
-            "rating_min": float(self.rating_range[0]),
-            "rating_max": float(self.rating_range[1]),
-            "rating_mean": float(self.rating.sum(dtype=torch.float64)) / len(self) if len(self)
-            else float("nan"),  # no float64 copy: 256 MB at ML-32M
-            "density": len(self) / max(1, self.n_users * self.n_items),
-        }
+        n = len(self)
+        mean = float(self.rating.sum(dtype=torch.float64)) / n if n else float("nan")
+        return self._summary(n, int((self.item_counts() > 0).sum()), mean)  # no float64 copy
 
 
 def _counts(values: torch.Tensor, index: torch.Tensor | None, n: int,

@@ -25,6 +25,7 @@ import torch
 from rec.data.cache import read_chunks, read_header, write_bundle
 from rec.data.catalog import Catalog
 from rec.data.load import CachedDataset, DataConfig, load_dataset, open_cache
+from rec.data.ratings import DatasetShape
 from rec.data.splits import SplitConfig
 from rec.errors import CacheError, DataError
 
@@ -104,7 +105,7 @@ Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
-class Shard:
+class Shard(DatasetShape):
     """Rank ``rank`` of ``world``'s part of the split dataset (what it needs of a
     :class:`rec.data.ratings.Ratings` and a :class:`rec.data.splits.Split`, and no more)."""
 
@@ -159,26 +160,9 @@ class Shard:
     def rating_range(self) -> tuple[float, float]:
         return self.data.rating_range
 
-    @property
-    def n_users(self) -> int:
-        return self.user_ids.numel()
-
-    @property
-    def n_items(self) -> int:
-        return len(self.movies)
-
-    @property
-    def n_genres(self) -> int:
-        return self.movies.n_genres
-
     def summary(self) -> dict:
         """:meth:`rec.data.ratings.Ratings.summary`'s counts, of the whole dataset."""
-        n, lo, hi = len(self), *self.rating_range
-        return {"dataset": self.name, "ratings": n, "users": self.n_users,
-                "movies": self.n_items, "movies_rated": self.movies_rated,
-                "genres": self.n_genres, "rating_min": float(lo), "rating_max": float(hi),
-                "rating_mean": self.rating_mean,
-                "density": n / max(1, self.n_users * self.n_items)}
+        return self._summary(len(self), self.movies_rated, self.rating_mean)
 
     def side(self, by: str) -> Triple:
         """The training ratings (user, movie, rating) of this rank's users (``by="user"``) or
