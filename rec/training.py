@@ -224,8 +224,8 @@ def ranking_metrics(p: Params, ratings: Ratings | Shard, split: Split | None, da
         seen_user, seen_item = pairs_of_users(ratings, split.train, users)
     sums = ranking_sums(p, seen_user.to(user.device), seen_item.to(user.device), user, item,
                         rating, cfg.ranking_k, cfg.relevance, users.to(user.device))
-    if isinstance(engine, ShardedALS):
-        engine._sum(sums)
+    if engine is not None:
+        engine.total(sums)
     return {f"test/{k}": v for k, v in ranking_means(sums, n, cfg.ranking_k).items()}
 
 

@@ -173,6 +173,10 @@ class ALS:
         """Training ratings of the whole job."""
         return self.by_user.nnz
 
+    def total(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the job's processes (one process: ``t`` itself)."""
+        return t
+
     def take_comm(self) -> dict:
         """Communication since the last call (one process: none)."""
         return {}

@@ -29,7 +29,6 @@ class ShardedALS(ALS):
 
     def __init__(self, cfg, shard: Shard, genre_matrix, dist: Dist, **kwargs) -> None:
         self.dist, self.shard = dist, shard
-        self.user_rows, self.item_rows = shard.user_rows, shard.item_rows
         self.user_bounds, self.item_bounds = shard.user_bounds, shard.item_bounds
         super().__init__(cfg, None, None, None, shard.n_users, shard.n_items, genre_matrix,
                          mu=shard.train_mean, degrees=(shard.user_degree, shard.item_degree),
@@ -37,7 +36,7 @@ class ShardedALS(ALS):
         self._n_train = shard.sizes["train"]
         self.comm = {"time/comm_s": 0.0, "comm/mb": 0.0}
         """Seconds in collectives and megabytes each rank sent, since the last
-        :meth:`take_comm` (a ring all-reduce of B bytes sends ``2 (P - 1) / P B``)."""
+        :meth:`take_comm` (as :meth:`total` and :meth:`_exchange` count them)."""
 
     def _layout(self, *_):
         """Each side read from the cache as it is laid out, and dropped: a rank never holds
@@ -74,8 +73,9 @@ class ShardedALS(ALS):
         self.comm["comm/mb"] += sent / 2 ** 20
         return out
 
-    def _sum(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` summed over the ranks (a ring all-reduce sends ``2 (P - 1) / P`` of it)."""
+    def total(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the ranks, in place (a ring all-reduce sends ``2 (P - 1) / P``
+        of it)."""
         p = self.dist.world
         return self._timed(t, self.dist.sum_, 2 * (p - 1) / p * t.numel() * t.element_size())
 
@@ -97,7 +97,7 @@ class ShardedALS(ALS):
     def train_errors(self, p: Params, rating_range=None):
         sums = torch.tensor(super().train_errors(p, rating_range), dtype=torch.float64,
                             device=self.device)
-        raw, clipped = self._sum(sums).tolist()
+        raw, clipped = self.total(sums).tolist()
         return raw, clipped
 
     def movie_genre_step(self, p: Params) -> None:
