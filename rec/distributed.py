@@ -128,7 +128,7 @@ def shard_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:
 TABLE_COPIES = 5.5
 """Whole-table copies a rank holds, per table row of K+1 floats, as the code stands:
 parameters, the best epoch's copy, the two gather tables (K+2), the two solution buffers,
-and half a table for the exchange's concatenation."""
+and, during an exchange, one side's gathered rows (about half of the two tables)."""
 PADDED_RATING_BYTES = 8 * 1.07
 """A grouped rating on the torch path: int32 column and float32 value, with ~7% bucket
 padding (the fused kernel's layout takes 5 bytes: int32 column, one-byte rating code)."""

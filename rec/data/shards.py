@@ -33,7 +33,6 @@ LABELS_VERSION = 1
 BLOCK = 1 << 20
 """Ratings per block read: 13 MB of user, movie, rating and label at a time."""
 TRAIN, VAL, TEST, NEITHER = 0, 1, 2, 3
-PARTS = ("train", "val", "test")
 
 
 def labels_path(cache: Path, split: SplitConfig) -> Path:
