@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch.distributed.rendezvous import rendezvous
 
 from rec.als.groups import balanced_bounds
+from rec.data.shards import BLOCK
 from rec.errors import RecError
 
 
@@ -31,6 +32,9 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     """Rank among this machine's processes (torchrun's ``LOCAL_RANK``)."""
+    local_world: int = 1
+    """Processes of the job on this machine (torchrun's ``LOCAL_WORLD_SIZE``): they share its
+    last-level cache."""
 
     @property
     def main(self) -> bool:
@@ -55,13 +59,18 @@ class Dist:
         self._collective("broadcast", dist.broadcast_object_list, box, src=0)
         return box[0]
 
-    def gather_tensor(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """Every rank's ``t`` (all of one shape), in rank order (on every rank)."""
+    def share_rows(self, t: torch.Tensor, bounds: tuple[int, ...]) -> None:
+        """Rank r's rows ``t[bounds[r]:bounds[r + 1]]`` into every rank's ``t``, in place: a
+        broadcast from each rank, all in flight together (no padding, no copies)."""
         if not self.active:
-            return [t]
-        out = [torch.empty_like(t) for _ in range(self.world)]
-        self._collective("all_gather", dist.all_gather, out, t)
-        return out
+            return
+
+        def every_rank_broadcasts():
+            works = [dist.broadcast(t[a:b], src=r, async_op=True)
+                     for r, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+            for work in works:
+                work.wait()
+        self._collective("broadcast", every_rank_broadcasts)
 
     def gather(self, value) -> list:
         """Every rank's ``value``, in rank order (on every rank)."""
@@ -117,7 +126,8 @@ def from_env(device: torch.device) -> Dist:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 store=dist.PrefixStore(f"rec/attempt-{attempt}/", store),
                                 rank=rank, world_size=world, timeout=timeout)
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
+                int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def shard_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:
@@ -125,35 +135,46 @@ def shard_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:
     ratings."""
     return balanced_bounds(degree, parts)
 
-TABLE_COPIES = 5.5
-"""Whole-table copies a rank holds, per table row of K+1 floats, as the code stands:
-parameters, the best epoch's copy, the two gather tables (K+2), the two solution buffers,
-and, during an exchange, one side's gathered rows (about half of the two tables)."""
+TABLE_COPIES = 4.1
+"""Whole-table copies a rank holds, per table row of K+1 floats, as the code stands: the
+parameters, the best epoch's copy, the two gather tables (K+2 floats a row) and the two
+solution buffers, which the exchange fills in place (a checkpoint write adds transient ones)."""
 PADDED_RATING_BYTES = 8 * 1.07
 """A grouped rating on the torch path: int32 column and float32 value, with ~7% bucket
-padding (the fused kernel's layout takes 5 bytes: int32 column, one-byte rating code)."""
+padding."""
+FUSED_RATING_BYTES = 5
+"""A rating in the fused kernel's layout: int32 column and a one-byte rating code (data of
+at most 256 distinct ratings, as every MovieLens release is)."""
 READ_RATING_BYTES = 12
 """A rating as read from the cache (int32 user, int32 movie, float32 value)."""
+READ_BLOCK_BYTES = 13 * BLOCK
+"""One block of the cache as read (user, movie, rating and split label): all the fused
+kernel's layout holds of a side's raw ratings while it fills."""
 RATED_ITEM_BYTES = 4
 """A rating in the published model's CSR of what each user rated (int32 movie)."""
 
 
 def plan(n_users: int, n_items: int, nnz: int, k: int, parts: int,
-         held_out: float = 0.1) -> dict[str, float]:
+         held_out: float = 0.1, kernel: str = "fused") -> dict[str, float]:
     """Per-rank memory and traffic of one epoch at ``parts`` ranks, from this module's
-    accounting (bytes): the grouped ratings (each held twice across the job), the one side
-    of raw ratings a rank holds while it lays that side out (:class:`rec.data.shards.Shard`
-    reads them block by block), the validation and test ratings (a ``held_out`` share) every
-    rank evaluates, the whole tables every rank keeps, the published model's CSR of rated
-    movies that rank 0 alone builds at the end, the bytes each rank sends per epoch in the
-    all-gathers of the updated rows (shards of about equal rows), and what sending only the
-    needed rows (Spark's out-blocks) would send: a rank's
-    ratings touch at most ``min(n, its ratings)`` rows of the other table."""
+    accounting (bytes) for the CPU's fused kernel (``kernel="fused"``) or the torch path
+    (``"torch"``): the grouped ratings (each held twice across the job), the raw
+    ratings a rank holds while it lays one side out (fused: one block of the cache, the
+    layout filled as it reads; torch: the side's ratings whole), the
+    validation and test ratings (a ``held_out`` share) every rank evaluates, the whole
+    tables every rank keeps, the published model's CSR of rated movies that rank 0 alone
+    builds at the end, the bytes each rank sends per epoch when it broadcasts its updated
+    rows (shards of about equal rows), and what sending only the needed rows (Spark's
+    out-blocks) would send: a rank's ratings touch at most ``min(n, its ratings)`` rows of
+    the other table."""
     row = (k + 1) * 4
     tables = (n_users + n_items) * row
     local = 2 * nnz / parts  # ratings this rank groups: its users' and its movies'
     needed = min(n_items, nnz / parts) + min(n_users, nnz / parts)
-    return {"grouped": local * PADDED_RATING_BYTES, "read_side": nnz / parts * READ_RATING_BYTES,
+    read = nnz / parts * READ_RATING_BYTES
+    fused = kernel == "fused"
+    return {"grouped": local * (FUSED_RATING_BYTES if fused else PADDED_RATING_BYTES),
+            "read_side": min(read, READ_BLOCK_BYTES) if fused else read,
             "held_out": held_out * nnz * READ_RATING_BYTES, "tables": TABLE_COPIES * tables,
             "rank0_rated": nnz * RATED_ITEM_BYTES + (n_users + 1) * 8,
             "exchange_sent": (parts - 1) / parts * tables, "outblocks_received": needed * row}

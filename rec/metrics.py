@@ -38,9 +38,13 @@ def accuracy(p: Params, user: torch.Tensor, item: torch.Tensor, rating: torch.Te
              rating_range: tuple[float, float], lam: float) -> dict[str, float]:
     """RMSE and NLL over the given ratings (NaN when there are none)."""
     n = rating.numel()
+    return accuracy_of(squared_errors(p, user, item, rating, rating_range) if n else 0.0, n, lam)
+
+
+def accuracy_of(sse: float, n: int, lam: float) -> dict[str, float]:
+    """RMSE and NLL of ``n`` ratings with squared errors summing to ``sse`` (NaN when none)."""
     if n == 0:
         return {"rmse": float("nan"), "nll": float("nan"), "n": 0}
-    sse = squared_errors(p, user, item, rating, rating_range)
     return {"rmse": math.sqrt(sse / n), "nll": nll(sse, n, lam), "n": n}
 
 

@@ -32,7 +32,8 @@ from rec.distributed import Dist
 from rec.errors import ConfigError, RecError
 from rec.files import save_torch
 from rec.mapping import from_mapping
-from rec.metrics import accuracy, nll, pairs_of_users, ranked_users, ranking_means, ranking_sums
+from rec.metrics import (accuracy_of, nll, pairs_of_users, ranked_users, ranking_means,
+                         ranking_sums, squared_errors)
 
 log = logging.getLogger(__name__)
 epoch_log = logging.getLogger("rec.epochs")
@@ -175,29 +176,39 @@ def _train_metrics(engine: ALS, p: Params, rating_range: tuple[float, float]) ->
             "objective": engine.objective(p, raw)}
 
 
+def _accuracy(engine: ALS, p: Params, user: torch.Tensor, item: torch.Tensor,
+              rating: torch.Tensor, rating_range: tuple[float, float]) -> dict[str, float]:
+    """RMSE and NLL of held-out ratings; over a job's ranks, each rank sums the errors of its
+    own part of them and the sums are added up."""
+    mine = engine.own_part(rating.numel())
+    sums = torch.tensor([squared_errors(p, user[mine], item[mine], rating[mine], rating_range),
+                         mine.stop - mine.start], dtype=torch.float64, device=engine.device)
+    sse, n = engine.total(sums).tolist()
+    return accuracy_of(sse, int(n), engine.cfg.lam)
+
+
 def _evaluate(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
               rating_range: tuple[float, float], record: dict) -> None:
-    lam = engine.cfg.lam
     if cfg.eval_train:
         record.update(_train_metrics(engine, p, rating_range))
     for part in ("val", "test") if cfg.eval_test else ("val",):
-        metrics = accuracy(p, *data.parts[part], rating_range, lam)
+        metrics = _accuracy(engine, p, *data.parts[part], rating_range)
         record[f"{part}/rmse"], record[f"{part}/nll"] = metrics["rmse"], metrics["nll"]
 
 
 def final_metrics(engine: ALS, p: Params, ratings: Ratings | Shard, split: Split | None,
                   data: _Subsets, cfg: TrainConfig, seed: int) -> dict:
     """Accuracy per split, cold-start RMSE and ranking metrics of the kept parameters."""
-    rr, lam = ratings.rating_range, engine.cfg.lam
+    rr = ratings.rating_range
     out = {**_train_metrics(engine, p, rr), "train/n": engine.n_train}
     for part, tensors in data.parts.items():
-        for k, v in accuracy(p, *tensors, rr, lam).items():
+        for k, v in _accuracy(engine, p, *tensors, rr).items():
             out[f"{part}/{k}"] = v
     user, item, rating = data.parts["test"]
     cold = cold_rows(engine, item)
-    cs = accuracy(p, user[cold], item[cold], rating[cold], rr, lam)
+    cs = _accuracy(engine, p, user[cold], item[cold], rating[cold], rr)
     out["test/cold_rmse"], out["test/cold_n"] = cs["rmse"], cs["n"]
-    warm = accuracy(p, user[~cold], item[~cold], rating[~cold], rr, lam)
+    warm = _accuracy(engine, p, user[~cold], item[~cold], rating[~cold], rr)
     out["test/warm_rmse"], out["test/warm_n"] = warm["rmse"], warm["n"]
     out.update(ranking_metrics(p, ratings, split, data, cfg, seed, engine))
     return out
@@ -308,9 +319,10 @@ def _epoch(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
     t0 = _sync(engine.device)
     engine.epoch(p)
     t1 = _sync(engine.device)
-    record = {"epoch": epoch, "time/als_s": t1 - t0, **engine.take_comm()}
+    record = {"epoch": epoch, "time/als_s": t1 - t0}
     if engine.timer:
         record.update({f"profile/{k}_s": v for k, v in engine.timer.take().items()})
     _evaluate(engine, p, data, cfg, rating_range, record)
     record["time/eval_s"] = _sync(engine.device) - t1
+    record.update(engine.take_comm())  # the steps' exchanges and the metrics' sums
     return record

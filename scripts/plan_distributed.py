@@ -3,7 +3,8 @@
     python scripts/plan_distributed.py
 
 Computed from :func:`rec.distributed.plan` (the implementation's own accounting), for
-ML-32M's shape at K = 10 and for 1 billion ratings (10 M users, 1 M movies) at K = 64.
+ML-32M's shape at K = 10 and for 1 billion ratings (10 M users, 1 M movies) at K = 64,
+with the CPU's fused kernel (``plan(..., kernel="torch")`` gives the torch path's).
 """
 
 import sys
@@ -15,8 +16,8 @@ from rec.distributed import plan  # noqa: E402
 CASES = [("ML-32M, K=10", 200_948, 87_585, 32_000_204, 10),
          ("1B ratings, K=64", 10_000_000, 1_000_000, 1_000_000_000, 64)]
 
-print("| data | P | grouped ratings / rank | one side read / rank (setup) | val + test / rank "
-      "| whole tables / rank | all-gather sent / rank / epoch | out-blocks received / rank / epoch "
+print("| data | P | grouped ratings / rank | raw ratings held / rank (setup) | val + test / rank "
+      "| whole tables / rank | rows sent / rank / epoch | out-blocks received / rank / epoch "
       "| rank 0's rated-movies CSR (end) |")
 print("|---|---|---|---|---|---|---|---|---|")
 gb = lambda b: f"{b / 2 ** 30:,.2f} GiB" if b >= 2 ** 30 else f"{b / 2 ** 20:,.0f} MiB"

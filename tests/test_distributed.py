@@ -176,14 +176,21 @@ def test_a_failed_collective_says_what_happened_and_what_to_do():
 
 
 def test_the_plan_counts_what_a_rank_holds_and_sends():
-    from rec.distributed import PADDED_RATING_BYTES, TABLE_COPIES, plan
+    from rec.data.shards import BLOCK
+    from rec.distributed import (FUSED_RATING_BYTES, PADDED_RATING_BYTES, READ_BLOCK_BYTES,
+                                  TABLE_COPIES, plan)
     p = plan(n_users=10, n_items=5, nnz=100, k=3, parts=2)
     row = 4 * 4  # K + 1 floats
     assert p["tables"] == TABLE_COPIES * 15 * row
-    assert p["exchange_sent"] == 15 * row / 2  # ring all-gather: (P - 1) / P of the tables
-    assert p["grouped"] == pytest.approx(100 * PADDED_RATING_BYTES)  # 2 nnz / P ratings
+    assert p["exchange_sent"] == 15 * row / 2  # its own rows to P - 1 ranks: (P - 1) / P
+    assert p["grouped"] == 100 * FUSED_RATING_BYTES  # 2 nnz / P ratings
+    assert plan(10, 5, 100, 3, 2, kernel="torch")["grouped"] == pytest.approx(
+        100 * PADDED_RATING_BYTES)
     assert p["outblocks_received"] == (5 + 10) * row  # all rows: 50 ratings touch them all
     assert p["read_side"] == 50 * 12 and p["held_out"] == pytest.approx(10 * 12)  # nnz / P
+    big = dict(n_users=10, n_items=5, nnz=10 * BLOCK, k=3, parts=2)
+    assert plan(**big)["read_side"] == READ_BLOCK_BYTES  # the fused layout: one block read
+    assert plan(**big, kernel="torch")["read_side"] == 5 * BLOCK * 12  # the side, whole
     assert p["rank0_rated"] == 100 * 4 + 11 * 8
     many = plan(n_users=10, n_items=5, nnz=100, k=3, parts=100)
     assert many["outblocks_received"] == 2 * row and many["exchange_sent"] > p["exchange_sent"]
@@ -203,13 +210,16 @@ def _check_shards(cfg, split_cfg, world: int, block: int) -> None:
     prepare(cfg, split_cfg)
     shards = [read_shard(cfg, split_cfg, r, world, shard_bounds, block) for r in range(world)]
     train = tuple(t[split.train] for t in (ratings.user, ratings.item, ratings.rating))
-    for by, key in (("user", 0), ("item", 1)):
-        sides = [s.side(by) for s in shards]
+    for by, (row, col) in (("user", (0, 1)), ("item", (1, 0))):
+        sides = [s.side(by) for s in shards]  # (row, column, rating): rows are the side's
         assert sum(side[0].numel() for side in sides) == split.train.numel()  # once per side
-        assert set().union(*(_rows(*side) for side in sides)) == _rows(*train)
+        assert set().union(*(_rows(*side) for side in sides)) == _rows(train[row], train[col],
+                                                                       train[2])
         for s, side in zip(shards, sides):
             rows = s.user_rows if by == "user" else s.item_rows
-            assert bool(((side[key] >= rows.start) & (side[key] < rows.stop)).all())
+            assert bool(((side[0] >= rows.start) & (side[0] < rows.stop)).all())
+            degree = s.side_degree(by)
+            assert torch.equal(degree, torch.bincount(side[0].long(), minlength=degree.numel()))
         assert max(side[0].numel() for side in sides) < 0.7 * split.train.numel()
     whole = Recommender.from_training(ratings, split.train, Params.initial(
         ratings.n_users, ratings.n_items, ratings.n_genres, 2, 0.0, 0.1, 0), ModelConfig(K=2))
@@ -222,6 +232,7 @@ def _check_shards(cfg, split_cfg, world: int, block: int) -> None:
             for got, want in zip(getattr(s, part), (ratings.user, ratings.item, ratings.rating)):
                 assert torch.equal(got, want[index])
         assert s.summary() == pytest.approx(ratings.summary())
+        assert s.rating_values == tuple(torch.unique(train[2]).tolist())
         users = torch.arange(s.user_rows.start, s.user_rows.stop)
         assert _rows(*s.pairs(users)) == _rows(*pairs_of_users(ratings, split.train, users))
     offsets, items = shards[-1].rated_by_user()

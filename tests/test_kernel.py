@@ -8,7 +8,7 @@ import torch
 
 from rec.als import ALS, ModelConfig
 from rec.als import kernel
-from rec.als.groups import build_rows
+from rec.als.groups import build_rows, stream_rows
 from rec.als.sizes import EngineSizes
 from rec.als.solve import cholesky_solve, ridge_solve, solve_rows
 from rec.errors import ConfigError
@@ -98,6 +98,31 @@ def test_row_layout_holds_every_rating_once_by_tile_then_row():
     assert torch.equal(slot_tile[split], torch.div(cols[split], 8, rounding_mode="floor").long())
     assert bool((slot_tile[~split] == 0).all())  # short rows keep all their ratings in tile 0
     assert torch.equal(layout.degree, torch.bincount(r.user.long(), minlength=r.n_users))
+
+
+@pytest.mark.parametrize("tile_cols, codes", [(8, True), (10**9, True), (8, False)])
+def test_a_layout_filled_block_by_block_equals_the_one_built_at_once(tile_cols, codes):
+    """What a rank of a torchrun job builds as it reads the cache (rows split over tiles
+    counted in a first pass; values as codes or kept as floats) is the one-process layout."""
+    r = random_ratings(seed=4)
+    whole = build_rows(r.user, r.item, r.rating, r.n_users, r.n_items, tile_cols, tile_min=2)
+    reads = []
+
+    def blocks():  # uneven blocks, a fresh iterator each pass
+        reads.append(1)
+        cut = [0, 1, 50, 51, 300, len(r)]
+        return ((r.user[a:b].numpy(), r.item[a:b].numpy(), r.rating[a:b].numpy())
+                for a, b in zip(cut[:-1], cut[1:]))
+    levels = torch.unique(r.rating) if codes else None
+    dtype = torch.float32 if codes else torch.float64
+    streamed = stream_rows(blocks, torch.bincount(r.user.long(), minlength=r.n_users),
+                           r.n_items, levels, tile_cols, 2, dtype)
+    assert len(reads) == (2 if whole.n_tiles > 1 else 1)
+    for name in ("indptr", "cols", "blocks", "degree", "last_tile", "slot"):
+        assert torch.equal(getattr(streamed, name), getattr(whole, name)), name
+    assert torch.equal(streamed.values(), whole.values().to(dtype))
+    assert streamed.vals.dtype == (torch.uint8 if codes else torch.float64)
+    assert streamed.levels.numel() == (10 if codes else 0)
 
 
 @pytest.mark.parametrize("rung", ["biases", "embeddings", "features"])

@@ -97,7 +97,8 @@ class ALS:
         self.dim = cfg.dim
         self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
         joint = bool(joint_genre_step and cfg.has_genres and self.dim)
-        self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width, joint)
+        self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width, joint,
+                                    self.cache_sharers())
         self.by_item, self.by_user = self._layout(user, item, rating, subset)
         if degrees is None:
             degrees = (self.by_user.degree, self.by_item.degree)
@@ -139,14 +140,17 @@ class ALS:
         """One side's ratings (those at ``subset``; ``None``: all), laid out for the kernel of
         :attr:`sizes`."""
         if self.sizes.kernel == "fused":
-            # a row over several tiles keeps a float64 (D+1)^2 Gram between passes: past
-            # FUSED_GRAM_BYTES of them (K = 64 with most rows split) no row is split
-            most = FUSED_GRAM_BYTES // ((self.width + 1) ** 2 * 8)
             return build_rows(rows, cols, vals, n_rows, n_cols, self.sizes.tile_cols,
-                              self.sizes.tile_min, subset, self.dtype, most)
+                              self.sizes.tile_min, subset, self.dtype, self.most_split())
         if subset is not None:
             rows, cols, vals = rows[subset], cols[subset], vals[subset]
         return self._padded(rows, cols, vals.to(self.dtype), n_rows, n_cols)
+
+    def most_split(self) -> int:
+        """Most rows the fused layout splits over table tiles: each keeps a float64
+        (D+1)^2 Gram between passes, and past FUSED_GRAM_BYTES of them (K = 64 with most
+        rows split) no row is split."""
+        return FUSED_GRAM_BYTES // ((self.width + 1) ** 2 * 8)
 
     def _padded(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
                 n_cols: int) -> Groups:
@@ -176,6 +180,18 @@ class ALS:
     def total(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` summed over the job's processes (one process: ``t`` itself)."""
         return t
+
+    def own_part(self, n: int) -> slice:
+        """The positions of ``n`` held-out ratings this process evaluates (one process: all)."""
+        return slice(0, n)
+
+    def cache_sharers(self) -> int:
+        """Processes of this job sharing the machine's last-level cache (one process: 1)."""
+        return 1
+
+    def share(self, theta: torch.Tensor, side: str) -> None:
+        """After a step: the rows of ``theta`` (``side`` ``"user"`` or ``"item"``) that other
+        processes solved, into this one's (one process solves them all: nothing to do)."""
 
     def take_comm(self) -> dict:
         """Communication since the last call (one process: none)."""
@@ -220,6 +236,7 @@ class ALS:
         solve_side(self.by_user, table, self.cfg.lam, self.reg, self._row_weight(self.user_weight),
                    self.user_theta, None, self.workspace, self.timer, solver=self.sizes.solver)
         self.user_theta[self.cold_users] = 0
+        self.share(self.user_theta, "user")
         self._unpack(self.user_theta, p.user_factors, p.user_bias, self.cold_users)
 
     def item_step(self, p: Params) -> None:
@@ -230,6 +247,7 @@ class ALS:
         solve_side(self.by_item, table, self.cfg.lam, self.reg, self._row_weight(self.item_weight),
                    self.item_theta, prior, self.workspace, self.timer, solver=self.sizes.solver)
         self.item_theta[self.cold_items] = 0 if mean is None else mean[self.cold_items]
+        self.share(self.item_theta, "item")
         self._unpack(self.item_theta, p.item_factors, p.item_bias, self.cold_items)
 
     def draw_step(self, p: Params, side: str, lam: float, precision: torch.Tensor,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from rec.als import kernel
@@ -174,37 +175,63 @@ def build_rows(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_row
     per tile keeps them all in the first, and when more than ``max_split`` rows would be
     split, none is (one tile).  The compiled passes read the ratings where they lie, so the
     only memory taken is the layout itself (``vals`` as ``dtype``)."""
-    n_tiles = max(1, -(-n_cols // tile_cols))
     taken = torch.zeros(0, dtype=torch.int64) if index is None else index
     n_taken = rows.numel() if index is None else index.numel()
-    np_rows, np_cols, np_taken = rows.numpy(), cols.numpy(), taken.numpy()
+    source = (rows.numpy(), cols.numpy(), vals.numpy(), taken.numpy(), n_taken)
     degree = torch.zeros(n_rows, dtype=torch.int64)
-    kernel.layout_degree(np_rows, np_taken, n_taken, degree.numpy())
+    kernel.layout_degree(source[0], source[3], n_taken, degree.numpy())
+    found = torch.empty(kernel.MAX_LEVELS, dtype=vals.dtype)
+    n_levels = kernel.rating_levels(source[2], source[3], n_taken, found.numpy())
+    return _lay_out(lambda: (source,), degree, n_cols, found[:n_levels] if n_levels >= 0 else None,
+                    tile_cols, tile_min, dtype or vals.dtype, max_split)
+
+
+def stream_rows(blocks, degree: torch.Tensor, n_cols: int, levels: torch.Tensor | None,
+                tile_cols: int, tile_min: int, dtype: torch.dtype,
+                max_split: int | None = None) -> RowRatings:
+    """:func:`build_rows` of ratings that arrive in blocks: ``blocks()`` gives a fresh
+    iterator of ``(rows, cols, vals)`` arrays each call (read once, or twice when some row's
+    ratings are split over tiles), ``degree`` each row's ratings among them and ``levels``
+    every distinct value they hold, sorted (``None``: the values are kept as ``dtype``).  Only
+    the layout is held, never the ratings as read; within a row they keep their order."""
+    empty = np.zeros(0, dtype=np.int64)
+    codes = None if levels is None or levels.numel() > kernel.MAX_LEVELS else levels
+    return _lay_out(lambda: ((r, c, v, empty, r.size) for r, c, v in blocks()), degree, n_cols,
+                    codes, tile_cols, tile_min, dtype, max_split)
+
+
+def _lay_out(sources, degree: torch.Tensor, n_cols: int, levels: torch.Tensor | None,
+             tile_cols: int, tile_min: int, dtype: torch.dtype,
+             max_split: int | None) -> RowRatings:
+    """The layout of the ratings ``sources()`` gives, as ``(rows, cols, vals, index,
+    n_taken)`` arrays, with ``degree`` ratings per row: counted per (tile, row) by one pass,
+    none when there is one tile, then placed by another; ``levels`` (or ``None``) as for
+    :func:`stream_rows`."""
+    n_rows = degree.numel()
+    n_tiles = max(1, -(-n_cols // tile_cols))
     split = degree >= (n_tiles * tile_min if n_tiles > 1 else 1 << 62)
     if max_split is not None and int(split.sum()) > max_split:
         n_tiles, split = 1, torch.zeros_like(split)
     width = -(-n_cols // n_tiles)
-    counts = torch.zeros(n_tiles * n_rows, dtype=torch.int64)
-    kernel.layout_count(np_rows, np_cols, np_taken, n_taken, n_rows, width, split.numpy(),
-                        counts.numpy())
+    counts = degree.clone() if n_tiles == 1 else torch.zeros(n_tiles * n_rows, dtype=torch.int64)
+    for rows, cols, _, taken, n_taken in sources() if n_tiles > 1 else ():
+        kernel.layout_count(rows, cols, taken, n_taken, n_rows, width, split.numpy(),
+                            counts.numpy())
     indptr = torch.zeros(n_tiles * n_rows + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=indptr[1:])
-    dtype = dtype or vals.dtype
-    found = torch.empty(kernel.MAX_LEVELS, dtype=vals.dtype)
-    n_levels = kernel.rating_levels(vals.numpy(), np_taken, n_taken, found.numpy())
-    found = found[:max(n_levels, 0)]  # empty: more values than codes, kept as they are
-    out_cols = torch.empty(n_taken, dtype=torch.int32)
-    out_vals = torch.empty(n_taken, dtype=torch.uint8 if n_levels >= 0 else dtype)
-    kernel.layout_fill(np_rows, np_cols, vals.numpy(), np_taken, n_taken, n_rows, width,
-                       split.numpy(), indptr.numpy(), found.numpy(), out_cols.numpy(),
-                       out_vals.numpy())
-    levels = found.to(dtype)
+    found = torch.zeros(0, dtype=torch.float32) if levels is None else levels
+    out_cols = torch.empty(int(indptr[-1]), dtype=torch.int32)
+    out_vals = torch.empty(out_cols.numel(), dtype=dtype if levels is None else torch.uint8)
+    cursor = indptr[:-1].clone()
+    for rows, cols, vals, taken, n_taken in sources():
+        kernel.layout_fill(rows, cols, vals, taken, n_taken, n_rows, width, split.numpy(),
+                           cursor.numpy(), found.numpy(), out_cols.numpy(), out_vals.numpy())
     last_tile = torch.full((n_rows,), -1, dtype=torch.int64)
     for k, held in enumerate(counts.view(n_tiles, n_rows) > 0):
         last_tile[held] = k
     spread = last_tile > 0
     slot = torch.where(spread, torch.cumsum(spread, 0) - 1, -1)
-    return RowRatings(n_rows, n_cols, n_tiles, indptr, out_cols, out_vals, levels,
+    return RowRatings(n_rows, n_cols, n_tiles, indptr, out_cols, out_vals, found.to(dtype),
                       torch.unique(balanced_bounds(degree, ROW_BLOCKS)), degree, last_tile, slot)
 
 

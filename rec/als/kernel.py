@@ -390,23 +390,23 @@ def _layout_count(rows, cols, index, n_taken, n_rows, tile_width, split, counts)
         counts[_layout_key(rows[i], cols[i], n_rows, tile_width, split)] += 1
 
 
-def _layout_fill(rows, cols, vals, index, n_taken, n_rows, tile_width, split, indptr,
+def _layout_fill(rows, cols, vals, index, n_taken, n_rows, tile_width, split, cursor,
                  levels, out_cols, out_vals):
     """Counting sort of the taken ratings by (tile, row) into ``out_cols``/``out_vals``
-    (stable: a key's ratings keep their order), keys starting at ``indptr``; with ``levels``
-    (sorted, not empty), ``out_vals`` receives each value's place in it.  Reads the ratings
-    where they lie: no copy of the subset, no array of keys."""
-    slot = indptr[:-1].copy()
+    (stable: a key's ratings keep their order), key ``k``'s next place at ``cursor[k]``,
+    which it advances (so a layout can be filled block by block); with ``levels`` (sorted,
+    not empty), ``out_vals`` receives each value's place in it.  Reads the ratings where they
+    lie: no copy of the subset, no array of keys."""
     for t in range(n_taken):
         i = _rating(index, t)
         key = _layout_key(rows[i], cols[i], n_rows, tile_width, split)
-        k = slot[key]
+        k = cursor[key]
         out_cols[k] = cols[i]
         if levels.shape[0] > 0:
             out_vals[k] = np.searchsorted(levels, vals[i])
         else:
             out_vals[k] = vals[i]
-        slot[key] = k + 1
+        cursor[key] = k + 1
 
 
 def _prefetch_intrinsic():

@@ -4,12 +4,12 @@ Rank ``r`` of P holds the ratings of users ``[u_r, u_{r+1})`` grouped by user an
 movies ``[i_r, i_{r+1})`` grouped by movie, both ranges contiguous and balanced by rating
 count (:class:`rec.data.shards.Shard`, which reads each side from the cache when it is laid
 out).  Every rank keeps the whole ``[U | b]`` and ``[V | c]``: a step solves the rank's own
-rows against the whole other table, and an all-gather of every rank's updated rows (padded to
-the longest shard) gives each rank the whole table, so every rank ends the step with the
-same parameters a single process computes.  It sends ``(P - 1)`` shards per rank, half of
-what an all-reduce of the whole table would at P = 2.  The genre step needs only V,
-which every rank then holds, and runs on every rank alike; training errors are summed over
-the ranks.
+rows against the whole other table, and :meth:`ShardedALS.share` broadcasts each rank's
+solved rows into every other rank's solution buffer, in place, so every rank ends the step
+with the same parameters a single process computes.  Each rank sends its own rows to the
+``P - 1`` others, as a ring all-gather would, with no padding and no copies.  The genre
+step needs only V, which every rank then holds, and runs on every rank alike; training
+errors are summed over the ranks.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 import torch
 
 from rec.als.engine import ALS
+from rec.als.groups import stream_rows
 from rec.als.params import Params
 from rec.data.shards import Shard
 from rec.distributed import Dist
@@ -36,28 +37,43 @@ class ShardedALS(ALS):
         self._n_train = shard.sizes["train"]
         self.comm = {"time/comm_s": 0.0, "comm/mb": 0.0}
         """Seconds in collectives and megabytes each rank sent, since the last
-        :meth:`take_comm` (as :meth:`total` and :meth:`_exchange` count them)."""
+        :meth:`take_comm` (as :meth:`total` and :meth:`share` count them)."""
 
     def _layout(self, *_):
-        """Each side read from the cache as it is laid out, and dropped: a rank never holds
-        both sides' raw ratings at once."""
-        user, item, rating = self.shard.side("item")
-        by_item = self._group(item, user, rating, self.n_items, self.n_users)
-        del user, item, rating
-        user, item, rating = self.shard.side("user")
-        return by_item, self._group(user, item, rating, self.n_users, self.n_items)
+        """Each side laid out as it is read from the cache: the fused kernel's layout is
+        filled block by block, so a rank never holds a side's ratings as read (the torch
+        path's padded groups read one side whole, then drop it)."""
+        return self._side("item"), self._side("user")
+
+    def _side(self, by: str):
+        n_rows, n_cols = (self.n_users, self.n_items) if by == "user" else (self.n_items,
+                                                                           self.n_users)
+        if self.sizes.kernel != "fused":
+            return self._group(*self.shard.side(by), n_rows, n_cols)
+        values = self.shard.rating_values
+        return stream_rows(lambda: self.shard.side_blocks(by), self.shard.side_degree(by),
+                           n_cols, None if values is None else torch.tensor(values),
+                           self.sizes.tile_cols, self.sizes.tile_min, self.dtype,
+                           self.most_split())
 
     @property
     def n_train(self) -> int:
         return self._n_train
 
-    def user_step(self, p: Params) -> None:
-        super().user_step(p)
-        self._exchange(p.user_factors, p.user_bias, self.user_bounds)
+    def own_part(self, n: int) -> slice:
+        r, p = self.dist.rank, self.dist.world
+        return slice(n * r // p, n * (r + 1) // p)
 
-    def item_step(self, p: Params) -> None:
-        super().item_step(p)
-        self._exchange(p.item_factors, p.item_bias, self.item_bounds)
+    def cache_sharers(self) -> int:
+        return self.dist.local_world
+
+    def share(self, theta: torch.Tensor, side: str) -> None:
+        """Every rank's own rows of ``theta`` into every rank's, in place: one broadcast from
+        each rank, all in flight at once (each rank sends its rows to the ``P - 1`` others)."""
+        bounds = self.user_bounds if side == "user" else self.item_bounds
+        mine = bounds[self.dist.rank + 1] - bounds[self.dist.rank]
+        sent = (self.dist.world - 1) * mine * theta.shape[1] * theta.element_size()
+        self._timed(theta, lambda t: self.dist.share_rows(t, bounds), sent)
 
     def take_comm(self) -> dict:
         out, self.comm = self.comm, {"time/comm_s": 0.0, "comm/mb": 0.0}
@@ -78,21 +94,6 @@ class ShardedALS(ALS):
         of it)."""
         p = self.dist.world
         return self._timed(t, self.dist.sum_, 2 * (p - 1) / p * t.numel() * t.element_size())
-
-    def _exchange(self, factors: torch.Tensor, bias: torch.Tensor, bounds: tuple) -> None:
-        """Every rank's own rows of ``[x | bias]`` into every rank's table: one all-gather,
-        each rank's rows padded to the longest shard (a ring all-gather sends ``P - 1``)."""
-        longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
-        mine = slice(bounds[self.dist.rank], bounds[self.dist.rank + 1])
-        rows = torch.zeros(longest, factors.shape[1] + 1, dtype=factors.dtype,
-                           device=factors.device)
-        rows[:mine.stop - mine.start, :-1] = factors[mine]
-        rows[:mine.stop - mine.start, -1] = bias[mine]
-        sent = (self.dist.world - 1) * rows.numel() * rows.element_size()
-        for a, b, part in zip(bounds[:-1], bounds[1:], self._timed(rows, self.dist.gather_tensor,
-                                                                  sent)):
-            factors[a:b] = part[:b - a, :-1]
-            bias[a:b] = part[:b - a, -1]
 
     def train_errors(self, p: Params, rating_range=None):
         sums = torch.tensor(super().train_errors(p, rating_range), dtype=torch.float64,

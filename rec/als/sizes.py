@@ -31,6 +31,14 @@ rows than it saves in cache misses: ``python -m rec.compare tile=0 tile=349525``
 and 0.93x the epoch of the 3 MiB tiles used before (0.90x and 0.89x in a second sitting).
 Bigger tables are still cut, so a pass stays within a last-level cache's reach."""
 
+SHARED_FUSED_TILE_BYTES = 3 << 20
+"""The fused kernel's tiles when several processes of one job share a machine, and so its
+last-level cache: 3 MiB, 65,536 rows at K = 10.  At P = 2 on the 2-core machine (each rank
+reading the whole other table, one thread each) ML-32M's movie step read the 9.6 MB user
+table about 25% slower than one process did; tiles of 3.2 MB made the two ranks' ALS time
+0.78-0.87x that of whole tables (tile_cols of 50,240 / 67,000 / 87,383 rows: 0.36-0.40 /
+0.36 / 0.40-0.42 s an epoch)."""
+
 NO_TILES = 1 << 62
 
 TILE_MIN_PER_UNKNOWN = 4
@@ -77,8 +85,8 @@ class EngineSizes:
     tile_cols: int | None = None
     """Most rows of the other side's table one gather pass reads; a larger table is cut into
     tiles of at most this many, so that each pass stays in cache.  ``None``: 1.5 MiB of table
-    on CPU for the torch path (2^15 rows at K = 10), 16 MiB for the fused kernel, no tiles on
-    GPU; 0: no tiles."""
+    on CPU for the torch path (2^15 rows at K = 10), 16 MiB for the fused kernel (3 MiB when
+    several ranks of a job share the machine), no tiles on GPU; 0: no tiles."""
     tile_min: int | None = None
     """Ratings per tile a row needs to be split over tiles; ``None``:
     ``TILE_MIN_PER_UNKNOWN (D+1)`` for D unknowns per row."""
@@ -100,14 +108,16 @@ class EngineSizes:
                 raise ConfigError(f"engine.{key}={getattr(self, key)}: must be {want}.")
 
     def resolved(self, device: torch.device | str, row_bytes: int, width: int,
-                 needs_torch: bool = False) -> "EngineSizes":
+                 needs_torch: bool = False, cache_sharers: int = 1) -> "EngineSizes":
         """Every ``None`` replaced by the device's default, and ``tile_cols=0``
         by no tiles; ``row_bytes``: one row of the gathered table, ``width``: unknowns per
-        row; ``needs_torch``: a step only the torch path has is used (the joint genre step)."""
+        row; ``needs_torch``: a step only the torch path has is used (the joint genre step);
+        ``cache_sharers``: processes of the job sharing this machine's last-level cache."""
         chunk, batch, tile = default_sizes(device, row_bytes)
         kernel = self.kernel_for(device, needs_torch, width + 1)
         if kernel == "fused":
-            tile = max(1, FUSED_TILE_BYTES // row_bytes)
+            budget = FUSED_TILE_BYTES if cache_sharers <= 1 else SHARED_FUSED_TILE_BYTES
+            tile = max(1, budget // row_bytes)
         compiled = fused.runs_on(torch.device(device))
         if self.solver == "rows" and not compiled:
             raise ConfigError("engine.solver=rows runs on the CPU with Numba only; write "

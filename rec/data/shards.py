@@ -29,10 +29,12 @@ from rec.data.ratings import DatasetShape
 from rec.data.splits import SplitConfig
 from rec.errors import CacheError, DataError
 
-LABELS_VERSION = 1
+LABELS_VERSION = 2
 BLOCK = 1 << 20
 """Ratings per block read: 13 MB of user, movie, rating and label at a time."""
 TRAIN, VAL, TEST, NEITHER = 0, 1, 2, 3
+MOST_VALUES = 256
+"""Most distinct training rating values a labels file lists (MovieLens has 10)."""
 
 
 def labels_path(cache: Path, split: SplitConfig) -> Path:
@@ -68,10 +70,13 @@ def write_labels(data: DataConfig, split: SplitConfig) -> Path:
     label = np.full(len(ratings), NEITHER, dtype=np.int8)
     for code, index in enumerate((parts.train, parts.val, parts.test)):
         label[index.numpy()] = code
+    values = torch.unique(ratings.rating[parts.train])
     cache = open_cache(data).path
     path = labels_path(cache, split)
-    write_bundle(path, {"label": label}, {"version": LABELS_VERSION, "cache": _identity(cache),
-                                          "split": split.options(), "sizes": parts.sizes()})
+    write_bundle(path, {"label": label}, {
+        "version": LABELS_VERSION, "cache": _identity(cache), "split": split.options(),
+        "sizes": parts.sizes(),
+        "values": values.tolist() if values.numel() <= MOST_VALUES else None})
     return path
 
 
@@ -129,6 +134,9 @@ class Shard(DatasetShape):
     val: Triple
     test: Triple
     block: int = BLOCK
+    rating_values: tuple[float, ...] | None = None
+    """The distinct training rating values, sorted (``None``: more than
+    :data:`MOST_VALUES`)."""
 
     def __len__(self) -> int:
         return self.data.n_ratings
@@ -164,17 +172,34 @@ class Shard(DatasetShape):
         return self._summary(len(self), self.movies_rated, self.rating_mean)
 
     def side(self, by: str) -> Triple:
-        """The training ratings (user, movie, rating) of this rank's users (``by="user"``) or
-        movies (``"item"``), in file order, read now: the caller lays them out and drops them."""
-        rows = self.user_rows if by == "user" else self.item_rows
-        degree = self.user_degree if by == "user" else self.item_degree
-        out = _empty(int(degree[rows].sum()))
+        """The training ratings (row, column, rating) of this rank's users (``by="user"``:
+        rows are users) or movies (``"item"``: rows are movies), in file order, read now: the
+        caller lays them out and drops them."""
+        out = _empty(int(self.side_degree(by).sum()))
         fill = 0
+        for rows, cols, vals in self.side_blocks(by):
+            for target, part in zip(out, (rows, cols, vals)):
+                target[fill:fill + rows.size] = torch.from_numpy(part)
+            fill += rows.size
+        return out
+
+    def side_blocks(self, by: str):
+        """:meth:`side` block by block, as numpy arrays: what a layout built as it reads
+        (:func:`rec.als.groups.stream_rows`) takes."""
+        rows = self.user_rows if by == "user" else self.item_rows
+        other = "item" if by == "user" else "user"
         for b in _blocks(self.data.path, self.labels, ("user", "item", "rating"), self.block):
             key = b[by]
             keep = (b["label"] == TRAIN) & (key >= rows.start) & (key < rows.stop)
-            fill = _append(out, fill, b, keep)
-        return out
+            yield key[keep], b[other][keep], b["rating"][keep]
+
+    def side_degree(self, by: str) -> torch.Tensor:
+        """Training ratings per row in :meth:`side` (zero outside this rank's rows)."""
+        rows = self.user_rows if by == "user" else self.item_rows
+        whole = self.user_degree if by == "user" else self.item_degree
+        degree = torch.zeros_like(whole)
+        degree[rows] = whole[rows]
+        return degree
 
     def pairs(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(user, movie) of the training ratings of ``users`` (int32), read now."""
@@ -235,7 +260,8 @@ def _read_shard(data: DataConfig, split: SplitConfig, rank: int, world: int,
                 bounds: Callable[[torch.Tensor, int], torch.Tensor], block: int) -> Shard:
     cached = open_cache(data)
     labels = labels_path(cached.path, split)
-    sizes = _labels_meta(cached, split)["sizes"]
+    meta = _labels_meta(cached, split)
+    sizes = meta["sizes"]
     n_users, n_items = cached.user_ids.numel(), len(cached.movies)
     user_degree, item_degree = np.zeros(n_users, np.int64), np.zeros(n_items, np.int64)
     user_counts, item_counts = np.zeros(n_users, np.int64), np.zeros(n_items, np.int64)
@@ -256,4 +282,5 @@ def _read_shard(data: DataConfig, split: SplitConfig, rank: int, world: int,
     cuts = [tuple(int(b) for b in bounds(d, world)) for d in degrees]
     return Shard(cached, labels, rank, world, *cuts, *degrees, torch.from_numpy(user_counts),
                  int((item_counts > 0).sum()), train_sum / max(sizes["train"], 1),
-                 total / max(cached.n_ratings, 1), sizes, held[VAL], held[TEST], block)
+                 total / max(cached.n_ratings, 1), sizes, held[VAL], held[TEST], block,
+                 None if meta["values"] is None else tuple(meta["values"]))
