@@ -251,6 +251,9 @@ def format_split(split: dict) -> str:
 
 
 def _steps_line(f: dict, t: dict) -> str:
+    if t['als_s_median'] != t['als_s_median']:  # NaN: a resumed run that had nothing left to do
+        return (f"  epochs    {f['epochs']} run, best {f['best_epoch']}; none ran in this process "
+                "(the checkpoint it resumed from had finished), so no timing")
     per = (f"({t['als_s_per_million_ratings']:.4f} s per million ratings); "
            f"eval s/{'sweep' if 'samples_kept' in f else 'epoch'} {t['eval_s_median']:.3f}")
     if "samples_kept" in f:

@@ -17,7 +17,10 @@ from tests.conftest import REPO
 from tests.test_train_pipeline import configure
 
 README = re.sub(r"\s+", " ", (REPO / "README.md").read_text())
-SHRINK = ("train.max_epochs=2", "tensorboard=false", "train.ranking_max_users=50")
+SHRINK = ("train.max_epochs=2", "tensorboard=false", "train.ranking_max_users=50",
+          "engine.kernel=torch")
+"""A few epochs on small data, on the torch path: the fused kernel compiles once per width, a
+minute at K = 20 on 2 cores, and tests/test_kernel.py checks it against the torch path."""
 
 RUNS = [
     "python train.py model=embeddings K=20 model.tau=10 split=temporal",

@@ -96,6 +96,8 @@ def test_a_rerun_of_an_unfinished_run_resumes_it(small_root, tmp_path, capsys):
                      "tensorboard=false", "train.ranking_max_users=50", run="second")
     assert again["final"] == summary["final"]
     assert not (tmp_path / "outputs" / "second" / "checkpoint.pt").exists()  # continued the first
+    printed = capsys.readouterr().out.split("rec: ")[-1]  # the resumed run's summary
+    assert "none ran in this process" in printed and "nan" not in printed
 
 
 def run_cli(args, cwd, env_root):
