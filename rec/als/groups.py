@@ -179,9 +179,9 @@ def build_rows(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_row
     n_taken = rows.numel() if index is None else index.numel()
     source = (rows.numpy(), cols.numpy(), vals.numpy(), taken.numpy(), n_taken)
     degree = torch.zeros(n_rows, dtype=torch.int64)
-    kernel.layout_degree(source[0], source[3], n_taken, degree.numpy())
+    kernel.layout_degree(rows.numpy(), taken.numpy(), n_taken, degree.numpy())
     found = torch.empty(kernel.MAX_LEVELS, dtype=vals.dtype)
-    n_levels = kernel.rating_levels(source[2], source[3], n_taken, found.numpy())
+    n_levels = kernel.rating_levels(vals.numpy(), taken.numpy(), n_taken, found.numpy())
     return _lay_out(lambda: (source,), degree, n_cols, found[:n_levels] if n_levels >= 0 else None,
                     tile_cols, tile_min, dtype or vals.dtype, max_split)
 
