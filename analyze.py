@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from rec.analysis.run import run_task
 from rec.cli import run_or_exit
-from rec.hydra_config import analyze_config, route_epoch_lines, run_dir
+from rec.hydra_config import analyze_config, main_or_exit, route_epoch_lines, run_dir
 
 
 def _analyze(cfg: DictConfig) -> None:
@@ -25,4 +25,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main_or_exit(main)

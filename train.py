@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from rec.cli import run_or_exit
-from rec.hydra_config import route_epoch_lines, run_config, run_dir
+from rec.hydra_config import main_or_exit, route_epoch_lines, run_config, run_dir
 from rec.pipeline import train
 
 
@@ -34,4 +34,4 @@ RANK_QUIET = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=
 if __name__ == "__main__":
     if int(os.environ.get("RANK", "0")) > 0:
         sys.argv += RANK_QUIET
-    main()
+    main_or_exit(main)

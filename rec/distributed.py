@@ -5,13 +5,17 @@
 each holds the ratings of its own contiguous shard of users (grouped by user) and of movies
 (grouped by movie), so every rating is held twice across the job, never N times.  gloo on
 CPU, NCCL on CUDA, chosen from ``device=``.  Collectives time out (``REC_DIST_TIMEOUT``,
-seconds, default 120), so a dead rank stops the job with an error instead of a hang.  A
-plain ``python train.py`` is one process and never touches this module's collectives.
+seconds, default 120), so a dead or hung rank stops the job with an error instead of a hang;
+the rank that sees it stops the job's other processes on its machine at once (torchrun would
+give a hung one 30 s more to answer its SIGTERM).  A plain ``python train.py`` is one process
+and never touches this module's collectives.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,6 +39,8 @@ class Dist:
     local_world: int = 1
     """Processes of the job on this machine (torchrun's ``LOCAL_WORLD_SIZE``): they share its
     last-level cache."""
+    neighbours: tuple[int, ...] = ()
+    """Process ids of the job's other ranks on this machine."""
 
     @property
     def main(self) -> bool:
@@ -89,11 +95,21 @@ class Dist:
         try:
             call(*args, **kwargs)
         except RuntimeError as e:  # gloo and NCCL report a lost peer or a timeout so
+            self._stop_neighbours()
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise LostPeer(f"rank {self.rank} of {self.world}: another rank stopped answering "
                            f"during {name} ({first}). torchrun's report names the rank that "
                            "failed. Rerun the same command to resume from the last checkpoint, "
                            "or launch with torchrun --max-restarts=N to resume by itself.") from e
+
+    def _stop_neighbours(self) -> None:
+        """The job has failed: end its other processes on this machine now, a hung one
+        included, so it ends within the timeout (each machine's torchrun ends its own)."""
+        for pid in self.neighbours:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:  # already gone
+                pass
 
     def close(self, clean: bool = True) -> None:
         """Leave the job: after a barrier when this rank finished (``clean``), at once when it
@@ -126,8 +142,22 @@ def from_env(device: torch.device) -> Dist:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 store=dist.PrefixStore(f"rec/attempt-{attempt}/", store),
                                 rank=rank, world_size=world, timeout=timeout)
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
-                int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    job = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
+               int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    here = (_machine(), os.environ.get("TORCHELASTIC_RUN_ID", ""))
+    ranks = job.gather((*here, os.getpid()))
+    neighbours = tuple(pid for r, (*where, pid) in enumerate(ranks)
+                       if r != job.rank and tuple(where) == here)
+    return Dist(job.rank, job.world, job.local_rank, job.local_world, neighbours)
+
+
+def _machine() -> str:
+    """What tells this machine from another: its boot id where Linux gives one (two machines
+    may share a host name), else its host name."""
+    try:
+        return open("/proc/sys/kernel/random/boot_id").read().strip()
+    except OSError:
+        return socket.gethostname()
 
 
 def shard_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:

@@ -11,14 +11,19 @@ unless ``verbose=true``; a multirun ends with its table (:class:`SweepSummary`).
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rec.cli import run_or_exit
 
 from rec.errors import ConfigError
 from rec.run_config import RunConfig
@@ -29,6 +34,43 @@ if TYPE_CHECKING:
 
 ANALYZE_ONLY = ("task", "checkpoint")
 CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def register_resolvers() -> None:
+    """``${run_id:}``: this process's id and a random tag, which the run folders' names end
+    with, so runs started in the same second never share a folder (the value is cached: one
+    per process and config)."""
+    OmegaConf.register_new_resolver("run_id", lambda: f"{os.getpid()}-{secrets.token_hex(3)}",
+                                    use_cache=True, replace=True)
+
+
+def main_or_exit(main: Callable[[], None]) -> None:
+    """Call a ``@hydra.main`` function so that every failure a user can cause ends in one line
+    and exit status 2 (:func:`rec.cli.run_or_exit`), Hydra's own included: a bad override,
+    and a run folder that cannot be made or written (Hydra writes its config there first).
+    The job inside wraps itself in :func:`rec.cli.run_or_exit` too, so Hydra adds no line
+    of its own to a failed job's."""
+    register_resolvers()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing a traceback
+
+    def job() -> None:
+        try:
+            main()
+        except (HydraException, OmegaConfBaseException) as e:
+            raise ConfigError(_hydra_message(e)) from e
+    run_or_exit(job)
+
+
+def _hydra_message(e: BaseException) -> str:
+    """Hydra's message and its cause's, without OmegaConf's key-path detail lines."""
+    lines = []
+    for err in (e, e.__cause__):
+        for line in str(err or "").splitlines():
+            line = line.strip()
+            if line and not line.startswith(("full_key:", "object_type=", "reference_type=")) \
+                    and line not in lines:
+                lines.append(line)
+    return " ".join(lines) or type(e).__name__
 
 
 def _plain(cfg: DictConfig) -> dict:
@@ -46,6 +88,7 @@ def run_config(cfg: DictConfig) -> RunConfig:
 
 def compose_run(overrides: list[str]) -> RunConfig:
     """The run configuration ``python train.py OVERRIDES`` would train (for searches)."""
+    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         try:
             cfg = compose("config", overrides=list(overrides))

@@ -14,9 +14,11 @@ optimistic quantile instead of the mean.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rec.als.config import ModelConfig
@@ -26,12 +28,16 @@ from rec.bayes.posterior import Posterior
 from rec.data.catalog import Catalog
 from rec.data.ratings import Ratings
 from rec.data.shards import Shard
-from rec.errors import RecError
-from rec.files import save_torch
+from rec.errors import CacheError, RecError
+from rec.bundle import load_tree, save_tree
 from rec.titles import find_title
 
-FORMAT = 2
-
+FORMAT = 3
+"""3: a bundle (:mod:`rec.bundle`: JSON and checksummed arrays, no pickle); 1 and 2 were
+``torch.save`` pickles, refused on load."""
+KIND = "rec-model"
+FINITE = ("params", "posterior/samples")
+"""Parameters are refused at save and at load when any is NaN or infinite."""
 
 @dataclass
 class Recommender:
@@ -82,23 +88,31 @@ class Recommender:
     def save(self, path: str | Path) -> Path:
         """Write atomically: a killed run never leaves a half-written model."""
         state = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        state.update(format=FORMAT, params=self.params.state_dict(), config=asdict(self.config),
+        state.update(params=self.params.state_dict(), config=asdict(self.config),
                      movies=self.movies.state_dict())
         if self.posterior is not None:  # params are the samples packed: rebuilt on load
             state.update(params=None, posterior=self.posterior.state_dict())
-        return save_torch(state, path)
+        try:
+            return save_tree(path, state, KIND, FORMAT, FINITE)
+        except CacheError as e:
+            raise RecError(f"{path}: not saved: {e}. Training diverged; lower "
+                           "train.relaxation or raise the priors (model.tau, model.gamma).") from e
 
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
+        """A model :meth:`save` wrote; a file that is damaged, of another format or not a
+        model is refused with a message that names it (nothing in it is executed)."""
         path = Path(path)
         if not path.is_file():
-            raise RecError(f"{path}: no trained model there. Train one with `python train.py`, "
-                           "or give checkpoint= the path of a model file.")
+            what = "a folder, not a model file" if path.is_dir() else "no trained model there"
+            raise RecError(f"{path}: {what}. Train one with `python train.py`, or give "
+                           "checkpoint= the path of a model file.")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            version = state.pop("format")
-            if version != FORMAT:
-                raise ValueError(f"model format {version}; this version of rec reads format {FORMAT}")
+            state = load_tree(path, KIND, FORMAT, FINITE)
+        except (CacheError, OSError) as e:
+            raise RecError(f"{path}: not a usable rec model ({e}). Retrain it with "
+                           "`python train.py`, or copy the file again.") from e
+        try:
             posterior = state.get("posterior")
             if posterior is not None:
                 state["posterior"] = Posterior.from_state_dict(posterior)
@@ -108,27 +122,34 @@ class Recommender:
             state["config"] = ModelConfig(**state["config"])
             state["movies"] = Catalog(**state["movies"])
             return cls(**state)
-        except Exception as e:  # a corrupt or foreign file: say so, never half-use it
+        except Exception as e:  # checksums match, yet the content is not a model's
             raise RecError(f"{path}: not a readable rec model ({e}). Retrain it.") from e
 
     # lookups ------------------------------------------------------------------------------
     def user_index(self, user_id: int) -> int:
-        hit = torch.nonzero(self.user_ids == int(user_id)).flatten()
+        hit = torch.nonzero(self.user_ids == as_id(user_id, "user")).flatten()
         if hit.numel() == 0:
             raise RecError(f"user id {user_id} is not in {self.dataset}; for a new user, use "
                            "recommend_new_user with a few (movie id, rating) pairs.")
         return int(hit[0])
 
     def item_index(self, movie_id: int) -> int:
-        hit = torch.nonzero(self.movies.ids == int(movie_id)).flatten()
+        hit = torch.nonzero(self.movies.ids == as_id(movie_id, "movie")).flatten()
         if hit.numel() == 0:
             raise RecError(f"movie id {movie_id} is not in {self.dataset}'s catalog.")
         return int(hit[0])
 
-    def predict_ids(self, user_ids: torch.Tensor, movie_ids: torch.Tensor) -> torch.Tensor:
-        """Clipped predictions for many pairs of a known user id and a catalog movie id."""
+    def _pair_positions(self, user_ids, movie_ids) -> tuple[torch.Tensor, torch.Tensor]:
         users = _positions(self.user_ids, user_ids, "user", self.dataset)
         items = _positions(self.movies.ids, movie_ids, "movie", self.dataset)
+        if users.numel() != items.numel():
+            raise RecError(f"{users.numel()} user ids and {items.numel()} movie ids: give one "
+                           "movie id per user id (pairs are read position by position).")
+        return users, items
+
+    def predict_ids(self, user_ids: torch.Tensor, movie_ids: torch.Tensor) -> torch.Tensor:
+        """Clipped predictions for many pairs of a known user id and a catalog movie id."""
+        users, items = self._pair_positions(user_ids, movie_ids)
         return self.params.predict(users, items).clamp(*self.rating_range)
 
     def find_movie(self, title: str) -> int:
@@ -145,8 +166,13 @@ class Recommender:
         return float(self.params.predict(u, n).clamp(*self.rating_range))
 
     def top_k(self, scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
-              min_count: int = 0) -> list[dict]:
-        """The ``k`` best movies by ``scores``, as records with id, title, genres, score and count."""
+              min_count: int = 0, predicted: torch.Tensor | None = None) -> list[dict]:
+        """The ``k`` best movies by ``scores`` (all of them when fewer are left), as records
+        with id, title, genres, ``score`` (what they are ranked by), ``predicted`` (the
+        predicted rating, clipped to the rating scale: what a person is shown; ``predicted``
+        gives it when ``scores`` are not ratings) and the training rating count."""
+        k = as_count(k, "k")
+        predicted = (scores if predicted is None else predicted).clamp(*self.rating_range)
         scores = scores.clone().float()
         if exclude is not None and exclude.numel():
             scores[exclude] = float("-inf")
@@ -157,7 +183,7 @@ class Recommender:
         m = self.movies
         return [{"rank": r + 1, "movie_id": int(m.ids[i]), "title": m.titles[i],
                  "genres": " | ".join(m.genres_of(i)), "score": float(v),
-                 "ratings": int(self.item_counts[i])}
+                 "predicted": float(predicted[i]), "ratings": int(self.item_counts[i])}
                 for r, (v, i) in enumerate(zip(values.tolist(), index.tolist()))]
 
     def item_scores(self, user_factors: torch.Tensor, user_bias: float = 0.0) -> torch.Tensor:
@@ -193,24 +219,40 @@ class Recommender:
         return theta[:p.dim], float(theta[p.dim]) if cfg.has_biases else 0.0
 
     def _pairs(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Movie indices and ratings of a new user's (movie id, rating) pairs, checked."""
+        """Movie indices and ratings of a new user's (movie id, rating) pairs, checked: known
+        integer ids, each movie once, finite ratings on the scale."""
+        if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+            raise RecError(f"fold-in takes a list of (movie id, rating) pairs; got {pairs!r}.")
+        pairs = list(pairs)
         if not pairs:
             raise RecError("fold-in needs at least one (movie id, rating) pair.")
-        items = torch.tensor([self.item_index(m) for m, _ in pairs])
-        rating = torch.tensor([float(r) for _, r in pairs], dtype=torch.float32)
+        if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+            raise RecError("fold-in takes (movie id, rating) pairs, e.g. [(4993, 5.0), (1, 3.5)].")
+        items = [self.item_index(m) for m, _ in pairs]
+        repeated = sorted({int(self.movies.ids[i]) for i in items if items.count(i) > 1})
+        if repeated:
+            raise RecError(f"fold-in lists movie id(s) {repeated} more than once; give each "
+                           "movie one rating.")
+        try:
+            rating = torch.tensor([float(r) for _, r in pairs], dtype=torch.float32)
+        except (TypeError, ValueError):
+            raise RecError("fold-in ratings must be numbers, e.g. [(4993, 5.0)].") from None
         lo, hi = self.rating_range
-        if bool(((rating < lo) | (rating > hi)).any()):
-            raise RecError(f"fold-in ratings must lie in [{lo}, {hi}]; got {rating.tolist()}.")
-        return items, rating
+        if not bool(((rating >= lo) & (rating <= hi)).all()):  # NaN fails both
+            raise RecError(f"fold-in ratings must be numbers in [{lo}, {hi}]; got {rating.tolist()}.")
+        return torch.tensor(items), rating
 
     def recommend_new_user(self, pairs: list[tuple[int, float]], k: int = 10,
                            min_count: int = 0) -> list[dict]:
         """Top-k for someone not in the data, from a few (movie id, rating) pairs."""
         u, b = self.fold_in(pairs)
-        rated = torch.tensor([self.item_index(m) for m, _ in pairs])
-        return self.top_k(self.item_scores(u, b), k, rated, min_count)
+        return self.top_k(self.item_scores(u, b), k, self._pairs(pairs)[0], min_count)
 
-    def _genre_rows(self, genres: list[str]) -> torch.Tensor:
+    def _genre_rows(self, genres: list[str] | str) -> torch.Tensor:
+        """Genre indices of ``genres``: a list of names, or one string in MovieLens' notation
+        (``"Action"``, ``"Action|Comedy"``)."""
+        if isinstance(genres, str):
+            genres = [g.strip() for g in genres.split("|") if g.strip()]
         names = self.movies.genre_names
         unknown = [g for g in genres if g not in names]
         if unknown or not genres:
@@ -251,8 +293,7 @@ class Recommender:
     def predict_ids_with_std(self, user_ids: torch.Tensor,
                              movie_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean (clipped) and predictive standard deviation of many pairs."""
-        users = _positions(self.user_ids, user_ids, "user", self.dataset)
-        items = _positions(self.movies.ids, movie_ids, "movie", self.dataset)
+        users, items = self._pair_positions(user_ids, movie_ids)
         mean, std = self._posterior().predict(users, items)
         return mean.clamp(*self.rating_range), std
 
@@ -289,7 +330,8 @@ class Recommender:
     def _ranked(self, scores: torch.Tensor, k: int, rank_by: str, quantile: float,
                 exclude: torch.Tensor | None, min_count: int) -> list[dict]:
         mean, std = scores.mean(0), self._posterior().spread(scores)
-        records = self.top_k(self.rank_scores(scores, rank_by, quantile), k, exclude, min_count)
+        records = self.top_k(self.rank_scores(scores, rank_by, quantile), k, exclude, min_count,
+                             predicted=mean)
         for rec in records:
             i = self.item_index(rec["movie_id"])
             rec.update(mean=float(mean[i].clamp(*self.rating_range)), std=float(std[i]))
@@ -333,10 +375,43 @@ class Recommender:
         return f.mean(0).clamp(*self.rating_range), post.spread(f)
 
 
+def as_id(value, what: str) -> int:
+    """``value`` as an integer id; a value that is not a whole number (``1.7``, ``"1"``,
+    NaN, ``True``) is refused, never truncated."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
+            or not math.isfinite(value) or value != int(value):
+        raise RecError(f"{what} id {value!r} is not an integer; ids are the whole numbers of "
+                       "the dataset's files (e.g. 4993).")
+    return int(value)
+
+
+def as_count(value, what: str) -> int:
+    """``value`` as a count of at least 1 (``k`` of a top-k list)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        raise RecError(f"{what}={value!r}: expected a whole number, 1 or more.")
+    return int(value)
+
+
+def as_ids(values, what: str) -> torch.Tensor:
+    """A 1-D int64 tensor of ids; non-integer values are refused, never truncated."""
+    t = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values)
+    if t.dim() != 1:
+        raise RecError(f"{what} ids must be one list (a 1-D array); got shape {tuple(t.shape)}.")
+    if t.is_floating_point() and not bool((t == t.round()).all() & t.isfinite().all()):
+        raise RecError(f"{what} ids must be integers; got non-integer values.")
+    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32,
+                                                  torch.int64, torch.uint8)):
+        raise RecError(f"{what} ids must be integers; got {t.dtype}.")
+    return t.to(torch.int64)
+
+
 def _positions(ids: torch.Tensor, wanted: torch.Tensor, what: str, dataset: str) -> torch.Tensor:
     """Index of each of ``wanted`` in ``ids``; an id not there is an error that names it."""
     order = torch.argsort(ids)
-    wanted = torch.as_tensor(wanted, dtype=ids.dtype)
+    wanted = as_ids(wanted, what)
     at = torch.searchsorted(ids[order], wanted).clamp(max=max(len(ids) - 1, 0))
     found = order[at]
     missing = ids[found] != wanted

@@ -16,8 +16,8 @@ import shutil
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace
-from datetime import datetime
 from pathlib import Path
 
 from rec.bayes.chain import sample
@@ -26,11 +26,10 @@ from rec.data.shards import Shard, prepare, read_shard
 from rec.distributed import Dist, from_env, shard_bounds
 from rec.errors import ConfigError
 from rec.data.ratings import Ratings
-from rec.files import atomic_write
 from rec.model import Recommender
 from rec.progress import EpochProgress
 from rec.run_config import RunConfig
-from rec.runs import CHECKPOINT, find_resumable, fingerprint, read_run, write_run
+from rec.runs import CHECKPOINT, RunLock, claim_run, fingerprint, publish, write_run
 from rec.system import describe, peak_rss_mb, pick_device, set_threads
 from rec.tensorboard_log import TensorBoardLogger
 from rec.bayes.posterior import Posterior
@@ -84,31 +83,39 @@ def measure_loading(data: DataConfig) -> dict:
         return pool.apply(_time_loading, (data,))
 
 
-def run_fingerprint(run: RunConfig, ratings: Ratings | Shard) -> str:
-    """Everything that determines a run's result: resume continues only a run with the same."""
+def run_identity(run: RunConfig, ratings: Ratings | Shard) -> dict:
+    """Everything that determines a run's result, the data's content included: resume
+    continues only a run with the same."""
     sampled = {"inference": asdict(run.inference)} if run.inference.gibbs else {}
-    return fingerprint({"data": ratings.name, "ratings": len(ratings), "split": run.split.options(),
-                        "model": run.model.hparams(), "train": run.train.results_key(),
-                        "bucket_growth": run.engine.bucket_growth, "seed": run.seed,
-                        "dtype": str(run.torch_dtype), "device": pick_device(run.device).type,
-                        **sampled})
+    return {"data": [ratings.name, ratings.content_digest()], "ratings": len(ratings),
+            "split": run.split.options(), "model": run.model.hparams(),
+            "train": run.train.results_key(), "engine": asdict(run.engine), "seed": run.seed,
+            "dtype": str(run.torch_dtype), "device": pick_device(run.device).type, **sampled}
 
 
-def _run_folder(run: RunConfig, run_dir: Path, fp: str, name: str) -> tuple[Path, dict, int]:
-    """The folder to train in (an unfinished run's to resume, else ``run_dir``), its run
-    record and the epoch its checkpoint reached."""
-    work = find_resumable(Path(run.paths.output_root), fp) if run.resume else None
+def run_fingerprint(run: RunConfig, ratings: Ratings | Shard) -> str:
+    return fingerprint(run_identity(run, ratings))
+
+
+def _run_folder(run: RunConfig, run_dir: Path, identity: dict, name: str
+                ) -> tuple[RunLock, tuple[Path, dict, int]]:
+    """The lock this process holds on the folder it trains in (an unfinished run of this
+    identity to resume, else ``run_dir``), and the folder, its run record and the epoch its
+    checkpoint reached."""
+    work, info, lock, notices = claim_run(Path(run.paths.output_root), Path(run_dir), identity,
+                                          name, run.resume, Path(run.paths.tensorboard))
+    for line in notices:
+        log.warning(line)
     epoch = 0
-    if work is not None:
-        saved = load_checkpoint(work / CHECKPOINT, fp)  # an ALS run's epochs, a chain's sweeps
+    if work != Path(run_dir):
+        try:
+            saved = load_checkpoint(work / CHECKPOINT, info["fingerprint"])
+        except BaseException:
+            lock.release()
+            raise
         epoch = saved["state"]["epoch"] if "state" in saved else saved["sweep"]
         log.info("resuming the unfinished run in %s (after epoch %d)", work, epoch)
-    work = work or Path(run_dir)
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    info = read_run(work) or {"fingerprint": fp, "finished": False, "created": stamp,
-                              "tensorboard": str(Path(run.paths.tensorboard) / f"{name}_{stamp}")}
-    write_run(work, info)
-    return work, info, epoch
+    return lock, (work, info, epoch)
 
 
 def train(run: RunConfig, run_dir: Path) -> dict:
@@ -138,50 +145,64 @@ def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
     else:
         ratings, load_s = load(run)
         split = run.split.make(ratings)
-    fp = run_fingerprint(run, ratings)
+    identity = run_identity(run, ratings)
+    fp = fingerprint(identity)
     name = f"{ratings.name}_{run.split.tag()}_{run.variant}_K{run.model.dim}"
-    work, info, done = dist.broadcast(_run_folder(run, run_dir, fp, name) if dist.main else None)
-    board = TensorBoardLogger(info["tensorboard"], purge_step=done + 1 if done else None) \
-        if run.tensorboard and dist.main else None
-    inf = run.inference
-    steps = inf.burn_in + inf.samples if inf.gibbs else run.train.max_epochs
-    progress = EpochProgress(steps, done, enabled=run.progress and dist.main,
-                             unit="sweep" if inf.gibbs else "epoch")
-    callbacks = tuple(c for c in (board, progress) if c)
+    lock, where = _run_folder(run, run_dir, identity, name) if dist.main else (nullcontext(), None)
+    with lock:  # the folder stays this process's to the end
+        work, info, done = dist.broadcast(where)
+        board = TensorBoardLogger(info["tensorboard"], purge_step=done + 1 if done else None) \
+            if run.tensorboard and dist.main else None
+        inf = run.inference
+        steps = inf.burn_in + inf.samples if inf.gibbs else run.train.max_epochs
+        progress = EpochProgress(steps, done, enabled=run.progress and dist.main,
+                                 unit="sweep" if inf.gibbs else "epoch")
+        callbacks = tuple(c for c in (board, progress) if c)
+        try:
+            result, posterior = _infer(run, ratings, split, device, work / CHECKPOINT, fp,
+                                       callbacks, dist)
+            progress.finish()
+        finally:
+            progress.close()
+        peaks = dist.gather(peak_rss_mb())
+        if not dist.main:  # the same result as rank 0's, which writes it
+            return {"final": result.final, "history": result.history}
+        split_info = run.split.describe(ratings.sizes if split is None else split.sizes())
+        meta = {"fingerprint": fp, "split": run.split.options(), "seed": run.seed,
+                "run": str(work), "inference": asdict(run.inference)}
+        model = Recommender.from_shard(ratings, result.params, run.model, result.final, meta) \
+            if split is None else Recommender.from_training(
+                ratings, split.train, result.params, run.model, result.final, meta, posterior)
+        saved = model.save(work / "model.pt")
+        published = publish(saved, run.published_model(ratings.name),
+                            {"run": str(work), "fingerprint": fp, "name": name,
+                             "overrides": _overrides(run_dir)})
+        summary = _summary(run, ratings, split_info, result, load_s, loading, device, published,
+                           info)
+        summary["machine"]["processes"] = dist.world
+        if dist.active:
+            summary["timing"]["peak_rss_mb_per_rank"] = peaks
+            comm = [h["time/comm_s"] for h in result.history if "time/comm_s" in h]
+            mb = [h["comm/mb"] for h in result.history if "comm/mb" in h]
+            summary["timing"]["comm_s_median"] = statistics.median(comm) if comm else float("nan")
+            summary["timing"]["comm_mb_per_epoch"] = statistics.median(mb) if mb else float("nan")
+        for folder in {work, Path(run_dir)}:  # a resumed run: its own folder and the new one
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+        if board:
+            _finish_board(board, run, ratings, split_info, result, model)
+        write_run(work, {**info, "finished": True, "model": str(published)})
+        print(format_summary(summary))
+        return summary
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides Hydra recorded for this run (none outside Hydra)."""
     try:
-        result, posterior = _infer(run, ratings, split, device, work / CHECKPOINT, fp, callbacks,
-                                   dist)
-        progress.finish()
-    finally:
-        progress.close()
-    peaks = dist.gather(peak_rss_mb())
-    if not dist.main:  # the same result as rank 0's, which writes it
-        return {"final": result.final, "history": result.history}
-    split_info = run.split.describe(ratings.sizes if split is None else split.sizes())
-    meta = {"fingerprint": fp, "split": run.split.options(), "seed": run.seed, "run": str(work),
-            "inference": asdict(run.inference)}
-    model = Recommender.from_shard(ratings, result.params, run.model, result.final, meta) \
-        if split is None else Recommender.from_training(ratings, split.train, result.params,
-                                                        run.model, result.final, meta, posterior)
-    saved = model.save(work / "model.pt")
-    published = atomic_write(run.published_model(ratings.name),
-                             lambda tmp: shutil.copyfile(saved, tmp))
-    summary = _summary(run, ratings, split_info, result, load_s, loading, device, published, info)
-    summary["machine"]["processes"] = dist.world
-    if dist.active:
-        summary["timing"]["peak_rss_mb_per_rank"] = peaks
-        comm = [h["time/comm_s"] for h in result.history if "time/comm_s" in h]
-        mb = [h["comm/mb"] for h in result.history if "comm/mb" in h]
-        summary["timing"]["comm_s_median"] = statistics.median(comm) if comm else float("nan")
-        summary["timing"]["comm_mb_per_epoch"] = statistics.median(mb) if mb else float("nan")
-    for folder in {work, Path(run_dir)}:  # a resumed run: its own folder and the new one
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
-    if board:
-        _finish_board(board, run, ratings, split_info, result, model)
-    write_run(work, {**info, "finished": True, "model": str(published)})
-    print(format_summary(summary))
-    return summary
+        return [line[2:] for line in (Path(run_dir) / ".hydra" / "overrides.yaml").read_text()
+                .splitlines() if line.startswith("- ")]
+    except OSError:
+        return []
 
 
 def _infer(run: RunConfig, ratings: Ratings | Shard, split, device, checkpoint: Path, fp: str,

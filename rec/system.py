@@ -19,10 +19,32 @@ def pick_device(name: str = "auto") -> torch.device:
     """``auto`` is ``cuda`` when a GPU is visible, else ``cpu``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={name}: rec runs on cpu or cuda (cuda:N for a GPU of "
+                          "several); use device=auto to pick a GPU when one is visible.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name}: no CUDA GPU is visible here; use device=cpu or device=auto.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device={name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                          "numbered from 0.")
     return device
+
+
+def total_memory() -> int:
+    """Bytes of physical memory (0 where the OS cannot say): sizes that could never fit are
+    refused before the work starts."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 def set_threads(threads: int | None) -> None:

@@ -29,16 +29,20 @@ from rec.data.ratings import Ratings
 from rec.data.shards import Shard
 from rec.data.splits import Split
 from rec.distributed import Dist
-from rec.errors import ConfigError, RecError
-from rec.files import save_torch
+from rec.errors import CacheError, ConfigError, RecError
+from rec.bundle import load_tree, save_tree
 from rec.mapping import from_mapping
+from rec.system import gib, total_memory
 from rec.metrics import (accuracy_of, nll, pairs_of_users, ranked_users, ranking_means,
                          ranking_sums, squared_errors)
 
 log = logging.getLogger(__name__)
 epoch_log = logging.getLogger("rec.epochs")
 """Each epoch's full record: the run's log file always, the terminal when ``verbose``."""
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+"""2: a bundle (:mod:`rec.bundle`, no pickle); format 1 was a ``torch.save`` pickle."""
+CHECKPOINT_KIND = "rec-checkpoint"
+CHECKPOINT_FINITE = ("params", "best", "kept")
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ class TrainConfig:
     than the alternating path's early-stopped 0.8361, so it is off by default."""
 
     def __post_init__(self) -> None:
-        checks = [("max_epochs", self.max_epochs >= 0, "a count of epochs, 0 or more"),
+        checks = [("max_epochs", self.max_epochs >= 1, "1 or more (0 would train nothing and "
+                   "publish the random initial parameters)"),
                   ("patience", self.patience >= 0, "0 or more epochs"),
                   ("ranking_k", self.ranking_k >= 1, "1 or more"),
                   ("ranking_max_users", self.ranking_max_users is None
@@ -145,12 +150,25 @@ def _sync(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def load_checkpoint(path: Path, fingerprint: str) -> dict:
+def save_checkpoint(path: Path, fingerprint: str, state: dict) -> None:
+    """Write a run's ``state`` atomically, tied to its ``fingerprint``; parameters that are
+    NaN or infinite are refused (the last good checkpoint stays)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise RecError(f"{path}: unreadable checkpoint ({e}); move it away to start afresh.") from e
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != fingerprint:
+        save_tree(path, {**state, "fingerprint": fingerprint}, CHECKPOINT_KIND,
+                  CHECKPOINT_FORMAT, CHECKPOINT_FINITE)
+    except CacheError as e:
+        raise RecError(f"{path}: not saved: {e}. Training diverged; lower train.relaxation "
+                       "or raise the priors (model.tau, model.gamma).") from e
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict:
+    """The state :func:`save_checkpoint` wrote for ``fingerprint`` (nothing in the file is
+    executed); a damaged file or another run's is refused."""
+    try:
+        state = load_tree(path, CHECKPOINT_KIND, CHECKPOINT_FORMAT, CHECKPOINT_FINITE)
+    except (CacheError, OSError) as e:
+        raise RecError(f"{path}: unusable checkpoint ({e}); move it away to start afresh.") from e
+    if state.get("fingerprint") != fingerprint:
         raise RecError(f"{path}: this checkpoint belongs to another configuration; "
                        "resume it with that configuration, or train anew.")
     return state
@@ -240,6 +258,20 @@ def ranking_metrics(p: Params, ratings: Ratings | Shard, split: Split | None, da
     return {f"test/{k}": v for k, v in ranking_means(sums, n, cfg.ranking_k).items()}
 
 
+def _check_fits(rows: int, dim: int, dtype: torch.dtype, device) -> None:
+    """Refuse a size that could never fit in memory, before any work: a lower bound of what
+    training holds (the parameters and the best epoch's copy, one float64 system per
+    thread)."""
+    width = dim + 2
+    need = 2 * rows * width * torch.finfo(dtype).bits // 8 + torch.get_num_threads() * width ** 2 * 8
+    have = total_memory() if torch.device(device).type == "cpu" else \
+        torch.cuda.get_device_properties(torch.device(device)).total_memory
+    if have and need > have:
+        raise ConfigError(f"K={dim} needs at least {gib(need)} of memory here ({rows:,} users and "
+                          f"movies of {width} numbers each, and {width}x{width} systems), and this "
+                          f"machine has {gib(have)}; lower K.")
+
+
 def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg: ModelConfig,
                  sizes: EngineSizes = EngineSizes(), device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, joint_genre_step: bool = False,
@@ -247,6 +279,7 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
     """The engine over the training ratings at positions ``train``, laid out by ``sizes``
     (the fused kernel's layout reads them in place; the torch path's groups copy them); in a
     job of several processes, over this rank's :class:`Shard` (:class:`ShardedALS`)."""
+    _check_fits(ratings.n_users + ratings.n_items, model_cfg.dim, dtype, device)
     genres = ratings.movies.genre_matrix(dtype)
     if dist.active != isinstance(ratings, Shard):
         raise RecError("a job of several processes trains on each rank's Shard "
@@ -300,9 +333,9 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
         for cb in callbacks:  # before the checkpoint: a resumed run redoes what they missed
             cb.on_epoch(stop.epoch, record, p)
         if checkpoint is not None and dist.main:
-            save_torch({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
-                        "params": p.state_dict(), "best": best.state_dict(),
-                        "history": history, "state": asdict(stop)}, checkpoint)
+            save_checkpoint(checkpoint, fingerprint, {
+                "params": p.state_dict(), "best": best.state_dict(), "history": history,
+                "state": asdict(stop)})
     kept = best if cfg.restore_best and stop.best_epoch else p
     t2 = _sync(device)
     facts = engine.finish()

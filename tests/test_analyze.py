@@ -78,7 +78,7 @@ def test_unreadable_published_model_is_retrained(tmp_path, small_root, capsys):
     published.write_bytes(b"an older or damaged file")
     analyze(tmp_path, small_root, "polarization")
     out = capsys.readouterr().out
-    assert "not a readable rec model" in out and "training it first" in out
+    assert "not a usable rec model" in out and "training it first" in out
     assert published.stat().st_size > 1000  # replaced by the retrained model
 
 

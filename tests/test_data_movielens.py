@@ -11,7 +11,7 @@ import torch
 
 from rec.data import DataConfig, load_dataset
 from rec.data import load as load_module
-from rec.data.cache import read_header
+from rec.bundle import read_header
 from rec.data.load import cache_path, resolve
 from tests.conftest import REPO
 from tests.formats import ML100K_GENRES, write_csv_family, write_dat_family, write_ml100k

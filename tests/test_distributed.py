@@ -16,8 +16,10 @@ import torch
 
 from rec.als.config import ModelConfig
 from rec.als.params import TENSORS, Params
+from rec.bundle import load_tree
 from rec.distributed import shard_bounds
 from rec.model import Recommender
+from rec.training import CHECKPOINT_FORMAT, CHECKPOINT_KIND
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
@@ -99,7 +101,7 @@ def _epoch(root: Path) -> int:
     if not found:
         return 0
     try:
-        return torch.load(found[0], weights_only=False)["state"]["epoch"]
+        return load_tree(found[0], CHECKPOINT_KIND, CHECKPOINT_FORMAT)["state"]["epoch"]
     except Exception:  # being replaced: ask again
         return 0
 
@@ -116,24 +118,35 @@ def whole_run(tmp_path_factory) -> Recommender:
     return model_of(root)
 
 
-def _start_and_kill_rank_1(root: Path, cwd: Path, restarts: int = 0) -> tuple[int, str, int]:
-    """Start a 2-rank job, SIGKILL rank 1 after epoch 3; its exit code, output and the
-    epoch of the last checkpoint."""
+def _start_and_kill_rank_1(root: Path, cwd: Path, restarts: int = 0, sig=signal.SIGKILL,
+                           timeout: str = "120") -> tuple[int, str, int, float]:
+    """Start a 2-rank job, send rank 1 ``sig`` (SIGKILL: killed, SIGSTOP: hung) after epoch
+    3; its exit code, output, the epoch of the last checkpoint, and the seconds from the
+    signal to the job's end."""
     cwd.mkdir(parents=True, exist_ok=True)
     job = subprocess.Popen(command(root, KILL_EPOCHS, nproc=2, restarts=restarts), cwd=cwd,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env={**os.environ, "REC_DIST_TIMEOUT": timeout})
+    victim = None
     try:
         deadline = time.time() + 90
         while _epoch(root) < 3 and job.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         victim = _rank_pid(job.pid, 1)
         assert victim is not None and job.poll() is None, "the job ended before the kill"
-        os.kill(victim, signal.SIGKILL)
+        os.kill(victim, sig)
+        start = time.monotonic()
         out, _ = job.communicate(timeout=150)  # stops (or restarts): no hang
+        took = time.monotonic() - start
     finally:
         if job.poll() is None:
             job.kill()
-    return job.returncode, out, _epoch(root)
+        if victim is not None and sig != signal.SIGKILL:
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return job.returncode, out, _epoch(root), took
 
 
 def _assert_ends_like(root: Path, whole: Recommender) -> None:
@@ -146,7 +159,7 @@ def _assert_ends_like(root: Path, whole: Recommender) -> None:
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_a_killed_rank_stops_the_job_and_the_rerun_resumes_to_the_same_end(tmp_path, whole_run):
     root, cwd = tmp_path / "two", tmp_path / "cwd"
-    code, out, killed_at = _start_and_kill_rank_1(root, cwd)
+    code, out, killed_at, _ = _start_and_kill_rank_1(root, cwd)
     assert code != 0 and "SIGKILL" in out and 3 <= killed_at < KILL_EPOCHS
     again = run(command(root, KILL_EPOCHS, nproc=2), cwd)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -157,11 +170,19 @@ def test_a_killed_rank_stops_the_job_and_the_rerun_resumes_to_the_same_end(tmp_p
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_under_max_restarts_the_job_resumes_by_itself(tmp_path, whole_run):
     root = tmp_path / "two"
-    code, out, _ = _start_and_kill_rank_1(root, tmp_path / "cwd", restarts=1)
+    code, out, _, _ = _start_and_kill_rank_1(root, tmp_path / "cwd", restarts=1)
     assert code == 0, out[-3000:]
     assert "exitcode: -9" in out and "resuming the unfinished run" in out  # restarted
     assert len(list(root.glob("outputs/train/*/*/*/run.json"))) == 1  # the same run folder
     _assert_ends_like(root, whole_run)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_hung_rank_stops_the_job_within_the_timeout(tmp_path):
+    code, out, _, took = _start_and_kill_rank_1(tmp_path / "two", tmp_path / "cwd",
+                                                sig=signal.SIGSTOP, timeout="8")
+    assert code != 0 and "another rank stopped answering" in out, out[-3000:]
+    assert took < 8 + 10, took  # torchrun alone would wait 30 s more for the hung rank
 
 
 def test_a_failed_collective_says_what_happened_and_what_to_do():
@@ -267,7 +288,7 @@ def test_shards_of_an_unordered_file_split_by_time(small, tmp_path):
 
 def test_a_corrupt_or_stale_labels_file_is_refused_then_rewritten(small, small_root, tmp_path):
     from rec.data import DataConfig
-    from rec.data.cache import read_header, write_bundle
+    from rec.bundle import read_header, write_bundle
     from rec.data.load import open_cache
     from rec.data.shards import labels_path, prepare, read_shard
     from rec.data.splits import SplitConfig

@@ -19,7 +19,7 @@ from rec.data.ratings import Ratings
 from rec.data.splits import make_split
 from rec.errors import ConfigError, RecError
 from rec.model import Recommender
-from rec.training import TrainConfig
+from rec.training import TrainConfig, load_checkpoint
 from tests.conftest import RANDOM, random_ratings
 from tests.test_train_pipeline import train
 
@@ -131,7 +131,7 @@ def test_a_seeded_chain_is_reproducible_and_a_killed_one_resumes_to_the_same_end
     ckpt = tmp_path / "chain.pt"
     with pytest.raises(KeyboardInterrupt):
         sample(r, split, cfg, inf, seed=3, checkpoint=ckpt, fingerprint="x", callbacks=(Kill(),))
-    assert torch.load(ckpt, weights_only=False)["sweep"] == 10
+    assert load_checkpoint(ckpt, "x")["sweep"] == 10
     resumed = sample(r, split, cfg, inf, seed=3, checkpoint=ckpt, fingerprint="x")
     assert same(resumed.fit.final, whole.fit.final)
     for key, value in whole.posterior.samples.items():

@@ -10,7 +10,8 @@ import torch
 from rec.als import ModelConfig
 from rec.data import make_split
 from rec.errors import RecError
-from rec.model import Recommender
+from rec.bundle import load_tree, save_tree
+from rec.model import FORMAT, KIND, Recommender
 from rec.titles import find_title, normalize
 from rec.training import TrainConfig, fit
 
@@ -99,12 +100,15 @@ def test_unreadable_model_is_a_clear_error(tmp_path):
         Recommender.load(tmp_path / "absent.pt")
 
 
-def test_older_model_format_says_so(trained, tmp_path):
+def test_older_model_formats_say_so(trained, tmp_path):
     model, _ = trained
     path = model.save(tmp_path / "m.pt")
-    state = torch.load(path, weights_only=False)
-    torch.save({**state, "format": 1}, path)
-    with pytest.raises(RecError, match="model format 1; this version of rec reads format 2"):
+    state = load_tree(path, KIND, FORMAT)
+    save_tree(path, state, KIND, 2)
+    with pytest.raises(RecError, match="rec-model format 2; this version of rec reads format 3"):
+        Recommender.load(path)
+    torch.save({"format": 2, "params": None}, path)  # what rec wrote before version 3
+    with pytest.raises(RecError, match="PyTorch zip archive, the format of rec before version 3"):
         Recommender.load(path)
 
 

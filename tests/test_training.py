@@ -16,7 +16,7 @@ from rec.data import DataConfig, Split, load_dataset, make_split
 from rec.errors import ConfigError
 from rec.metrics import ranking
 from rec.als.sizes import EngineSizes
-from rec.training import TrainConfig, fit
+from rec.training import TrainConfig, fit, load_checkpoint
 from tests.conftest import REPO, random_ratings
 
 FAST = TrainConfig(max_epochs=30, ranking_max_users=200)
@@ -77,7 +77,7 @@ def test_killed_run_resumes_to_the_same_parameters(small, small_root, session_ca
                              str(session_cache)], cwd=REPO, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert killed.returncode == -9, killed.stderr  # really killed
-    saved = torch.load(checkpoint, weights_only=False)
+    saved = load_checkpoint(checkpoint, "kill-test")
     assert saved["state"]["epoch"] == 3
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -28,9 +28,9 @@ from rec.bayes.sampler import GibbsSampler
 from rec.data.ratings import Ratings
 from rec.data.splits import Split
 from rec.errors import ConfigError
-from rec.files import save_torch
-from rec.training import (CHECKPOINT_FORMAT, Callback, FitResult, TrainConfig, _Subsets, _sync,
-                          build_engine, cold_rows, epoch_log, load_checkpoint, ranking_metrics)
+from rec.training import (Callback, FitResult, TrainConfig, _Subsets, _sync,
+                          build_engine, cold_rows, epoch_log, load_checkpoint, ranking_metrics,
+                          save_checkpoint)
 
 log = logging.getLogger(__name__)
 RUNGS = ("biases", "embeddings", "features")
@@ -75,10 +75,10 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
     else:
         for _ in range(inference.warm_start):
             engine.epoch(p)
-    save = lambda: save_torch({
-        "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "sweep": done,
-        "params": p.state_dict(), "sampler": sampler.state_dict(), "history": history,
-        "kept": kept, "running": {k: r.state_dict() for k, r in running.items()}}, checkpoint)
+    save = lambda: save_checkpoint(checkpoint, fingerprint, {
+        "sweep": done, "params": p.state_dict(), "sampler": sampler.state_dict(),
+        "history": history, "kept": kept,
+        "running": {k: r.state_dict() for k, r in running.items()}})
     total = inference.burn_in + inference.samples
     sweep_s, eval_s = [], []
     while done < total:

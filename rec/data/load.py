@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from rec.data import cache as bundle
+from rec import bundle
 from rec.data.build import MoviesTable, RawRatings, assemble
 from rec.data.catalog import Catalog
 from rec.data.custom import parse_custom
@@ -31,7 +31,7 @@ from rec.errors import CacheError, ConfigError, DataError
 from rec.mapping import from_mapping
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 DATASETS = (*LAYOUTS, "synthetic", "csv")
 
 
@@ -59,8 +59,9 @@ class DataConfig:
     """``synthetic``: fraction of ML-32M's shape."""
     seed: int = 0
     """``synthetic``: generator seed."""
-    planted: dict = field(default_factory=dict)
-    """``synthetic``: other :class:`SyntheticSpec` settings (``rank``, ``noise`` ...)."""
+    planted: dict | None = None
+    """``synthetic``: other :class:`SyntheticSpec` settings (``rank``, ``noise`` ...), e.g.
+    ``data.planted={rank: 5}`` or ``+data.planted.users=2000000``."""
     path: str | None = None
     """``csv``: the ratings file."""
     columns: dict = field(default_factory=lambda: {
@@ -93,7 +94,7 @@ class DataConfig:
 
     def synthetic_spec(self) -> SyntheticSpec:
         try:
-            return SyntheticSpec(scale=self.scale, seed=self.seed, **self.planted)
+            return SyntheticSpec(scale=self.scale, seed=self.seed, **(self.planted or {}))
         except TypeError as e:
             raise ConfigError(f"data.planted: {e}") from e
 
@@ -124,6 +125,9 @@ def _grouplens(cfg: DataConfig, root: Path) -> Source:
         folder = root / layout.archive_folder  # extracted by hand under the zip's own name
     url = f"{cfg.url.rstrip('/')}/{cfg.name}.zip"
     hint = offline_hint(cfg.name, folder, url, [layout.ratings_file, layout.movies_file])
+    if (folder / layout.ratings_file).is_dir():
+        raise DataError(f"{folder / layout.ratings_file}: is a folder, not the ratings file. "
+                        f"{hint}")
     if not (folder / layout.ratings_file).is_file():
         if folder.is_dir() and any(folder.iterdir()):
             raise DataError(f"{folder / layout.ratings_file}: missing ({layout.ratings_file} is not "
@@ -142,6 +146,7 @@ def _synthetic(cfg: DataConfig, root: Path) -> Source:
     spec = cfg.synthetic_spec()
     folder = root / "synthetic" / spec.folder_name()
     if not ((folder / "ratings.csv").is_file() and (folder / "movies.csv").is_file()):
+        spec.shape()  # an impossible shape is refused before anything is written
         log.info("generating synthetic data (scale %g, seed %d) in %s", spec.scale, spec.seed, folder)
         generate(spec, folder)
     layout = LAYOUTS["ml-32m"]
@@ -192,7 +197,20 @@ def cache_path(cfg: DataConfig, source: Source) -> Path:
 
 
 def _stamp(files: list[Path]) -> list:
-    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    """Each source file's name, size and SHA-256: the cache is fresh only for these contents
+    (a file edited in place, or replaced by another of the same size and time, is seen)."""
+    out = []
+    for f in files:
+        with open(f, "rb") as handle:
+            out.append([f.name, f.stat().st_size, hashlib.file_digest(handle, "sha256").hexdigest()])
+    return out
+
+
+def _digest(stamp: list, cfg: DataConfig, source: Source) -> str:
+    """The dataset's identity: its files' contents and every option they are parsed with."""
+    options = [[s[1:] for s in stamp], cfg.duplicates, list(source.rating_scale), cfg.columns,
+               cfg.sep, cfg.header, cfg.names, cfg.movie_columns, CACHE_VERSION]
+    return hashlib.sha256(json.dumps(options, default=str).encode()).hexdigest()[:32]
 
 
 def _to_cache(path: Path, r: Ratings, stamp: list) -> None:
@@ -203,7 +221,7 @@ def _to_cache(path: Path, r: Ratings, stamp: list) -> None:
     arrays.update({f"fold:{k}": v.numpy() for k, v in r.folds.items()})
     meta = {"version": CACHE_VERSION, "sources": stamp, "name": r.name, "titles": m.titles,
             "genre_names": m.genre_names, "rating_range": list(r.rating_range),
-            "fold_hint": r.fold_hint}
+            "fold_hint": r.fold_hint, "digest": r.digest}
     bundle.write_bundle(path, arrays, meta)
 
 
@@ -235,7 +253,7 @@ def _from_cache(path: Path, stamp: list, timestamps: bool) -> Ratings:
         raise CacheError(f"{path}: rating arrays differ in length")
     movies = _catalog(t, meta)
     return Ratings(name=meta["name"], movies=movies, rating_range=tuple(meta["rating_range"]),
-                   fold_hint=meta.get("fold_hint", ""),
+                   fold_hint=meta.get("fold_hint", ""), digest=meta["digest"],
                    folds={k[5:]: v for k, v in t.items() if k.startswith("fold:")},
                    **{k: v for k, v in t.items() if not k.startswith("fold:")})
 
@@ -250,11 +268,13 @@ class CachedDataset:
     movies: Catalog
     user_ids: torch.Tensor
     rating_range: tuple[float, float]
+    digest: str
+    """The dataset's content identity (:attr:`Ratings.digest`)."""
 
 
 def open_cache(cfg: DataConfig) -> CachedDataset:
     """The cache of the dataset ``cfg``, its catalog and id maps read, its per-rating arrays
-    left on disk for :func:`rec.data.cache.read_chunks`; :class:`CacheError` when the cache is
+    left on disk for :func:`rec.bundle.read_chunks`; :class:`CacheError` when the cache is
     missing, stale or corrupt (:func:`load_dataset` writes it)."""
     source = resolve(cfg)
     path = cache_path(cfg, source)
@@ -267,7 +287,7 @@ def open_cache(cfg: DataConfig) -> CachedDataset:
     t = {k: torch.from_numpy(v) for k, v in arrays.items()}
     n = next(s["shape"][0] for s in header["arrays"] if s["name"] == "rating")
     return CachedDataset(path, meta["name"], n, _catalog(t, meta), t["user_ids"],
-                         tuple(meta["rating_range"]))
+                         tuple(meta["rating_range"]), meta["digest"])
 
 
 def load_dataset(cfg: DataConfig | dict, timestamps: bool = True) -> Ratings:
@@ -288,7 +308,7 @@ def load_dataset(cfg: DataConfig | dict, timestamps: bool = True) -> Ratings:
             log.warning("ignoring the cache (%s); rebuilding it from %s", e, source.folder)
     raw, catalog = source.parse()
     ratings = replace(assemble(source.name, raw, catalog, source.rating_scale, cfg.duplicates),
-                      fold_hint=source.fold_hint)
+                      fold_hint=source.fold_hint, digest=_digest(stamp, cfg, source))
     if len(ratings) == 0:
         raise DataError(f"{raw.path}: holds no ratings.")
     try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from rec.data.catalog import Catalog
@@ -67,9 +69,21 @@ class Ratings(DatasetShape):
     fold_hint: str = ""
     """For a dataset that has official folds: where their files belong and where to get them
     (empty for one without folds), so a missing fold's error can say what to do."""
+    digest: str = ""
+    """Hash of the source files' contents and the options they were parsed with (set by the
+    loader); empty for ratings built in memory, whose :meth:`content_digest` hashes the arrays."""
 
     def __len__(self) -> int:
         return self.rating.numel()
+
+    def content_digest(self) -> str:
+        """What identifies these ratings' content: a resumed run must have the same."""
+        if self.digest:
+            return self.digest
+        h = hashlib.sha256()
+        for t in (self.user, self.item, self.rating, self.user_ids, self.movies.ids):
+            h.update(t.contiguous().numpy().reshape(-1).view(np.uint8).data)
+        return h.hexdigest()[:32]
 
     def item_counts(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """Ratings per movie, over all ratings or the rows in ``index``."""

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from rec.data.cache import read_chunks, read_header, write_bundle
+from rec.bundle import read_chunks, read_header, write_bundle
 from rec.data.catalog import Catalog
 from rec.data.load import CachedDataset, DataConfig, load_dataset, open_cache
 from rec.data.ratings import DatasetShape
@@ -166,6 +166,10 @@ class Shard(DatasetShape):
     @property
     def rating_range(self) -> tuple[float, float]:
         return self.data.rating_range
+
+    def content_digest(self) -> str:
+        """The whole dataset's content identity (:meth:`Ratings.content_digest`)."""
+        return self.data.digest
 
     def summary(self) -> dict:
         """:meth:`rec.data.ratings.Ratings.summary`'s counts, of the whole dataset."""

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -30,10 +31,13 @@ import pyarrow.csv as pacsv
 
 from rec.data.catalog import NO_GENRE
 from rec.errors import ConfigError
+from rec.system import gib, total_memory
 
 log = logging.getLogger(__name__)
 
 ML32M_SHAPE = (200_948, 87_585, 32_000_204)
+BYTES_PER_RATING = 20
+"""A loaded rating: int32 user and movie, float32 rating, int64 timestamp."""
 # Share of ML movies carrying each genre; a movie with none is "(no genres listed)".
 GENRE_SHARES = {
     "Drama": 0.39, "Comedy": 0.27, "Thriller": 0.13, "Romance": 0.12, "Action": 0.11,
@@ -83,6 +87,19 @@ class SyntheticSpec:
     ratings: int | None = None
     """Override the number of ratings (default: scale x 32,000,204)."""
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"data.{f.name}={v}: expected a finite number.")
+        if self.scale <= 0:
+            raise ConfigError(f"data.scale={self.scale}: expected a fraction of ML-32M's shape "
+                              "above 0 (1.0 is ML-32M's 32 million ratings).")
+        for name in ("users", "movies", "ratings"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"data.planted.{name}={getattr(self, name)}: expected a "
+                                  "positive count (or leave it out).")
+
     def shape(self) -> tuple[int, int, int]:
         base = [max(1, round(x * self.scale)) for x in ML32M_SHAPE]
         n_users, n_items, n_ratings = [o if o is not None else b for o, b in
@@ -93,6 +110,12 @@ class SyntheticSpec:
                 f"synthetic: {n_ratings} ratings cannot give {n_users} users at least "
                 f"{self.min_user_degree} ratings each among {n_items} movies (at most half "
                 "of all pairs); change data.scale, data.ratings or data.min_user_degree.")
+        memory = total_memory()
+        if memory and n_ratings * BYTES_PER_RATING > memory:
+            raise ConfigError(
+                f"synthetic: {n_ratings:,} ratings need about {gib(n_ratings * BYTES_PER_RATING)}"
+                f" of memory to load, and this machine has {gib(memory)}; lower data.scale "
+                "(1.0 is ML-32M's 32 million ratings).")
         return n_users, n_items, n_ratings
 
     def folder_name(self) -> str:

@@ -18,15 +18,37 @@ from rec.errors import DataError
 ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
 
 
+COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip"), b"PK\x03\x04": ("zip", "unzip"),
+              b"BZh": ("bzip2", "bunzip2"), b"\xfd7zXZ": ("xz", "unxz"),
+              b"\x28\xb5\x2f\xfd": ("zstd", "unzstd")}
+"""How compressed files begin, and the command that unpacks each."""
+
+
 def require_file(path: Path, what: str, hint: str) -> Path:
     """Return ``path`` if it is a file, else raise a :class:`DataError` that says what to do."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a {what}. {hint}")
     if not path.is_file():
         raise DataError(f"{path}: missing {what}. {hint}")
     return path
 
 
+def require_text(path: Path) -> None:
+    """Refuse a compressed or binary file with a message that says what it is."""
+    with open(path, "rb") as f:
+        start = f.read(4096)
+    for magic, (kind, command) in COMPRESSED.items():
+        if start.startswith(magic):
+            raise DataError(f"{path}: is {kind}-compressed; rec reads plain text. Decompress it "
+                            f"first ({command} {path.name}) and point rec at the result.")
+    if b"\0" in start:
+        raise DataError(f"{path}: is a binary file, not delimited text; give rec the ratings as "
+                        "text (one rating per line).")
+
+
 def read_text(path: Path, encoding: str = "utf-8") -> str:
     """Whole file as text; files older GroupLens releases wrote in latin-1 are decoded as such."""
+    require_text(path)
     raw = path.read_bytes()
     try:
         return raw.decode(encoding)
@@ -35,6 +57,7 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
 
 
 def first_line(path: Path) -> str:
+    require_text(path)
     with open(path, "rb") as f:
         return f.readline().decode("utf-8", "replace").rstrip("\r\n").lstrip("\ufeff")
 
@@ -60,6 +83,8 @@ def read_columns(path: Path, columns: dict[str, str], delimiter: str, header: bo
     failure is reported with the first bad line of the file, read with
     ``file_delimiter`` when ``data`` was rewritten with another delimiter.
     """
+    if data is None:
+        require_text(path)
     scan = (path, file_delimiter or delimiter, header, names, columns, quoting)
     read = pacsv.ReadOptions(column_names=None if header else names, use_threads=True,
                              block_size=1 << 24)
@@ -89,9 +114,11 @@ def _field_problem(value: str, kind: str) -> str | None:
         return "is empty"
     if kind == "int":
         try:
-            int(value)
+            number = int(value)
         except ValueError:
             return f"{value!r} is not an integer"
+        if not -2**63 <= number < 2**63:
+            return f"{value} is too large for an id (at most {2**63 - 1:,})"
     if kind == "float":
         try:
             float(value)
