@@ -349,7 +349,7 @@ import errno, os, tempfile
 _real = tempfile.mkstemp
 def _full(*args, prefix='', **kw):
     if {what!r} in prefix:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), prefix)
+        raise OSError(errno.{code}, os.strerror(errno.{code}), prefix)
     return _real(*args, prefix=prefix, **kw)
 tempfile.mkstemp = _full
 """
@@ -362,18 +362,24 @@ u._save_config = _full
 """
 
 
-@pytest.mark.parametrize("prelude, where", [
-    (HYDRA_NO_SPACE, "config.yaml"), (NO_SPACE.format(what=".checkpoint.pt."), "checkpoint"),
-    (NO_SPACE.format(what=".features+genre_bias-K3.pt."), "features+genre_bias-K3.pt")])
-def test_a_full_disk_is_one_line_that_names_the_file_and_destroys_nothing(
-        small_root, tmp_path, prelude, where):
+MODEL = ".features+genre_bias-K3.pt."
+
+
+@pytest.mark.parametrize("prelude, where, problem", [
+    (HYDRA_NO_SPACE, "config.yaml", "no space left on its disk"),
+    (NO_SPACE.format(what=".checkpoint.pt.", code="ENOSPC"), "checkpoint", "no space left"),
+    (NO_SPACE.format(what=MODEL, code="ENOSPC"), MODEL[1:-1], "no space left on its disk"),
+    (NO_SPACE.format(what=MODEL, code="EROFS"), MODEL[1:-1], "read-only file system"),
+    (NO_SPACE.format(what=MODEL, code="EACCES"), MODEL[1:-1], "permission denied")])
+def test_a_full_or_unwritable_disk_is_one_line_that_names_the_file_and_destroys_nothing(
+        small_root, tmp_path, prelude, where, problem):
     first = cli("train.py", *TINY, cwd=tmp_path, data_root=small_root)
     assert first.returncode == 0, first.stderr[-2000:]
     published = next((tmp_path / "models").glob(f"*/{RANDOM}/*.pt"))
     before = published.read_bytes()
     out = cli("train.py", *TINY, "model.tau=3", cwd=tmp_path, data_root=small_root,
               prelude=prelude)
-    assert_one_line(out, "no space left on its disk", where, "paths.root")
+    assert_one_line(out, problem, where, "paths.root")
     assert published.read_bytes() == before
     Recommender.load(published)
 
