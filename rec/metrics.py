@@ -3,8 +3,12 @@
 RMSE clips predictions to the dataset's rating range; NLL is the Gaussian
 negative log-likelihood per rating at noise precision lambda; cold-start RMSE
 covers the test rows whose movie has no training rating; ranking metrics
-(precision, recall and NDCG at k) rank every movie the user did not rate in
-training, with test ratings >= 4 as the relevant ones.
+rank every movie the user did not rate in training, with held-out ratings at least
+``relevance`` (4 by default) as the relevant ones: per user, precision@k (hits / k),
+recall@k (hits / min(k, relevant), so a perfect list scores 1), NDCG@k, MAP@k (average
+precision at the relevant ranks, over min(k, relevant)) and hit rate (any hit); over all
+users, catalogue coverage (the share of movies in some list) and the mean popularity
+(training count) of what is recommended.
 """
 
 from __future__ import annotations
@@ -99,53 +103,92 @@ def pairs_of_users(ratings, index: torch.Tensor, users: torch.Tensor,
 def ranking(p: Params, train_user: torch.Tensor, train_item: torch.Tensor, test_user: torch.Tensor,
             test_item: torch.Tensor, test_rating: torch.Tensor, k: int = 10,
             threshold: float = 4.0, users: torch.Tensor | None = None,
-            batch: int | None = None) -> dict[str, float]:
-    """precision@k, recall@k and NDCG@k over ``users`` (default: all with a relevant test rating).
+            batch: int | None = None, popularity: torch.Tensor | None = None) -> dict[str, float]:
+    """The ranking metrics at ``k`` over ``users`` (default: all with a relevant test rating).
 
     ``train_user``, ``train_item`` are the pairs excluded from the candidates
-    (at least those of ``users``).
+    (at least those of ``users``); ``popularity`` (n_items) each movie's training count.
     """
     if users is None:
         users = ranked_users(test_user, test_rating, p.user_factors.shape[0], threshold)
     sums = ranking_sums(p, train_user, train_item, test_user, test_item, test_rating, k,
-                        threshold, users, batch)
+                        threshold, users, batch, popularity)
     return ranking_means(sums, users.numel(), k)
+
+
+PER_USER = ("precision", "recall", "ndcg", "map", "hit_rate", "popularity")
+"""The per-user sums at the head of :func:`ranking_sums`' vector."""
 
 
 def ranking_means(sums: torch.Tensor, n: int, k: int) -> dict[str, float]:
     """:func:`ranking`'s metrics from :func:`ranking_sums` over ``n`` users (NaN for none)."""
-    means = [float(x) / n if n else float("nan") for x in sums]
-    return {f"precision@{k}": means[0], f"recall@{k}": means[1], f"ndcg@{k}": means[2],
-            "ranked_users": n}
+    head = sums[:len(PER_USER)].tolist()
+    out = {f"{name}@{k}": x / n if n else float("nan") for name, x in zip(PER_USER, head)}
+    out[f"coverage@{k}"] = float((sums[len(PER_USER):] > 0).double().mean()) if n else float("nan")
+    out["ranked_users"] = n
+    return out
 
 
 def ranking_sums(p: Params, train_user: torch.Tensor, train_item: torch.Tensor,
                  test_user: torch.Tensor, test_item: torch.Tensor, test_rating: torch.Tensor,
                  k: int, threshold: float, users: torch.Tensor,
-                 batch: int | None = None) -> torch.Tensor:
-    """Sums over ``users`` of precision@k, recall@k and NDCG@k (float64): the sums of a job's
-    ranks add up to one process's."""
-    n_users, n_items = p.user_factors.shape[0], p.item_factors.shape[0]
+                 batch: int | None = None, popularity: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Sums over ``users`` of each metric of :data:`PER_USER`, then how often each movie was
+    recommended (float64, ``len(PER_USER) + n_items``): the sums of a job's ranks add up to
+    one process's."""
+    n_items = p.item_factors.shape[0]
+    sums = torch.zeros(len(PER_USER) + n_items, dtype=torch.float64, device=users.device)
+    scores = lambda b: torch.addmm(p.item_bias, p.user_factors[b], p.item_factors.T)  # no mu, b_m
+    for rows, top in ranked_lists(scores, p.user_factors.shape[0], n_items, train_user,
+                                  train_item, test_user, test_item, test_rating, k, threshold,
+                                  users, batch, popularity):
+        sums[:len(PER_USER)] += rows.sum(0)
+        sums[len(PER_USER):].index_add_(0, top.reshape(-1), torch.ones(
+            top.numel(), dtype=torch.float64, device=users.device))
+    return sums
+
+
+def ranked_lists(scores, n_users: int, n_items: int, train_user: torch.Tensor,
+                 train_item: torch.Tensor, test_user: torch.Tensor, test_item: torch.Tensor,
+                 test_rating: torch.Tensor, k: int, threshold: float, users: torch.Tensor,
+                 batch: int | None = None, popularity: torch.Tensor | None = None):
+    """Per batch of ``users``: each user's row of :data:`PER_USER` metrics (float64) and their
+    top-``k`` movie indices, ranked by ``scores(batch) -> (len(batch), n_items)`` among the
+    movies they did not interact with in training (any system's scores: the benchmarks rank
+    peers with the same code)."""
     relevant = test_rating >= threshold
     rel_user, rel_item = test_user[relevant].long(), test_item[relevant].long()
-    sums = torch.zeros(3, dtype=torch.float64, device=users.device)
     if users.numel() == 0:
-        return sums
+        return
+    pop = torch.zeros(n_items, dtype=torch.float64, device=users.device) if popularity is None \
+        else popularity.to(users.device, torch.float64)
     batch = batch or max(16, (1 << 21) // max(n_items, 1))  # ~8 MB of scores: cached, 2-3x faster
     seen = _csr(train_user, train_item, n_users)  # as given: int32 halves its sort's memory
     rel = _csr(rel_user, rel_item, n_users)
-    discount = 1.0 / torch.log2(torch.arange(k, device=users.device, dtype=torch.float64) + 2)
     for s in range(0, users.numel(), batch):
         b = users[s:s + batch]
-        scores = torch.addmm(p.item_bias, p.user_factors[b], p.item_factors.T)  # mu, b_m: no rank
-        scores.masked_fill_(_batch_mask(*seen, b, n_items), float("-inf"))
-        top = torch.topk(scores, min(k, n_items), dim=1).indices
+        scored = scores(b).clone() if not isinstance(scores, torch.Tensor) else scores[b].clone()
+        scored.masked_fill_(_batch_mask(*seen, b, n_items), float("-inf"))
+        top = torch.topk(scored, min(k, n_items), dim=1).indices
         hits = _batch_mask(*rel, b, n_items).gather(1, top).double()
-        n_rel = (rel[0][b + 1] - rel[0][b]).double()
-        ideal = torch.cumsum(discount, 0)[(n_rel.clamp(max=k) - 1).long()]
-        sums += torch.stack([hits.sum(1).div(k).sum(), (hits.sum(1) / n_rel).sum(),
-                             ((hits * discount[:hits.shape[1]]).sum(1) / ideal).sum()])
-    return sums
+        yield list_metrics(hits, (rel[0][b + 1] - rel[0][b]).double(), k, pop[top]), top
+
+
+def list_metrics(hits: torch.Tensor, n_rel: torch.Tensor, k: int,
+                 popularity: torch.Tensor) -> torch.Tensor:
+    """:data:`PER_USER` of each list: ``hits`` (users, <= k) 1 where the movie at that rank
+    is relevant, ``n_rel`` each user's relevant count, ``popularity`` the listed movies'."""
+    n = hits.shape[1]
+    ranks = torch.arange(1, n + 1, device=hits.device, dtype=torch.float64)
+    discount = 1.0 / torch.log2(ranks + 1)
+    best = n_rel.clamp(max=n)
+    ideal = torch.cumsum(discount, 0)[(best - 1).long()]
+    found = hits.sum(1)
+    precision_at = torch.cumsum(hits, 1) / ranks
+    return torch.stack([found / k, found / best, (hits * discount).sum(1) / ideal,
+                        (precision_at * hits).sum(1) / best, (found > 0).double(),
+                        popularity.double().mean(1)], 1)
 
 
 def paired_bootstrap_rmse(errors_a: torch.Tensor, errors_b: torch.Tensor, n_boot: int = 2000,

@@ -58,6 +58,8 @@ class Recommender:
     meta: dict = field(default_factory=dict)
     posterior: Posterior | None = None
     """Gibbs: the kept posterior samples (``params`` is then their packed posterior mean)."""
+    _shared: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    """The implicit loss's ``alpha0 V^T V``, once a fold-in formed it."""
 
     @classmethod
     def from_training(cls, ratings: Ratings, train: torch.Tensor, params: Params,
@@ -87,7 +89,7 @@ class Recommender:
     # persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write atomically: a killed run never leaves a half-written model."""
-        state = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        state = {k: getattr(self, k) for k, f in self.__dataclass_fields__.items() if f.init}
         state.update(params=self.params.state_dict(), config=asdict(self.config),
                      movies=self.movies.state_dict())
         if self.posterior is not None:  # params are the samples packed: rebuilt on load
@@ -149,6 +151,7 @@ class Recommender:
 
     def predict_ids(self, user_ids: torch.Tensor, movie_ids: torch.Tensor) -> torch.Tensor:
         """Clipped predictions for many pairs of a known user id and a catalog movie id."""
+        self._ratings_only("predict_ids")
         users, items = self._pair_positions(user_ids, movie_ids)
         return self.params.predict(users, items).clamp(*self.rating_range)
 
@@ -160,8 +163,15 @@ class Recommender:
         return self.rated_items[self.rated_offsets[user]:self.rated_offsets[user + 1]].long()
 
     # answers ------------------------------------------------------------------------------
+    def _ratings_only(self, what: str) -> None:
+        if self.config.implicit:
+            raise RecError(f"{what}: this model learned who watched what (model.feedback="
+                           "implicit); its scores rank movies but are not ratings. Use "
+                           "recommend, or a model trained on the ratings.")
+
     def predict(self, user_id: int, movie_id: int) -> float:
         """Predicted rating of a known user for a catalog movie, clipped to the rating range."""
+        self._ratings_only("predict")
         u, n = torch.tensor([self.user_index(user_id)]), torch.tensor([self.item_index(movie_id)])
         return float(self.params.predict(u, n).clamp(*self.rating_range))
 
@@ -170,9 +180,13 @@ class Recommender:
         """The ``k`` best movies by ``scores`` (all of them when fewer are left), as records
         with id, title, genres, ``score`` (what they are ranked by), ``predicted`` (the
         predicted rating, clipped to the rating scale: what a person is shown; ``predicted``
-        gives it when ``scores`` are not ratings) and the training rating count."""
+        gives it when ``scores`` are not ratings; an implicit-feedback model has none) and
+        the training rating count."""
         k = as_count(k, "k")
-        predicted = (scores if predicted is None else predicted).clamp(*self.rating_range)
+        if predicted is None and not self.config.implicit:
+            predicted = scores
+        if predicted is not None:
+            predicted = predicted.clamp(*self.rating_range)
         scores = scores.clone().float()
         if exclude is not None and exclude.numel():
             scores[exclude] = float("-inf")
@@ -181,10 +195,25 @@ class Recommender:
         k = min(k, int(torch.isfinite(scores).sum()))
         values, index = torch.topk(scores, k)
         m = self.movies
-        return [{"rank": r + 1, "movie_id": int(m.ids[i]), "title": m.titles[i],
-                 "genres": " | ".join(m.genres_of(i)), "score": float(v),
-                 "predicted": float(predicted[i]), "ratings": int(self.item_counts[i])}
-                for r, (v, i) in enumerate(zip(values.tolist(), index.tolist()))]
+        records = [{"rank": r + 1, "movie_id": int(m.ids[i]), "title": m.titles[i],
+                    "genres": " | ".join(m.genres_of(i)), "score": float(v),
+                    "ratings": int(self.item_counts[i])}
+                   for r, (v, i) in enumerate(zip(values.tolist(), index.tolist()))]
+        if predicted is not None:
+            for rec in records:
+                rec["predicted"] = float(predicted[self.item_index(rec["movie_id"])])
+        return records
+
+    def similar(self, movie_id: int, k: int = 10, min_count: int = 0) -> list[dict]:
+        """The ``k`` movies whose embeddings point most nearly the same way as this one's
+        (cosine similarity, the ``score``)."""
+        n = self.item_index(movie_id)
+        v = self.params.item_factors
+        if v.shape[1] == 0:
+            raise RecError("similar movies need embeddings: this model has none (model=biases).")
+        unit = v / v.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        return [{k: v for k, v in rec.items() if k != "predicted"}
+                for rec in self.top_k(unit @ unit[n], k, torch.tensor([n]), min_count)]
 
     def item_scores(self, user_factors: torch.Tensor, user_bias: float = 0.0) -> torch.Tensor:
         """Predicted rating of every movie for one user vector (unclipped)."""
@@ -200,7 +229,10 @@ class Recommender:
 
     def fold_in(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, float]:
         """A new user's ``(u, b)``: one exact user step against fixed V and c (SPEC §3); for a
-        Gibbs model, one per posterior sample, packed like :attr:`params`."""
+        Gibbs model, one per posterior sample, packed like :attr:`params`.  An implicit-
+        feedback model takes the movies the person watched, as ids or (id, rating) pairs."""
+        if self.config.implicit:
+            return self._fold_in_watched(pairs), 0.0
         if self.posterior is not None:  # packed like params: item_scores gives the mean
             u, b = self.fold_in_samples(pairs)
             return u.reshape(-1) / self.posterior.size ** 0.5, float(b.mean())
@@ -217,6 +249,47 @@ class Recommender:
             reg = reg * len(items)
         theta = ridge_solve((z.T @ z).unsqueeze(0), cfg.lam, reg)[0]
         return theta[:p.dim], float(theta[p.dim]) if cfg.has_biases else 0.0
+
+    def _fold_in_watched(self, watched) -> torch.Tensor:
+        """The implicit loss's exact user step for one person: ``(alpha0 V^T V + sum c v v^T
+        + tau (|N| + alpha0 N)^nu I) u = sum c v`` over the movies they watched."""
+        items, c = self._watched(watched)
+        cfg, v = self.config, self.params.item_factors
+        x = v[items].double()
+        a = self._gramian() + (x.T * c) @ x
+        a.diagonal().add_(cfg.tau * (len(items) + cfg.alpha0 * v.shape[0]) ** cfg.nu)
+        return torch.linalg.solve(a, x.T @ c).to(v.dtype)
+
+    def _gramian(self) -> torch.Tensor:
+        """``alpha0 V^T V`` in float64, formed once per model (fold-ins share it)."""
+        if self._shared is None:
+            v = self.params.item_factors.double()
+            self._shared = self.config.alpha0 * (v.T @ v)
+        return self._shared.clone()
+
+    def _watched(self, watched) -> tuple[torch.Tensor, torch.Tensor]:
+        """Movie indices and confidences ``c`` of what a person watched: movie ids, or
+        (movie id, rating) pairs; ratings under ``interaction_min`` are not interactions."""
+        if isinstance(watched, (str, bytes)) or not hasattr(watched, "__iter__"):
+            raise RecError(f"fold-in takes a list of movie ids or (movie id, rating) pairs; "
+                           f"got {watched!r}.")
+        watched = list(watched)
+        if watched and all(isinstance(w, (tuple, list)) for w in watched):
+            items, rating = self._pairs(watched)
+        else:
+            if any(isinstance(w, (tuple, list)) for w in watched):
+                raise RecError("fold-in takes movie ids or (movie id, rating) pairs, not both.")
+            items, rating = self._pairs([(w, self.rating_range[1]) for w in watched])
+            rating = torch.full_like(rating, float("nan"))
+        cfg = self.config
+        keep = torch.ones(len(items), dtype=torch.bool) if cfg.interaction_min is None else \
+            rating.isnan() | (rating >= cfg.interaction_min)
+        if not bool(keep.any()):
+            raise RecError(f"none of these ratings reaches model.interaction_min="
+                           f"{cfg.interaction_min}: this model learned from nothing lower.")
+        rated = torch.nan_to_num(rating[keep].double(), nan=0.0)
+        c = 1 + cfg.confidence * rated if cfg.confidence else torch.ones_like(rated)
+        return items[keep], c
 
     def _pairs(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Movie indices and ratings of a new user's (movie id, rating) pairs, checked: known
@@ -246,7 +319,8 @@ class Recommender:
                            min_count: int = 0) -> list[dict]:
         """Top-k for someone not in the data, from a few (movie id, rating) pairs."""
         u, b = self.fold_in(pairs)
-        return self.top_k(self.item_scores(u, b), k, self._pairs(pairs)[0], min_count)
+        seen = self._watched(pairs)[0] if self.config.implicit else self._pairs(pairs)[0]
+        return self.top_k(self.item_scores(u, b), k, seen, min_count)
 
     def _genre_rows(self, genres: list[str] | str) -> torch.Tensor:
         """Genre indices of ``genres``: a list of names, or one string in MovieLens' notation

@@ -285,6 +285,17 @@ def _steps_line(f: dict, t: dict) -> str:
             f"{t['als_s_median']:.3f}, min {t['als_s_min']:.3f} " + per)
 
 
+def _accuracy_line(f: dict, k: str) -> str:
+    if "val/rmse" not in f:  # the implicit loss: no ratings predicted, selected by NDCG
+        return (f"  val       NDCG@{k} {f[f'val/ndcg@{k}']:.4f} (what selects the epoch)   "
+                f"objective L {f['objective']:,.1f}")
+    return (f"  val       RMSE {f['val/rmse']:.4f}   test RMSE {f['test/rmse']:.4f}  NLL "
+            f"{f['test/nll']:.4f}  " + (
+                f"warm {f['test/warm_rmse']:.4f} ({f['test/warm_n']:,} rows), cold-start "
+                f"{f['test/cold_rmse']:.4f} ({f['test/cold_n']:,} rows)" if f["test/cold_n"]
+                else "no test movie is unseen in training"))
+
+
 def format_summary(s: dict) -> str:
     f, t, m, c = s["final"], s["timing"], s["machine"], s["counts"]
     k = next((key.split("@")[1] for key in f if key.startswith("test/precision@")), "10")
@@ -311,12 +322,13 @@ def format_summary(s: dict) -> str:
         *([f"  intervals test coverage of the 50% / 90% predictive intervals: "
            f"{f['test/coverage_50']:.3f} / {f['test/coverage_90']:.3f}"] if "test/coverage_50" in f
           else []),
-        f"  val       RMSE {f['val/rmse']:.4f}   test RMSE {f['test/rmse']:.4f}  NLL {f['test/nll']:.4f}  "
-        + (f"warm {f['test/warm_rmse']:.4f} ({f['test/warm_n']:,} rows), cold-start "
-           f"{f['test/cold_rmse']:.4f} ({f['test/cold_n']:,} rows)" if f["test/cold_n"]
-           else "no test movie is unseen in training"),
+        _accuracy_line(f, k),
         f"  ranking   precision@{k} {f[f'test/precision@{k}']:.4f}  recall@{k} {f[f'test/recall@{k}']:.4f}  "
-        f"NDCG@{k} {f[f'test/ndcg@{k}']:.4f}  ({f['test/ranked_users']} users)",
+        f"NDCG@{k} {f[f'test/ndcg@{k}']:.4f}  MAP@{k} {f[f'test/map@{k}']:.4f}  hit rate "
+        f"{f[f'test/hit_rate@{k}']:.3f}  ({f['test/ranked_users']} users; relevant: test ratings "
+        f">= {s['train']['relevance']:g})",
+        f"  lists     coverage {f[f'test/coverage@{k}']:.1%} of the catalogue, mean popularity "
+        f"{f[f'test/popularity@{k}']:,.1f} training ratings",
         f"  model     {s['model_file']}",
         f"  logs      tensorboard --logdir {Path(s['tensorboard']).parent}",
     ]

@@ -27,9 +27,10 @@ class EpochProgress:
                         disable=disable, dynamic_ncols=True, leave=True)
 
     def on_epoch(self, epoch: int, record: dict, params: Params) -> None:
-        self.best = min(self.best, record["val/rmse"])
+        name, value, better = _selected(record)
+        self.best = value if self.best == math.inf else better(self.best, value)
         seconds = record["time/als_s"] + record["time/eval_s"]
-        self.bar.set_postfix_str(f"val RMSE {record['val/rmse']:.4f} (best {self.best:.4f}), "
+        self.bar.set_postfix_str(f"val {name} {value:.4f} (best {self.best:.4f}), "
                                  f"{seconds:.2f} s/{self.unit}", refresh=False)
         self.bar.update(epoch - self.bar.n)
 
@@ -42,3 +43,12 @@ class EpochProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _selected(record: dict):
+    """The validation metric that selects epochs: RMSE (lower is better), or NDCG@k for the
+    implicit loss (higher is better)."""
+    if "val/rmse" in record:
+        return "RMSE", record["val/rmse"], min
+    key = next(k for k in record if k.startswith("val/ndcg@"))
+    return f"NDCG@{key.split('@')[1]}", record[key], max

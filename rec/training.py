@@ -54,7 +54,8 @@ class TrainConfig:
     patience: int = 3
     """Epochs without a validation improvement before stopping (the report: 0)."""
     min_delta: float = 1e-5
-    """An epoch improves when validation RMSE drops by more than this."""
+    """An epoch improves when validation RMSE (implicit feedback: minus NDCG@k) drops by more
+    than this."""
     restore_best: bool = True
     """Keep the best epoch's parameters (the report kept the last ones)."""
     eval_train: bool = True
@@ -109,7 +110,7 @@ class StopState:
 
     epoch: int = 0
     best_val: float = math.inf
-    """Lowest validation RMSE so far."""
+    """Lowest validation loss so far (:func:`selection_loss`: RMSE, or minus NDCG@k)."""
     best_epoch: int = 0
     bad_epochs: int = 0
     """Epochs since the last improvement."""
@@ -117,11 +118,11 @@ class StopState:
     def should_continue(self, cfg: TrainConfig) -> bool:
         return self.epoch < cfg.max_epochs and self.bad_epochs <= cfg.patience
 
-    def record(self, epoch: int, val_rmse: float, min_delta: float) -> bool:
+    def record(self, epoch: int, val_loss: float, min_delta: float) -> bool:
         """Account for ``epoch``; ``True`` when it improved on the best by more than ``min_delta``."""
         self.epoch = epoch
-        if val_rmse < self.best_val - min_delta:
-            self.best_val, self.best_epoch, self.bad_epochs = val_rmse, epoch, 0
+        if val_loss < self.best_val - min_delta:
+            self.best_val, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
             return True
         self.bad_epochs += 1
         return False
@@ -206,7 +207,15 @@ def _accuracy(engine: ALS, p: Params, user: torch.Tensor, item: torch.Tensor,
 
 
 def _evaluate(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
-              rating_range: tuple[float, float], record: dict) -> None:
+              rating_range: tuple[float, float], record: dict, ranked) -> None:
+    """One epoch's metrics into ``record``; ``ranked(part)``: the ranking metrics of
+    ``part``, which select the implicit loss's epochs."""
+    if engine.implicit:
+        if cfg.eval_train:
+            record["objective"] = engine.objective(p)
+        for part in ("val", "test") if cfg.eval_test else ("val",):
+            record.update(ranked(part))
+        return
     if cfg.eval_train:
         record.update(_train_metrics(engine, p, rating_range))
     for part in ("val", "test") if cfg.eval_test else ("val",):
@@ -216,7 +225,13 @@ def _evaluate(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
 
 def final_metrics(engine: ALS, p: Params, ratings: Ratings | Shard, split: Split | None,
                   data: _Subsets, cfg: TrainConfig, seed: int) -> dict:
-    """Accuracy per split, cold-start RMSE and ranking metrics of the kept parameters."""
+    """Accuracy per split, cold-start RMSE and ranking metrics of the kept parameters (the
+    implicit loss: its objective and the ranking metrics of validation and test)."""
+    if engine.implicit:
+        out = {"objective": engine.objective(p), "train/n": engine.n_train}
+        for part in data.parts:
+            out.update(ranking_metrics(p, ratings, split, data, cfg, seed, engine, part))
+        return out
     rr = ratings.rating_range
     out = {**_train_metrics(engine, p, rr), "train/n": engine.n_train}
     for part, tensors in data.parts.items():
@@ -238,10 +253,12 @@ def cold_rows(engine: ALS, item: torch.Tensor) -> torch.Tensor:
 
 
 def ranking_metrics(p: Params, ratings: Ratings | Shard, split: Split | None, data: _Subsets,
-                    cfg: TrainConfig, seed: int, engine: ALS | None = None) -> dict:
-    """precision, recall and NDCG at ``cfg.ranking_k`` on test, of ``p``'s scores; over a
-    job's shards, each rank ranks its own users and the sums are added up."""
-    user, item, rating = data.parts["test"]
+                    cfg: TrainConfig, seed: int, engine: ALS | None = None,
+                    part: str = "test") -> dict:
+    """The ranking metrics at ``cfg.ranking_k`` on ``part`` (``val`` or ``test``) of ``p``'s
+    scores, every movie the user did not rate in training a candidate; over a job's shards,
+    each rank ranks its own users and the sums are added up."""
+    user, item, rating = data.parts[part]
     users = ranked_users(user, rating, p.user_factors.shape[0], cfg.relevance,
                          cfg.ranking_max_users, seed)
     n = users.numel()
@@ -251,11 +268,19 @@ def ranking_metrics(p: Params, ratings: Ratings | Shard, split: Split | None, da
         seen_user, seen_item = ratings.pairs(users)
     else:
         seen_user, seen_item = pairs_of_users(ratings, split.train, users)
+    popularity = engine.item_degree if engine is not None else ratings.item_counts(split.train)
     sums = ranking_sums(p, seen_user.to(user.device), seen_item.to(user.device), user, item,
-                        rating, cfg.ranking_k, cfg.relevance, users.to(user.device))
+                        rating, cfg.ranking_k, cfg.relevance, users.to(user.device),
+                        popularity=popularity)
     if engine is not None:
         engine.total(sums)
-    return {f"test/{k}": v for k, v in ranking_means(sums, n, cfg.ranking_k).items()}
+    return {f"{part}/{k}": v for k, v in ranking_means(sums, n, cfg.ranking_k).items()}
+
+
+def selection_loss(record: dict, model_cfg: ModelConfig, k: int) -> float:
+    """What early stopping and searches minimize: validation RMSE for explicit feedback,
+    minus validation NDCG@k for the implicit loss (its scores are not ratings)."""
+    return -record[f"val/ndcg@{k}"] if model_cfg.implicit else record["val/rmse"]
 
 
 def _check_fits(rows: int, dim: int, dtype: torch.dtype, device) -> None:
@@ -321,11 +346,13 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
         history, stop = saved["history"], StopState(**saved["state"])
         log.info("resuming %s after epoch %d", checkpoint, stop.epoch)
     als_s, eval_s = [], []
+    ranked = lambda part: ranking_metrics(p, ratings, split, data, cfg, seed, engine, part)
     while stop.should_continue(cfg):
-        record = _epoch(engine, p, data, cfg, ratings.rating_range, stop.epoch + 1)
+        record = _epoch(engine, p, data, cfg, ratings.rating_range, stop.epoch + 1, ranked)
         als_s.append(record["time/als_s"])
         eval_s.append(record["time/eval_s"])
-        if stop.record(record["epoch"], record["val/rmse"], cfg.min_delta):
+        if stop.record(record["epoch"], selection_loss(record, model_cfg, cfg.ranking_k),
+                       cfg.min_delta):
             best.copy_(p)
         history.append(record)
         epoch_log.info("epoch %d: %s", stop.epoch, "  ".join(
@@ -347,7 +374,7 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
 
 
 def _epoch(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
-           rating_range: tuple[float, float], epoch: int) -> dict:
+           rating_range: tuple[float, float], epoch: int, ranked) -> dict:
     """One ALS epoch on ``p``, then its metrics; the record of what it did and took."""
     t0 = _sync(engine.device)
     engine.epoch(p)
@@ -355,7 +382,7 @@ def _epoch(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
     record = {"epoch": epoch, "time/als_s": t1 - t0}
     if engine.timer:
         record.update({f"profile/{k}_s": v for k, v in engine.timer.take().items()})
-    _evaluate(engine, p, data, cfg, rating_range, record)
+    _evaluate(engine, p, data, cfg, rating_range, record, ranked)
     record["time/eval_s"] = _sync(engine.device) - t1
     record.update(engine.take_comm())  # the steps' exchanges and the metrics' sums
     return record

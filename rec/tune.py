@@ -6,7 +6,8 @@
 Optuna's TPE sampler proposes each trial's values from the trials before it;
 each trial composes rec's Hydra config from the fixed overrides plus its
 values, exactly as ``python train.py`` would, trains, and reports its
-validation RMSE (which the search minimizes; test metrics are never used).
+validation RMSE, or minus its validation NDCG@k for ``feedback=implicit`` (which the search
+minimizes; test metrics are never used).
 Every trial writes its normal run folder under the search's folder
 (``<paths.output_root>/tune/<name>/<trial>/``, its model and TensorBoard run
 inside it too, so the user's model store is untouched).  The study lives in
@@ -38,6 +39,7 @@ from rec.cli import run_or_exit
 from rec.errors import ConfigError, RecError
 from rec.hydra_config import CONF, compose_run
 from rec.pipeline import load, train
+from rec.training import selection_loss
 from rec.sweep import write_summary
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,7 @@ class Search:
         trial.set_user_attr("run", str(run_dir))
         try:
             run = compose_run(self.overrides(values, run_dir.name))
-            return train(run, run_dir)["final"]["val/rmse"]
+            return selection_loss(train(run, run_dir)["final"], run.model, run.train.ranking_k)
         except FAILURES as e:
             trial.set_user_attr("error", str(e))
             log.warning("trial %d failed: %s", trial.number, e)
@@ -179,12 +181,19 @@ def save_tuned(search: Search, study: optuna.Study, command: str) -> Path:
     if not model:
         raise ConfigError("--save-tuned saves model.* values, and this search has none.")
     path = CONF / "tuned" / f"{run.data.name}_{run.model.name}.yaml"
-    head = (f"# @package model\n# Found by rec.tune on {date.today()}, validation RMSE "
-            f"{study.best_value:.4f}:\n#   {command.replace('python train.py', 'python -m rec.tune')}\n"
+    head = (f"# @package model\n# Found by rec.tune on {date.today()}, {_best(run, study)}:\n"
+            f"#   {command.replace('python train.py', 'python -m rec.tune')}\n"
             + (f"# Not saved here (not model.* keys): {', '.join(other)}; add them on the command "
                "line.\n" if other else ""))
     path.write_text(head + yaml.safe_dump(model, sort_keys=True))
     return path
+
+
+def _best(run, study: optuna.Study) -> str:
+    """The best trial's validation score, as the search saw it."""
+    if run.model.implicit:
+        return f"validation NDCG@{run.train.ranking_k} {-study.best_value:.4f}"
+    return f"validation RMSE {study.best_value:.4f}"
 
 
 def tune(args: argparse.Namespace) -> str:
@@ -212,7 +221,7 @@ def tune(args: argparse.Namespace) -> str:
                        f"{search.folder / 'trials.csv'}.")
     command = best_command(search, study)
     lines = [f"search {search.folder}: {finished(study)} trials ({failed} failed); best trial "
-             f"{study.best_trial.number}, validation RMSE {study.best_value:.4f}",
+             f"{study.best_trial.number}, {_best(run, study)}",
              f"best command: {command}",
              f"tensorboard --logdir {search.folder / 'tensorboard'}   (HPARAMS: every trial)"]
     if args.save_tuned:

@@ -144,19 +144,22 @@ def test_fused_and_torch_engines_train_the_same_float32_model(rung):
         np.testing.assert_allclose(getattr(b, name), getattr(a, name), atol=2e-4)
 
 
+JOINT = "the joint genre step (train.joint_genre_step) needs the torch path"
+
+
 def test_kernel_choice_is_automatic_where_it_runs_and_checked():
     auto = EngineSizes()
     assert auto.kernel == "auto"
-    assert auto.kernel_for("cpu", needs_torch=False, columns=12) == "fused"
-    assert auto.kernel_for("cpu", needs_torch=False, columns=kernel.UNROLLED_WIDTHS + 1) == "torch"
-    assert auto.kernel_for("cpu", needs_torch=True, columns=12) == "torch"
-    assert auto.kernel_for("cuda", needs_torch=False, columns=12) == "torch"
-    wide = EngineSizes(kernel="fused").kernel_for("cpu", False, kernel.UNROLLED_WIDTHS + 1)
+    assert auto.kernel_for("cpu", needs_torch="", columns=12) == "fused"
+    assert auto.kernel_for("cpu", needs_torch="", columns=kernel.UNROLLED_WIDTHS + 1) == "torch"
+    assert auto.kernel_for("cpu", needs_torch=JOINT, columns=12) == "torch"
+    assert auto.kernel_for("cuda", needs_torch="", columns=12) == "torch"
+    wide = EngineSizes(kernel="fused").kernel_for("cpu", "", kernel.UNROLLED_WIDTHS + 1)
     assert wide == "fused"  # asked for: the generic accumulation runs
     with pytest.raises(ConfigError, match="CPU only"):
-        EngineSizes(kernel="fused").kernel_for("cuda", needs_torch=False, columns=12)
+        EngineSizes(kernel="fused").kernel_for("cuda", needs_torch="", columns=12)
     with pytest.raises(ConfigError, match="joint genre step"):
-        EngineSizes(kernel="fused").kernel_for("cpu", needs_torch=True, columns=12)
+        EngineSizes(kernel="fused").kernel_for("cpu", needs_torch=JOINT, columns=12)
     with pytest.raises(ConfigError, match="engine.kernel=numba: must be one of auto, torch, fused"):
         EngineSizes(kernel="numba")
     with pytest.raises(ConfigError, match="engine.solver"):

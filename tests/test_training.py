@@ -137,14 +137,25 @@ def test_ranking_metrics_on_a_planted_answer():
     test_user = torch.tensor([0, 0, 1, 2, 2])
     test_item = torch.tensor([1, 5, 2, 4, 5])
     test_rating = torch.tensor([5.0, 4.0, 4.5, 3.0, 2.0])  # user 2 has nothing relevant
-    m = ranking(p, train_user, train_item, test_user, test_item, test_rating, k=2)
-    # user 0 ranks [1, 2]: 1 hit of 2 relevant; user 1 ranks [0, 2]: 1 hit of 1, at rank 2
+    popularity = torch.tensor([9.0, 8, 7, 6, 5, 4])
+    m = ranking(p, train_user, train_item, test_user, test_item, test_rating, k=2,
+                popularity=popularity)
+    # user 0 ranks [1, 2]: 1 hit of 2 relevant, at rank 1; user 1 ranks [0, 2]: 1 hit of 1,
+    # at rank 2
     assert m["ranked_users"] == 2
     assert m["precision@2"] == pytest.approx((1 / 2 + 1 / 2) / 2)
-    assert m["recall@2"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["recall@2"] == pytest.approx((1 / 2 + 1 / 1) / 2)  # hits / min(k, relevant)
     ndcg0 = 1 / (1 + 1 / math.log2(3))
     ndcg1 = (1 / math.log2(3)) / 1
     assert m["ndcg@2"] == pytest.approx((ndcg0 + ndcg1) / 2)
+    assert m["map@2"] == pytest.approx((1 / 2 + (1 / 2) / 1) / 2)  # AP: P@1 / 2, P@2 / 1
+    assert m["hit_rate@2"] == 1.0
+    assert m["popularity@2"] == pytest.approx(((8 + 7) / 2 + (9 + 7) / 2) / 2)
+    assert m["coverage@2"] == pytest.approx(3 / 6)  # movies 0, 1, 2
+    # three relevant of which the list finds all it can: recall counts min(k, relevant)
+    m = ranking(p, torch.tensor([0]), torch.tensor([0]), torch.tensor([0, 0, 0]),
+                torch.tensor([1, 2, 3]), torch.tensor([5.0, 5.0, 5.0]), k=2)
+    assert m["recall@2"] == 1.0 and m["ndcg@2"] == pytest.approx(1.0) and m["map@2"] == 1.0
 
 
 def test_gpu_chunking_gives_the_cpu_result(small):

@@ -4,13 +4,12 @@ failure a user can cause."""
 
 from __future__ import annotations
 
-import errno
+import dataclasses
 import json
 import os
 import pickle
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +137,7 @@ def test_every_flipped_byte_of_a_model_is_refused_with_the_files_name(model, tmp
 
 
 def test_nan_parameters_are_refused_at_save_and_at_load(model, tmp_path):
-    bad = Recommender(**{**model.__dict__, "params": model.params.clone()})
+    bad = dataclasses.replace(model, params=model.params.clone())
     bad.params.item_bias[7] = float("nan")
     with pytest.raises(RecError, match="1 NaN or infinite value"):
         bad.save(tmp_path / "nan.pt")

@@ -9,6 +9,8 @@ from rec.mapping import from_mapping
 
 RUNGS = ("latent", "biases", "embeddings", "features")
 REG_SCALINGS = ("none", "count")
+FEEDBACK = ("explicit", "implicit")
+IMPLICIT_RUNGS = ("embeddings", "features")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,23 @@ class ModelConfig:
     """``features`` only: give the movie bias a genre prior too, ``c_n ~ N(a_n^T beta,
     1/gamma)`` with ``beta ~ N(0, 1/eta)`` learned exactly like W, so that a movie nobody
     rated gets its genres' bias as well as their embedding."""
+    feedback: str = "explicit"
+    """``explicit``: fit the ratings (J of SPEC §2.1).  ``implicit``: fit who rated what, the
+    iALS loss of Rendle, Krichene, Zhang and Koren (2022), ``L = sum_obs c (u.v - 1)^2 +
+    alpha0 sum_all (u.v)^2 + tau sum_m (|N(m)| + alpha0 N)^nu |u_m|^2 + tau sum_n (|M(n)| +
+    alpha0 M)^nu |v_n - a_n^T W|^2 + eta |W|^2`` (``embeddings`` and ``features``; no biases,
+    ``lam`` and ``gamma`` unused): scores that rank the movies a person would pick."""
+    alpha0: float = 0.1
+    """``implicit``: weight of every (person, movie) pair as a zero (the unobserved term)."""
+    nu: float = 1.0
+    """``implicit``: exponent of the frequency-scaled regularization ``(|N(m)| + alpha0 N)^nu``
+    (0: plain tau)."""
+    confidence: float = 0.0
+    """``implicit``: ``c = 1 + confidence * rating`` for an observed pair (Hu, Koren and
+    Volinsky 2008); 0: ``c = 1`` (Rendle et al.)."""
+    interaction_min: float | None = None
+    """``implicit``: the training ratings at least this high count as interactions; ``None``:
+    every rating does (a person picked the movie, whatever they thought of it)."""
 
     def __post_init__(self) -> None:
         self.validated()
@@ -47,8 +66,12 @@ class ModelConfig:
         return from_mapping(cls, values, "model", **overrides)
 
     @property
+    def implicit(self) -> bool:
+        return self.feedback == "implicit"
+
+    @property
     def has_biases(self) -> bool:
-        return self.name != "latent"
+        return self.name != "latent" and not self.implicit
 
     @property
     def dim(self) -> int:
@@ -61,8 +84,10 @@ class ModelConfig:
 
     @property
     def variant(self) -> str:
-        """The rung's name in file and run names: ``features+genre_bias`` with the bias prior."""
-        return self.name + ("+genre_bias" if self.genre_bias else "")
+        """The rung's name in file and run names: ``features+genre_bias`` with the bias prior,
+        ``features+implicit`` for the implicit-feedback loss."""
+        return self.name + ("+genre_bias" if self.genre_bias else "") + \
+            ("+implicit" if self.implicit else "")
 
     @property
     def has_bias_prior(self) -> bool:
@@ -92,10 +117,44 @@ class ModelConfig:
             if not getattr(self, key) > 0:
                 raise ConfigError(f"model.{key}={getattr(self, key)!r} must be positive: every "
                                   "ALS step is then an exact, unique minimizer.")
+        if self.feedback not in FEEDBACK:
+            raise ConfigError(f"model.feedback={self.feedback!r}: choose explicit or implicit.")
+        if self.implicit:
+            if self.name not in IMPLICIT_RUNGS:
+                raise ConfigError(f"model.feedback=implicit trains the {' and '.join(IMPLICIT_RUNGS)}"
+                                  f" rungs; model={self.name} has no embeddings to rank with.")
+            if self.genre_bias or self.count_scaled:
+                raise ConfigError("model.feedback=implicit has no biases and scales its own "
+                                  "regularization (model.nu); drop model.genre_bias and "
+                                  "model.reg_scaling.")
+            unused = [f for f in ("lam", "gamma")
+                      if getattr(self, f) != ModelConfig.__dataclass_fields__[f].default]
+            if unused:
+                raise ConfigError(f"model.{unused[0]}: model.feedback=implicit has no rating "
+                                  "noise and no biases and would ignore it; its regularization "
+                                  "is model.tau (lambda), model.alpha0 and model.nu.")
+        checks = [("alpha0", self.alpha0 >= 0, "0 or more"), ("nu", self.nu >= 0, "0 or more"),
+                  ("confidence", self.confidence >= 0, "0 or more")]
+        for key, ok, want in checks:
+            if not ok:
+                raise ConfigError(f"model.{key}={getattr(self, key)!r}: must be {want}.")
+        if not self.implicit:
+            defaults = {f: ModelConfig.__dataclass_fields__[f].default for f in IMPLICIT_ONLY}
+            changed = [f for f in IMPLICIT_ONLY if getattr(self, f) != defaults[f]]
+            if changed:
+                raise ConfigError(f"model.{changed[0]} applies to model.feedback=implicit only, "
+                                  "and explicit feedback would ignore it; drop it or add "
+                                  "feedback=implicit.")
         return self
 
     def hparams(self) -> dict:
-        """The values that define J, for logs and run names."""
-        return {"model": self.name, "K": self.dim, "lam": self.lam, "tau": self.tau,
-                "gamma": self.gamma, "eta": self.eta, "reg_scaling": self.reg_scaling,
-                "init_std": self.init_std, "genre_bias": self.genre_bias}
+        """The values that define J (or L), for logs and run names."""
+        out = {"model": self.name, "K": self.dim, "lam": self.lam, "tau": self.tau,
+               "gamma": self.gamma, "eta": self.eta, "reg_scaling": self.reg_scaling,
+               "init_std": self.init_std, "genre_bias": self.genre_bias}
+        if self.implicit:
+            out.update(feedback=self.feedback, **{f: getattr(self, f) for f in IMPLICIT_ONLY})
+        return out
+
+
+IMPLICIT_ONLY = ("alpha0", "nu", "confidence", "interaction_min")

@@ -3,6 +3,14 @@
 Each step minimizes J exactly over one block with the others fixed, so J
 never increases.  One epoch = user step, movie step, genre step.  A user or
 movie without training ratings gets its prior: ``u = 0, b = 0``; ``v = p_n, c = 0``.
+
+With ``model.feedback=implicit`` the same steps minimize the iALS loss L of
+:class:`rec.als.config.ModelConfig` instead: an observed pair's value is ``sqrt(c)`` and its
+target 1, the data term's weight is 1, and every row's system also holds the shared Gramian
+``alpha0 X^T X`` of the other side's factors, formed once per step,
+``(alpha0 X^T X + sum_obs c x x^T + tau w_m I) u_m = sum_obs c x + tau w_m p_m``, with
+``w_m = (|N(m)| + alpha0 N)^nu``.  A row without interactions gets its exact optimum,
+``(alpha0 X^T X + tau w I)^-1 tau w p``.
 """
 
 from __future__ import annotations
@@ -44,6 +52,19 @@ class EngineFacts:
 def table_row_bytes(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> int:
     """Bytes of one row ``[x, offset]`` of the tables the steps gather from."""
     return (cfg.dim + int(cfg.has_biases) + 1) * torch.finfo(dtype).bits // 8
+
+
+def interactions(cfg: ModelConfig, rows: torch.Tensor, cols: torch.Tensor,
+                 rating: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The implicit loss's observed pairs among ratings: those at least
+    ``cfg.interaction_min`` (all when ``None``), each valued ``sqrt(c)``, ``c = 1 +
+    cfg.confidence * rating`` (Hu, Koren and Volinsky's confidence; 1 by default)."""
+    if cfg.interaction_min is not None:
+        keep = rating >= cfg.interaction_min
+        rows, cols, rating = rows[keep], cols[keep], rating[keep]
+    values = (1 + cfg.confidence * rating.double()).sqrt() if cfg.confidence \
+        else torch.ones_like(rating)  # float64: cast once, to the engine's precision
+    return rows, cols, values
 
 
 def genre_pairs(genre_matrix: torch.Tensor) -> torch.Tensor:
@@ -89,6 +110,12 @@ class ALS:
             raise ValueError(f"relaxation must lie in (0, 2) for J to decrease, got {relaxation}")
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.relaxation = relaxation
+        self.implicit = cfg.implicit
+        self.lam = 1.0 if cfg.implicit else cfg.lam
+        """The data term's weight in each row's system (the implicit loss has no noise
+        precision: its pairs carry their confidences)."""
+        self.weighted = bool(cfg.implicit and cfg.confidence)
+        """Whether each pair's value ``sqrt(c)`` weights its row of the Grams."""
         self.n_users, self.n_items = n_users, n_items
         if mu is None:
             taken = rating if subset is None else rating[subset]
@@ -97,16 +124,20 @@ class ALS:
         self.dim = cfg.dim
         self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
         joint = bool(joint_genre_step and cfg.has_genres and self.dim)
-        self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width, joint,
-                                    self.cache_sharers())
+        needs_torch = ("the joint genre step (train.joint_genre_step) needs the torch path"
+                       if joint else "the implicit loss (model.feedback=implicit) runs on the "
+                       "torch path" if cfg.implicit else "")
+        self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width,
+                                    needs_torch, self.cache_sharers())
         self.by_item, self.by_user = self._layout(user, item, rating, subset)
         if degrees is None:
-            degrees = (self.by_user.degree, self.by_item.degree)
+            degrees = (self.total(self.by_user.degree.to(self.device, copy=True)),
+                       self.total(self.by_item.degree.to(self.device, copy=True)))
         self.user_degree, self.item_degree = (d.to(self.device) for d in degrees)
-        """Training ratings per user and per movie, over the whole job (a shard's groups hold
-        only its own rows' ratings)."""
-        self.user_weight = self._weights(self.user_degree)
-        self.item_weight = self._weights(self.item_degree)
+        """Training ratings (implicit: interactions) per user and per movie, over the whole
+        job (a shard's groups hold only its own rows' ratings)."""
+        self.user_weight = self._weights(self.user_degree, n_items)
+        self.item_weight = self._weights(self.item_degree, n_users)
         self.reg = torch.tensor(cfg.precisions(), dtype=dtype, device=self.device)
         self.genre_matrix = genre_matrix.to(device=self.device, dtype=dtype)
         self.genre_gram = self.genre_matrix.T @ (self.item_weight.unsqueeze(1) * self.genre_matrix)
@@ -144,6 +175,8 @@ class ALS:
                               self.sizes.tile_min, subset, self.dtype, self.most_split())
         if subset is not None:
             rows, cols, vals = rows[subset], cols[subset], vals[subset]
+        if self.implicit:
+            rows, cols, vals = interactions(self.cfg, rows, cols, vals)
         return self._padded(rows, cols, vals.to(self.dtype), n_rows, n_cols)
 
     def most_split(self) -> int:
@@ -197,13 +230,38 @@ class ALS:
         """Communication since the last call (one process: none)."""
         return {}
 
-    def _weights(self, degree: torch.Tensor) -> torch.Tensor:
+    def _weights(self, degree: torch.Tensor, n_other: int) -> torch.Tensor:
+        """Each row's multiplier of its prior precisions: its rating count (ALS-WR), the
+        implicit loss's ``(|N(m)| + alpha0 N)^nu``, else 1."""
+        if self.implicit:
+            return (degree.double() + self.cfg.alpha0 * n_other).pow(self.cfg.nu).to(self.dtype)
         if self.cfg.count_scaled:
             return degree.to(dtype=self.dtype)
         return torch.ones(degree.numel(), dtype=self.dtype, device=self.device)
 
     def _row_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
-        return weight if self.cfg.count_scaled else None
+        return weight if self.cfg.count_scaled or self.implicit else None
+
+    def shared_gramian(self, factors: torch.Tensor) -> torch.Tensor | None:
+        """``alpha0 X^T X`` of the other side's factors, which every row's system holds under
+        the implicit loss (``None`` for explicit feedback).  Every process holds the whole
+        table, so each forms it alike."""
+        if not self.implicit:
+            return None
+        x = factors.double()
+        return (self.cfg.alpha0 * (x.T @ x)).to(self.dtype)
+
+    def _cold_rows(self, mean: torch.Tensor | None, shared: torch.Tensor | None,
+                   weight: torch.Tensor, cold: torch.Tensor) -> torch.Tensor | float:
+        """The exact optimum of the rows without ratings: their prior mean (0 without one),
+        pulled towards 0 by the shared Gramian under the implicit loss."""
+        if mean is None:
+            return 0
+        if shared is None or cold.numel() == 0:
+            return mean[cold]
+        r = float(self.reg[0] * weight[cold[0]])  # no interactions: every cold row's weight
+        a = shared.double() + r * torch.eye(self.width, dtype=torch.float64, device=self.device)
+        return torch.linalg.solve(a, r * mean[cold].double().T).T.to(self.dtype)
 
     def _table(self, n: int) -> torch.Tensor:
         t = torch.zeros(n + 1, self.width + 1, dtype=self.dtype, device=self.device)
@@ -233,8 +291,9 @@ class ALS:
     def user_step(self, p: Params) -> None:
         """Solve every user's ``[u_m; b_m]`` exactly given V, c."""
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
-        solve_side(self.by_user, table, self.cfg.lam, self.reg, self._row_weight(self.user_weight),
-                   self.user_theta, None, self.workspace, self.timer, solver=self.sizes.solver)
+        solve_side(self.by_user, table, self.lam, self.reg, self._row_weight(self.user_weight),
+                   self.user_theta, None, self.workspace, self.timer, solver=self.sizes.solver,
+                   shared=self.shared_gramian(p.item_factors), weighted=self.weighted)
         self.user_theta[self.cold_users] = 0
         self.share(self.user_theta, "user")
         self._unpack(self.user_theta, p.user_factors, p.user_bias, self.cold_users)
@@ -244,9 +303,12 @@ class ALS:
         table = self._fill(self.user_table, p.user_factors, p.user_bias)
         mean = self.movie_prior_mean(p)
         prior = None if mean is None else self.item_weight.unsqueeze(1) * self.reg * mean
-        solve_side(self.by_item, table, self.cfg.lam, self.reg, self._row_weight(self.item_weight),
-                   self.item_theta, prior, self.workspace, self.timer, solver=self.sizes.solver)
-        self.item_theta[self.cold_items] = 0 if mean is None else mean[self.cold_items]
+        shared = self.shared_gramian(p.user_factors)
+        solve_side(self.by_item, table, self.lam, self.reg, self._row_weight(self.item_weight),
+                   self.item_theta, prior, self.workspace, self.timer, solver=self.sizes.solver,
+                   shared=shared, weighted=self.weighted)
+        self.item_theta[self.cold_items] = self._cold_rows(mean, shared, self.item_weight,
+                                                           self.cold_items)
         self.share(self.item_theta, "item")
         self._unpack(self.item_theta, p.item_factors, p.item_bias, self.cold_items)
 
@@ -283,8 +345,8 @@ class ALS:
         """Each movie's prior mean of ``[v_n; c_n]`` (zeros where there is none), or ``None``
         below the features rung."""
         v = self.prior_mean(p)
-        if v is None:
-            return None
+        if v is None or not self.cfg.has_biases:
+            return v
         c = self.bias_prior_mean(p)
         return torch.cat([v, (torch.zeros_like(p.item_bias) if c is None else c).unsqueeze(1)], 1)
 
@@ -310,7 +372,7 @@ class ALS:
             self.movie_inverse = torch.zeros(self.n_items, self.width, k, dtype=self.dtype,
                                              device=self.device)
         inv = self.movie_inverse
-        solve_side(self.by_item, table, self.cfg.lam, self.reg, self._row_weight(self.item_weight),
+        solve_side(self.by_item, table, self.lam, self.reg, self._row_weight(self.item_weight),
                    self.item_theta, None, self.workspace, self.timer, inverse=inv)
         self.item_theta[self.cold_items] = 0
         inv[self.cold_items] = 0
@@ -401,8 +463,35 @@ class ALS:
             clipped -= (self.by_user.padded - self.by_user.nnz) * pad ** 2
         return float(raw), float(clipped)
 
+    def implicit_errors(self, p: Params) -> float:
+        """``sum_obs c (u.v - 1)^2`` over the training interactions (each stored as
+        ``sqrt(c)``: ``(sqrt(c) u.v - sqrt(c))^2``), summed over the job's processes."""
+        table = self._fill(self.item_table, p.item_factors, p.item_bias)
+        total = torch.zeros(1, dtype=torch.float64, device=self.device)
+        for chunk in self.by_user.chunks:
+            z = gather(table, chunk, self.workspace)[..., :self.dim]
+            fit = torch.bmm(z, p.user_factors.index_select(0, chunk.rows).unsqueeze(2))
+            total += (chunk.vals * (fit.view(chunk.vals.shape) - 1)).square().sum(
+                dtype=torch.float64)  # padding: value 0
+        return float(self.total(total))
+
+    def implicit_objective(self, p: Params) -> float:
+        """L of the implicit loss at ``p`` (:class:`rec.als.config.ModelConfig`)."""
+        cfg, d = self.cfg, lambda x: x.double()
+        everything = float((d(p.user_factors).T @ d(p.user_factors)
+                            * (d(p.item_factors).T @ d(p.item_factors))).sum())
+        mean = self.prior_mean(p)
+        dv = p.item_factors if mean is None else p.item_factors - mean
+        reg = cfg.tau * (float((d(self.user_weight) * d(p.user_factors).square().sum(1)).sum())
+                         + float((d(self.item_weight) * d(dv).square().sum(1)).sum()))
+        genres = cfg.eta * float(d(p.genre_factors).square().sum()) if cfg.has_genres else 0.0
+        return self.implicit_errors(p) + cfg.alpha0 * everything + reg + genres
+
     def objective(self, p: Params, sse: float | None = None) -> float:
-        """J of SPEC §2.1 at ``p`` (``sse``: the raw training squared error, if known)."""
+        """J of SPEC §2.1 at ``p`` (``sse``: the raw training squared error, if known); L
+        under the implicit loss."""
+        if self.implicit:
+            return self.implicit_objective(p)
         cfg = self.cfg
         sse = self.train_errors(p)[0] if sse is None else sse
         j = cfg.lam / 2 * sse

@@ -31,13 +31,14 @@ class ShardedALS(ALS):
     def __init__(self, cfg, shard: Shard, genre_matrix, dist: Dist, **kwargs) -> None:
         self.dist, self.shard = dist, shard
         self.user_bounds, self.item_bounds = shard.user_bounds, shard.item_bounds
-        super().__init__(cfg, None, None, None, shard.n_users, shard.n_items, genre_matrix,
-                         mu=shard.train_mean, degrees=(shard.user_degree, shard.item_degree),
-                         **kwargs)
-        self._n_train = shard.sizes["train"]
         self.comm = {"time/comm_s": 0.0, "comm/mb": 0.0}
         """Seconds in collectives and megabytes each rank sent, since the last
         :meth:`take_comm` (as :meth:`total` and :meth:`share` count them)."""
+        # the implicit loss counts interactions, which the layouts' degrees summed give
+        degrees = None if cfg.implicit else (shard.user_degree, shard.item_degree)
+        super().__init__(cfg, None, None, None, shard.n_users, shard.n_items, genre_matrix,
+                         mu=shard.train_mean, degrees=degrees, **kwargs)
+        self._n_train = shard.sizes["train"]
 
     def _layout(self, *_):
         """Each side laid out as it is read from the cache: the fused kernel's layout is

@@ -108,10 +108,11 @@ class EngineSizes:
                 raise ConfigError(f"engine.{key}={getattr(self, key)}: must be {want}.")
 
     def resolved(self, device: torch.device | str, row_bytes: int, width: int,
-                 needs_torch: bool = False, cache_sharers: int = 1) -> "EngineSizes":
+                 needs_torch: str = "", cache_sharers: int = 1) -> "EngineSizes":
         """Every ``None`` replaced by the device's default, and ``tile_cols=0``
         by no tiles; ``row_bytes``: one row of the gathered table, ``width``: unknowns per
-        row; ``needs_torch``: a step only the torch path has is used (the joint genre step);
+        row; ``needs_torch``: why, when a step only the torch path has is used (the joint
+        genre step, the implicit loss's shared Gramian);
         ``cache_sharers``: processes of the job sharing this machine's last-level cache."""
         chunk, batch, tile = default_sizes(device, row_bytes)
         kernel = self.kernel_for(device, needs_torch, width + 1)
@@ -129,7 +130,7 @@ class EngineSizes:
                        tile_cols=tile if self.tile_cols is None else self.tile_cols or NO_TILES,
                        tile_min=self.tile_min or TILE_MIN_PER_UNKNOWN * (width + 1))
 
-    def kernel_for(self, device: torch.device | str, needs_torch: bool, columns: int) -> str:
+    def kernel_for(self, device: torch.device | str, needs_torch: str, columns: int) -> str:
         """The kernel to run for tables of ``columns`` columns: ``auto`` resolved, and asking
         for ``fused`` where it cannot run an error."""
         where = fused.runs_on(torch.device(device)) and not needs_torch
@@ -138,7 +139,7 @@ class EngineSizes:
         if self.kernel == "fused" and not where:
             why = ("Numba is not installed (pip install -r requirements.txt)" if not fused.AVAILABLE
                    else "it runs on the CPU only" if torch.device(device).type != "cpu"
-                   else "the joint genre step (train.joint_genre_step) needs the torch path")
+                   else needs_torch)
             raise ConfigError(f"engine.kernel=fused cannot run here: {why}; "
                               "write engine.kernel=torch.")
         return self.kernel

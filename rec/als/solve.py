@@ -87,12 +87,15 @@ def gather(table: torch.Tensor, chunk: Chunk, workspace: Workspace) -> torch.Ten
 
 
 def gram(table: torch.Tensor, chunk: Chunk, workspace: Workspace, out: torch.Tensor,
-         timer: PhaseTimer | None = None) -> torch.Tensor:
+         timer: PhaseTimer | None = None, weighted: bool = False) -> torch.Tensor:
     """``Z^T Z`` per row of ``chunk``, into ``out``, with ``Z = [x_n, y_n]`` and
-    ``y = vals - offset_n``."""
+    ``y = vals - offset_n``; ``weighted``: ``Z = vals_n [x_n, 1]`` instead (the implicit
+    loss, whose values are ``sqrt(c)`` and offsets 0: ``sum c x x^T`` and ``sum c x``)."""
     z = gather(table, chunk, workspace)
     y = z[..., -1]
     torch.sub(chunk.vals, y, out=y)
+    if weighted:
+        z[..., :-1] *= chunk.vals.unsqueeze(-1)
     if timer:
         timer.lap("gather")
     torch.bmm(z.transpose(1, 2), z, out=out)
@@ -229,7 +232,8 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
                prior: torch.Tensor | None = None, workspace: Workspace | None = None,
                timer: PhaseTimer | None = None, inverse: torch.Tensor | None = None,
                solver: str = "lu", noise: torch.Tensor | None = None,
-               sse: torch.Tensor | None = None) -> None:
+               sse: torch.Tensor | None = None, shared: torch.Tensor | None = None,
+               weighted: bool = False) -> None:
     """Overwrite ``out[row]`` with the solution of every row that has ratings.
 
     ``reg`` (D,) holds the prior precisions; ``row_weight`` (n_rows,), when given,
@@ -243,11 +247,14 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
     its system matrix ``L L^T`` (the Gibbs sampler's conditional).  ``sse`` (n_rows,) float64,
     when given, receives each row's sum of squared errors at its new solution,
     ``y^T y - 2 theta^T X^T y + theta^T X^T X theta``, from the Gram it already formed: the
-    training error without another pass over the ratings.
+    training error without another pass over the ratings.  ``shared`` (D, D), when given, is
+    added to every row's system matrix (the implicit loss's ``alpha0 X^T X``; torch path);
+    ``weighted``: each rating's value weights its row of the Gram (:func:`gram`).
     """
     if isinstance(groups, RowRatings):
-        if inverse is not None:
-            raise ValueError("the joint genre step needs the torch path (engine.kernel=torch)")
+        if inverse is not None or shared is not None or weighted:
+            raise ValueError("the joint genre step and the implicit loss need the torch path "
+                             "(engine.kernel=torch)")
         return solve_rows(groups, table, lam, reg, row_weight, out, prior, timer, noise,
                           workspace, sse)
     workspace = workspace or Workspace()
@@ -259,22 +266,24 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
         g = workspace.get(n * d1 * d1, table.dtype, table.device, "gram").view(n, d1, d1)
         start = 0
         for chunk in batch.tiles[0]:
-            gram(table, chunk, workspace, g[start:start + chunk.rows.numel()], timer)
+            gram(table, chunk, workspace, g[start:start + chunk.rows.numel()], timer, weighted)
             start += chunk.rows.numel()
         for chunk in (c for tile in batch.tiles[1:] for c in tile):  # one table tile at a time
             k = chunk.rows.numel()
             part = workspace.get(k * d1 * d1, table.dtype, table.device, "part").view(k, d1, d1)
-            g.index_add_(0, chunk.at, gram(table, chunk, workspace, part, timer))
+            g.index_add_(0, chunk.at, gram(table, chunk, workspace, part, timer, weighted))
             if timer:
                 timer.lap("gram")
-        weighted = reg if row_weight is None else reg * row_weight[batch.rows].unsqueeze(1)
+        reg_rows = reg if row_weight is None else reg * row_weight[batch.rows].unsqueeze(1)
         raw = g.to(torch.float64, copy=True) if sse is not None else None  # solves overwrite g
+        if shared is not None:  # the solvers scale the Grams by lam
+            g[:, :-1, :-1] += shared / lam
         if inverse is None:
-            theta = ridge_solve(g, lam, weighted, None if prior is None else prior[batch.rows],
+            theta = ridge_solve(g, lam, reg_rows, None if prior is None else prior[batch.rows],
                                 solver, None if noise is None else noise[batch.rows],
                                 workspace)
         else:
-            theta, inv = ridge_solve_inverse(g, lam, weighted, inverse.shape[2])
+            theta, inv = ridge_solve_inverse(g, lam, reg_rows, inverse.shape[2])
             inverse.index_copy_(0, batch.rows, inv)
         out.index_copy_(0, batch.rows, theta)
         if raw is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +127,9 @@ def _check(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     ``patience``, ``min_delta`` and ``restore_best`` are ALS's: a chain runs
     ``inference.burn_in + inference.samples`` sweeps; ``train.relaxation`` applies to its ALS
     warm start."""
+    if model_cfg.implicit:
+        raise ConfigError("inference=gibbs samples the explicit-feedback rungs; "
+                          "model.feedback=implicit trains by ALS (inference=als).")
     if model_cfg.name not in RUNGS:
         raise ConfigError(f"inference=gibbs samples the rungs {', '.join(RUNGS)}; "
                           f"model={model_cfg.name} has no bias terms to sample.")

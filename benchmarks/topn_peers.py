@@ -1,0 +1,130 @@
+"""Top-N peers on rec's exported split (run inside the peers' own virtualenv).
+
+    python benchmarks/topn_peers.py SPLIT_DIR OUT_DIR [--budget 12]
+
+SPLIT_DIR holds ``train.csv``, ``val.csv`` and ``test.csv`` as ``python -m rec.data split``
+writes them.  Each peer (implicit 0.7.3's ALS and BPR, LensKit's ImplicitMF) is fitted on
+``train.csv`` for each of ``--budget`` settings, ranks every movie the person did not rate
+in training, and is chosen by validation NDCG@10 (a held-out rating >= 4 is relevant), as
+``benchmarks/topn.py`` chooses rec's.  The chosen setting's top-10 lists of the test users
+go to ``OUT_DIR/<peer>.json``; ``benchmarks/topn.py --peers OUT_DIR`` scores them with rec's
+metric code on the same rows.  rec is not imported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+K, RELEVANT = 10, 4.0
+
+
+def ndcg(lists: dict, held: pd.DataFrame) -> float:
+    relevant = held[held["rating"] >= RELEVANT].groupby("userId")["movieId"].apply(set)
+    scores = []
+    for user, rel in relevant.items():
+        top = lists.get(user, [])[:K]
+        dcg = sum(1 / np.log2(r + 2) for r, m in enumerate(top) if m in rel)
+        ideal = sum(1 / np.log2(r + 2) for r in range(min(K, len(rel))))
+        scores.append(dcg / ideal)
+    return float(np.mean(scores))
+
+
+class Matrix:
+    """The training interactions as a users x movies CSR, with the id maps."""
+
+    def __init__(self, train: pd.DataFrame):
+        self.users = np.unique(train["userId"].to_numpy())
+        self.items = np.unique(train["movieId"].to_numpy())
+        u = np.searchsorted(self.users, train["userId"].to_numpy())
+        i = np.searchsorted(self.items, train["movieId"].to_numpy())
+        self.csr = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, i)),
+                                 shape=(len(self.users), len(self.items)))
+
+    def lists(self, scores_of, held: pd.DataFrame) -> dict:
+        wanted = np.unique(held.loc[held["rating"] >= RELEVANT, "userId"].to_numpy())
+        rows = np.searchsorted(self.users, wanted)
+        known = self.users[np.clip(rows, 0, len(self.users) - 1)] == wanted
+        out = {}
+        for user, row in zip(wanted[known], rows[known]):
+            s = np.array(scores_of(row), dtype=np.float64)
+            s[self.csr.indices[self.csr.indptr[row]:self.csr.indptr[row + 1]]] = -np.inf
+            top = np.argpartition(-s, K)[:K]
+            out[int(user)] = [int(self.items[i]) for i in top[np.argsort(-s[top])]]
+        return out
+
+
+def implicit_als(m: Matrix, budget: int):
+    from implicit.als import AlternatingLeastSquares
+    grid = itertools.product((64, 128, 256), (0.01, 0.1, 1.0, 10.0), (1.0,))
+    for factors, reg, alpha in list(grid)[:budget]:
+        model = AlternatingLeastSquares(factors=factors, regularization=reg, alpha=alpha,
+                                        iterations=15, random_state=0)
+        model.fit(m.csr, show_progress=False)
+        f, g = np.asarray(model.user_factors), np.asarray(model.item_factors)
+        yield {"factors": factors, "regularization": reg, "alpha": alpha}, lambda r, f=f, g=g: g @ f[r]
+
+
+def implicit_bpr(m: Matrix, budget: int):
+    from implicit.bpr import BayesianPersonalizedRanking
+    grid = itertools.product((64, 128), (0.01, 0.05), (0.001, 0.01, 0.1))
+    for factors, lr, reg in list(grid)[:budget]:
+        model = BayesianPersonalizedRanking(factors=factors, learning_rate=lr, regularization=reg,
+                                            iterations=100, random_state=0)
+        model.fit(m.csr, show_progress=False)
+        f, g = np.asarray(model.user_factors), np.asarray(model.item_factors)
+        yield {"factors": factors, "learning_rate": lr, "regularization": reg}, \
+            lambda r, f=f, g=g: g @ f[r]
+
+
+def lenskit_implicit_mf(m: Matrix, train: pd.DataFrame, budget: int):
+    from lenskit.als import ImplicitMFScorer
+    from lenskit.data import from_interactions_df
+    from lenskit.training import TrainingOptions
+    data = from_interactions_df(train[["userId", "movieId"]], user_col="userId",
+                                item_col="movieId")
+    grid = itertools.product((64, 128, 256), (0.01, 0.1, 1.0, 10.0))
+    for size, reg in list(grid)[:budget]:
+        scorer = ImplicitMFScorer(embedding_size=size, regularization=reg, epochs=15)
+        scorer.train(data, TrainingOptions(rng=0))
+        users = scorer.users.index_array(m.users)
+        items = scorer.items.index_array(m.items)
+        f, g = np.asarray(scorer.user_embeddings)[users], np.asarray(scorer.item_embeddings)[items]
+        yield {"embedding_size": size, "regularization": reg}, lambda r, f=f, g=g: g @ f[r]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("split", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--budget", type=int, default=12)
+    args = parser.parse_args()
+    train, val, test = (pd.read_csv(args.split / f"{p}.csv") for p in ("train", "val", "test"))
+    m = Matrix(train)
+    args.out.mkdir(parents=True, exist_ok=True)
+    peers = {"implicit 0.7.3 ALS": lambda: implicit_als(m, args.budget),
+             "implicit 0.7.3 BPR": lambda: implicit_bpr(m, args.budget),
+             "LensKit ImplicitMF": lambda: lenskit_implicit_mf(m, train, args.budget)}
+    for name, candidates in peers.items():
+        best, tried, start = None, 0, time.perf_counter()
+        for setting, scores_of in candidates():
+            tried += 1
+            score = ndcg(m.lists(scores_of, val), val)
+            if best is None or score > best["val_ndcg"]:
+                best = {"name": name, "setting": setting, "val_ndcg": score,
+                        "test_lists": m.lists(scores_of, test)}
+        best.update(tried=tried, seconds=time.perf_counter() - start)
+        (args.out / f"{name.replace(' ', '_')}.json").write_text(json.dumps(best))
+        print(f"{name}: {best['setting']} val NDCG@{K} {best['val_ndcg']:.4f} "
+              f"({tried} settings, {best['seconds']:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The implicit-feedback loss (iALS, Rendle et al. 2022) on rec's engine: every step is the
+exact minimizer of L over its block, checked against L written densely, and the model's
+answers from it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rec.als import ALS, ModelConfig
+from rec.als.sizes import EngineSizes
+from rec.data.splits import make_split
+from rec.errors import ConfigError, RecError
+from rec.model import Recommender
+from rec.training import TrainConfig, fit
+from tests.conftest import random_ratings
+
+
+def dense_loss(cfg: ModelConfig, r, U, V, W) -> torch.Tensor:
+    """L of the implicit loss over the full matrix, from its definition."""
+    n_users, n_items = U.shape[0], V.shape[0]
+    keep = torch.ones_like(r.rating, dtype=torch.bool) if cfg.interaction_min is None \
+        else r.rating >= cfg.interaction_min
+    user, item, rating = r.user[keep].long(), r.item[keep].long(), r.rating[keep].double()
+    c = 1 + cfg.confidence * rating
+    scores = U @ V.T
+    observed = (c * (scores[user, item] - 1) ** 2).sum()
+    everything = cfg.alpha0 * (scores ** 2).sum()
+    n_u = torch.bincount(user, minlength=n_users).double()
+    n_i = torch.bincount(item, minlength=n_items).double()
+    mean = r.movies.genre_matrix(torch.float64) @ W if cfg.has_genres else torch.zeros_like(V)
+    reg = cfg.tau * (((n_u + cfg.alpha0 * n_items) ** cfg.nu * (U ** 2).sum(1)).sum()
+                     + ((n_i + cfg.alpha0 * n_users) ** cfg.nu * ((V - mean) ** 2).sum(1)).sum())
+    genres = cfg.eta * (W ** 2).sum() if cfg.has_genres else 0.0
+    return observed + everything + reg + genres
+
+
+def gradients(cfg, r, p):
+    blocks = [p.user_factors.double().clone().requires_grad_(),
+              p.item_factors.double().clone().requires_grad_(),
+              p.genre_factors.double().clone().requires_grad_()]
+    loss = dense_loss(cfg, r, *blocks)
+    loss.backward()
+    return float(loss.detach()), [b.grad for b in blocks]
+
+
+CONFIGS = [ModelConfig(name="features", K=3, feedback="implicit", tau=0.3, alpha0=0.2, nu=1.0),
+           ModelConfig(name="embeddings", K=4, feedback="implicit", tau=0.1, alpha0=0.05, nu=0.5,
+                       confidence=2.0, interaction_min=2.5)]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["features", "embeddings+confidence+threshold"])
+def test_each_step_is_the_exact_minimizer_of_the_dense_loss(cfg):
+    r = random_ratings(n_users=14, n_items=11, density=0.35, seed=5)
+    engine = ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
+                 r.movies.genre_matrix(torch.float64), dtype=torch.float64,
+                 sizes=EngineSizes(kernel="torch", tile_cols=4))
+    p = engine.initial_params(r.n_genres, seed=1)
+    p.genre_factors.normal_(generator=torch.Generator().manual_seed(2))
+    before, _ = gradients(cfg, r, p)
+    assert engine.objective(p) == pytest.approx(before, rel=1e-10)
+    engine.user_step(p)
+    after_users, grads = gradients(cfg, r, p)
+    assert float(grads[0].abs().max()) < 1e-9 and after_users <= before
+    engine.item_step(p)
+    after_items, grads = gradients(cfg, r, p)
+    assert float(grads[1].abs().max()) < 1e-9 and after_items <= after_users
+    engine.genre_step(p)
+    after_genres, grads = gradients(cfg, r, p)
+    if cfg.has_genres:
+        assert float(grads[2].abs().max()) < 1e-9
+    assert after_genres <= after_items + 1e-12
+    assert engine.objective(p) == pytest.approx(after_genres, rel=1e-10)
+    assert p.user_bias.abs().max() == 0 and p.item_bias.abs().max() == 0 and p.mu == 0
+
+
+def test_the_loss_never_increases_and_training_selects_by_validation_ndcg(small):
+    split = make_split(small)
+    cfg = ModelConfig(name="features", K=8, feedback="implicit", tau=0.01, alpha0=0.1)
+    result = fit(small, split, cfg, TrainConfig(max_epochs=8, patience=100,
+                                                ranking_max_users=100))
+    losses = [h["objective"] for h in result.history]
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:])), losses
+    ndcg = [h["val/ndcg@10"] for h in result.history]
+    assert result.best_epoch == 1 + max(range(len(ndcg)), key=ndcg.__getitem__)
+    f = result.final
+    assert "val/rmse" not in f and 0.05 < f["test/ndcg@10"] < 1
+    for key in ("precision", "recall", "map", "hit_rate", "coverage", "popularity"):
+        assert f"test/{key}@10" in f and f"val/{key}@10" in f
+
+
+@pytest.fixture(scope="module")
+def implicit_model(small):
+    split = make_split(small)
+    cfg = ModelConfig(name="features", K=6, feedback="implicit", tau=0.01, alpha0=0.1,
+                      confidence=0.5, interaction_min=1.0)
+    result = fit(small, split, cfg, TrainConfig(max_epochs=4, ranking_max_users=50))
+    return Recommender.from_training(small, split.train, result.params, cfg, result.final), \
+        split, result
+
+
+def test_fold_in_of_a_persons_movies_is_their_row_of_a_user_step(small, implicit_model):
+    model, split, result = implicit_model
+    cfg = model.config
+    engine = ALS(cfg, small.user, small.item, small.rating, small.n_users, small.n_items,
+                 small.movies.genre_matrix(), subset=split.train)
+    p = result.params.clone()
+    engine.user_step(p)
+    train = split.train
+    for m in (0, 7, 300):
+        mine = train[small.user[train] == m]
+        pairs = list(zip(small.movies.ids[small.item[mine].long()].tolist(),
+                         small.rating[mine].tolist()))
+        u, b = model.fold_in(pairs)
+        assert b == 0.0
+        torch.testing.assert_close(u, p.user_factors[m], rtol=2e-4, atol=2e-5)
+    ids = [pair[0] for pair in pairs]  # ids alone: watched, every one an interaction
+    keep = [pair for pair in pairs if pair[1] >= cfg.interaction_min]
+    plain = ModelConfig(**{**cfg.__dict__, "confidence": 0.0, "interaction_min": None})
+    unweighted = Recommender(**{**{k: getattr(model, k) for k in ("params", "dataset", "user_ids",
+                             "movies", "item_counts", "rated_offsets", "rated_items",
+                             "rating_range")}, "config": plain})
+    assert keep and torch.allclose(unweighted.fold_in(ids)[0],
+                                   unweighted.fold_in([(i, 3.0) for i in ids])[0])
+
+
+def test_an_implicit_models_answers_are_scores_not_ratings(implicit_model):
+    model, _, _ = implicit_model
+    user = int(model.user_ids[0])
+    records = model.recommend(user, 5)
+    assert len(records) == 5 and all("predicted" not in r for r in records)
+    assert [r["score"] for r in records] == sorted((r["score"] for r in records), reverse=True)
+    with pytest.raises(RecError, match="not ratings"):
+        model.predict(user, int(model.movies.ids[0]))
+    new = model.recommend_new_user([4993, 5952, 7153], k=5)
+    assert {r["movie_id"] for r in new}.isdisjoint({4993, 5952, 7153})
+    similar = model.similar(4993, k=3)
+    assert len(similar) == 3 and 4993 not in {r["movie_id"] for r in similar}
+    with pytest.raises(RecError, match="movie ids or \\(movie id, rating\\) pairs, not both"):
+        model.fold_in([4993, (5952, 4.0)])
+
+
+def test_implicit_options_are_checked():
+    with pytest.raises(ConfigError, match="trains the embeddings and features rungs"):
+        ModelConfig(name="biases", feedback="implicit")
+    with pytest.raises(ConfigError, match="model.alpha0 applies to model.feedback=implicit"):
+        ModelConfig(alpha0=0.3)
+    with pytest.raises(ConfigError, match="model.gamma: model.feedback=implicit"):
+        ModelConfig(feedback="implicit", gamma=2.0)
+    with pytest.raises(ConfigError, match="drop model.genre_bias"):
+        ModelConfig(feedback="implicit", genre_bias=True)
+    with pytest.raises(ConfigError, match="implicit loss .* runs on the torch path"):
+        ALS(ModelConfig(feedback="implicit", K=2), *[torch.zeros(1, dtype=torch.int32)] * 2,
+            torch.ones(1), 1, 1, torch.ones(1, 1), sizes=EngineSizes(kernel="fused"))
