@@ -96,16 +96,16 @@ def ease(ratings, split, budget: int):
     idx = split.train
     x = torch.zeros(ratings.n_users, ratings.n_items)
     x[ratings.user[idx].long(), ratings.item[idx].long()] = 1.0
-    gram = (x.T @ x).double()
+    gram = x.T @ x
     for lam in np.geomspace(50, 20000, budget):
-        p = torch.linalg.inv(gram + lam * torch.eye(gram.shape[0], dtype=torch.float64))
-        b = (-p / p.diagonal()).float()
+        p = torch.linalg.inv(gram + lam * torch.eye(gram.shape[0]))
+        b = -p / p.diagonal()
         b.fill_diagonal_(0.0)
         yield "EASE", {"lambda": round(float(lam), 1)}, lambda users, b=b: x[users.long()] @ b
 
 
-REC_GRID = {"K": (64, 128, 256), "tau_alpha0": ((0.01, 0.2), (0.02, 0.1), (0.01, 0.4),
-                                                  (0.005, 0.4))}
+REC_GRID = {"K": (128, 256), "tau_alpha0": ((0.005, 0.4), (0.005, 0.8), (0.002, 0.8),
+                                             (0.01, 0.8), (0.002, 1.6), (0.005, 1.6))}
 
 
 def rec_implicit(ratings, split, budget: int):

@@ -63,7 +63,7 @@ class Matrix:
 
 def implicit_als(m: Matrix, budget: int):
     from implicit.als import AlternatingLeastSquares
-    grid = itertools.product((64, 128, 256), (0.01, 0.1, 1.0, 10.0), (1.0,))
+    grid = itertools.product((128, 256), (3.0, 10.0, 30.0), (1.0, 2.0))
     for factors, reg, alpha in list(grid)[:budget]:
         model = AlternatingLeastSquares(factors=factors, regularization=reg, alpha=alpha,
                                         iterations=15, random_state=0)
@@ -90,14 +90,16 @@ def lenskit_implicit_mf(m: Matrix, train: pd.DataFrame, budget: int):
     from lenskit.training import TrainingOptions
     data = from_interactions_df(train[["userId", "movieId"]], user_col="userId",
                                 item_col="movieId")
-    grid = itertools.product((64, 128, 256), (0.01, 0.1, 1.0, 10.0))
-    for size, reg in list(grid)[:budget]:
-        scorer = ImplicitMFScorer(embedding_size=size, regularization=reg, epochs=15)
+    grid = itertools.product((128, 256), (0.1, 1.0, 10.0), (10.0, 40.0))
+    for size, reg, weight in list(grid)[:budget]:
+        scorer = ImplicitMFScorer(embedding_size=size, regularization=reg, weight=weight,
+                                  epochs=15)
         scorer.train(data, TrainingOptions(rng=0))
-        users = scorer.users.index_array(m.users)
-        items = scorer.items.index_array(m.items)
+        users = scorer.users.numbers(m.users)
+        items = scorer.items.numbers(m.items)
         f, g = np.asarray(scorer.user_embeddings)[users], np.asarray(scorer.item_embeddings)[items]
-        yield {"embedding_size": size, "regularization": reg}, lambda r, f=f, g=g: g @ f[r]
+        yield {"embedding_size": size, "regularization": reg, "weight": weight}, \
+            lambda r, f=f, g=g: g @ f[r]
 
 
 def main() -> None:

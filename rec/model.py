@@ -58,6 +58,10 @@ class Recommender:
     meta: dict = field(default_factory=dict)
     posterior: Posterior | None = None
     """Gibbs: the kept posterior samples (``params`` is then their packed posterior mean)."""
+    popularity_weight: float = 0.0
+    """An explicit model ranks by ``predicted rating + popularity_weight log(1 + training
+    count)``, the weight chosen on validation when it was trained
+    (:func:`rec.training.popularity_ranking`); 0 ranks by predicted rating alone."""
     _shared: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
     """The implicit loss's ``alpha0 V^T V``, once a fold-in formed it."""
 
@@ -66,6 +70,7 @@ class Recommender:
                       config: ModelConfig, metrics: dict | None = None,
                       meta: dict | None = None,
                       posterior: Posterior | None = None) -> "Recommender":
+        """The model of a training run; ``metrics`` carry the ranking's ``popularity_weight``."""
         user = ratings.user
         ordered = user.numel() < 2 or bool((user[1:] >= user[:-1]).all())  # GroupLens files are
         order = slice(None) if ordered else torch.argsort(user, stable=True)
@@ -74,7 +79,7 @@ class Recommender:
         return cls(params.to("cpu", torch.float32), config, ratings.name, ratings.user_ids,
                    ratings.movies, ratings.item_counts(train), offsets,
                    ratings.item[order].to(torch.int32), ratings.rating_range, metrics or {},
-                   meta or {}, posterior)
+                   meta or {}, posterior, (metrics or {}).get("popularity_weight", 0.0))
 
     @classmethod
     def from_shard(cls, shard: Shard, params: Params, config: ModelConfig,
@@ -84,7 +89,7 @@ class Recommender:
         offsets, items = shard.rated_by_user()
         return cls(params.to("cpu", torch.float32), config, shard.name, shard.user_ids,
                    shard.movies, shard.item_degree.cpu(), offsets, items, shard.rating_range,
-                   metrics or {}, meta or {})
+                   metrics or {}, meta or {}, None, (metrics or {}).get("popularity_weight", 0.0))
 
     # persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -220,12 +225,25 @@ class Recommender:
         p = self.params
         return p.mu + user_bias + p.item_bias + p.item_factors @ user_factors
 
+    def ranked(self, predicted: torch.Tensor, k: int, exclude: torch.Tensor | None,
+               min_count: int = 0) -> list[dict]:
+        """:meth:`top_k` by ``predicted`` (ratings, or an implicit model's scores) plus
+        ``popularity_weight log(1 + training count)``."""
+        return self.top_k(self._with_popularity(predicted), k, exclude, min_count,
+                          None if self.config.implicit else predicted)
+
+    def _with_popularity(self, scores: torch.Tensor) -> torch.Tensor:
+        if not self.popularity_weight:
+            return scores
+        return scores + self.popularity_weight * torch.log1p(self.item_counts.float())
+
     def recommend(self, user_id: int, k: int = 10, exclude_rated: bool = True,
                   min_count: int = 0) -> list[dict]:
-        """Top-k movies for a known user, skipping what the user rated."""
+        """Top-k movies for a known user, skipping what the user rated (an explicit model:
+        by predicted rating and popularity, :attr:`popularity_weight`)."""
         m = self.user_index(user_id)
         scores = self.item_scores(self.params.user_factors[m], float(self.params.user_bias[m]))
-        return self.top_k(scores, k, self.rated_by(m) if exclude_rated else None, min_count)
+        return self.ranked(scores, k, self.rated_by(m) if exclude_rated else None, min_count)
 
     def fold_in(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, float]:
         """A new user's ``(u, b)``: one exact user step against fixed V and c (SPEC §3); for a
@@ -320,7 +338,7 @@ class Recommender:
         """Top-k for someone not in the data, from a few (movie id, rating) pairs."""
         u, b = self.fold_in(pairs)
         seen = self._watched(pairs)[0] if self.config.implicit else self._pairs(pairs)[0]
-        return self.top_k(self.item_scores(u, b), k, seen, min_count)
+        return self.ranked(self.item_scores(u, b), k, seen, min_count)
 
     def _genre_rows(self, genres: list[str] | str) -> torch.Tensor:
         """Genre indices of ``genres``: a list of names, or one string in MovieLens' notation
@@ -393,8 +411,9 @@ class Recommender:
     def recommend_with_uncertainty(self, user_id: int, k: int = 10, rank_by: str = "mean",
                                    quantile: float = 0.9, exclude_rated: bool = True,
                                    min_count: int = 0) -> list[dict]:
-        """Top-k for a known user by the posterior mean or an optimistic quantile; each record
-        also gives the posterior mean and predictive standard deviation."""
+        """Top-k for a known user by the posterior mean or an optimistic quantile (plus the
+        model's popularity term, as :meth:`recommend` ranks); each record also gives the
+        posterior mean and predictive standard deviation."""
         post, m = self._posterior(), self.user_index(user_id)
         s = post.samples
         scores = post.scores(s["user_factors"][:, m], s["user_bias"][:, m])
@@ -404,8 +423,8 @@ class Recommender:
     def _ranked(self, scores: torch.Tensor, k: int, rank_by: str, quantile: float,
                 exclude: torch.Tensor | None, min_count: int) -> list[dict]:
         mean, std = scores.mean(0), self._posterior().spread(scores)
-        records = self.top_k(self.rank_scores(scores, rank_by, quantile), k, exclude, min_count,
-                             predicted=mean)
+        records = self.top_k(self._with_popularity(self.rank_scores(scores, rank_by, quantile)),
+                             k, exclude, min_count, predicted=mean)
         for rec in records:
             i = self.item_index(rec["movie_id"])
             rec.update(mean=float(mean[i].clamp(*self.rating_range)), std=float(std[i]))

@@ -328,7 +328,9 @@ def format_summary(s: dict) -> str:
         f"{f[f'test/hit_rate@{k}']:.3f}  ({f['test/ranked_users']} users; relevant: test ratings "
         f">= {s['train']['relevance']:g})",
         f"  lists     coverage {f[f'test/coverage@{k}']:.1%} of the catalogue, mean popularity "
-        f"{f[f'test/popularity@{k}']:,.1f} training ratings",
+        f"{f[f'test/popularity@{k}']:,.1f} training ratings" + (
+            f"; ranked by predicted rating + {f['popularity_weight']:g} log(1 + training count) "
+            "(weight chosen on validation)" if "popularity_weight" in f else ""),
         f"  model     {s['model_file']}",
         f"  logs      tensorboard --logdir {Path(s['tensorboard']).parent}",
     ]

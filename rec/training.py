@@ -243,7 +243,7 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings | Shard, split: Split
     out["test/cold_rmse"], out["test/cold_n"] = cs["rmse"], cs["n"]
     warm = _accuracy(engine, p, user[~cold], item[~cold], rating[~cold], rr)
     out["test/warm_rmse"], out["test/warm_n"] = warm["rmse"], warm["n"]
-    out.update(ranking_metrics(p, ratings, split, data, cfg, seed, engine))
+    out.update(popularity_ranking(p, ratings, split, data, cfg, seed, engine))
     return out
 
 
@@ -275,6 +275,41 @@ def ranking_metrics(p: Params, ratings: Ratings | Shard, split: Split | None, da
     if engine is not None:
         engine.total(sums)
     return {f"{part}/{k}": v for k, v in ranking_means(sums, n, cfg.ranking_k).items()}
+
+
+POPULARITY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+"""The weights of ``log(1 + training count)`` that an explicit model's ranking tries on
+validation (:func:`popularity_ranking`)."""
+
+
+def with_popularity(p: Params, counts: torch.Tensor, weight: float) -> Params:
+    """``p`` whose scores rank by ``predicted rating + weight log(1 + count)``: the movie
+    biases moved (a ranking's scores ignore mu and the user's bias)."""
+    if not weight:
+        return p
+    ranked = Params(p.mu, p.user_factors, p.user_bias, p.item_factors, p.item_bias.clone(),
+                    p.genre_factors, p.genre_bias)
+    ranked.item_bias += weight * torch.log1p(counts.to(p.item_bias.device, p.item_bias.dtype))
+    return ranked
+
+
+def popularity_ranking(p: Params, ratings: Ratings | Shard, split: Split | None,
+                       data: _Subsets, cfg: TrainConfig, seed: int,
+                       engine: ALS | None = None) -> dict:
+    """An explicit model's ranking metrics on validation and test when it ranks by its
+    predicted rating plus ``w log(1 + training count)``, ``w`` the best of
+    :data:`POPULARITY_WEIGHTS` by validation NDCG@k (``popularity_weight``).  By predicted
+    rating alone the top of a list is movies whose few ratings were high; the count is the
+    evidence that a person would pick the movie at all, and validation says how much of it
+    a list needs."""
+    counts = engine.item_degree if engine is not None else ratings.item_counts(split.train)
+    key = f"val/ndcg@{cfg.ranking_k}"
+    tried = {w: ranking_metrics(with_popularity(p, counts, w), ratings, split, data, cfg, seed,
+                                engine, "val") for w in POPULARITY_WEIGHTS}
+    best = max(POPULARITY_WEIGHTS, key=lambda w: (tried[w][key], -w))
+    test = ranking_metrics(with_popularity(p, counts, best), ratings, split, data, cfg, seed,
+                           engine, "test")
+    return {**tried[best], **test, "popularity_weight": best}
 
 
 def selection_loss(record: dict, model_cfg: ModelConfig, k: int) -> float:

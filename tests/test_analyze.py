@@ -83,7 +83,7 @@ def test_unreadable_published_model_is_retrained(tmp_path, small_root, capsys):
 
 
 def test_recommend_task(store, small_root):
-    result, out = analyze(store, small_root, "recommend")
+    result, out = analyze(store, small_root, "recommend", "task.implicit.K=8")
     seed = result["seed"]
     assert seed["title"] == "Lord of the Rings: The Fellowship of the Ring, The (2001)"
     assert set(result["lists"]) == {"report", "cosine", "centered", "neighbours", "fold_in"}
@@ -94,6 +94,14 @@ def test_recommend_task(store, small_root):
     assert len(result["user"]["top"]) == 10
     assert (out / "recommendations.csv").read_text().count("\n") == 11
     assert pngs(out) == {"recommendations_map.png"}
+    loved = result["loved"]  # unfiltered: every movie a candidate, each with its rating count
+    assert set(loved) == {"explicit", "implicit"}
+    for kind, records in loved.items():
+        assert len(records) == 10 and seed["movie_id"] not in {r["movie_id"] for r in records}
+        assert (out / f"loved_seed_{kind}.csv").is_file()
+    assert all("predicted" in r for r in loved["explicit"])
+    assert all("predicted" not in r for r in loved["implicit"])
+    assert "the explicit model (rated it 5 stars) and the implicit rung" in result["summary"]
 
 
 def test_recommend_unknown_seed_lists_close_matches(store, small_root):

@@ -29,12 +29,13 @@ COMMON = ["data=synthetic", "data.scale=0.02", "K=4", "train.patience=1000", "th
           "tensorboard=false", "progress=false"]
 
 
-def command(root: Path, epochs: int, nproc: int = 0, restarts: int = 0) -> list[str]:
+def command(root: Path, epochs: int, nproc: int = 0, restarts: int = 0,
+            extra: tuple[str, ...] = ()) -> list[str]:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc_per_node={nproc}", f"--max-restarts={restarts}"] if nproc \
         else [sys.executable]
     return [*launcher, str(REPO / "train.py"), *COMMON, f"train.max_epochs={epochs}",
-            f"paths.root={root}", f"paths.data_root={root.parent / 'data'}"]
+            f"paths.root={root}", f"paths.data_root={root.parent / 'data'}", *extra]
 
 
 def run(cmd: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -52,7 +53,8 @@ def assert_same_model(a: Recommender, b: Recommender) -> None:
         x, y = getattr(a.params, name), getattr(b.params, name)
         if y.numel():
             assert float((x - y).abs().max()) <= 1e-4 * max(float(y.abs().max()), 1e-12), name
-    assert a.metrics["val/rmse"] == pytest.approx(b.metrics["val/rmse"], abs=1e-5)
+    if "val/rmse" in b.metrics:
+        assert a.metrics["val/rmse"] == pytest.approx(b.metrics["val/rmse"], abs=1e-5)
 
 
 def test_shards_are_contiguous_balanced_and_cover_every_row():
@@ -79,6 +81,24 @@ def test_two_ranks_train_the_model_one_process_trains(tmp_path):
                                                              abs=1e-6)
     assert len(list((tmp_path / "two").glob("outputs/train/*/*/*/run.json"))) == 1  # rank 0's
     assert list((tmp_path / "cwd-two").iterdir()) == []  # rank 1 wrote nothing
+
+
+IMPLICIT = ("feedback=implicit", "K=6", "model.confidence=0.5", "model.interaction_min=2.0",
+            "train.ranking_max_users=100")
+
+
+def test_two_and_three_ranks_train_the_implicit_loss_one_process_trains(tmp_path):
+    one = run(command(tmp_path / "one", 4, extra=IMPLICIT), tmp_path / "cwd-one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    for nproc in (2, 3):
+        many = run(command(tmp_path / f"p{nproc}", 4, nproc=nproc, extra=IMPLICIT),
+                   tmp_path / f"cwd-{nproc}")
+        assert many.returncode == 0, many.stderr[-2000:]
+        a, b = model_of(tmp_path / f"p{nproc}"), model_of(tmp_path / "one")
+        assert a.config.implicit and "val/rmse" not in a.metrics
+        assert_same_model(a, b)
+        for key in ("val/ndcg@10", "test/ndcg@10", "objective"):
+            assert a.metrics[key] == pytest.approx(b.metrics[key], rel=1e-5), key
 
 
 def _rank_pid(parent: int, rank: int) -> int | None:

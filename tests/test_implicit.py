@@ -4,15 +4,18 @@ answers from it."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from rec.als import ALS, ModelConfig
+from rec.als import ALS, ModelConfig, Params
 from rec.als.sizes import EngineSizes
 from rec.data.splits import make_split
 from rec.errors import ConfigError, RecError
+from rec.metrics import pairs_of_users, ranking
 from rec.model import Recommender
-from rec.training import TrainConfig, fit
+from rec.training import POPULARITY_WEIGHTS, TrainConfig, fit
 from tests.conftest import random_ratings
 
 
@@ -152,3 +155,30 @@ def test_implicit_options_are_checked():
     with pytest.raises(ConfigError, match="implicit loss .* runs on the torch path"):
         ALS(ModelConfig(feedback="implicit", K=2), *[torch.zeros(1, dtype=torch.int32)] * 2,
             torch.ones(1), 1, 1, torch.ones(1, 1), sizes=EngineSizes(kernel="fused"))
+
+
+def test_an_explicit_models_lists_rank_by_rating_and_popularity_and_beat_most_popular(small,
+                                                                                       tmp_path):
+    split = make_split(small)
+    cfg = ModelConfig(name="features", K=10, genre_bias=True)
+    result = fit(small, split, cfg, TrainConfig(max_epochs=30, relaxation=1.8,
+                                                ranking_max_users=None))
+    f = result.final
+    assert f["popularity_weight"] in POPULARITY_WEIGHTS and f["popularity_weight"] > 0
+    counts = small.item_counts(split.train)
+    zeros = lambda *shape: torch.zeros(*shape)
+    popular = Params(0.0, zeros(small.n_users, 1), zeros(small.n_users), zeros(small.n_items, 1),
+                     torch.log1p(counts.float()), zeros(small.n_genres, 1), zeros(small.n_genres))
+    test = split.test
+    seen = pairs_of_users(small, split.train, torch.arange(small.n_users))
+    most_popular = ranking(popular, *seen, small.user[test].long(), small.item[test].long(),
+                           small.rating[test], k=10)
+    assert f["test/ndcg@10"] > most_popular["ndcg@10"] > 0.05
+    model = Recommender.from_training(small, split.train, result.params, cfg, f)
+    loaded = Recommender.load(model.save(tmp_path / "m.pt"))
+    assert loaded.popularity_weight == f["popularity_weight"]
+    top = loaded.recommend(int(small.user_ids[0]), 10)
+    w, (lo, hi) = f["popularity_weight"], small.rating_range
+    inside = [r for r in top if lo < r["predicted"] < hi]  # shown ratings are clipped
+    assert inside and all(r["score"] == pytest.approx(r["predicted"] + w * math.log1p(r["ratings"]),
+                                                      abs=1e-4) for r in inside)

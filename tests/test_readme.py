@@ -24,6 +24,7 @@ minute at K = 20 on 2 cores, and tests/test_kernel.py checks it against the torc
 
 RUNS = [
     "python train.py model=embeddings K=20 model.tau=10 split=temporal",
+    "python train.py feedback=implicit K=32",
     "python train.py +experiment=report",
     "python train.py data=csv data.path=my.csv data.columns.user=uid "
     "data.columns.item=iid data.columns.rating=stars data.columns.timestamp=null",
@@ -43,7 +44,8 @@ def overrides(command: str) -> list[str]:
 @pytest.mark.parametrize("command", RUNS + SWEEPS + [
     "python analyze.py task=polarization model=embeddings model.reg_scaling=count model.tau=0.15 "
     "model.gamma=0.2", "python -m rec.data ml-latest-small", "python train.py +experiment=bench_32m",
-    "bash benchmarks/peers.sh", "python -m rec.data split ml-latest-small --out DIR"])
+    "bash benchmarks/peers.sh", "python -m rec.data split ml-latest-small --out DIR",
+    "python benchmarks/topn.py", "bash benchmarks/implicit_speed.sh"])
 def test_command_is_in_the_readme(command):
     assert command in README
 
@@ -55,7 +57,8 @@ def test_readme_training_commands_run(command, small_root, tmp_path, monkeypatch
         f"{u},{i},{1 + (u * i) % 5}\n" for u in range(1, 41) for i in range(1, 31) if (u + i) % 3))
     cfg = configure(tmp_path, small_root, *overrides(command), *SHRINK)
     summary = train(run_config(cfg), tmp_path / "run")
-    assert summary["final"]["val/rmse"] > 0
+    final = summary["final"]
+    assert final["val/rmse"] > 0 if "feedback=implicit" not in command else final["val/ndcg@10"] > 0
 
 
 @pytest.mark.parametrize("command", SWEEPS)

@@ -12,11 +12,16 @@ Variants, side by side:
   users liked beyond what the model already expected of them;
 - ``neighbours``: movies whose embedding is closest in angle to the seed's;
 - ``fold_in``: a new user who rated only the seed, 5 stars (one exact user step).
+
+And, with no rating-count filter, what the two kinds of model make of a person who loved the
+seed: the explicit model's top list for a new user who rated it 5 stars (by predicted rating
+and popularity, as its ``recommend`` ranks) beside the implicit rung's for a new user who
+watched it (``feedback=implicit``, trained first if missing), each movie with its rating count.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +44,12 @@ class Options:
     top_n: int = 10
     user_id: int = 1
     """Also the top list of this existing user."""
+    implicit: dict = field(default_factory=lambda: dict(IMPLICIT))
+    """The implicit rung shown beside the explicit model (``model.*`` keys and ``K``; the
+    values of ``conf/feedback/implicit.yaml``)."""
+
+
+IMPLICIT = {"K": 64, "tau": 0.01, "alpha0": 0.2, "nu": 1.0}
 
 
 def compute(ctx: Context, opts: Options) -> dict:
@@ -57,10 +68,24 @@ def compute(ctx: Context, opts: Options) -> dict:
     return {"model": model.config.hparams(),
             "seed": {"movie_id": int(model.movies.ids[seed]), "title": title,
                      "training_raters": int(users.numel())},
+            "loved": loved(ctx, model, int(model.movies.ids[seed]), opts),
             "min_count": opts.min_count, "lists": lists,
             "user": {"user_id": opts.user_id,
                      "top": model.recommend(opts.user_id, opts.top_n, min_count=opts.min_count)},
             "_plot": plot}
+
+
+def loved(ctx: Context, model, seed_id: int, opts: Options) -> dict:
+    """The top lists, unfiltered, for a new person who loved the seed: the explicit model's
+    (rated it 5 stars) and the implicit rung's (watched it)."""
+    explicit = model if not model.config.implicit else ctx.model(feedback="explicit")
+    options = dict(opts.implicit)
+    k = options.pop("K", None)
+    implicit = model if model.config.implicit else ctx.model(
+        K=k, feedback="implicit", genre_bias=False, **options)
+    top = explicit.rating_range[1]
+    return {"explicit": explicit.recommend_new_user([(seed_id, top)], opts.top_n),
+            "implicit": implicit.recommend_new_user([seed_id], opts.top_n)}
 
 
 def render(result: dict, out: Path) -> None:
@@ -72,15 +97,26 @@ def render(result: dict, out: Path) -> None:
              result["seed"]["title"])
     user = result["user"]
     pd.DataFrame(user["top"]).to_csv(out / f"user_{user['user_id']}_top.csv", index=False)
+    for kind, records in result["loved"].items():
+        pd.DataFrame(records).to_csv(out / f"loved_seed_{kind}.csv", index=False)
 
 
 def summarize(result: dict) -> str:
     seed, user = result["seed"], result["user"]
     with pd.option_context("display.width", 250, "display.max_colwidth", 34):
         shown = side_by_side(result["lists"]).map(lambda t: plots.short(t, 34)).to_string()
+    loved = result["loved"]
+    with pd.option_context("display.width", 250, "display.max_colwidth", 48):
+        both = pd.DataFrame({f"{kind} (ratings)": [f"{plots.short(r['title'], 40)} ({r['ratings']})"
+                                                   for r in records]
+                             for kind, records in loved.items()},
+                            index=pd.RangeIndex(1, len(loved["explicit"]) + 1, name="rank"))
+        both = both.to_string()
     return (f"seed: {seed['title']} ({seed['training_raters']} raters in training); movies with >= "
             f"{result['min_count']} ratings\n{shown}\n"
-            f"user {user['user_id']}: " + "; ".join(r["title"] for r in user["top"]))
+            f"user {user['user_id']}: " + "; ".join(r["title"] for r in user["top"]) +
+            f"\na new person who loved {seed['title']}, every movie a candidate: the explicit "
+            "model (rated it 5 stars) and the implicit rung (watched it)\n" + both)
 
 
 def _pca_map(out: Path, v: np.ndarray, counts: np.ndarray, index: dict, seed: int, lists: dict,

@@ -28,7 +28,7 @@ from rec.data.ratings import Ratings
 from rec.data.splits import Split
 from rec.errors import ConfigError
 from rec.training import (Callback, FitResult, TrainConfig, _Subsets, _sync,
-                          build_engine, cold_rows, epoch_log, load_checkpoint, ranking_metrics,
+                          build_engine, cold_rows, epoch_log, load_checkpoint, popularity_ranking,
                           save_checkpoint)
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _final(engine, p: Params, posterior: Posterior, running: dict, ratings: Rati
     out["test/cold_rmse"], out["test/cold_n"] = rmse(rating[cold], mean[cold], rr), int(cold.sum())
     out["test/warm_rmse"], out["test/warm_n"] = rmse(rating[~cold], mean[~cold], rr), int((~cold).sum())
     mean_params = posterior.mean_params().to(engine.device, engine.dtype)
-    out.update(ranking_metrics(mean_params, ratings, split, data, cfg, seed))
+    out.update(popularity_ranking(mean_params, ratings, split, data, cfg, seed))
     return out
 
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# rec's implicit-feedback epoch at ML-32M's shape beside implicit 0.7.3's CPU ALS iteration on
+# the same training rows, in one sitting, with the ratio (benchmarks/README.md, "Top-N").
+#   bash benchmarks/implicit_speed.sh [OUT] [K ...]     (default: outputs/implicit-speed, K = 10 64)
+# Run with rec's requirements installed (PYTHON= picks that interpreter); implicit lives in the
+# peers' virtualenv ($PEERS_VENV, default benchmarks/.venv-peers), made here on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-outputs/implicit-speed}"
+shift || true
+if [ "$#" -eq 0 ]; then set -- 10 64; fi
+PY="${PYTHON:-python}"
+source benchmarks/peers_venv.sh
+"$PY" -m rec.data split synthetic --scale 1 --out "$OUT/split"
+for K in "$@"; do
+  "$PY" train.py +experiment=bench_32m feedback=implicit K="$K" measure_loading=false \
+      train.max_epochs=3 train.eval_test=false train.ranking_max_users=1000 threads=2 \
+      paths.root="$OUT/rec" 2>&1 | tee "$OUT/rec-K$K.txt"
+  "$VENV/bin/python" benchmarks/implicit_speed.py "$OUT/split" --K "$K" --threads 2 \
+      | tee "$OUT/implicit-K$K.txt"
+  "$PY" - "$OUT/rec-K$K.txt" "$OUT/implicit-K$K.txt" <<'PYEOF'
+import re, sys
+rec = float(re.search(r"ALS s/epoch median ([0-9.]+)", open(sys.argv[1]).read()).group(1))
+imp = float(re.search(r"s/iteration median ([0-9.]+)", open(sys.argv[2]).read()).group(1))
+print(f"ratio rec / implicit (median s per epoch / iteration): {rec / imp:.2f} ({rec:.3f} / {imp:.3f})")
+PYEOF
+done
