@@ -183,13 +183,10 @@ class Recommender:
     def top_k(self, scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
               min_count: int = 0, predicted: torch.Tensor | None = None) -> list[dict]:
         """The ``k`` best movies by ``scores`` (all of them when fewer are left), as records
-        with id, title, genres, ``score`` (what they are ranked by), ``predicted`` (the
-        predicted rating, clipped to the rating scale: what a person is shown; ``predicted``
-        gives it when ``scores`` are not ratings; an implicit-feedback model has none) and
-        the training rating count."""
+        with id, title, genres, ``score`` (what they are ranked by), the training rating
+        count and, given ``predicted`` ratings, each one's ``predicted`` rating clipped to the
+        rating scale (what a person is shown)."""
         k = as_count(k, "k")
-        if predicted is None and not self.config.implicit:
-            predicted = scores
         if predicted is not None:
             predicted = predicted.clamp(*self.rating_range)
         scores = scores.clone().float()
@@ -202,11 +199,9 @@ class Recommender:
         m = self.movies
         records = [{"rank": r + 1, "movie_id": int(m.ids[i]), "title": m.titles[i],
                     "genres": " | ".join(m.genres_of(i)), "score": float(v),
+                    **({} if predicted is None else {"predicted": float(predicted[i])}),
                     "ratings": int(self.item_counts[i])}
                    for r, (v, i) in enumerate(zip(values.tolist(), index.tolist()))]
-        if predicted is not None:
-            for rec in records:
-                rec["predicted"] = float(predicted[self.item_index(rec["movie_id"])])
         return records
 
     def similar(self, movie_id: int, k: int = 10, min_count: int = 0) -> list[dict]:
@@ -217,8 +212,7 @@ class Recommender:
         if v.shape[1] == 0:
             raise RecError("similar movies need embeddings: this model has none (model=biases).")
         unit = v / v.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        return [{k: v for k, v in rec.items() if k != "predicted"}
-                for rec in self.top_k(unit @ unit[n], k, torch.tensor([n]), min_count)]
+        return self.top_k(unit @ unit[n], k, torch.tensor([n]), min_count)
 
     def item_scores(self, user_factors: torch.Tensor, user_bias: float = 0.0) -> torch.Tensor:
         """Predicted rating of every movie for one user vector (unclipped)."""
