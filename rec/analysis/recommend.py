@@ -30,6 +30,7 @@ import pandas as pd
 from rec.analysis import plots
 from rec.analysis.context import Context
 from rec.analysis.seeds import dummy_users, seed_raters, top_lists
+from rec.als.config import IMPLICIT_ONLY, ModelConfig
 from rec.errors import ConfigError
 
 
@@ -78,11 +79,13 @@ def compute(ctx: Context, opts: Options) -> dict:
 def loved(ctx: Context, model, seed_id: int, opts: Options) -> dict:
     """The top lists, unfiltered, for a new person who loved the seed: the explicit model's
     (rated it 5 stars) and the implicit rung's (watched it)."""
-    explicit = model if not model.config.implicit else ctx.model(feedback="explicit")
+    explicit = model if not model.config.implicit else ctx.model(
+        K=ModelConfig.K, **{f: getattr(ModelConfig, f) for f in ("feedback", "tau", *IMPLICIT_ONLY)})
     options = dict(opts.implicit)
     k = options.pop("K", None)
+    plain = {f: getattr(ModelConfig, f) for f in ("lam", "gamma", "reg_scaling")}  # unused there
     implicit = model if model.config.implicit else ctx.model(
-        K=k, feedback="implicit", genre_bias=False, **options)
+        K=k, feedback="implicit", genre_bias=False, **{**plain, **options})
     top = explicit.rating_range[1]
     return {"explicit": explicit.recommend_new_user([(seed_id, top)], opts.top_n),
             "implicit": implicit.recommend_new_user([seed_id], opts.top_n)}
