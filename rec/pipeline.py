@@ -265,7 +265,8 @@ def format_split(split: dict) -> str:
     """``random 0.9/0.05/0.05, seed 0: 90,752 train, 5,042 val, 5,042 test``."""
     how = f"{split['kind']}" + (f" fold {split['fold']}" if "fold" in split else "")
     how += f" {split['cold_fraction']:g} of movies held out," if "cold_fraction" in split else ""
-    how += " " + "/".join(f"{x:g}" for x in split["fractions"])
+    how += (" " + "/".join(f"{x:g}" for x in split["fractions"])) if "fractions" in split \
+        else " (one rating per user each for validation and test)"
     how += f", seed {split['seed']}" if "seed" in split else ""
     sizes = split["sizes"]
     return f"{how}: {sizes['train']:,} train, {sizes['val']:,} val, {sizes['test']:,} test"

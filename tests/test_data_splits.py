@@ -92,3 +92,26 @@ def test_cold_fraction_only_with_the_cold_movies_split():
         SplitConfig(kind="random", cold_fraction=0.2)
     with pytest.raises(ConfigError, match="between 0 and 1"):
         SplitConfig(kind="cold_movies", cold_fraction=1.5)
+
+
+def test_leave_last_out_holds_each_users_last_rating_for_test_and_the_one_before_for_val():
+    r = random_ratings(n_users=30, n_items=25, density=0.3, seed=4, cold_users=3)
+    deg = torch.bincount(r.user.long(), minlength=r.n_users)
+    split = make_split(r, "leave_last")
+    parts = {name: idx.long() for name, idx in split.parts().items()}
+    assert sorted(torch.cat(list(parts.values())).tolist()) == list(range(len(r)))
+    for m in range(r.n_users):
+        mine = {name: idx[r.user[idx] == m] for name, idx in parts.items()}
+        if deg[m] < 3:
+            assert mine["val"].numel() == mine["test"].numel() == 0
+            continue
+        assert mine["val"].numel() == mine["test"].numel() == 1
+        t = r.timestamp
+        assert t[mine["test"]].item() >= t[mine["val"]].item() >= int(t[mine["train"]].max())
+    config = SplitConfig("leave_last")
+    assert config.needs_timestamps and config.tag() == "leave_last"
+    assert "fractions" not in config.options() and "seed" not in config.options()
+    with pytest.raises(ConfigError, match="one rating per user"):
+        SplitConfig("leave_last", fractions=(0.8, 0.1, 0.1))
+    with pytest.raises(ConfigError, match="leave_last split has no seed"):
+        SplitConfig("leave_last", seed=3)

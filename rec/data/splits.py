@@ -2,7 +2,9 @@
 
 No rating is copied: a split is three sorted index tensors into the
 dataset's rating tensors.  ``random`` is the report's seeded permutation;
-``temporal`` sends each user's latest ratings to validation and test;
+``temporal`` sends each user's latest ratings to validation and test; ``leave_last``
+holds out each user's last rating for test and the one before it for validation (the
+per-user leave-last-out protocol of top-N studies);
 ``predefined`` uses a dataset's official folds (ml-100k's u1-u5, ua, ub), with
 validation carved from the base file by seed; ``cold_movies`` holds a seeded
 share of the movies out of training with all their ratings.
@@ -18,7 +20,9 @@ import torch
 from rec.data.ratings import Ratings
 from rec.errors import ConfigError, DataError, RecError
 
-SPLITS = ("random", "temporal", "predefined", "cold_movies")
+SPLITS = ("random", "temporal", "leave_last", "predefined", "cold_movies")
+TIMED = ("temporal", "leave_last")
+"""The kinds that order each user's ratings by time."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,10 @@ class SplitConfig:
     """
 
     kind: str = "random"
-    """``random`` (seeded permutation), ``temporal`` (each user's latest ratings last) or
-    ``predefined`` (a dataset's official fold)."""
+    """``random`` (seeded permutation), ``temporal`` (each user's latest ratings last),
+    ``leave_last`` (each user's last rating for test, the one before for validation; users
+    with fewer than 3 ratings train on all of theirs), ``predefined`` (a dataset's official
+    fold) or ``cold_movies``."""
     fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
     """Train, validation and test shares; ``predefined``: ``[1 - v, v, 0]``, v carved from the
     fold's base file."""
@@ -66,10 +72,14 @@ class SplitConfig:
                               f"write split=cold_movies split.cold_fraction={self.cold_fraction}.")
         if self.kind == "cold_movies" and not 0 < self.held_out < 1:
             raise ConfigError(f"split.cold_fraction={self.held_out}: expected a share between 0 and 1.")
-        if self.kind == "temporal" and self.seed != 0:
-            raise ConfigError(f"split.seed={self.seed}: the temporal split has no seed (it sends "
-                              "each user's latest ratings to validation and test); drop it, or "
-                              "use split=random.")
+        if self.kind in TIMED and self.seed != 0:
+            raise ConfigError(f"split.seed={self.seed}: the {self.kind} split has no seed (it "
+                              "sends each user's latest ratings to validation and test); drop "
+                              "it, or use split=random.")
+        if self.kind == "leave_last" and tuple(f) != self.default_fractions("random"):
+            raise ConfigError(f"split.fractions={list(f)}: the leave_last split holds out one "
+                              "rating per user for validation and one for test, whatever the "
+                              "fractions; drop split.fractions, or use split=temporal.")
 
     @staticmethod
     def default_fractions(kind: str) -> tuple[float, float, float]:
@@ -84,7 +94,7 @@ class SplitConfig:
     @property
     def needs_timestamps(self) -> bool:
         """Whether the loader must keep the ratings' timestamps for this split."""
-        return self.kind == "temporal"
+        return self.kind in TIMED
 
     def make(self, ratings: Ratings) -> Split:
         """The split of ``ratings`` this configuration describes."""
@@ -92,14 +102,18 @@ class SplitConfig:
             return random_split(ratings, self.fractions, self.seed)
         if self.kind == "temporal":
             return temporal_split(ratings, self.fractions)
+        if self.kind == "leave_last":
+            return temporal_split(ratings, last=1)
         if self.kind == "cold_movies":
             return cold_movie_split(ratings, self.fractions, self.held_out, self.seed)
         return predefined_split(ratings, self.fold, self.fractions[1], self.seed)
 
     def options(self) -> dict:
         """The options that define the split, for fingerprints, summaries and saved models."""
-        out = {"kind": self.kind, "fractions": list(self.fractions)}
-        if self.kind != "temporal":
+        out = {"kind": self.kind}
+        if self.kind != "leave_last":
+            out["fractions"] = list(self.fractions)
+        if self.kind not in TIMED:
             out["seed"] = self.seed
         if self.kind == "predefined":
             out["fold"] = self.fold
@@ -111,9 +125,11 @@ class SplitConfig:
         """A file-name-safe identity: ``random-0.9-0.05-0.05-seed0``, ``predefined-u1-val0.05-seed0``."""
         if self.kind == "predefined":
             return f"predefined-{self.fold}-val{self.fractions[1]:g}-seed{self.seed}"
+        if self.kind == "leave_last":
+            return "leave_last"
         shares = "-".join(f"{x:g}" for x in self.fractions)
         held = f"-{self.held_out:g}" if self.kind == "cold_movies" else ""
-        return f"{self.kind}{held}-{shares}" + (f"-seed{self.seed}" if self.kind != "temporal" else "")
+        return f"{self.kind}{held}-{shares}" + (f"-seed{self.seed}" if self.kind not in TIMED else "")
 
     def describe(self, sizes: dict[str, int]) -> dict:
         """The options with the sizes of the three parts (:meth:`Split.sizes`; printed and
@@ -189,8 +205,11 @@ def cold_movie_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), cold_fractio
     return _check(_parts(len(ratings), label), ratings, f"cold_movies {cold_fraction} {fractions}")
 
 
-def temporal_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05)) -> Split:
-    """Each user's latest ratings go to test, the ones before them to validation."""
+def temporal_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), last: int | None = None) -> Split:
+    """Each user's latest ratings go to test, the ones before them to validation: a share
+    ``fractions`` of each user's ratings, or with ``last`` exactly that many of each for test
+    and as many before them for validation (leave-last-out; a user with no more than
+    ``2 last`` ratings keeps them all in training)."""
     if ratings.timestamp is None:
         raise ConfigError("the temporal split needs timestamps: load the dataset with them.")
     user = ratings.user.numpy()
@@ -199,12 +218,16 @@ def temporal_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05)) -> Split:
     start = np.cumsum(deg) - deg
     u = user[order]
     from_end = deg[u] - (np.arange(len(order)) - start[u])  # 1 for a user's latest rating
-    n_test = np.round(deg * fractions[2]).astype(np.int64)[u]
-    n_val = np.round(deg * fractions[1]).astype(np.int64)[u]
+    if last is None:
+        n_test = np.round(deg * fractions[2]).astype(np.int64)[u]
+        n_val = np.round(deg * fractions[1]).astype(np.int64)[u]
+    else:
+        n_test = n_val = np.where(deg > 2 * last, last, 0)[u]
     label = torch.zeros(len(order), dtype=torch.int8)
     label[torch.from_numpy(order[from_end <= n_test + n_val])] = 1
     label[torch.from_numpy(order[from_end <= n_test])] = 2
-    return _check(_parts(len(order), label), ratings, f"temporal {fractions}")
+    how = f"temporal {fractions}" if last is None else f"leave-last-{last}-out"
+    return _check(_parts(len(order), label), ratings, how)
 
 
 def predefined_split(ratings: Ratings, fold: str, val_fraction: float = 0.05, seed: int = 0) -> Split:
