@@ -185,6 +185,9 @@ class _Subsets:
             held = {name: (ratings.user[idx], ratings.item[idx], ratings.rating[idx])
                     for name, idx in (("val", split.val), ("test", split.test))}
         self.parts = {name: tuple(t.to(device) for t in part) for name, part in held.items()}
+        self.candidates: dict = {}
+        """Per part and ranking rule: the users ranked and what each rated in training
+        (:func:`ranking_metrics`), found once."""
 
 
 def _train_metrics(engine: ALS, p: Params, rating_range: tuple[float, float]) -> dict:
@@ -259,19 +262,23 @@ def ranking_metrics(p: Params, ratings: Ratings | Shard, split: Split | None, da
     scores, every movie the user did not rate in training a candidate; over a job's shards,
     each rank ranks its own users and the sums are added up."""
     user, item, rating = data.parts[part]
-    users = ranked_users(user, rating, p.user_factors.shape[0], cfg.relevance,
-                         cfg.ranking_max_users, seed)
-    n = users.numel()
-    if isinstance(ratings, Shard):
-        rows = ratings.user_rows
-        users = users[(users >= rows.start) & (users < rows.stop)]
-        seen_user, seen_item = ratings.pairs(users)
-    else:
-        seen_user, seen_item = pairs_of_users(ratings, split.train, users)
+    key = (part, cfg.relevance, cfg.ranking_max_users, seed)
+    if key not in data.candidates:  # the same every epoch: found once per run
+        users = ranked_users(user, rating, p.user_factors.shape[0], cfg.relevance,
+                             cfg.ranking_max_users, seed)
+        n = users.numel()
+        if isinstance(ratings, Shard):
+            rows = ratings.user_rows
+            users = users[(users >= rows.start) & (users < rows.stop)]
+            seen_user, seen_item = ratings.pairs(users)
+        else:
+            seen_user, seen_item = pairs_of_users(ratings, split.train, users)
+        data.candidates[key] = (n, users.to(user.device), seen_user.to(user.device),
+                                seen_item.to(user.device))
+    n, users, seen_user, seen_item = data.candidates[key]
     popularity = engine.item_degree if engine is not None else ratings.item_counts(split.train)
-    sums = ranking_sums(p, seen_user.to(user.device), seen_item.to(user.device), user, item,
-                        rating, cfg.ranking_k, cfg.relevance, users.to(user.device),
-                        popularity=popularity)
+    sums = ranking_sums(p, seen_user, seen_item, user, item, rating, cfg.ranking_k,
+                        cfg.relevance, users, popularity=popularity)
     if engine is not None:
         engine.total(sums)
     return {f"{part}/{k}": v for k, v in ranking_means(sums, n, cfg.ranking_k).items()}
