@@ -20,7 +20,7 @@ import torch
 from rec.data.ratings import Ratings
 from rec.errors import ConfigError, DataError, RecError
 
-SPLITS = ("random", "temporal", "leave_last", "predefined", "cold_movies")
+SPLITS = ("random", "temporal", "predefined", "cold_movies", "leave_last")
 TIMED = ("temporal", "leave_last")
 """The kinds that order each user's ratings by time."""
 
