@@ -18,10 +18,7 @@ for K in "$@"; do
       paths.root="$OUT/rec" 2>&1 | tee "$OUT/rec-K$K.txt"
   "$VENV/bin/python" benchmarks/implicit_speed.py "$OUT/split" --K "$K" --threads 2 \
       | tee "$OUT/implicit-K$K.txt"
-  "$PY" - "$OUT/rec-K$K.txt" "$OUT/implicit-K$K.txt" <<'PYEOF'
-import re, sys
-rec = float(re.search(r"ALS s/epoch median ([0-9.]+)", open(sys.argv[1]).read()).group(1))
-imp = float(re.search(r"s/iteration median ([0-9.]+)", open(sys.argv[2]).read()).group(1))
-print(f"ratio rec / implicit (median s per epoch / iteration): {rec / imp:.2f} ({rec:.3f} / {imp:.3f})")
-PYEOF
+  "$PY" benchmarks/ratio.py "rec / implicit (median s per epoch / iteration)" \
+      "$OUT/rec-K$K.txt" "ALS s/epoch median ([0-9.]+)" \
+      "$OUT/implicit-K$K.txt" "s/iteration median ([0-9.]+)"
 done

@@ -17,10 +17,7 @@ for K in "$@"; do
       paths.root="$OUT/rec" 2>&1 | tee "$OUT/rec-K$K.txt"
   "$VENV/bin/python" benchmarks/lenskit_speed.py "$OUT/split" --K "$K" --threads 2 \
       | tee "$OUT/lenskit-K$K.txt"
-  "$PY" - "$OUT/rec-K$K.txt" "$OUT/lenskit-K$K.txt" <<'PYEOF'
-import re, sys
-rec = float(re.search(r"ALS s/epoch median ([0-9.]+)", open(sys.argv[1]).read()).group(1))
-lk = float(re.search(r"s/epoch median ([0-9.]+)", open(sys.argv[2]).read()).group(1))
-print(f"ratio LensKit / rec (median s/epoch): {lk / rec:.2f} ({lk:.3f} / {rec:.3f})")
-PYEOF
+  "$PY" benchmarks/ratio.py "LensKit / rec (median s/epoch)" \
+      "$OUT/lenskit-K$K.txt" "s/epoch median ([0-9.]+)" \
+      "$OUT/rec-K$K.txt" "ALS s/epoch median ([0-9.]+)"
 done
