@@ -136,6 +136,8 @@ def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
     """:func:`train` in one process of the job ``dist``: rank 0 alone writes."""
     if dist.active and run.inference.gibbs:
         raise ConfigError("inference=gibbs runs in one process; start it with python, not torchrun.")
+    if dist.active and run.split.kind == "strong":
+        raise ConfigError("split=strong runs in one process; start it with python, not torchrun.")
     if dist.active and run.train.joint_genre_step:
         raise ConfigError("train.joint_genre_step=true runs in one process only; drop it "
                           "under torchrun.")
@@ -267,9 +269,12 @@ def format_split(split: dict) -> str:
     how += f" {split['cold_fraction']:g} of movies held out," if "cold_fraction" in split else ""
     how += (" " + "/".join(f"{x:g}" for x in split["fractions"])) if "fractions" in split \
         else " (one rating per user each for validation and test)"
+    how += " of users" if "fold_in" in split else ""
     how += f", seed {split['seed']}" if "seed" in split else ""
     sizes = split["sizes"]
-    return f"{how}: {sizes['train']:,} train, {sizes['val']:,} val, {sizes['test']:,} test"
+    given = f" (held-out users folded in from {split['fold_in']:g} of their ratings, " \
+        f"{sizes['fold_in']:,} rows)" if "fold_in" in split else ""
+    return f"{how}: {sizes['train']:,} train, {sizes['val']:,} val, {sizes['test']:,} test{given}"
 
 
 def _steps_line(f: dict, t: dict) -> str:

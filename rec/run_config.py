@@ -80,6 +80,10 @@ class RunConfig:
             raise ConfigError(f"dtype={self.dtype}: expected one of {', '.join(DTYPES)}.")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads={self.threads}: expected null or a positive count.")
+        if self.split.kind == "strong" and self.inference.gibbs:
+            raise ConfigError("split=strong folds its held-out users in by an ALS user step; "
+                              "inference=gibbs does not fold users in. Use inference=als, or "
+                              "another split.")
 
     @classmethod
     def from_mapping(cls, values) -> "RunConfig":

@@ -188,6 +188,22 @@ class _Subsets:
         self.candidates: dict = {}
         """Per part and ranking rule: the users ranked and what each rated in training
         (:func:`ranking_metrics`), found once."""
+        given = None if split is None or split.fold_in is None else split.fold_in
+        self.given = None if given is None else \
+            (ratings.user[given], ratings.item[given], ratings.rating[given])
+        """``split=strong``: the held-out users' given ratings, which fold them in."""
+        self.given_rows = None
+        """Their layout, built by the engine on first use."""
+
+    def scored(self, engine: ALS, p: Params) -> Params:
+        """The parameters that held-out ratings are scored with: ``p``, and under
+        ``split=strong`` the held-out users folded in from their given ratings against
+        ``p``'s movies (:meth:`ALS.fold_in`)."""
+        if self.given is None:
+            return p
+        if self.given_rows is None:
+            self.given_rows = engine.given_rows(*self.given)
+        return engine.fold_in(p, self.given_rows)
 
 
 def _train_metrics(engine: ALS, p: Params, rating_range: tuple[float, float]) -> dict:
@@ -211,18 +227,18 @@ def _accuracy(engine: ALS, p: Params, user: torch.Tensor, item: torch.Tensor,
 
 def _evaluate(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
               rating_range: tuple[float, float], record: dict, ranked) -> None:
-    """One epoch's metrics into ``record``; ``ranked(part)``: the ranking metrics of
-    ``part``, which select the implicit loss's epochs."""
-    if engine.implicit:
-        if cfg.eval_train:
-            record["objective"] = engine.objective(p)
-        for part in ("val", "test") if cfg.eval_test else ("val",):
-            record.update(ranked(part))
-        return
+    """One epoch's metrics into ``record``; ``ranked(params, part)``: the ranking metrics of
+    ``part``, which select the implicit loss's epochs.  Held-out ratings are scored with
+    :meth:`_Subsets.scored`."""
     if cfg.eval_train:
-        record.update(_train_metrics(engine, p, rating_range))
+        record.update({"objective": engine.objective(p)} if engine.implicit
+                      else _train_metrics(engine, p, rating_range))
+    scored = data.scored(engine, p)
     for part in ("val", "test") if cfg.eval_test else ("val",):
-        metrics = _accuracy(engine, p, *data.parts[part], rating_range)
+        if engine.implicit:
+            record.update(ranked(scored, part))
+            continue
+        metrics = _accuracy(engine, scored, *data.parts[part], rating_range)
         record[f"{part}/rmse"], record[f"{part}/nll"] = metrics["rmse"], metrics["nll"]
 
 
@@ -230,13 +246,15 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings | Shard, split: Split
                   data: _Subsets, cfg: TrainConfig, seed: int) -> dict:
     """Accuracy per split, cold-start RMSE and ranking metrics of the kept parameters (the
     implicit loss: its objective and the ranking metrics of validation and test)."""
+    scored = data.scored(engine, p)
     if engine.implicit:
         out = {"objective": engine.objective(p), "train/n": engine.n_train}
         for part in data.parts:
-            out.update(ranking_metrics(p, ratings, split, data, cfg, seed, engine, part))
+            out.update(ranking_metrics(scored, ratings, split, data, cfg, seed, engine, part))
         return out
     rr = ratings.rating_range
     out = {**_train_metrics(engine, p, rr), "train/n": engine.n_train}
+    p = scored
     for part, tensors in data.parts.items():
         for k, v in _accuracy(engine, p, *tensors, rr).items():
             out[f"{part}/{k}"] = v
@@ -272,7 +290,7 @@ def ranking_metrics(p: Params, ratings: Ratings | Shard, split: Split | None, da
             users = users[(users >= rows.start) & (users < rows.stop)]
             seen_user, seen_item = ratings.pairs(users)
         else:
-            seen_user, seen_item = pairs_of_users(ratings, split.train, users)
+            seen_user, seen_item = pairs_of_users(ratings, split.known(), users)
         data.candidates[key] = (n, users.to(user.device), seen_user.to(user.device),
                                 seen_item.to(user.device))
     n, users, seen_user, seen_item = data.candidates[key]
@@ -388,7 +406,8 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
         history, stop = saved["history"], StopState(**saved["state"])
         log.info("resuming %s after epoch %d", checkpoint, stop.epoch)
     als_s, eval_s = [], []
-    ranked = lambda part: ranking_metrics(p, ratings, split, data, cfg, seed, engine, part)
+    ranked = lambda params, part: ranking_metrics(params, ratings, split, data, cfg, seed,
+                                                  engine, part)
     while stop.should_continue(cfg):
         record = _epoch(engine, p, data, cfg, ratings.rating_range, stop.epoch + 1, ranked)
         als_s.append(record["time/als_s"])

@@ -115,3 +115,35 @@ def test_leave_last_out_holds_each_users_last_rating_for_test_and_the_one_before
         SplitConfig("leave_last", fractions=(0.8, 0.1, 0.1))
     with pytest.raises(ConfigError, match="leave_last split has no seed"):
         SplitConfig("leave_last", seed=3)
+
+
+def test_strong_split_holds_users_out_whole_and_gives_a_share_of_each_to_fold_them_in():
+    r = random_ratings(n_users=200, n_items=40, density=0.2, seed=5, cold_users=3)
+    r_deg = torch.bincount(r.user.long(), minlength=r.n_users)
+    split = make_split(r, "strong", fractions=(0.8, 0.1, 0.1), seed=2)
+    parts = {**{name: idx.long() for name, idx in split.parts().items()},
+             "fold_in": split.fold_in.long()}
+    assert sorted(torch.cat(list(parts.values())).tolist()) == list(range(len(r)))
+    users = {name: set(r.user[idx].tolist()) for name, idx in parts.items()}
+    rated = int((r_deg > 0).sum())
+    assert len(users["val"]) == round(rated * 0.1) and len(users["test"]) == round(rated * 0.1)
+    assert not users["train"] & (users["val"] | users["test"])  # no held-out user trains
+    assert not users["val"] & users["test"]
+    assert users["fold_in"] == users["val"] | users["test"]
+    for m in users["val"] | users["test"]:
+        given = int((r.user[parts["fold_in"]] == m).sum())
+        assert given == min(max(round(0.8 * int(r_deg[m])), 1), int(r_deg[m]) - 1)
+    assert torch.equal(split.known(), torch.sort(torch.cat([split.train, split.fold_in])).values)
+    assert split.sizes()["fold_in"] == split.fold_in.numel()
+    again, other = make_split(r, "strong", (0.8, 0.1, 0.1), seed=2), \
+        make_split(r, "strong", (0.8, 0.1, 0.1), seed=3)
+    assert torch.equal(again.fold_in, split.fold_in) and not torch.equal(other.test, split.test)
+    assert make_split(r).fold_in is None
+    config = SplitConfig("strong", seed=2, fold_in=0.5)
+    assert config.options() == {"kind": "strong", "fractions": [0.9, 0.05, 0.05], "seed": 2,
+                                "fold_in": 0.5}
+    assert config.tag() == "strong-given0.5-0.9-0.05-0.05-seed2"
+    with pytest.raises(ConfigError, match="write split=strong split.fold_in=0.5"):
+        SplitConfig("random", fold_in=0.5)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        SplitConfig("strong", fold_in=1.0)

@@ -38,6 +38,21 @@ def test_split_command_writes_the_exact_rows_of_the_split(small, small_root, tmp
     assert movies["genres"][0] == "|".join(small.movies.genres_of(0))
 
 
+def test_split_command_writes_the_held_out_users_given_rows(small, small_root, tmp_path, capsys):
+    out = tmp_path / "strong"
+    assert data_main(["split", "ml-latest-small", "--root", str(small_root), "--kind", "strong",
+                      "--fold-in", "0.5", "--out", str(out)]) == 0
+    split = SplitConfig("strong", fold_in=0.5).make(small)
+    assert f"{split.fold_in.numel():,} given to fold held-out users in" in capsys.readouterr().out
+    rows = pd.read_csv(out / "fold_in.csv")
+    idx = split.fold_in.long()
+    assert rows["userId"].tolist() == small.user_ids[small.user[idx].long()].tolist()
+    assert rows["movieId"].tolist() == small.movies.ids[small.item[idx].long()].tolist()
+    info = json.loads((out / "split.json").read_text())
+    assert info["fold_in"] == 0.5 and info["sizes"]["fold_in"] == split.fold_in.numel()
+    assert set(pd.read_csv(out / "test.csv")["userId"]).isdisjoint(pd.read_csv(out / "train.csv")["userId"])
+
+
 def test_split_command_refuses_options_the_split_would_ignore(small_root, tmp_path, capsys):
     args = ["split", "ml-latest-small", "--root", str(small_root), "--out", str(tmp_path / "x")]
     assert data_main([*args, "--kind", "temporal", "--seed", "3"]) == 2

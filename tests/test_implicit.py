@@ -11,11 +11,13 @@ import torch
 
 from rec.als import ALS, ModelConfig, Params
 from rec.als.sizes import EngineSizes
-from rec.data.splits import make_split
+from rec.bayes.config import InferenceConfig
+from rec.data.splits import SplitConfig, make_split
 from rec.errors import ConfigError, RecError
 from rec.metrics import pairs_of_users, ranking
 from rec.model import Recommender
-from rec.training import POPULARITY_WEIGHTS, TrainConfig, fit
+from rec.run_config import RunConfig
+from rec.training import POPULARITY_WEIGHTS, TrainConfig, _Subsets, fit, ranking_metrics
 from tests.conftest import random_ratings
 
 
@@ -182,3 +184,45 @@ def test_an_explicit_models_lists_rank_by_rating_and_popularity_and_beat_most_po
     inside = [r for r in top if lo < r["predicted"] < hi]  # shown ratings are clipped
     assert inside and all(r["score"] == pytest.approx(r["predicted"] + w * math.log1p(r["ratings"]),
                                                       abs=1e-4) for r in inside)
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_strong_generalization_scores_held_out_users_folded_in_from_their_given_movies(small,
+                                                                                     feedback):
+    split = make_split(small, "strong")
+    implicit = feedback == "implicit"
+    cfg = ModelConfig(name="features", K=8, feedback=feedback,
+                      **({"tau": 0.01, "alpha0": 0.2} if implicit else {}))
+    result = fit(small, split, cfg, TrainConfig(max_epochs=3, ranking_max_users=None))
+    held = torch.unique(small.user[split.fold_in].long())
+    assert result.params.user_factors[held].abs().max() == 0  # they never trained
+    engine = ALS(cfg, small.user, small.item, small.rating, small.n_users, small.n_items,
+                 small.movies.genre_matrix(), subset=split.train)
+    given = engine.given_rows(*(t[split.fold_in] for t in (small.user, small.item, small.rating)))
+    folded = engine.fold_in(result.params, given)
+    # a held-out user's fold-in is the user step they would get with those ratings in training
+    both = torch.sort(torch.cat([split.train, split.fold_in])).values
+    whole = ALS(cfg, small.user, small.item, small.rating, small.n_users, small.n_items,
+                small.movies.genre_matrix(), subset=both, mu=engine.mu)
+    stepped = result.params.clone()
+    whole.user_step(stepped)
+    torch.testing.assert_close(folded.user_factors[held], stepped.user_factors[held],
+                               rtol=1e-4, atol=1e-5)
+    untouched = torch.ones(small.n_users, dtype=torch.bool)
+    untouched[held] = False
+    assert torch.equal(folded.user_factors[untouched], result.params.user_factors[untouched])
+    if not implicit:  # its lists add a popularity term: RMSE says the fold-in is used
+        assert result.final["test/rmse"] < 1.0
+        return
+    # the metrics rank every movie but their given ones, scored with the folded-in users
+    data = _Subsets(small, split, torch.device("cpu"))
+    tc = TrainConfig(ranking_max_users=None)
+    ours = ranking_metrics(folded, small, split, data, tc, 0, engine, "test")
+    assert ours["test/ndcg@10"] == pytest.approx(result.final["test/ndcg@10"], abs=1e-6)
+    cold = ranking_metrics(result.params, small, split, data, tc, 0, engine, "test")
+    assert ours["test/ndcg@10"] > cold["test/ndcg@10"] + 0.02
+
+
+def test_strong_generalization_needs_one_process_and_als():
+    with pytest.raises(ConfigError, match="inference=gibbs does not fold users in"):
+        RunConfig(split=SplitConfig("strong"), inference=InferenceConfig(method="gibbs"))

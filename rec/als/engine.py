@@ -298,6 +298,29 @@ class ALS:
         self.share(self.user_theta, "user")
         self._unpack(self.user_theta, p.user_factors, p.user_bias, self.cold_users)
 
+    def given_rows(self, user: torch.Tensor, item: torch.Tensor,
+                   rating: torch.Tensor) -> Groups | RowRatings:
+        """The user side's layout of ratings outside training (held-out people's given
+        movies), for :meth:`fold_in`."""
+        return self._group(user, item, rating, self.n_users, self.n_items)
+
+    def fold_in(self, p: Params, given: Groups | RowRatings) -> Params:
+        """``p`` with every person who has ratings in ``given`` (:meth:`given_rows`) set to the
+        exact user step over those ratings against ``p``'s movies: the same system, kernel and
+        prior weights as a training person with those ratings would have."""
+        table = self._fill(self.item_table, p.item_factors, p.item_bias)
+        weight = self._weights(given.degree.to(self.device), self.n_items)
+        theta = torch.zeros(self.n_users, self.width, dtype=self.dtype, device=self.device)
+        solve_side(given, table, self.lam, self.reg, self._row_weight(weight), theta, None,
+                   self.workspace, solver=self.sizes.solver,
+                   shared=self.shared_gramian(p.item_factors), weighted=self.weighted)
+        has = given.degree.to(self.device) > 0
+        out = p.clone()
+        out.user_factors[has] = theta[has, :self.dim]
+        if self.cfg.has_biases:
+            out.user_bias[has] = theta[has, self.dim]
+        return out
+
     def item_step(self, p: Params) -> None:
         """Solve every movie's ``[v_n; c_n]`` exactly given U, b and the prior mean p_n."""
         table = self._fill(self.user_table, p.user_factors, p.user_bias)

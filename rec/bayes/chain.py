@@ -49,6 +49,9 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
            checkpoint: Path | None = None, fingerprint: str = "",
            callbacks: tuple[Callback, ...] = ()) -> ChainResult:
     """Run the chain on ``split.train``; resume from ``checkpoint`` when it exists."""
+    if split.fold_in is not None:
+        raise ConfigError("split=strong folds its held-out users in by an ALS user step; the "
+                          "Gibbs sampler does not fold users in. Use inference=als.")
     _check(model_cfg, cfg)
     device = torch.device(device)
     start = _sync(device)

@@ -2,7 +2,7 @@
 
 ``python -m rec.data ml-latest-small [--root DIR]`` prints a dataset's counts.
 ``python -m rec.data split ml-latest-small [--kind random] [--fractions 0.9,0.05,0.05]
-[--seed 0] [--fold u1] --out DIR`` writes the exact train, validation and test rows
+[--seed 0] [--fold u1] [--fold-in 0.8] --out DIR`` writes the exact train, validation and test rows
 of a split as CSV (``userId,movieId,rating,timestamp``, the dataset's own ids), with
 ``split.json`` beside them, so that any other library can be run on the same rows.
 """
@@ -48,6 +48,9 @@ def split_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fold", help="predefined: the official fold, e.g. u1")
     parser.add_argument("--cold-fraction", type=float,
                         help="cold_movies: share of rated movies held out (default 0.1)")
+    parser.add_argument("--fold-in", type=float,
+                        help="strong: share of a held-out user's ratings given to fold them in "
+                             "(default 0.8; written to fold_in.csv)")
     parser.add_argument("--out", required=True, type=Path, help="folder for train.csv, val.csv, test.csv")
     return parser
 
@@ -57,7 +60,8 @@ def _split_config(args: argparse.Namespace) -> SplitConfig:
     if len(args.fractions or default) != 3:
         raise ConfigError(f"--fractions {','.join(map(str, args.fractions))}: write three shares.")
     return SplitConfig(kind=args.kind, fractions=args.fractions or default, fold=args.fold,
-                       seed=0 if args.seed is None else args.seed, cold_fraction=args.cold_fraction)
+                       seed=0 if args.seed is None else args.seed, cold_fraction=args.cold_fraction,
+                       fold_in=args.fold_in)
 
 
 def _data_config(args: argparse.Namespace) -> DataConfig:
@@ -71,7 +75,8 @@ def split_main(argv: list[str]) -> str:
     info = write_split(ratings, split, args.out)
     sizes = info["sizes"]
     return (f"{ratings.name} {split.tag()}: {sizes['train']:,} train, {sizes['val']:,} val, "
-            f"{sizes['test']:,} test rows -> {args.out}")
+            f"{sizes['test']:,} test rows" + (f", {sizes['fold_in']:,} given to fold held-out "
+            "users in" if "fold_in" in sizes else "") + f" -> {args.out}")
 
 
 def counts_main(argv: list[str]) -> str:

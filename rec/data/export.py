@@ -1,6 +1,7 @@
 """A split's rows as CSV files, for running other libraries on exactly rec's rows (SPEC §1.3).
 
-``train.csv``, ``val.csv`` and ``test.csv`` hold ``userId,movieId,rating,timestamp`` in
+``train.csv``, ``val.csv`` and ``test.csv`` (and for ``strong`` ``fold_in.csv``, the held-out
+users' given ratings) hold ``userId,movieId,rating,timestamp`` in
 the dataset's own ids, in the split's (sorted) order; ``movies.csv`` the catalog
 (``movieId,title,genres``, genres ``|``-separated) for libraries that use side
 information; ``split.json`` records the dataset, the split's options and the sizes,
@@ -35,7 +36,8 @@ def write_split(ratings: Ratings, split: SplitConfig, out: Path) -> dict:
     """Write the three parts of ``split`` of ``ratings`` into ``out``; return ``split.json``'s record."""
     parts = split.make(ratings)
     out = Path(out)
-    for name, index in parts.parts().items():
+    given = {} if parts.fold_in is None else {"fold_in": parts.fold_in}
+    for name, index in {**parts.parts(), **given}.items():
         frame = split_frame(ratings, index)
         atomic_write(out / f"{name}.csv", lambda tmp: frame.to_csv(tmp, index=False))
     movies = ratings.movies

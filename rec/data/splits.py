@@ -4,7 +4,9 @@ No rating is copied: a split is three sorted index tensors into the
 dataset's rating tensors.  ``random`` is the report's seeded permutation;
 ``temporal`` sends each user's latest ratings to validation and test; ``leave_last``
 holds out each user's last rating for test and the one before it for validation (the
-per-user leave-last-out protocol of top-N studies);
+per-user leave-last-out protocol of top-N studies); ``strong`` holds validation and test
+*users* out whole, each to be folded in from a share of their ratings and scored on the rest
+(strong generalization, Liang et al. 2018);
 ``predefined`` uses a dataset's official folds (ml-100k's u1-u5, ua, ub), with
 validation carved from the base file by seed; ``cold_movies`` holds a seeded
 share of the movies out of training with all their ratings.
@@ -20,7 +22,7 @@ import torch
 from rec.data.ratings import Ratings
 from rec.errors import ConfigError, DataError, RecError
 
-SPLITS = ("random", "temporal", "predefined", "cold_movies", "leave_last")
+SPLITS = ("random", "temporal", "predefined", "cold_movies", "leave_last", "strong")
 TIMED = ("temporal", "leave_last")
 """The kinds that order each user's ratings by time."""
 
@@ -48,6 +50,9 @@ class SplitConfig:
     """``predefined``: the official fold, e.g. ml-100k's ``u1``-``u5``, ``ua``, ``ub``."""
     cold_fraction: float | None = None
     """``cold_movies``: the share of rated movies held out with all their ratings (default 0.1)."""
+    fold_in: float | None = None
+    """``strong``: the share of a held-out user's ratings given to fold them in (default 0.8);
+    the others are scored."""
 
     def __post_init__(self) -> None:
         if self.kind not in SPLITS:
@@ -70,6 +75,13 @@ class SplitConfig:
             raise ConfigError(f"split.cold_fraction={self.cold_fraction} holds movies out, which "
                               f"only split=cold_movies does, but this run's split is {self.kind}; "
                               f"write split=cold_movies split.cold_fraction={self.cold_fraction}.")
+        if self.fold_in is not None and self.kind != "strong":
+            raise ConfigError(f"split.fold_in={self.fold_in} folds held-out users in, which only "
+                              f"split=strong does, but this run's split is {self.kind}; write "
+                              f"split=strong split.fold_in={self.fold_in}.")
+        if self.kind == "strong" and not 0 < self.given < 1:
+            raise ConfigError(f"split.fold_in={self.given}: expected a share between 0 and 1 "
+                              "(of each held-out user's ratings, given to fold them in).")
         if self.kind == "cold_movies" and not 0 < self.held_out < 1:
             raise ConfigError(f"split.cold_fraction={self.held_out}: expected a share between 0 and 1.")
         if self.kind in TIMED and self.seed != 0:
@@ -92,6 +104,11 @@ class SplitConfig:
         return 0.1 if self.cold_fraction is None else self.cold_fraction
 
     @property
+    def given(self) -> float:
+        """``strong``: the share of a held-out user's ratings given to fold them in."""
+        return 0.8 if self.fold_in is None else self.fold_in
+
+    @property
     def needs_timestamps(self) -> bool:
         """Whether the loader must keep the ratings' timestamps for this split."""
         return self.kind in TIMED
@@ -104,6 +121,8 @@ class SplitConfig:
             return temporal_split(ratings, self.fractions)
         if self.kind == "leave_last":
             return temporal_split(ratings, last=1)
+        if self.kind == "strong":
+            return strong_split(ratings, self.fractions, self.given, self.seed)
         if self.kind == "cold_movies":
             return cold_movie_split(ratings, self.fractions, self.held_out, self.seed)
         return predefined_split(ratings, self.fold, self.fractions[1], self.seed)
@@ -119,6 +138,8 @@ class SplitConfig:
             out["fold"] = self.fold
         if self.kind == "cold_movies":
             out["cold_fraction"] = self.held_out
+        if self.kind == "strong":
+            out["fold_in"] = self.given
         return out
 
     def tag(self) -> str:
@@ -128,7 +149,8 @@ class SplitConfig:
         if self.kind == "leave_last":
             return "leave_last"
         shares = "-".join(f"{x:g}" for x in self.fractions)
-        held = f"-{self.held_out:g}" if self.kind == "cold_movies" else ""
+        held = f"-{self.held_out:g}" if self.kind == "cold_movies" else \
+            f"-given{self.given:g}" if self.kind == "strong" else ""
         return f"{self.kind}{held}-{shares}" + (f"-seed{self.seed}" if self.kind not in TIMED else "")
 
     def describe(self, sizes: dict[str, int]) -> dict:
@@ -144,12 +166,22 @@ class Split:
     train: torch.Tensor
     val: torch.Tensor
     test: torch.Tensor
+    fold_in: torch.Tensor | None = None
+    """``strong``: the held-out users' given ratings, which fold them in against the trained
+    movies (never trained on); their other ratings are ``val`` and ``test``."""
 
     def parts(self) -> dict[str, torch.Tensor]:
         return {"train": self.train, "val": self.val, "test": self.test}
 
     def sizes(self) -> dict[str, int]:
-        return {k: int(v.numel()) for k, v in self.parts().items()}
+        sizes = {k: int(v.numel()) for k, v in self.parts().items()}
+        return sizes if self.fold_in is None else {**sizes, "fold_in": int(self.fold_in.numel())}
+
+    def known(self) -> torch.Tensor:
+        """The ratings a ranked list leaves out: training, and the held-out users' given ones."""
+        if self.fold_in is None:
+            return self.train
+        return torch.sort(torch.cat([self.train, self.fold_in])).values
 
 
 def _check(split: Split, ratings: Ratings, how: str) -> Split:
@@ -161,13 +193,19 @@ def _check(split: Split, ratings: Ratings, how: str) -> Split:
     return split
 
 
+GIVEN = 4
+"""The label of a held-out user's given rating (3: in no part, a predefined fold's other rows)."""
+
+
 def _parts(n: int, label: torch.Tensor) -> Split:
-    """Sorted indices of labels 0, 1, 2 (``nonzero`` yields them in order: no sort).
+    """Sorted indices of labels 0, 1, 2 and :data:`GIVEN` (``nonzero`` yields them in order:
+    no sort).
 
     int32 when they fit: at ML-32M scale that halves the largest index tensor.
     """
     dtype = torch.int32 if n < 2**31 else torch.int64
-    return Split(*(torch.nonzero(label == k).flatten().to(dtype) for k in range(3)))
+    parts = [torch.nonzero(label == k).flatten().to(dtype) for k in (0, 1, 2, GIVEN)]
+    return Split(*parts[:3], fold_in=parts[3] if parts[3].numel() else None)
 
 
 def _random_labels(n: int, fractions, generator: torch.Generator) -> torch.Tensor:
@@ -203,6 +241,38 @@ def cold_movie_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), cold_fractio
     warm = torch.nonzero(label == 0).flatten()
     label[warm] = _random_labels(warm.numel(), fractions, g)
     return _check(_parts(len(ratings), label), ratings, f"cold_movies {cold_fraction} {fractions}")
+
+
+def strong_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), given: float = 0.8,
+                 seed: int = 0) -> Split:
+    """Strong generalization: shares ``fractions[1:]`` of the users (of those with at least
+    two ratings, drawn by seed) are held out of training whole, for validation and test.  Each
+    held-out user's ratings are shuffled by the same seed; the first ``round(given n)`` of
+    their ``n`` (at least one, and one fewer than ``n`` at most) fold them in, and the others
+    are scored."""
+    g = torch.Generator().manual_seed(seed)
+    user = ratings.user.long()
+    deg = ratings.user_counts()
+    eligible = torch.nonzero(deg >= 2).flatten()
+    eligible = eligible[torch.randperm(eligible.numel(), generator=g)]
+    rated = int((deg > 0).sum())
+    n_val, n_test = round(rated * fractions[1]), round(rated * fractions[2])
+    if n_val + n_test > eligible.numel():
+        raise DataError(f"{ratings.name}: split=strong would hold out {n_val + n_test} users, "
+                        f"but only {eligible.numel()} have two or more ratings; lower "
+                        "split.fractions' validation and test shares.")
+    part = torch.zeros(ratings.n_users, dtype=torch.int8)
+    part[eligible[:n_val]], part[eligible[n_val:n_val + n_test]] = 1, 2
+    order = np.lexsort((torch.rand(user.numel(), generator=g).numpy(), user.numpy()))
+    start = torch.cumsum(deg, 0) - deg
+    position = torch.empty_like(user)
+    order = torch.from_numpy(order)
+    position[order] = torch.arange(user.numel()) - start[user[order]]
+    n_given = torch.clamp(torch.round(deg * given).long(), min=1)
+    n_given = torch.minimum(n_given, deg - 1)[user]
+    label = part[user]
+    label[(label > 0) & (position < n_given)] = GIVEN
+    return _check(_parts(len(user), label), ratings, f"strong {fractions} given {given:g}")
 
 
 def temporal_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), last: int | None = None) -> Split:
