@@ -83,15 +83,16 @@ def test_two_ranks_train_the_model_one_process_trains(tmp_path):
     assert list((tmp_path / "cwd-two").iterdir()) == []  # rank 1 wrote nothing
 
 
-IMPLICIT = ("feedback=implicit", "K=6", "model.confidence=0.5", "model.interaction_min=2.0",
-            "train.ranking_max_users=100")
+IMPLICIT = ("feedback=implicit", "K=6", "model.interaction_min=2.0", "train.ranking_max_users=100")
 
 
-def test_two_and_three_ranks_train_the_implicit_loss_one_process_trains(tmp_path):
-    one = run(command(tmp_path / "one", 4, extra=IMPLICIT), tmp_path / "cwd-one")
+@pytest.mark.parametrize("extra", [("model.confidence=0.5", "engine.kernel=torch"),
+                                   ("engine.kernel=fused",)], ids=["confidence+torch", "fused"])
+def test_two_and_three_ranks_train_the_implicit_loss_one_process_trains(tmp_path, extra):
+    one = run(command(tmp_path / "one", 4, extra=IMPLICIT + extra), tmp_path / "cwd-one")
     assert one.returncode == 0, one.stderr[-2000:]
     for nproc in (2, 3):
-        many = run(command(tmp_path / f"p{nproc}", 4, nproc=nproc, extra=IMPLICIT),
+        many = run(command(tmp_path / f"p{nproc}", 4, nproc=nproc, extra=IMPLICIT + extra),
                    tmp_path / f"cwd-{nproc}")
         assert many.returncode == 0, many.stderr[-2000:]
         a, b = model_of(tmp_path / f"p{nproc}"), model_of(tmp_path / "one")

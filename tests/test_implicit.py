@@ -54,12 +54,19 @@ CONFIGS = [ModelConfig(name="features", K=3, feedback="implicit", tau=0.3, alpha
                        confidence=2.0, interaction_min=2.5)]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["features", "embeddings+confidence+threshold"])
-def test_each_step_is_the_exact_minimizer_of_the_dense_loss(cfg):
+FUSED = ModelConfig(name="features", K=3, feedback="implicit", tau=0.3, alpha0=0.2, nu=1.0,
+                    interaction_min=2.5)
+
+
+@pytest.mark.parametrize("cfg,kernel", [(CONFIGS[0], "torch"), (CONFIGS[1], "torch"),
+                                        (FUSED, "fused")],
+                         ids=["features", "embeddings+confidence+threshold", "fused+threshold"])
+def test_each_step_is_the_exact_minimizer_of_the_dense_loss(cfg, kernel):
     r = random_ratings(n_users=14, n_items=11, density=0.35, seed=5)
     engine = ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
                  r.movies.genre_matrix(torch.float64), dtype=torch.float64,
-                 sizes=EngineSizes(kernel="torch", tile_cols=4))
+                 sizes=EngineSizes(kernel=kernel, tile_cols=4))
+    assert engine.sizes.kernel == kernel
     p = engine.initial_params(r.n_genres, seed=1)
     p.genre_factors.normal_(generator=torch.Generator().manual_seed(2))
     before, _ = gradients(cfg, r, p)
@@ -154,8 +161,9 @@ def test_implicit_options_are_checked():
         ModelConfig(feedback="implicit", gamma=2.0)
     with pytest.raises(ConfigError, match="drop model.genre_bias"):
         ModelConfig(feedback="implicit", genre_bias=True)
-    with pytest.raises(ConfigError, match="implicit loss .* runs on the torch path"):
-        ALS(ModelConfig(feedback="implicit", K=2), *[torch.zeros(1, dtype=torch.int32)] * 2,
+    with pytest.raises(ConfigError, match="implicit loss's confidences .* run on the torch path"):
+        ALS(ModelConfig(feedback="implicit", K=2, confidence=1.0),
+            *[torch.zeros(1, dtype=torch.int32)] * 2,
             torch.ones(1), 1, 1, torch.ones(1, 1), sizes=EngineSizes(kernel="fused"))
 
 

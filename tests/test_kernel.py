@@ -217,21 +217,29 @@ def test_the_unrolled_row_solve_is_the_loop_solve(d):
     rng = np.random.default_rng(d)
     x = rng.standard_normal((3 * d + 2, d + 1))
     empty = np.empty(0, np.float32)
-    cases = [(empty, empty), (rng.standard_normal(d).astype(np.float32),
-                              rng.standard_normal(d).astype(np.float32))]
-    for prior, noise in cases:
+    no_shared = np.empty((0, 0))
+    s = rng.standard_normal((d + 2, d))
+    shared = s.T @ s
+    cases = [(empty, empty, no_shared), (rng.standard_normal(d).astype(np.float32),
+                                         rng.standard_normal(d).astype(np.float32), no_shared),
+             (empty, empty, shared)]
+    for prior, noise, added in cases:
         outs = []
         for solve in (unrolled, loop):
             a = np.zeros((d + 1, d + kernel.STEP))
             a[:, :d + 1] = x.T @ x
             out = np.zeros(d, np.float32)
-            assert solve(a, 1.7, 0.5, np.full(d, 2.0, np.float32), prior, noise, out,
+            assert solve(a, 1.7, 0.5, np.full(d, 2.0, np.float32), prior, noise, added, out,
                          np.zeros(d), np.zeros(d))
             outs.append(out)
         np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+        if added.size:  # the shared matrix joins the system: (1.7 X^T X + S + I) theta = 1.7 X^T y
+            g = x.T @ x
+            want = np.linalg.solve(1.7 * g[:d, :d] + added + np.eye(d), 1.7 * g[:d, d])
+            np.testing.assert_allclose(outs[0], want, rtol=1e-5, atol=1e-5)
     singular = np.zeros((d + 1, d + kernel.STEP))  # no ratings and no prior: not definite
     for solve in (unrolled, loop):
         out = np.full(d, 9.0, np.float32)
-        assert not solve(singular.copy(), 1.0, 0.0, np.zeros(d, np.float32), empty, empty, out,
-                         np.zeros(d), np.zeros(d))
+        assert not solve(singular.copy(), 1.0, 0.0, np.zeros(d, np.float32), empty, empty,
+                         no_shared, out, np.zeros(d), np.zeros(d))
         assert (out == 9.0).all()  # left as it was

@@ -14,7 +14,7 @@ import torch
 from rec.als import ModelConfig, Params
 from rec.data import DataConfig, Split, load_dataset, make_split
 from rec.errors import ConfigError
-from rec.metrics import ranking
+from rec.metrics import ranked_lists, ranking, top_k
 from rec.als.sizes import EngineSizes
 from rec.training import TrainConfig, fit, load_checkpoint
 from tests.conftest import REPO, random_ratings
@@ -127,6 +127,30 @@ def test_ranking_does_not_depend_on_its_user_batches():
     runs = [ranking(p, *seen, test_user, test_item, test_rating, k=5, batch=b) for b in (None, 1, 7)]
     assert runs[0]["ranked_users"] > 20 and 0 < runs[0]["ndcg@5"] < 1
     assert runs[1] == pytest.approx(runs[0]) and runs[2] == pytest.approx(runs[0])
+
+
+@pytest.mark.parametrize("n_items", [30, 700, 5003])
+def test_top_k_by_group_maxima_is_torch_topk(n_items):
+    g = torch.Generator().manual_seed(n_items)
+    scores = torch.randn(41, n_items, generator=g)
+    scores[:, ::3] = float("-inf")  # left-out movies
+    scores[5, 7:] = float("-inf")  # a row with fewer candidates than groups' worth
+    scores[6, :n_items // 2] = 0.0  # and one whose top is inside the trailing columns
+    scores[6, -1] = 9.0
+    want = torch.topk(scores, 10, dim=1)
+    got = top_k(scores, 10)
+    assert torch.equal(scores.gather(1, got), want.values)
+    assert torch.equal(got[:5], want.indices[:5]) and got[6, 0] == n_items - 1
+
+
+def test_ranked_lists_leave_a_callers_scores_unchanged():
+    shared = torch.arange(12.0)
+    before = shared.clone()
+    out = list(ranked_lists(lambda b: shared.expand(len(b), -1), 3, 12, torch.tensor([0, 1]),
+                            torch.tensor([11, 10]), torch.tensor([0, 1]), torch.tensor([3, 4]),
+                            torch.tensor([5.0, 5.0]), 2, 4.0, torch.tensor([0, 1])))
+    assert torch.equal(shared, before)
+    assert out[0][1].tolist() == [[10, 9], [11, 9]]  # each user's own training movie left out
 
 
 def test_ranking_metrics_on_a_planted_answer():

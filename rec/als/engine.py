@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from rec.als.config import ModelConfig
-from rec.als.groups import Groups, RowRatings, build_groups, build_rows
+from rec.als.groups import Groups, RowRatings, build_groups, build_rows, unit_values
 from rec.als.params import Params
 from rec.als.sizes import EngineSizes
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side, squared_errors
@@ -65,6 +65,16 @@ def interactions(cfg: ModelConfig, rows: torch.Tensor, cols: torch.Tensor,
     values = (1 + cfg.confidence * rating.double()).sqrt() if cfg.confidence \
         else torch.ones_like(rating)  # float64: cast once, to the engine's precision
     return rows, cols, values
+
+
+def interacting(cfg: ModelConfig, rating: torch.Tensor,
+                subset: torch.Tensor | None) -> torch.Tensor | None:
+    """The positions among ``subset`` (``None``: all) of the ratings that are interactions
+    under the implicit loss (:func:`interactions`), without copying the ratings."""
+    if cfg.interaction_min is None:
+        return subset
+    keep = rating >= cfg.interaction_min
+    return torch.nonzero(keep).flatten() if subset is None else subset[keep[subset.long()]]
 
 
 def genre_pairs(genre_matrix: torch.Tensor) -> torch.Tensor:
@@ -125,8 +135,8 @@ class ALS:
         self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
         joint = bool(joint_genre_step and cfg.has_genres and self.dim)
         needs_torch = ("the joint genre step (train.joint_genre_step) needs the torch path"
-                       if joint else "the implicit loss (model.feedback=implicit) runs on the "
-                       "torch path" if cfg.implicit else "")
+                       if joint else "the implicit loss's confidences (model.confidence) run "
+                       "on the torch path" if self.weighted else "")
         self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width,
                                     needs_torch, self.cache_sharers())
         self.by_item, self.by_user = self._layout(user, item, rating, subset)
@@ -171,8 +181,11 @@ class ALS:
         """One side's ratings (those at ``subset``; ``None``: all), laid out for the kernel of
         :attr:`sizes`."""
         if self.sizes.kernel == "fused":
-            return build_rows(rows, cols, vals, n_rows, n_cols, self.sizes.tile_cols,
-                              self.sizes.tile_min, subset, self.dtype, self.most_split())
+            if self.implicit:
+                subset = interacting(self.cfg, vals, subset)
+            layout = build_rows(rows, cols, vals, n_rows, n_cols, self.sizes.tile_cols,
+                                self.sizes.tile_min, subset, self.dtype, self.most_split())
+            return unit_values(layout) if self.implicit else layout
         if subset is not None:
             rows, cols, vals = rows[subset], cols[subset], vals[subset]
         if self.implicit:
@@ -491,6 +504,10 @@ class ALS:
         ``sqrt(c)``: ``(sqrt(c) u.v - sqrt(c))^2``), summed over the job's processes."""
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         total = torch.zeros(1, dtype=torch.float64, device=self.device)
+        if isinstance(self.by_user, RowRatings):  # every value 1 (c = 1): y - u.v
+            theta = torch.cat([p.user_factors, torch.ones_like(p.user_factors[:, :1])], 1)
+            total += squared_errors(self.by_user, table, theta, None, self.workspace)[0]
+            return float(self.total(total))
         for chunk in self.by_user.chunks:
             z = gather(table, chunk, self.workspace)[..., :self.dim]
             fit = torch.bmm(z, p.user_factors.index_select(0, chunk.rows).unsqueeze(2))

@@ -28,7 +28,7 @@ first tile's pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -184,6 +184,15 @@ def build_rows(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_row
     n_levels = kernel.rating_levels(vals.numpy(), taken.numpy(), n_taken, found.numpy())
     return _lay_out(lambda: (source,), degree, n_cols, found[:n_levels] if n_levels >= 0 else None,
                     tile_cols, tile_min, dtype or vals.dtype, max_split)
+
+
+def unit_values(rows: RowRatings) -> RowRatings:
+    """``rows`` with every value 1 (the implicit loss's observed pairs, ``c = 1``): the codes
+    kept, their levels set to 1, or the values themselves."""
+    if rows.levels.numel():
+        return replace(rows, levels=torch.ones_like(rows.levels))
+    rows.vals.fill_(1)
+    return rows
 
 
 def stream_rows(blocks, degree: torch.Tensor, n_cols: int, levels: torch.Tensor | None,

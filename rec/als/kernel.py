@@ -147,17 +147,18 @@ def solve_one_source(d: int) -> str:
     loop unrolled and L held in named locals, so the compiler keeps it in registers instead
     of indexing a matrix in memory (at D = 11 it takes 300 ns per row against 455 ns; the
     same operations in the same order, so the same solution)."""
-    L = ["def solve_one(a, lam, w, reg, prior, noise, out, inv, t):",
-         "    p = prior.shape[0] > 0", "    z = noise.shape[0] > 0"]
+    L = ["def solve_one(a, lam, w, reg, prior, noise, shared, out, inv, t):",
+         "    p = prior.shape[0] > 0", "    z = noise.shape[0] > 0", "    s = shared.shape[0] > 0"]
     for i in range(d):
-        L.append(f"    g{i}_{i} = a[{i}, {i}] * lam + w * reg[{i}]")
+        L.append(f"    g{i}_{i} = a[{i}, {i}] * lam + w * reg[{i}]"
+                 f" + (shared[{i}, {i}] if s else 0.0)")
         for j in range(i + 1, d):
-            L.append(f"    g{i}_{j} = a[{i}, {j}] * lam")
+            L.append(f"    g{i}_{j} = a[{i}, {j}] * lam + (shared[{i}, {j}] if s else 0.0)")
         L.append(f"    r{i} = a[{i}, {d}] * lam + (prior[{i}] if p else 0.0)")
     for j in range(d):
         terms = "".join(f" - l{j}_{k} * l{j}_{k}" for k in range(j))
-        L += [f"    s = g{j}_{j}{terms}", "    if not s > 0.0:", "        return False",
-              f"    v{j} = 1.0 / np.sqrt(s)"]
+        L += [f"    q = g{j}_{j}{terms}", "    if not q > 0.0:", "        return False",
+              f"    v{j} = 1.0 / np.sqrt(q)"]
         for i in range(j + 1, d):
             terms = "".join(f" - l{i}_{k} * l{j}_{k}" for k in range(j))
             L.append(f"    l{i}_{j} = (g{j}_{i}{terms}) * v{j}")
@@ -171,14 +172,17 @@ def solve_one_source(d: int) -> str:
     return "\n".join(L) + "\n"
 
 
-def _solve_one(a, lam, w, reg, prior, noise, out, inv, t):
+def _solve_one(a, lam, w, reg, prior, noise, shared, out, inv, t):
     """Solve row ``a``'s system (``a``: its Gram's upper triangle, ``y``'s column last) into
     ``out``, or draw from its Gaussian when ``noise`` has entries; false if not positive
-    definite.  ``prior``/``noise`` are the row's entries or empty."""
+    definite.  ``prior``/``noise`` are the row's entries or empty; ``shared`` (D, D), or
+    empty, is added to the system matrix (the implicit loss's ``alpha0 X^T X``)."""
     d = out.shape[0]
     for i in range(d):
         for j in range(i, d):
             a[i, j] *= lam
+            if shared.shape[0] > 0:
+                a[i, j] += shared[i, j]
         a[i, i] += w * reg[i]
         a[i, d] *= lam
         if prior.shape[0] > 0:
@@ -226,6 +230,7 @@ def _solve_batch(g, lam, reg, prior, noise, out, first, last):
     inv = np.empty(d, dtype=np.float64)
     no_prior = np.empty(0, dtype=prior.dtype)
     no_noise = np.empty(0, dtype=noise.dtype)
+    no_shared = np.empty((0, 0), dtype=np.float64)
     failed = 0
     for r in range(first, last):
         for i in range(d + 1):
@@ -233,19 +238,20 @@ def _solve_batch(g, lam, reg, prior, noise, out, first, last):
                 a[i, j] = g[r, i, j]
         ok = _solve_one(a, lam, 1.0, reg[r] if reg.shape[0] > 1 else reg[0],
                         prior[r] if prior.shape[0] > 0 else no_prior,
-                        noise[r] if noise.shape[0] > 0 else no_noise, out[r], inv, t)
+                        noise[r] if noise.shape[0] > 0 else no_noise, no_shared, out[r], inv, t)
         failed += 0 if ok else 1
     return failed
 
 
-def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, noise, out,
-                blocks, last_tile, slot, gram, sse, first, last):
+def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, noise, shared,
+                out, blocks, last_tile, slot, gram, sse, first, last):
     """Overwrite ``out[r]`` for every row ``r`` with ratings (``last_tile[r] >= 0``).
 
     Row ``r`` solves ``(lam sum x x^T + w_r diag(reg)) theta = lam sum x y + prior[r]`` with
     ``x = table[c, :D]``, ``y = value - table[c, D]``, ``w_r = row_weight[r]`` (a rating's
     value: :func:`value`).  ``prior`` is ``(n_rows, D)`` or ``(0, D)`` (none); ``noise``, when ``(n_rows, D)``, turns the solve
-    into a draw ``theta + L^-T noise[r]``.  The ratings are ordered by (table tile, row):
+    into a draw ``theta + L^-T noise[r]``; ``shared`` (D, D) float64, when not empty, is added to
+    every row's system matrix.  The ratings are ordered by (table tile, row):
     tile ``k``'s ratings of row ``r`` are ``indptr[k n_rows + r]:indptr[k n_rows + r + 1]``,
     and ``last_tile[r]`` is the last tile holding any (-1: none).  A row in one tile is
     solved as soon as its Gram is formed; a row over several adds each tile's Gram into
@@ -289,7 +295,8 @@ def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, 
                     raw[:, :] = a[:, :d + 1]  # the solve overwrites a
                 ok = _solve_one(a, lam, row_weight[r], reg,
                                 prior[r] if prior.shape[0] > 0 else no_prior,
-                                noise[r] if noise.shape[0] > 0 else no_noise, out[r], inv, t)
+                                noise[r] if noise.shape[0] > 0 else no_noise, shared, out[r],
+                                inv, t)
                 failed += 0 if ok else 1
                 if ok and sse.shape[0] > 0:
                     sse[r] = _row_error(raw, out[r])

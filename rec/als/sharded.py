@@ -19,7 +19,7 @@ import time
 import torch
 
 from rec.als.engine import ALS
-from rec.als.groups import stream_rows
+from rec.als.groups import stream_rows, unit_values
 from rec.als.params import Params
 from rec.data.shards import Shard
 from rec.distributed import Dist
@@ -52,10 +52,19 @@ class ShardedALS(ALS):
         if self.sizes.kernel != "fused":
             return self._group(*self.shard.side(by), n_rows, n_cols)
         values = self.shard.rating_values
-        return stream_rows(lambda: self.shard.side_blocks(by), self.shard.side_degree(by),
-                           n_cols, None if values is None else torch.tensor(values),
-                           self.sizes.tile_cols, self.sizes.tile_min, self.dtype,
-                           self.most_split())
+        blocks, degree = lambda: self.shard.side_blocks(by), self.shard.side_degree(by)
+        least = self.cfg.interaction_min if self.implicit else None
+        if least is not None:  # the implicit loss's interactions only, counted by one more read
+            blocks = lambda: ((r[v >= least], c[v >= least], v[v >= least])
+                              for r, c, v in self.shard.side_blocks(by))
+            degree = torch.zeros(n_rows, dtype=torch.int64)
+            for r, _, _ in blocks():
+                degree += torch.bincount(torch.from_numpy(r).long(), minlength=n_rows)
+        layout = stream_rows(blocks, degree, n_cols,
+                             None if values is None else torch.tensor(values),
+                             self.sizes.tile_cols, self.sizes.tile_min, self.dtype,
+                             self.most_split())
+        return unit_values(layout) if self.implicit else layout
 
     @property
     def n_train(self) -> int:

@@ -248,15 +248,15 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
     when given, receives each row's sum of squared errors at its new solution,
     ``y^T y - 2 theta^T X^T y + theta^T X^T X theta``, from the Gram it already formed: the
     training error without another pass over the ratings.  ``shared`` (D, D), when given, is
-    added to every row's system matrix (the implicit loss's ``alpha0 X^T X``; torch path);
+    added to every row's system matrix (the implicit loss's ``alpha0 X^T X``);
     ``weighted``: each rating's value weights its row of the Gram (:func:`gram`).
     """
     if isinstance(groups, RowRatings):
-        if inverse is not None or shared is not None or weighted:
-            raise ValueError("the joint genre step and the implicit loss need the torch path "
-                             "(engine.kernel=torch)")
+        if inverse is not None or weighted:
+            raise ValueError("the joint genre step and the implicit loss's confidences need "
+                             "the torch path (engine.kernel=torch)")
         return solve_rows(groups, table, lam, reg, row_weight, out, prior, timer, noise,
-                          workspace, sse)
+                          workspace, sse, shared)
     workspace = workspace or Workspace()
     d1 = table.shape[1]
     if timer:
@@ -303,10 +303,11 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
                row_weight: torch.Tensor | None, out: torch.Tensor,
                prior: torch.Tensor | None = None, timer: PhaseTimer | None = None,
                noise: torch.Tensor | None = None, workspace: Workspace | None = None,
-               sse: torch.Tensor | None = None) -> None:
+               sse: torch.Tensor | None = None, shared: torch.Tensor | None = None) -> None:
     """:func:`solve_side` by the fused kernel (:func:`rec.als.kernel.solve_rows`), on the
     CPU; with ``noise`` (n_rows, D), each row's Gaussian draw instead of its solution; with
-    ``sse`` (n_rows,) float64, each row's squared training error at it."""
+    ``sse`` (n_rows,) float64, each row's squared training error at it; ``shared`` (D, D)
+    added to every row's system matrix."""
     if timer:
         timer.lap("other")
     d1 = table.shape[1]
@@ -319,7 +320,9 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
     failed = kernel.run_blocks(
         kernel.solve_rows(d1), rows.blocks.numel() - 1, threads, workspace.pool(threads),
         *rows.arrays(), table.numpy(), lam, reg.numpy(), weight.numpy(), (none if prior is None else prior.contiguous()).numpy(),
-        (none if noise is None else noise.contiguous()).numpy(), out.numpy(),
+        (none if noise is None else noise.contiguous()).numpy(),
+        (torch.zeros(0, 0, dtype=torch.float64) if shared is None
+         else shared.to(torch.float64).contiguous()).numpy(), out.numpy(),
         rows.blocks.numpy(), rows.last_tile.numpy(), rows.slot.numpy(),
         gram.view(n_gram, d1, d1).numpy(),
         (torch.zeros(0, dtype=torch.float64) if sse is None else sse).numpy())
