@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from rec.analysis.run import AnalyzeConfig
 
 ANALYZE_ONLY = ("task", "checkpoint")
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parent / "conf"
+"""The configs: the package's own (in a clone, a link to the top-level conf/)."""
 
 
 def register_resolvers() -> None:
