@@ -95,6 +95,7 @@ def train(data: str | Mapping | None = "ml-latest-small", *, K: int | None = Non
             summary = train_run(run, folder)
     else:
         summary = train_run(run, folder)
-    model = Recommender.load(summary["model_file"])
-    model.path = Path(summary["model_file"])
+    path = Path(summary["model_file"]).resolve()
+    model = Recommender.load(path)
+    model.path = path
     return model

@@ -204,15 +204,29 @@ class Recommender:
                    for r, (v, i) in enumerate(zip(values.tolist(), index.tolist()))]
         return records
 
+    def _unit_factors(self) -> torch.Tensor:
+        v = self.params.item_factors
+        if v.shape[1] == 0:
+            raise RecError("similar movies need embeddings: this model has none (model=biases).")
+        return v / v.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
     def similar(self, movie_id: int, k: int = 10, min_count: int = 0) -> list[dict]:
         """The ``k`` movies whose embeddings point most nearly the same way as this one's
         (cosine similarity, the ``score``)."""
         n = self.item_index(movie_id)
-        v = self.params.item_factors
-        if v.shape[1] == 0:
-            raise RecError("similar movies need embeddings: this model has none (model=biases).")
-        unit = v / v.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        unit = self._unit_factors()
         return self.top_k(unit @ unit[n], k, torch.tensor([n]), min_count)
+
+    def because(self, movie_ids: list[int], liked_ids: list[int]) -> list[int]:
+        """For each of ``movie_ids``, the one of ``liked_ids`` whose embedding points most
+        nearly the same way (cosine similarity): "because you liked ..." beside a list."""
+        if not liked_ids:
+            raise RecError("because: give at least one movie the person liked.")
+        unit = self._unit_factors()
+        rows = torch.tensor([self.item_index(i) for i in movie_ids], dtype=torch.long)
+        cols = torch.tensor([self.item_index(i) for i in liked_ids], dtype=torch.long)
+        nearest = (unit[rows] @ unit[cols].T).argmax(dim=1)
+        return [liked_ids[j] for j in nearest.tolist()]
 
     def item_scores(self, user_factors: torch.Tensor, user_bias: float = 0.0) -> torch.Tensor:
         """Predicted rating of every movie for one user vector (unclipped)."""

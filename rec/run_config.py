@@ -68,6 +68,7 @@ class RunConfig:
     resume: bool = True
     """Continue an unfinished run with the same fingerprint."""
     tensorboard: bool = True
+    """Write each epoch's metrics (and Gibbs traces) for TensorBoard under ``paths.tensorboard``."""
     measure_loading: bool = False
     """Also time a CSV parse and a cache read in a child process (benchmarks)."""
     progress: bool = True

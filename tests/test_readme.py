@@ -1,9 +1,13 @@
-"""Every command and snippet README.md shows runs (shrunk to a few epochs and small data)."""
+"""Every command and snippet README.md and docs/ show runs (shrunk to a few epochs and small data);
+the README stays short and the docs site builds."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import re
+import subprocess
+import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -16,7 +20,9 @@ from rec.pipeline import train
 from tests.conftest import REPO
 from tests.test_train_pipeline import configure
 
-README = re.sub(r"\s+", " ", (REPO / "README.md").read_text())
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "benchmarks" / "README.md"]
+README = re.sub(r"\s+", " ", "\n".join(path.read_text() for path in DOCS))
+"""The README, the guides of docs/ and the benchmark log: where the commands are shown."""
 SHRINK = ("train.max_epochs=2", "tensorboard=false", "train.ranking_max_users=50",
           "engine.kernel=torch")
 """A few epochs on small data, on the torch path: the fused kernel compiles once per width, a
@@ -84,7 +90,8 @@ def test_readme_sweeps_compose(command, tmp_path):
 def test_readme_python_snippet(small_root, tmp_path):
     cfg = configure(tmp_path, small_root, *SHRINK)
     summary = train(run_config(cfg), tmp_path / "run")
-    snippet = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    snippet = re.search(r"```python\n(.*?)```", (REPO / "docs" / "training.md").read_text(),
+                        re.S).group(1)
     published = '"models/ml-latest-small/random-0.9-0.05-0.05-seed0/features+genre_bias-K10.pt"'
     assert published in snippet
     snippet = snippet.replace(published, repr(summary["model_file"]))
@@ -121,3 +128,41 @@ def test_readme_compare_commands_parse(command):
     base = Setting(*default_sizes("cpu"))
     settings = [Setting.parse(t, base) for t in args.settings]
     assert all(s != base for s in settings) and args.scale
+
+
+def test_the_readme_is_short_and_links_what_exists():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        assert (REPO / target).exists(), target
+
+
+def test_the_docs_site_builds_without_a_warning(tmp_path):
+    mkdocs = pytest.importorskip("mkdocs.commands.build")
+    from mkdocs.config import load_config
+    config = load_config(str(REPO / "mkdocs.yml"), site_dir=str(tmp_path / "site"))
+    mkdocs.build(config)  # strict: a broken link or a page left out of nav fails the build
+    assert (tmp_path / "site" / "python" / "index.html").is_file()
+
+
+def test_the_configuration_reference_is_current():
+    """docs/configuration.md is generated from the config dataclasses: a new key, a changed
+    default or docstring must be regenerated, so the page never disagrees with the code."""
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "config_reference.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_config_key_is_documented():
+    import dataclasses
+    spec = importlib.util.spec_from_file_location("config_reference",
+                                                  REPO / "scripts" / "config_reference.py")
+    config_reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(config_reference)
+    text = config_reference.render()
+    assert "|  |" not in text  # a field without a docstring
+    from rec.run_config import RunConfig
+    for group in ("data", "split", "model", "train", "engine", "inference", "paths"):
+        for f in dataclasses.fields(getattr(RunConfig(), group)):
+            key = "K" if (group, f.name) == ("model", "K") else f"{group}.{f.name}"
+            assert f"| `{key}` |" in text, key

@@ -47,6 +47,16 @@ def test_the_answers_of_an_explicit_model(explicit, small):
     found = explicit.get("/movies", params={"q": "fellowship ring"}).json()
     assert found[0]["movie_id"] == FELLOWSHIP and "Fellowship" in found[0]["title"]
     assert explicit.get("/movies", params={"q": "no such title xyzzy"}).json() == []
+    # many matches: the most rated first, ties by title, the same as sorting every match
+    few = explicit.get("/movies", params={"q": "the", "limit": 7}).json()
+    many = explicit.get("/movies", params={"q": "the", "limit": 100}).json()
+    assert len(many) == 100 and all("the" in m["title"].lower() for m in many)
+    assert many == sorted(many, key=lambda m: (-m["ratings"], m["title"])) and few == many[:7]
+    counts = small.item_counts(make_split(small).train)  # the model's training counts
+    shown = {m["movie_id"] for m in many}
+    left_out = [int(counts[i]) for i, t in enumerate(small.movies.titles)
+                if "the" in t.lower() and int(small.movies.ids[i]) not in shown]
+    assert max(left_out) <= many[-1]["ratings"]
     top = explicit.get("/users/1/recommendations", params={"k": 5}).json()
     assert [r["rank"] for r in top] == [1, 2, 3, 4, 5]
     assert all(0.5 <= r["predicted"] <= 5.0 for r in top)  # shown as ratings: on the scale
@@ -56,6 +66,18 @@ def test_the_answers_of_an_explicit_model(explicit, small):
                                                              {"movie_id": TOY_STORY, "rating": 2}],
                                                   "k": 4}).json()
     assert len(new) == 4 and not {FELLOWSHIP, TOY_STORY} & {r["movie_id"] for r in new}
+    # liked: the loved movie, not Toy Story rated 2 (below the person's mean rating)
+    assert {r["because_id"] for r in new} == {FELLOWSHIP}
+    assert all("Fellowship of the Ring" in r["because"] for r in new)
+    many = explicit.post("/recommendations", json={"movies": [
+        {"movie_id": m} for m in (FELLOWSHIP, TOY_STORY, 2571, 318)], "k": 8}).json()
+    model = explicit.app.state.service.model
+    v = model.params.item_factors
+    unit = v / v.norm(dim=1, keepdim=True)
+    for r in many:  # the nearest liked movie by cosine, checked by hand
+        cos = {m: float(unit[model.item_index(r["movie_id"])] @ unit[model.item_index(m)])
+               for m in (FELLOWSHIP, TOY_STORY, 2571, 318)}
+        assert r["because_id"] == max(cos, key=cos.get)
     similar = explicit.get(f"/movies/{FELLOWSHIP}/similar", params={"k": 3}).json()
     assert len(similar) == 3 and all(-1 <= r["score"] <= 1 for r in similar)
     one = explicit.get("/predict", params={"user_id": 1, "movie_id": FELLOWSHIP}).json()

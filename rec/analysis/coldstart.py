@@ -32,8 +32,12 @@ class Options:
     """``conf/task/coldstart.yaml``."""
 
     rungs: tuple[str, ...] = ("biases", "embeddings", "features", "features+genre_bias")
+    """The rungs compared on the test movies nobody rated in training (each trained on the
+    configured split; ``features+genre_bias`` is ``features`` with ``model.genre_bias``)."""
     reference: str = "features"
+    """The rung every other is compared against, with a paired bootstrap interval."""
     n_boot: int = 2000
+    """Bootstrap resamples of the intervals."""
 
     def __post_init__(self) -> None:
         known = (*RUNGS, "features+genre_bias")

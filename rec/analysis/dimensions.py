@@ -23,10 +23,15 @@ class Options:
     """``conf/task/dimensions.yaml``."""
 
     Ks: tuple[int, ...] = (2, 10)
+    """Embedding widths of the ``features`` models compared (the report's 2 and 10)."""
     n_clusters: int = 5
+    """Clusters cut from each model's genre tree."""
     seed_movie: str = "Lord of the Rings: The Fellowship of the Ring"
+    """The movie whose nearest neighbours each model lists."""
     min_count: int = 100
+    """Neighbours listed: movies with at least this many training ratings."""
     top_n: int = 10
+    """Length of each list."""
 
 
 def _one_K(ctx: Context, opts: Options, K: int) -> tuple[dict, dict, dict]:

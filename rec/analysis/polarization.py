@@ -47,6 +47,7 @@ class Options:
     min_count: int = 20
     """Only movies with at least this many ratings (the report used 32M ratings)."""
     top_n: int = 10
+    """Movies listed as the most and the least polarizing."""
 
 
 def _movies(ctx: Context, model, min_count: int) -> tuple[pd.DataFrame, np.ndarray]:

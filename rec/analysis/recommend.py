@@ -43,6 +43,7 @@ class Options:
     min_count: int = 100
     """Movies with fewer training ratings are not recommended (the report's 100)."""
     top_n: int = 10
+    """Length of each list."""
     user_id: int = 1
     """Also the top list of this existing user."""
     implicit: dict = field(default_factory=lambda: dict(IMPLICIT))

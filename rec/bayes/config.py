@@ -35,6 +35,7 @@ class InferenceConfig:
     a0: float = 1.0
     """Gamma(a0, b0) hyperprior (shape, rate) of every precision: noise, factors, biases, W."""
     b0: float = 1.0
+    """Rate of that Gamma hyperprior (``a0 / b0`` is its mean precision)."""
     beta0: float = 1.0
     """Normal-Gamma: the prior mean of a factor dimension has precision ``beta0`` times its
     precision (around 0)."""

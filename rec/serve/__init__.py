@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -75,6 +76,8 @@ class Service:
     def __init__(self, model: Recommender) -> None:
         self.model, self.lock = model, threading.Lock()
         self.gibbs = model.posterior is not None
+        self.lower_titles = [t.lower() for t in model.movies.titles]  # searched on every keystroke
+        self.counts = model.item_counts.numpy()
 
     def _known(self, what: str, lookup, value: int) -> int:
         try:
@@ -95,12 +98,16 @@ class Service:
 
     def search(self, q: str, limit: int) -> list[dict]:
         words = q.lower().split()
-        titles, counts, ids = self.model.movies.titles, self.model.item_counts, self.model.movies.ids
-        hits = [i for i, t in enumerate(titles) if all(w in t.lower() for w in words)]
-        hits.sort(key=lambda i: (-int(counts[i]), titles[i]))
+        titles, counts, ids = self.model.movies.titles, self.counts, self.model.movies.ids
+        hits = np.array([i for i, t in enumerate(self.lower_titles) if all(w in t for w in words)],
+                        dtype=np.int64)
+        if hits.size > limit:  # only the titles rated at least as often as the limit-th can show
+            least = np.partition(counts[hits], hits.size - limit)[hits.size - limit]
+            hits = hits[counts[hits] >= least]
+        top = sorted(hits.tolist(), key=lambda i: (-int(counts[i]), titles[i]))[:limit]
         return [{"movie_id": int(ids[i]), "title": titles[i],
                  "genres": " | ".join(self.model.movies.genres_of(i)), "ratings": int(counts[i])}
-                for i in hits[:limit]]
+                for i in top]
 
     def recommend(self, user_id: int, k: int) -> list[dict]:
         self._known("user", self.model.user_index, user_id)
@@ -119,10 +126,24 @@ class Service:
         try:
             with self.lock:
                 if self.gibbs:
-                    return self.model.recommend_new_user_with_uncertainty(pairs, person.k)
-                return self.model.recommend_new_user(pairs, person.k)
+                    found = self.model.recommend_new_user_with_uncertainty(pairs, person.k)
+                else:
+                    found = self.model.recommend_new_user(pairs, person.k)
         except RecError as e:
             raise BadRequest(422, str(e)) from None
+        return self._because(found, person) if self.model.params.item_factors.shape[1] else found
+
+    def _because(self, found: list[dict], person: NewPerson) -> list[dict]:
+        """Each movie with the nearest, in the embedding space, of the person's liked movies:
+        those rated at or above the person's mean (a movie loved without a rating counts as the
+        top of the scale, as the fold-in takes it)."""
+        top = self.model.rating_range[1]
+        rating = [top if w.rating is None else w.rating for w in person.movies]
+        mean = sum(rating) / len(rating)
+        liked = [w.movie_id for w, r in zip(person.movies, rating) if r >= mean]
+        nearest = self.model.because([r["movie_id"] for r in found], liked)
+        titles, index = self.model.movies.titles, self.model.item_index
+        return [{**r, "because_id": b, "because": titles[index(b)]} for r, b in zip(found, nearest)]
 
     def similar(self, movie_id: int, k: int) -> list[dict]:
         self._known("movie", self.model.item_index, movie_id)
@@ -154,6 +175,7 @@ def create_app(model: Recommender, max_body: int = MAX_BODY) -> FastAPI:
     app = FastAPI(title=f"rec: {model.dataset} {model.config.name}", version=__version__,
                   description="Recommendations from a published rec model. Every id is the "
                               "dataset's own (MovieLens userId, movieId).")
+    app.state.service = service  # the model it answers from, for tests and embedding apps
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next):
