@@ -30,7 +30,7 @@ from rec.model import Recommender
 from rec.progress import EpochProgress
 from rec.run_config import RunConfig
 from rec.runs import CHECKPOINT, RunLock, claim_run, fingerprint, publish, write_run
-from rec.system import describe, peak_rss_mb, pick_device, set_threads
+from rec.system import describe, peak_gpu_mb, peak_rss_mb, pick_device, set_threads
 from rec.tensorboard_log import TensorBoardLogger
 from rec.bayes.posterior import Posterior
 from rec.training import FitResult, fit, load_checkpoint
@@ -256,7 +256,7 @@ def _summary(run: RunConfig, ratings: Ratings | Shard, split_info: dict, result:
                    **_per_epoch(result), "final_eval_s": result.timings["final_eval_s"],
                    "epochs_timed": len(result.timings["als_s"]), "padding": facts.padding,
                    "tiles": {"user_step": facts.user_step_tiles, "movie_step": facts.movie_step_tiles},
-                   "peak_rss_mb": peak_rss_mb()},
+                   "peak_rss_mb": peak_rss_mb(), **peak_gpu_mb(device)},
         "cold": {"users": facts.cold_users, "movies": facts.cold_movies},
         "machine": describe(device), "model_file": str(published),
         "tensorboard": info["tensorboard"],
@@ -322,7 +322,8 @@ def format_summary(s: dict) -> str:
           if t.get("profile") else []),
         f"  memory    peak RSS {t['peak_rss_mb']:,.0f} MiB" + (
             " (per rank: " + ", ".join(f"{m:,.0f}" for m in t["peak_rss_mb_per_rank"]) + " MiB)"
-            if "peak_rss_mb_per_rank" in t else ""),
+            if "peak_rss_mb_per_rank" in t else "") + (
+            f"; peak GPU memory {t['peak_gpu_mb']:,.0f} MiB" if "peak_gpu_mb" in t else ""),
         *([f"  comm      median per epoch: {t['comm_s_median']:.3f} s in collectives, "
            f"{t['comm_mb_per_epoch']:,.1f} MB sent per rank"] if "comm_s_median" in t else []),
         *([f"  intervals test coverage of the 50% / 90% predictive intervals: "

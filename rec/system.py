@@ -71,6 +71,13 @@ def peak_rss_mb() -> float:
     return kb / 1024 if platform.system() == "Linux" else kb / 2**20
 
 
+def peak_gpu_mb(device: torch.device) -> dict:
+    """``{"peak_gpu_mb": ...}``: the most GPU memory torch held on ``device`` (empty on a CPU)."""
+    if device.type != "cuda":
+        return {}
+    return {"peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+
+
 def describe(device: torch.device) -> dict:
     info = {"device": str(device), "cpu": cpu_model(), "cpus": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__}

@@ -198,6 +198,21 @@ def test_gpu_chunking_gives_the_cpu_result(small):
         assert torch.allclose(other.params.item_factors, runs[0].params.item_factors, atol=1e-9)
 
 
+@pytest.mark.parametrize("K", [10, 64, 128, 256, 1024])
+def test_gpu_sizes_bound_the_gathers_and_grams_of_wide_rows(K):
+    """On a GPU a chunk's gathers stay within 2 GiB and a solve batch's Grams within 4 GiB
+    whatever the width (2^18 rows of 257 x 257 Grams would be 70 GiB); narrow rows keep the
+    measured 2^24-rating chunks and 2^18-row batches."""
+    from rec.als.sizes import GPU_GATHER_BYTES, GPU_GRAM_BYTES, NO_TILES, default_sizes
+    row = (K + 2) * 4  # [x, bias, offset] in float32
+    chunk, batch, tiles = default_sizes("cuda", row)
+    assert tiles == NO_TILES and chunk & (chunk - 1) == 0 and batch & (batch - 1) == 0
+    assert chunk * row <= GPU_GATHER_BYTES and batch * (K + 2) ** 2 * 4 <= GPU_GRAM_BYTES
+    assert chunk * row > GPU_GATHER_BYTES / 2 or chunk == 1 << 24  # not needlessly small
+    if K == 10:
+        assert (chunk, batch) == (1 << 24, 1 << 18)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_path_matches_cpu(small):
     split = make_split(small)

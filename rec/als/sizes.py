@@ -48,12 +48,28 @@ from about 3 (D+1) ratings on (measured at K = 10); at K = 64, splitting every r
 slower than no tiles."""
 
 
+GPU_GATHER_BYTES = 1 << 31
+"""Most bytes of one chunk's gathered rows on a GPU (2^24 ratings at K = 10 take 0.8 GiB)."""
+
+GPU_GRAM_BYTES = 1 << 32
+"""Most bytes of one solve batch's Grams on a GPU, before the solver's own copies: 2^18 rows
+at K = 10 take 0.15 GiB, but at K = 256 they would take 70 GiB; wide rows get fewer rows."""
+
+
+def _pow2_at_most(n: float, low: int, high: int) -> int:
+    return max(low, min(high, 1 << max(0, int(n).bit_length() - 1)))
+
+
 def default_sizes(device: torch.device | str, row_bytes: int = 48) -> tuple[int, int, int]:
     """``(chunk_elems, batch_rows, tile_cols)`` that measured fastest: small chunks and table
     tiles that stay in a CPU's cache, or large chunks that fill a GPU (and no tiles); solve
-    batches sized to amortize the solver call.  ``row_bytes``: one row of the gathered table."""
+    batches sized to amortize the solver call.  ``row_bytes``: one row of the gathered table
+    (D + 1 entries), which on a GPU also bounds a chunk's gathers and a batch's Grams
+    (``(D + 1)^2`` entries a row) by :data:`GPU_GATHER_BYTES` and :data:`GPU_GRAM_BYTES`."""
     if torch.device(device).type == "cuda":
-        return 1 << 24, 1 << 18, NO_TILES
+        gram_row = row_bytes * row_bytes // 4  # (D + 1)^2 float32 entries, or fewer wider ones
+        return (_pow2_at_most(GPU_GATHER_BYTES / row_bytes, 1 << 16, 1 << 24),
+                _pow2_at_most(GPU_GRAM_BYTES / gram_row, 1 << 8, 1 << 18), NO_TILES)
     return 1 << 17, 1 << 15, max(1, TILE_BYTES // row_bytes)
 
 
@@ -79,9 +95,11 @@ class EngineSizes:
     bucket_growth: float = 1.15
     """Width ratio of successive degree buckets: padding stays under ``growth - 1``."""
     chunk_elems: int | None = None
-    """Padded ratings per batched Gram chunk; ``None``: 2^17 on CPU, 2^24 on GPU."""
+    """Padded ratings per batched Gram chunk; ``None``: 2^17 on CPU, 2^24 on GPU (fewer for
+    wide rows: at most 2 GiB of gathered rows)."""
     batch_rows: int | None = None
-    """Rows (users or movies) solved per batched solver call; ``None``: 2^15 on CPU, 2^18 on GPU."""
+    """Rows (users or movies) solved per batched solver call; ``None``: 2^15 on CPU, 2^18 on GPU
+    (fewer for wide rows: at most 4 GiB of Grams, 2^14 rows at K = 256)."""
     tile_cols: int | None = None
     """Most rows of the other side's table one gather pass reads; a larger table is cut into
     tiles of at most this many, so that each pass stays in cache.  ``None``: 1.5 MiB of table
