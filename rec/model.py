@@ -9,7 +9,11 @@ everything it needs: parameters, id maps, titles, genres and metrics.
 A model sampled by Gibbs (``inference=gibbs``) carries its thinned posterior samples
 (:class:`rec.bayes.posterior.Posterior`): every answer is then the posterior mean, each
 comes with a predictive standard deviation (``*_with_std``), and top-k can rank by an
-optimistic quantile instead of the mean.
+optimistic quantile instead of the mean.  Two sets of parameters, each asked for by name:
+:attr:`Recommender.params`, the embeddings and biases (a Gibbs model's posterior means, K
+dimensions), which answers with a geometry read (similar movies, new-movie embeddings, the
+analyses); and :attr:`Recommender.predictor`, whose predictions are the answers (a Gibbs
+model's samples packed side by side, S K dimensions; an ALS model's ``params`` itself).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class Recommender:
     """Parameters plus the catalog they index."""
 
     params: Params
+    """The embeddings and biases: the ALS point estimate, or each parameter's posterior mean
+    (K dimensions) for a Gibbs model.  Predictions come from :attr:`predictor`."""
     config: ModelConfig
     dataset: str
     user_ids: torch.Tensor
@@ -57,20 +63,43 @@ class Recommender:
     metrics: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     posterior: Posterior | None = None
-    """Gibbs: the kept posterior samples (``params`` is then their packed posterior mean)."""
+    """Gibbs: the kept posterior samples (``params`` is then their posterior mean)."""
     popularity_weight: float = 0.0
     """An explicit model ranks by ``predicted rating + popularity_weight log(1 + training
     count)``, the weight chosen on validation when it was trained
     (:func:`rec.training.popularity_ranking`); 0 ranks by predicted rating alone."""
     _shared: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
     """The implicit loss's ``alpha0 V^T V``, once a fold-in formed it."""
+    _predictor: Params | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.posterior is not None and self.params.dim != self.config.dim:
+            raise RecError(f"a Gibbs model's params are its posterior means, {self.config.dim} "
+                           f"dimensions, not {self.params.dim}: build it with "
+                           "Recommender.from_training(..., posterior=...).")
+
+    @property
+    def predictor(self) -> Params:
+        """Parameters whose predictions are this model's answers: :attr:`params` for a point
+        estimate; for a Gibbs model the samples packed side by side
+        (:meth:`rec.bayes.posterior.Posterior.predictive_params`, S K dimensions), whose
+        predictions are the posterior means.  Vectors from :meth:`fold_in` live in its space."""
+        if self.posterior is None:
+            return self.params
+        if self._predictor is None:
+            self._predictor = self.posterior.predictive_params()
+        return self._predictor
 
     @classmethod
     def from_training(cls, ratings: Ratings, train: torch.Tensor, params: Params,
                       config: ModelConfig, metrics: dict | None = None,
                       meta: dict | None = None,
                       posterior: Posterior | None = None) -> "Recommender":
-        """The model of a training run; ``metrics`` carry the ranking's ``popularity_weight``."""
+        """The model of a training run; ``metrics`` carry the ranking's ``popularity_weight``.
+        With a ``posterior`` (Gibbs), :attr:`params` is its :meth:`~Posterior.mean` and the
+        given ``params`` (the chain's packed predictive ones) are not kept."""
+        if posterior is not None:
+            params = posterior.mean()
         user = ratings.user
         ordered = user.numel() < 2 or bool((user[1:] >= user[:-1]).all())  # GroupLens files are
         order = slice(None) if ordered else torch.argsort(user, stable=True)
@@ -123,7 +152,7 @@ class Recommender:
             posterior = state.get("posterior")
             if posterior is not None:
                 state["posterior"] = Posterior.from_state_dict(posterior)
-                state["params"] = state["posterior"].mean_params()
+                state["params"] = state["posterior"].mean()
             else:
                 state["params"] = Params.from_state_dict(state["params"])
             state["config"] = ModelConfig(**state["config"])
@@ -158,7 +187,7 @@ class Recommender:
         """Clipped predictions for many pairs of a known user id and a catalog movie id."""
         self._ratings_only("predict_ids")
         users, items = self._pair_positions(user_ids, movie_ids)
-        return self.params.predict(users, items).clamp(*self.rating_range)
+        return self.predictor.predict(users, items).clamp(*self.rating_range)
 
     def find_movie(self, title: str) -> int:
         """Movie index of a title, searched forgivingly (see :mod:`rec.titles`)."""
@@ -178,7 +207,7 @@ class Recommender:
         """Predicted rating of a known user for a catalog movie, clipped to the rating range."""
         self._ratings_only("predict")
         u, n = torch.tensor([self.user_index(user_id)]), torch.tensor([self.item_index(movie_id)])
-        return float(self.params.predict(u, n).clamp(*self.rating_range))
+        return float(self.predictor.predict(u, n).clamp(*self.rating_range))
 
     def top_k(self, scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
               min_count: int = 0, predicted: torch.Tensor | None = None) -> list[dict]:
@@ -229,8 +258,9 @@ class Recommender:
         return [liked_ids[j] for j in nearest.tolist()]
 
     def item_scores(self, user_factors: torch.Tensor, user_bias: float = 0.0) -> torch.Tensor:
-        """Predicted rating of every movie for one user vector (unclipped)."""
-        p = self.params
+        """Predicted rating of every movie for one user vector of :attr:`predictor`'s space
+        (unclipped)."""
+        p = self.predictor
         return p.mu + user_bias + p.item_bias + p.item_factors @ user_factors
 
     def ranked(self, predicted: torch.Tensor, k: int, exclude: torch.Tensor | None,
@@ -250,16 +280,17 @@ class Recommender:
         """Top-k movies for a known user, skipping what the user rated (an explicit model:
         by predicted rating and popularity, :attr:`popularity_weight`)."""
         m = self.user_index(user_id)
-        scores = self.item_scores(self.params.user_factors[m], float(self.params.user_bias[m]))
+        p = self.predictor
+        scores = self.item_scores(p.user_factors[m], float(p.user_bias[m]))
         return self.ranked(scores, k, self.rated_by(m) if exclude_rated else None, min_count)
 
     def fold_in(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, float]:
         """A new user's ``(u, b)``: one exact user step against fixed V and c (SPEC §3); for a
-        Gibbs model, one per posterior sample, packed like :attr:`params`.  An implicit-
+        Gibbs model, one per posterior sample, packed like :attr:`predictor`.  An implicit-
         feedback model takes the movies the person watched, as ids or (id, rating) pairs."""
         if self.config.implicit:
             return self._fold_in_watched(pairs), 0.0
-        if self.posterior is not None:  # packed like params: item_scores gives the mean
+        if self.posterior is not None:  # packed like predictor: item_scores gives the mean
             u, b = self.fold_in_samples(pairs)
             return u.reshape(-1) / self.posterior.size ** 0.5, float(b.mean())
         items, rating = self._pairs(pairs)
@@ -378,8 +409,8 @@ class Recommender:
     def predict_new_movie(self, genres: list[str]) -> torch.Tensor:
         """Every known user's predicted rating of a new movie with these genres (its whole prior:
         embedding and bias)."""
-        p = self.params
-        scores = p.mu + self.new_movie_bias(genres) + p.user_bias + p.user_factors @ self.new_movie(genres)
+        p, rows = self.predictor, self._genre_rows(genres)
+        scores = p.mu + self.new_movie_bias(genres) + p.user_bias + p.user_factors @ p.genre_factors[rows].mean(0)
         return scores.clamp(*self.rating_range)
 
 

@@ -225,9 +225,7 @@ def _finish_board(board: TensorBoardLogger, run: RunConfig, ratings: Ratings | S
                        "dataset": ratings.name, "seed": run.seed, **split},
                       result.final, result.best_epoch)
     genres = [" | ".join(ratings.movies.genres_of(i)) for i in range(ratings.n_items)]
-    factors = model.posterior.samples["item_factors"][-1] if model.posterior else \
-        result.params.item_factors  # a sample's embeddings, not the packed posterior mean
-    board.log_projector(factors, ratings.movies.titles, genres, model.item_counts)
+    board.log_projector(model.params.item_factors, ratings.movies.titles, genres, model.item_counts)
     board.close()
 
 

@@ -173,7 +173,9 @@ def test_gibbs_run_publishes_a_model_that_answers_with_uncertainty(small_root, t
           "tensorboard=false", "progress=false")
     model = Recommender.load(tmp_path / "models" / "ml-latest-small" / RANDOM /
                              "features+genre_bias+gibbs-K10.pt")
-    assert model.posterior.size == 4 and model.params.user_factors.shape[1] == 40
+    # the samples by name; the embeddings (posterior means, K = 10) and the packed predictor
+    assert model.posterior.size == 4 and model.params.user_factors.shape[1] == 10
+    assert model.predictor.user_factors.shape[1] == 40
     metrics = json.loads((tmp_path / "outputs" / "run" / "metrics.json").read_text())
     assert metrics["inference"]["method"] == "gibbs" and metrics["final"]["samples_kept"] == 4
     assert 0 < metrics["final"]["test/coverage_50"] < metrics["final"]["test/coverage_90"] < 1
@@ -245,3 +247,73 @@ def test_tensorboard_shows_the_chain_per_sweep(small_root, tmp_path):
     final = EventAccumulator(str(Path(summary["tensorboard"]) / "final"))
     final.Reload()
     assert "test/coverage_90" in final.Tags()["scalars"]
+
+
+def _gibbs_model(small, S=5, K=3, seed=0):
+    """A Gibbs model of ml-latest-small from random samples (the answers' algebra does not
+    depend on the chain that drew them)."""
+    from rec.als.params import Params
+    from rec.bayes.posterior import Posterior
+    g = torch.Generator().manual_seed(seed)
+    n_u, n_i, n_g = small.n_users, small.n_items, small.n_genres
+    samples = {"user_factors": torch.randn(S, n_u, K, generator=g) * 0.5,
+               "user_bias": torch.randn(S, n_u, generator=g) * 0.2,
+               "item_factors": torch.randn(S, n_i, K, generator=g) * 0.5,
+               "item_bias": torch.randn(S, n_i, generator=g) * 0.2,
+               "genre_factors": torch.randn(S, n_g, K, generator=g) * 0.3,
+               "genre_bias": torch.randn(S, n_g, generator=g) * 0.1}
+    post = Posterior(samples, 3.5, torch.full((S,), 0.8), torch.ones(S, K + 1), torch.zeros(S, K))
+    split = make_split(small)
+    packed = post.predictive_params()  # what the chain hands over as its fit's params
+    cfg = ModelConfig(name="features", K=K)
+    return Recommender.from_training(small, split.train, packed, cfg, posterior=post), samples
+
+
+def test_a_gibbs_model_keeps_its_embeddings_and_its_predictor_apart(small, tmp_path):
+    model, s = _gibbs_model(small)
+    # params: each parameter's posterior mean, K dimensions, what the analyses read
+    assert model.params.dim == 3 and model.predictor.dim == 15
+    torch.testing.assert_close(model.params.item_factors, s["item_factors"].mean(0))
+    torch.testing.assert_close(model.params.genre_factors, s["genre_factors"].mean(0))
+    # the predictor's predictions are the mean over samples of each sample's prediction
+    users, items = torch.tensor([0, 5, 9]), torch.tensor([1, 2, 30])
+    each = 3.5 + s["user_bias"][:, users] + s["item_bias"][:, items] + (
+        s["user_factors"][:, users] * s["item_factors"][:, items]).sum(-1)
+    got = model.predict_ids(model.user_ids[users], model.movies.ids[items])
+    torch.testing.assert_close(got, each.mean(0).clamp(0.5, 5.0), atol=1e-5, rtol=0)
+    # ... which is not what the mean embeddings predict (the mean of products)
+    from_means = model.params.predict(users, items)
+    assert not torch.allclose(from_means, each.mean(0), atol=1e-3)
+    # geometry from the posterior means: a movie's nearest by cosine of mean embeddings
+    v = s["item_factors"].mean(0)
+    unit = v / v.norm(dim=1, keepdim=True)
+    top = model.similar(int(model.movies.ids[7]), k=1)[0]
+    cos = unit @ unit[7]
+    cos[7] = -2
+    assert top["movie_id"] == int(model.movies.ids[int(cos.argmax())])
+    torch.testing.assert_close(model.new_movie(["Comedy"]),
+                               s["genre_factors"].mean(0)[model.movies.genre_names.index("Comedy")])
+    # saved and loaded: the same two
+    back = Recommender.load(model.save(tmp_path / "gibbs.pt"))
+    torch.testing.assert_close(back.params.item_factors, model.params.item_factors)
+    torch.testing.assert_close(back.predict_ids(model.user_ids[users], model.movies.ids[items]), got)
+    with pytest.raises(RecError, match="posterior means, 3 dimensions, not 15"):
+        Recommender(**{**{k: getattr(model, k) for k in ("config", "dataset", "user_ids", "movies",
+                                                          "item_counts", "rated_offsets",
+                                                          "rated_items", "rating_range")},
+                       "params": model.predictor, "posterior": model.posterior})
+
+
+def test_analyses_of_a_gibbs_model_read_its_posterior_mean_embeddings(small):
+    from rec.analysis.genre_structure import describe
+    model, s = _gibbs_model(small, K=4)
+    numbers, _ = describe(model, 3)
+    assert numbers["K"] == 4  # not K S = 20, the packed predictor's width
+    from types import SimpleNamespace
+    from rec.analysis.polarization import _movies
+    table, _ = _movies(SimpleNamespace(ratings=small), model, min_count=50)
+    mean_norm = s["item_factors"].mean(0).double().norm(dim=1).numpy()
+    rms_norm = s["item_factors"].double().square().sum(-1).mean(0).sqrt().numpy()
+    index = [model.item_index(int(i)) for i in table["movie_id"]]
+    np.testing.assert_allclose(table["norm"].to_numpy(), mean_norm[index], rtol=1e-5)
+    assert not np.allclose(table["norm"].to_numpy(), rms_norm[index], rtol=1e-2)  # not the packed

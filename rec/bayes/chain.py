@@ -37,7 +37,9 @@ RUNGS = ("biases", "embeddings", "features")
 
 @dataclass
 class ChainResult:
-    """``fit``'s result (``params``: the posterior-mean :class:`Params`) and the kept samples."""
+    """``fit``'s result and the kept samples.  ``fit.params`` is the packed
+    :meth:`Posterior.predictive_params` (its predictions and rankings are the posterior means:
+    the metrics); each parameter's posterior mean is ``posterior.mean()``."""
 
     fit: FitResult
     posterior: Posterior
@@ -121,7 +123,7 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
                  warm_start=inference.warm_start)
     timings = {"setup_s": setup_s, "als_s": sweep_s, "eval_s": eval_s,
                "final_eval_s": _sync(device) - t2}
-    result = FitResult(posterior.mean_params(), done, history, final, timings, engine.facts())
+    result = FitResult(posterior.predictive_params(), done, history, final, timings, engine.facts())
     return ChainResult(result, posterior)
 
 
@@ -170,8 +172,8 @@ def _final(engine, p: Params, posterior: Posterior, running: dict, ratings: Rati
     cold, mean = cold_rows(engine, item), running["test"].mean
     out["test/cold_rmse"], out["test/cold_n"] = rmse(rating[cold], mean[cold], rr), int(cold.sum())
     out["test/warm_rmse"], out["test/warm_n"] = rmse(rating[~cold], mean[~cold], rr), int((~cold).sum())
-    mean_params = posterior.mean_params().to(engine.device, engine.dtype)
-    out.update(popularity_ranking(mean_params, ratings, split, data, cfg, seed))
+    predictive = posterior.predictive_params().to(engine.device, engine.dtype)
+    out.update(popularity_ranking(predictive, ratings, split, data, cfg, seed))
     return out
 
 

@@ -2,9 +2,12 @@
 
 The posterior-mean prediction of a pair is the average of the samples' predictions, not
 the prediction of averaged factors.  Over S samples it is still one dot product:
-``mean_s (u_s . v_s) = [u_1 .. u_S] . [v_1 .. v_S] / S``, so :meth:`Posterior.mean_params`
-packs the samples into one :class:`Params` of S K dimensions whose ordinary predictions,
-rankings and new-movie priors are exactly the posterior means.
+``mean_s (u_s . v_s) = [u_1 .. u_S] . [v_1 .. v_S] / S``, so
+:meth:`Posterior.predictive_params` packs the samples into one :class:`Params` of S K
+dimensions whose ordinary predictions, rankings and new-movie priors are exactly the
+posterior means.  Those packed columns are not embeddings: what has a geometry (norms,
+cosines, genre structure) is read from :meth:`Posterior.mean`, each parameter's posterior
+mean, K dimensions.
 """
 
 from __future__ import annotations
@@ -51,8 +54,15 @@ class Posterior:
     def sample(self, s: int) -> Params:
         return Params(self.mu, *(self.samples[k][s] for k in TENSORS))
 
-    def mean_params(self) -> Params:
-        """One Params whose predictions are the posterior means (factors side by side)."""
+    def mean(self) -> Params:
+        """Each parameter's posterior mean (K dimensions): the model's embeddings and biases,
+        what the analyses read.  Its predictions are not the posterior-mean predictions (the
+        mean of products is not the product of means): :meth:`predictive_params` gives those."""
+        return Params(self.mu, *(self.samples[k].mean(0) for k in TENSORS))
+
+    def predictive_params(self) -> Params:
+        """One Params (S K dimensions, the samples' factors side by side, scaled by
+        ``1/sqrt(S)``) whose predictions are exactly the posterior-mean predictions."""
         s = self.samples
         pack = lambda x: x.permute(1, 0, 2).reshape(x.shape[1], -1) / math.sqrt(self.size)
         return Params(self.mu, pack(s["user_factors"]), s["user_bias"].mean(0),
