@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,7 +24,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.rendezvous import rendezvous
 
-from rec.als.groups import balanced_bounds
+from rec.als.exchange import Exchange
+from rec.partition import balanced_bounds
 from rec.data.shards import BLOCK
 from rec.errors import RecError
 
@@ -125,6 +127,58 @@ class Dist:
 
 class LostPeer(RecError):
     """A collective failed: another rank died, hung past the timeout, or left the job."""
+
+
+class RankExchange(Exchange):
+    """:class:`rec.als.exchange.Exchange` for one rank of a torch.distributed job.
+
+    Every rank keeps the whole ``[U | b]`` and ``[V | c]``; a step solves the rank's own rows
+    (its shard's contiguous users ``user_bounds[r]:user_bounds[r + 1]``, movies likewise)
+    against the whole other table, and :meth:`share` broadcasts each rank's solved rows into
+    every other rank's solution buffer, in place, so every rank ends the step with the same
+    parameters one process computes.  Each rank sends its own rows to the ``P - 1`` others,
+    as a ring all-gather would, with no padding and no copies.  It counts the seconds in
+    collectives and the bytes sent (:meth:`take_comm`)."""
+
+    several = True
+
+    def __init__(self, dist_: Dist, user_bounds: tuple[int, ...],
+                 item_bounds: tuple[int, ...]) -> None:
+        self.dist, self.bounds = dist_, {"user": user_bounds, "item": item_bounds}
+        self.cache_sharers = dist_.local_world
+        self.comm = {"time/comm_s": 0.0, "comm/mb": 0.0}
+
+    def total(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the ranks, in place (a ring all-reduce sends ``2 (P - 1) / P``
+        of it)."""
+        p = self.dist.world
+        return self._timed(t, self.dist.sum_, 2 * (p - 1) / p * t.numel() * t.element_size())
+
+    def share(self, theta: torch.Tensor, side: str) -> None:
+        """Every rank's own rows of ``theta`` into every rank's, in place: one broadcast from
+        each rank, all in flight at once."""
+        bounds, r = self.bounds[side], self.dist.rank
+        sent = (self.dist.world - 1) * (bounds[r + 1] - bounds[r]) * theta.shape[1] \
+            * theta.element_size()
+        self._timed(theta, lambda t: self.dist.share_rows(t, bounds), sent)
+
+    def own_part(self, n: int) -> slice:
+        r, p = self.dist.rank, self.dist.world
+        return slice(n * r // p, n * (r + 1) // p)
+
+    def take_comm(self) -> dict:
+        out, self.comm = self.comm, {"time/comm_s": 0.0, "comm/mb": 0.0}
+        return out
+
+    def _timed(self, t: torch.Tensor, call, sent: float):
+        """``call(t)``, its seconds and the ``sent`` bytes accounted in :attr:`comm`."""
+        start = time.perf_counter()
+        out = call(t)
+        if t.device.type == "cuda":
+            torch.cuda.synchronize(t.device)
+        self.comm["time/comm_s"] += time.perf_counter() - start
+        self.comm["comm/mb"] += sent / 2 ** 20
+        return out
 
 
 def from_env(device: torch.device) -> Dist:

@@ -21,14 +21,14 @@ import torch
 
 from rec.als.config import ModelConfig
 from rec.als.engine import ALS, EngineFacts
+from rec.als.layout import LayoutSpec, shard_layout
 from rec.als.solve import PhaseTimer
 from rec.als.params import Params
-from rec.als.sharded import ShardedALS
 from rec.als.sizes import EngineSizes
 from rec.data.ratings import Ratings
 from rec.data.shards import Shard
 from rec.data.splits import Split
-from rec.distributed import Dist
+from rec.distributed import Dist, RankExchange
 from rec.errors import CacheError, ConfigError, RecError
 from rec.bundle import load_tree, save_tree
 from rec.mapping import from_mapping
@@ -218,10 +218,10 @@ def _accuracy(engine: ALS, p: Params, user: torch.Tensor, item: torch.Tensor,
               rating: torch.Tensor, rating_range: tuple[float, float]) -> dict[str, float]:
     """RMSE and NLL of held-out ratings; over a job's ranks, each rank sums the errors of its
     own part of them and the sums are added up."""
-    mine = engine.own_part(rating.numel())
+    mine = engine.exchange.own_part(rating.numel())
     sums = torch.tensor([squared_errors(p, user[mine], item[mine], rating[mine], rating_range),
                          mine.stop - mine.start], dtype=torch.float64, device=engine.device)
-    sse, n = engine.total(sums).tolist()
+    sse, n = engine.exchange.total(sums).tolist()
     return accuracy_of(sse, int(n), engine.cfg.lam)
 
 
@@ -298,7 +298,7 @@ def ranking_metrics(p: Params, ratings: Ratings | Shard, split: Split | None, da
     sums = ranking_sums(p, seen_user, seen_item, user, item, rating, cfg.ranking_k,
                         cfg.relevance, users, popularity=popularity)
     if engine is not None:
-        engine.total(sums)
+        engine.exchange.total(sums)
     return {f"{part}/{k}": v for k, v in ranking_means(sums, n, cfg.ranking_k).items()}
 
 
@@ -363,7 +363,8 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
                  relaxation: float = 1.0, dist: Dist = Dist()) -> ALS:
     """The engine over the training ratings at positions ``train``, laid out by ``sizes``
     (the fused kernel's layout reads them in place; the torch path's groups copy them); in a
-    job of several processes, over this rank's :class:`Shard` (:class:`ShardedALS`)."""
+    job of several processes, over this rank's :class:`Shard`, with the exchange that
+    shares each step's rows between the ranks (:class:`rec.distributed.RankExchange`)."""
     _check_fits(ratings.n_users + ratings.n_items, model_cfg.dim, dtype, device)
     genres = ratings.movies.genre_matrix(dtype)
     if dist.active != isinstance(ratings, Shard):
@@ -373,11 +374,12 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
         if joint_genre_step:
             raise ConfigError("train.joint_genre_step=true runs in one process only; drop it "
                               "under torchrun.")
-        return ShardedALS(model_cfg, ratings, genres, dist, device=device, dtype=dtype,
-                          sizes=sizes, relaxation=relaxation)
-    return ALS(model_cfg, ratings.user, ratings.item, ratings.rating, ratings.n_users,
-               ratings.n_items, genres, device, dtype, sizes, joint_genre_step, relaxation,
-               subset=train)
+        spec = LayoutSpec.resolve(model_cfg, sizes, device, dtype, cache_sharers=dist.local_world)
+        exchange = RankExchange(dist, ratings.user_bounds, ratings.item_bounds)
+        return ALS(shard_layout(spec, ratings), spec, genres, exchange, relaxation=relaxation)
+    return ALS.from_ratings(model_cfg, ratings.user, ratings.item, ratings.rating,
+                            ratings.n_users, ratings.n_items, genres, device, dtype, sizes,
+                            joint_genre_step, relaxation, subset=train)
 
 
 def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
@@ -445,5 +447,5 @@ def _epoch(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
         record.update({f"profile/{k}_s": v for k, v in engine.timer.take().items()})
     _evaluate(engine, p, data, cfg, rating_range, record, ranked)
     record["time/eval_s"] = _sync(engine.device) - t1
-    record.update(engine.take_comm())  # the steps' exchanges and the metrics' sums
+    record.update(engine.exchange.take_comm())  # the steps' exchanges and the metrics' sums
     return record

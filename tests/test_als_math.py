@@ -25,7 +25,7 @@ def engine(r, tile_cols=None, kernel="torch", **cfg) -> ALS:
     """A float64 engine with tiny chunks and batches; ``tile_cols``: rows with at least 2
     ratings per tile are split over tiles of that many columns."""
     cfg = ModelConfig(**{"K": 3, "tau": 0.7, "gamma": 0.4, "eta": 0.9, **cfg}).validated()
-    return ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
+    return ALS.from_ratings(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
                r.movies.genre_matrix(torch.float64), dtype=torch.float64,
                sizes=EngineSizes(kernel, bucket_growth=1.3, chunk_elems=64, batch_rows=7,
                                  tile_cols=tile_cols, tile_min=2))
@@ -318,7 +318,7 @@ def test_over_relaxed_steps_move_each_block_past_its_exact_solution():
     assert torch.allclose(q.user_factors[rated], expected[rated])
     assert bool((q.user_factors[~rated] == 0).all())  # unrated users: exactly their prior
     with pytest.raises(ValueError, match="relaxation must lie in"):
-        ALS(ModelConfig(name="biases"), r.user, r.item, r.rating, r.n_users, r.n_items,
+        ALS.from_ratings(ModelConfig(name="biases"), r.user, r.item, r.rating, r.n_users, r.n_items,
             r.movies.genre_matrix(), relaxation=2.0)
 
 
@@ -342,7 +342,7 @@ def test_float32_matches_float64():
     r = random_ratings(n_users=100, n_items=80, seed=8)
     e64 = engine(r, name="features")
     cfg = e64.cfg
-    e32 = ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items, r.movies.genre_matrix(),
+    e32 = ALS.from_ratings(cfg, r.user, r.item, r.rating, r.n_users, r.n_items, r.movies.genre_matrix(),
               dtype=torch.float32)
     p64, p32 = e64.initial_params(r.n_genres, 0), e32.initial_params(r.n_genres, 0)
     for _ in range(5):

@@ -30,7 +30,7 @@ def test_sampled_movie_rows_follow_the_exact_gaussian_conditional(kernel):
     (a wrong Cholesky side or a missing lam moves the covariance far outside the error)."""
     r = random_ratings(n_users=25, n_items=6, density=0.5, seed=3, cold_users=0, cold_items=1)
     cfg = ModelConfig(name="embeddings", K=2).validated()
-    e = ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
+    e = ALS.from_ratings(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
             r.movies.genre_matrix(torch.float64), dtype=torch.float64, sizes=EngineSizes(kernel))
     p = e.initial_params(r.n_genres, 0)
     p.user_factors.normal_(0, 1, generator=torch.Generator().manual_seed(1))
@@ -200,7 +200,7 @@ def test_gibbs_run_publishes_a_model_that_answers_with_uncertainty(small_root, t
 @pytest.mark.parametrize("rung", ["biases", "features"])
 def test_a_draw_counts_the_training_error_from_its_own_grams(rung, kernel):
     r = random_ratings(seed=5)
-    e = ALS(ModelConfig(name=rung, K=3).validated(), r.user, r.item, r.rating, r.n_users,
+    e = ALS.from_ratings(ModelConfig(name=rung, K=3).validated(), r.user, r.item, r.rating, r.n_users,
             r.n_items, r.movies.genre_matrix(torch.float64), dtype=torch.float64,
             sizes=EngineSizes(kernel, tile_cols=7, tile_min=2))
     assert e.by_item.n_tiles > 1

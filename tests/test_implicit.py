@@ -63,7 +63,7 @@ FUSED = ModelConfig(name="features", K=3, feedback="implicit", tau=0.3, alpha0=0
                          ids=["features", "embeddings+confidence+threshold", "fused+threshold"])
 def test_each_step_is_the_exact_minimizer_of_the_dense_loss(cfg, kernel):
     r = random_ratings(n_users=14, n_items=11, density=0.35, seed=5)
-    engine = ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
+    engine = ALS.from_ratings(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
                  r.movies.genre_matrix(torch.float64), dtype=torch.float64,
                  sizes=EngineSizes(kernel=kernel, tile_cols=4))
     assert engine.sizes.kernel == kernel
@@ -114,7 +114,7 @@ def implicit_model(small):
 def test_fold_in_of_a_persons_movies_is_their_row_of_a_user_step(small, implicit_model):
     model, split, result = implicit_model
     cfg = model.config
-    engine = ALS(cfg, small.user, small.item, small.rating, small.n_users, small.n_items,
+    engine = ALS.from_ratings(cfg, small.user, small.item, small.rating, small.n_users, small.n_items,
                  small.movies.genre_matrix(), subset=split.train)
     p = result.params.clone()
     engine.user_step(p)
@@ -162,7 +162,7 @@ def test_implicit_options_are_checked():
     with pytest.raises(ConfigError, match="drop model.genre_bias"):
         ModelConfig(feedback="implicit", genre_bias=True)
     with pytest.raises(ConfigError, match="implicit loss's confidences .* run on the torch path"):
-        ALS(ModelConfig(feedback="implicit", K=2, confidence=1.0),
+        ALS.from_ratings(ModelConfig(feedback="implicit", K=2, confidence=1.0),
             *[torch.zeros(1, dtype=torch.int32)] * 2,
             torch.ones(1), 1, 1, torch.ones(1, 1), sizes=EngineSizes(kernel="fused"))
 
@@ -204,13 +204,13 @@ def test_strong_generalization_scores_held_out_users_folded_in_from_their_given_
     result = fit(small, split, cfg, TrainConfig(max_epochs=3, ranking_max_users=None))
     held = torch.unique(small.user[split.fold_in].long())
     assert result.params.user_factors[held].abs().max() == 0  # they never trained
-    engine = ALS(cfg, small.user, small.item, small.rating, small.n_users, small.n_items,
+    engine = ALS.from_ratings(cfg, small.user, small.item, small.rating, small.n_users, small.n_items,
                  small.movies.genre_matrix(), subset=split.train)
     given = engine.given_rows(*(t[split.fold_in] for t in (small.user, small.item, small.rating)))
     folded = engine.fold_in(result.params, given)
     # a held-out user's fold-in is the user step they would get with those ratings in training
     both = torch.sort(torch.cat([split.train, split.fold_in])).values
-    whole = ALS(cfg, small.user, small.item, small.rating, small.n_users, small.n_items,
+    whole = ALS.from_ratings(cfg, small.user, small.item, small.rating, small.n_users, small.n_items,
                 small.movies.genre_matrix(), subset=both, mu=engine.mu)
     stepped = result.params.clone()
     whole.user_step(stepped)

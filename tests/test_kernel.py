@@ -131,7 +131,7 @@ def test_fused_and_torch_engines_train_the_same_float32_model(rung):
     cfg = ModelConfig(name=rung, K=5).validated()
     params = []
     for kernel in ("torch", "fused"):
-        e = ALS(cfg, r.user, r.item, r.rating, r.n_users, r.n_items, r.movies.genre_matrix(),
+        e = ALS.from_ratings(cfg, r.user, r.item, r.rating, r.n_users, r.n_items, r.movies.genre_matrix(),
                 sizes=EngineSizes(kernel, tile_cols=16))
         assert e.sizes.kernel == kernel and e.by_user.n_tiles == 6
         p = e.initial_params(r.n_genres, 0)

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 import torch
 
 from rec.als.config import ModelConfig
-from rec.als.groups import Groups, RowRatings, build_groups, build_rows, unit_values
+from rec.als.exchange import Exchange
+from rec.als.groups import Groups, RowRatings
+from rec.als.layout import Layout, LayoutSpec, whole_layout
 from rec.als.params import Params
 from rec.als.sizes import EngineSizes
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side, squared_errors
-
-FUSED_GRAM_BYTES = 256 << 20
-"""Most memory the fused kernel's Grams of rows over several table tiles may take."""
 
 
 @dataclass(frozen=True)
@@ -49,34 +48,6 @@ class EngineFacts:
     """The layout it ran with, every default resolved for its device."""
 
 
-def table_row_bytes(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> int:
-    """Bytes of one row ``[x, offset]`` of the tables the steps gather from."""
-    return (cfg.dim + int(cfg.has_biases) + 1) * torch.finfo(dtype).bits // 8
-
-
-def interactions(cfg: ModelConfig, rows: torch.Tensor, cols: torch.Tensor,
-                 rating: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The implicit loss's observed pairs among ratings: those at least
-    ``cfg.interaction_min`` (all when ``None``), each valued ``sqrt(c)``, ``c = 1 +
-    cfg.confidence * rating`` (Hu, Koren and Volinsky's confidence; 1 by default)."""
-    if cfg.interaction_min is not None:
-        keep = rating >= cfg.interaction_min
-        rows, cols, rating = rows[keep], cols[keep], rating[keep]
-    values = (1 + cfg.confidence * rating.double()).sqrt() if cfg.confidence \
-        else torch.ones_like(rating)  # float64: cast once, to the engine's precision
-    return rows, cols, values
-
-
-def interacting(cfg: ModelConfig, rating: torch.Tensor,
-                subset: torch.Tensor | None) -> torch.Tensor | None:
-    """The positions among ``subset`` (``None``: all) of the ratings that are interactions
-    under the implicit loss (:func:`interactions`), without copying the ratings."""
-    if cfg.interaction_min is None:
-        return subset
-    keep = rating >= cfg.interaction_min
-    return torch.nonzero(keep).flatten() if subset is None else subset[keep[subset.long()]]
-
-
 def genre_pairs(genre_matrix: torch.Tensor) -> torch.Tensor:
     """Sparse ``(F^2, n)``: entry ``(f F + g, n)`` is ``A[n, f] A[n, g]``, for the sums
     ``sum_n a_n a_n^T (x) M_n`` of the joint step (a movie has a handful of genres)."""
@@ -96,11 +67,13 @@ def genre_pairs(genre_matrix: torch.Tensor) -> torch.Tensor:
 class ALS:
     """Grouped training ratings, prior weights and reusable buffers for one model.
 
-    ``user``, ``item``, ``rating`` are the training ratings; ``genre_matrix``
-    is A (movies x genres, ``A[n, f] = 1/|F(n)|``).  Everything lives on
-    ``device``; ``dtype`` is the working precision.  ``sizes`` lays out the degree buckets,
-    gather chunks, solve batches and table tiles (:class:`EngineSizes`, resolved for the
-    device); they change the speed, and the result only by rounding.
+    ``layout`` holds the training ratings this process trains on, grouped both ways
+    (:mod:`rec.als.layout`), laid out as ``spec`` says (the model, its kernel and sizes,
+    precision and device); ``genre_matrix`` is A (movies x genres, ``A[n, f] = 1/|F(n)|``).
+    ``exchange`` combines the work of the job's processes (:mod:`rec.als.exchange`): in one
+    process it has nothing to do, under torchrun each rank solves its own rows and the
+    exchange shares them, so that every rank ends each step with the parameters one process
+    computes.  :meth:`from_ratings` lays out a whole dataset and builds the engine in one call.
     ``joint_genre_step`` makes each epoch's movie and genre steps one exact joint step over
     (V, c, W) in the ``features`` rung (:meth:`movie_genre_step`).  ``relaxation`` (omega)
     over-relaxes every step: a block moves to ``old + omega (exact - old)``.  J is quadratic
@@ -109,16 +82,15 @@ class ALS:
     coupled blocks in far fewer epochs (successive over-relaxation).
     """
 
-    def __init__(self, cfg: ModelConfig, user: torch.Tensor, item: torch.Tensor,
-                 rating: torch.Tensor, n_users: int, n_items: int, genre_matrix: torch.Tensor,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 sizes: EngineSizes = EngineSizes(), joint_genre_step: bool = False,
-                 relaxation: float = 1.0, mu: float | None = None,
-                 degrees: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 subset: torch.Tensor | None = None) -> None:
+    def __init__(self, layout: Layout, spec: LayoutSpec, genre_matrix: torch.Tensor,
+                 exchange: Exchange | None = None, joint_genre_step: bool = False,
+                 relaxation: float = 1.0) -> None:
         if not 0 < relaxation < 2:
             raise ValueError(f"relaxation must lie in (0, 2) for J to decrease, got {relaxation}")
-        self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
+        cfg = spec.cfg
+        self.cfg, self.spec, self.sizes = cfg, spec, spec.sizes
+        self.device, self.dtype = spec.device, spec.dtype
+        self.exchange = exchange or Exchange()
         self.relaxation = relaxation
         self.implicit = cfg.implicit
         self.lam = 1.0 if cfg.implicit else cfg.lam
@@ -126,36 +98,33 @@ class ALS:
         precision: its pairs carry their confidences)."""
         self.weighted = bool(cfg.implicit and cfg.confidence)
         """Whether each pair's value ``sqrt(c)`` weights its row of the Grams."""
-        self.n_users, self.n_items = n_users, n_items
-        if mu is None:
-            taken = rating if subset is None else rating[subset]
-            mu = float(taken.sum(dtype=torch.float64)) / taken.numel() if taken.numel() else 0.0
-        self.mu = mu if cfg.has_biases else 0.0
+        n_users, n_items = self.n_users, self.n_items = layout.n_users, layout.n_items
+        self.mu = layout.mu if cfg.has_biases else 0.0
         self.dim = cfg.dim
-        self.width = self.dim + int(cfg.has_biases)  # D: unknowns per row
+        self.width = spec.width  # D: unknowns per row
         joint = bool(joint_genre_step and cfg.has_genres and self.dim)
-        needs_torch = ("the joint genre step (train.joint_genre_step) needs the torch path"
-                       if joint else "the implicit loss's confidences (model.confidence) run "
-                       "on the torch path" if self.weighted else "")
-        self.sizes = sizes.resolved(self.device, table_row_bytes(cfg, dtype), self.width,
-                                    needs_torch, self.cache_sharers())
-        self.by_item, self.by_user = self._layout(user, item, rating, subset)
+        if joint and (self.sizes.kernel == "fused" or self.exchange.several):
+            raise ValueError("the joint genre step runs on the torch path (a spec resolved "
+                             "with joint=True), in one process")
+        self.by_item, self.by_user = layout.by_item, layout.by_user
+        self._n_train = layout.n_train
+        degrees = layout.degrees
         if degrees is None:
-            degrees = (self.total(self.by_user.degree.to(self.device, copy=True)),
-                       self.total(self.by_item.degree.to(self.device, copy=True)))
+            degrees = (self.exchange.total(self.by_user.degree.to(self.device, copy=True)),
+                       self.exchange.total(self.by_item.degree.to(self.device, copy=True)))
         self.user_degree, self.item_degree = (d.to(self.device) for d in degrees)
         """Training ratings (implicit: interactions) per user and per movie, over the whole
         job (a shard's groups hold only its own rows' ratings)."""
         self.user_weight = self._weights(self.user_degree, n_items)
         self.item_weight = self._weights(self.item_degree, n_users)
-        self.reg = torch.tensor(cfg.precisions(), dtype=dtype, device=self.device)
-        self.genre_matrix = genre_matrix.to(device=self.device, dtype=dtype)
+        self.reg = torch.tensor(cfg.precisions(), dtype=self.dtype, device=self.device)
+        self.genre_matrix = genre_matrix.to(device=self.device, dtype=self.dtype)
         self.genre_gram = self.genre_matrix.T @ (self.item_weight.unsqueeze(1) * self.genre_matrix)
         # gather tables: the other side's [x, offset = bias + mu] with a zero sentinel row
         self.item_table = self._table(n_items)
         self.user_table = self._table(n_users)
-        self.user_theta = torch.zeros(n_users, self.width, dtype=dtype, device=self.device)
-        self.item_theta = torch.zeros(n_items, self.width, dtype=dtype, device=self.device)
+        self.user_theta = torch.zeros(n_users, self.width, dtype=self.dtype, device=self.device)
+        self.item_theta = torch.zeros(n_items, self.width, dtype=self.dtype, device=self.device)
         self.cold_users = torch.nonzero(self.user_degree == 0).flatten()
         self.cold_items = torch.nonzero(self.item_degree == 0).flatten()
         self.joint = joint
@@ -168,41 +137,22 @@ class ALS:
         """Set to a :class:`PhaseTimer` to profile the steps (torch path: gather, gram, solve;
         fused kernel: kernel; both: genre, other)."""
 
-    def _layout(self, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
-                subset: torch.Tensor | None) -> tuple[Groups | RowRatings, Groups | RowRatings]:
-        """The movie side's and the user side's groups.  Movies first: their sort's
-        temporaries are gone before the users' groups exist; y = vals - offset, the
-        offsets holding mu: no centred copy."""
-        by_item = self._group(item, user, rating, self.n_items, self.n_users, subset)
-        return by_item, self._group(user, item, rating, self.n_users, self.n_items, subset)
-
-    def _group(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
-               n_cols: int, subset: torch.Tensor | None = None) -> Groups | RowRatings:
-        """One side's ratings (those at ``subset``; ``None``: all), laid out for the kernel of
-        :attr:`sizes`."""
-        if self.sizes.kernel == "fused":
-            if self.implicit:
-                subset = interacting(self.cfg, vals, subset)
-            layout = build_rows(rows, cols, vals, n_rows, n_cols, self.sizes.tile_cols,
-                                self.sizes.tile_min, subset, self.dtype, self.most_split())
-            return unit_values(layout) if self.implicit else layout
-        if subset is not None:
-            rows, cols, vals = rows[subset], cols[subset], vals[subset]
-        if self.implicit:
-            rows, cols, vals = interactions(self.cfg, rows, cols, vals)
-        return self._padded(rows, cols, vals.to(self.dtype), n_rows, n_cols)
-
-    def most_split(self) -> int:
-        """Most rows the fused layout splits over table tiles: each keeps a float64
-        (D+1)^2 Gram between passes, and past FUSED_GRAM_BYTES of them (K = 64 with most
-        rows split) no row is split."""
-        return FUSED_GRAM_BYTES // ((self.width + 1) ** 2 * 8)
-
-    def _padded(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
-                n_cols: int) -> Groups:
-        s = self.sizes
-        return build_groups(rows, cols, vals, n_rows, n_cols, s.bucket_growth, s.chunk_elems,
-                            s.batch_rows, s.tile_cols, s.tile_min).to(self.device)
+    @classmethod
+    def from_ratings(cls, cfg: ModelConfig, user: torch.Tensor, item: torch.Tensor,
+                     rating: torch.Tensor, n_users: int, n_items: int,
+                     genre_matrix: torch.Tensor, device: torch.device | str = "cpu",
+                     dtype: torch.dtype = torch.float32, sizes: EngineSizes = EngineSizes(),
+                     joint_genre_step: bool = False, relaxation: float = 1.0,
+                     mu: float | None = None,
+                     degrees: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     subset: torch.Tensor | None = None) -> "ALS":
+        """One process's engine over the ratings at ``subset`` (``None``: all): ``sizes``
+        resolved for ``device``, the ratings laid out (:func:`rec.als.layout.whole_layout`;
+        the fused kernel's layout reads them in place), the engine built on them."""
+        joint = bool(joint_genre_step and cfg.has_genres and cfg.dim)
+        spec = LayoutSpec.resolve(cfg, sizes, device, dtype, joint)
+        layout = whole_layout(spec, user, item, rating, n_users, n_items, subset, mu, degrees)
+        return cls(layout, spec, genre_matrix, None, joint_genre_step, relaxation)
 
     def finish(self) -> EngineFacts:
         """The engine's facts, and the movie side's layout freed: after the last step only
@@ -221,27 +171,7 @@ class ALS:
     @property
     def n_train(self) -> int:
         """Training ratings of the whole job."""
-        return self.by_user.nnz
-
-    def total(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` summed over the job's processes (one process: ``t`` itself)."""
-        return t
-
-    def own_part(self, n: int) -> slice:
-        """The positions of ``n`` held-out ratings this process evaluates (one process: all)."""
-        return slice(0, n)
-
-    def cache_sharers(self) -> int:
-        """Processes of this job sharing the machine's last-level cache (one process: 1)."""
-        return 1
-
-    def share(self, theta: torch.Tensor, side: str) -> None:
-        """After a step: the rows of ``theta`` (``side`` ``"user"`` or ``"item"``) that other
-        processes solved, into this one's (one process solves them all: nothing to do)."""
-
-    def take_comm(self) -> dict:
-        """Communication since the last call (one process: none)."""
-        return {}
+        return self._n_train
 
     def _weights(self, degree: torch.Tensor, n_other: int) -> torch.Tensor:
         """Each row's multiplier of its prior precisions: its rating count (ALS-WR), the
@@ -308,14 +238,14 @@ class ALS:
                    self.user_theta, None, self.workspace, self.timer, solver=self.sizes.solver,
                    shared=self.shared_gramian(p.item_factors), weighted=self.weighted)
         self.user_theta[self.cold_users] = 0
-        self.share(self.user_theta, "user")
+        self.exchange.share(self.user_theta, "user")
         self._unpack(self.user_theta, p.user_factors, p.user_bias, self.cold_users)
 
     def given_rows(self, user: torch.Tensor, item: torch.Tensor,
                    rating: torch.Tensor) -> Groups | RowRatings:
         """The user side's layout of ratings outside training (held-out people's given
         movies), for :meth:`fold_in`."""
-        return self._group(user, item, rating, self.n_users, self.n_items)
+        return self.spec.group(user, item, rating, self.n_users, self.n_items)
 
     def fold_in(self, p: Params, given: Groups | RowRatings) -> Params:
         """``p`` with every person who has ratings in ``given`` (:meth:`given_rows`) set to the
@@ -345,7 +275,7 @@ class ALS:
                    shared=shared, weighted=self.weighted)
         self.item_theta[self.cold_items] = self._cold_rows(mean, shared, self.item_weight,
                                                            self.cold_items)
-        self.share(self.item_theta, "item")
+        self.exchange.share(self.item_theta, "item")
         self._unpack(self.item_theta, p.item_factors, p.item_bias, self.cold_items)
 
     def draw_step(self, p: Params, side: str, lam: float, precision: torch.Tensor,
@@ -398,10 +328,12 @@ class ALS:
         the kept ``H_n^-1 E^T``.  A movie without ratings adds nothing (``M_n = 0``) and
         gets ``v_n = W^T a_n, c_n = 0``.
         """
+        if self.exchange.several:
+            raise NotImplementedError("the joint genre step runs in one process only")
         if self.genre_pairs is None:
             self.genre_pairs = genre_pairs(self.genre_matrix)
         if isinstance(self.by_item, RowRatings):  # a direct call: the joint step is torch's
-            self.by_item = self._padded(*self.by_item.triples(), self.n_items, self.n_users)
+            self.by_item = self.spec.padded(*self.by_item.triples(), self.n_items, self.n_users)
         table = self._fill(self.user_table, p.user_factors, p.user_bias)
         k = self.dim + int(self.cfg.has_bias_prior)  # the coordinates with a genre prior mean
         if self.movie_inverse is None:
@@ -476,7 +408,17 @@ class ALS:
             bias[cold] = theta[cold, self.dim]
 
     def train_errors(self, p: Params, rating_range: tuple[float, float] | None = None):
-        """Sums over training ratings of squared error, raw and with clipped predictions."""
+        """Sums over the job's training ratings of squared error, raw and with clipped
+        predictions."""
+        raw, clipped = self._own_train_errors(p, rating_range)
+        if not self.exchange.several:
+            return raw, clipped
+        sums = torch.tensor([raw, clipped], dtype=torch.float64, device=self.device)
+        raw, clipped = self.exchange.total(sums).tolist()
+        return raw, clipped
+
+    def _own_train_errors(self, p: Params, rating_range: tuple[float, float] | None):
+        """:meth:`train_errors` over the ratings this process holds."""
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         theta = torch.ones(self.n_users, 1, table.shape[1], dtype=self.dtype, device=self.device)
         theta[:, 0, :self.dim] = p.user_factors  # [u, b, 1]: z . theta = r-hat
@@ -507,13 +449,13 @@ class ALS:
         if isinstance(self.by_user, RowRatings):  # every value 1 (c = 1): y - u.v
             theta = torch.cat([p.user_factors, torch.ones_like(p.user_factors[:, :1])], 1)
             total += squared_errors(self.by_user, table, theta, None, self.workspace)[0]
-            return float(self.total(total))
+            return float(self.exchange.total(total))
         for chunk in self.by_user.chunks:
             z = gather(table, chunk, self.workspace)[..., :self.dim]
             fit = torch.bmm(z, p.user_factors.index_select(0, chunk.rows).unsqueeze(2))
             total += (chunk.vals * (fit.view(chunk.vals.shape) - 1)).square().sum(
                 dtype=torch.float64)  # padding: value 0
-        return float(self.total(total))
+        return float(self.exchange.total(total))
 
     def implicit_objective(self, p: Params) -> float:
         """L of the implicit loss at ``p`` (:class:`rec.als.config.ModelConfig`)."""

@@ -35,6 +35,7 @@ import torch
 
 from rec.als import kernel
 from rec.als.sizes import default_sizes
+from rec.partition import balanced_bounds
 
 
 @dataclass
@@ -242,16 +243,6 @@ def _lay_out(sources, degree: torch.Tensor, n_cols: int, levels: torch.Tensor | 
     slot = torch.where(spread, torch.cumsum(spread, 0) - 1, -1)
     return RowRatings(n_rows, n_cols, n_tiles, indptr, out_cols, out_vals, found.to(dtype),
                       torch.unique(balanced_bounds(degree, ROW_BLOCKS)), degree, last_tile, slot)
-
-
-def balanced_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:
-    """``parts + 1`` non-decreasing boundaries cutting the rows into contiguous ranges of about
-    equal ratings (one more per row, so that rows without ratings are shared out too)."""
-    load = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(degree.double() + 1, 0)])
-    bounds = torch.searchsorted(load, torch.linspace(0, float(load[-1]), parts + 1,
-                                                     dtype=torch.float64))
-    bounds[0], bounds[-1] = 0, degree.numel()
-    return torch.cummax(bounds, 0).values
 
 
 def tile_of(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int, n_tiles: int,
