@@ -366,3 +366,33 @@ def test_blocked_row_order_is_the_stable_sort(n, n_rows, block):
     order = row_order(rows, torch.cumsum(degree, 0) - degree, block)
     assert order.dtype == torch.int32
     assert torch.equal(order.long(), torch.argsort(rows, stable=True))
+
+
+@pytest.mark.parametrize("tile_cols", [50, 12])
+def test_the_compiled_layout_helpers_equal_the_torch_ones(tile_cols, monkeypatch):
+    """build_groups' compiled counting sort and padding (the setup at millions of people)
+    give exactly the groups of the torch fallbacks, over unsorted ratings and column tiles."""
+    from rec.als import groups as G
+    from rec.als import kernel
+    if not kernel.AVAILABLE:
+        pytest.skip("Numba is not installed")
+    g = torch.Generator().manual_seed(9)
+    n = 20_000
+    rows = torch.randint(0, 700, (n,), generator=g, dtype=torch.int32)  # not in row order
+    cols = torch.randint(0, 50, (n,), generator=g, dtype=torch.int32)
+    vals = torch.rand(n, generator=g, dtype=torch.float64)
+    degree = torch.bincount(rows, minlength=700)
+    offsets = torch.cumsum(degree, 0) - degree
+    assert torch.equal(G._order(rows, offsets), G.row_order(rows, offsets))
+    sizes = dict(growth=1.2, chunk_elems=512, batch_rows=64, tile_cols=tile_cols, tile_min=3)
+    compiled = build_groups(rows, cols, vals, 700, 50, **sizes)
+    monkeypatch.setattr(kernel, "AVAILABLE", False)
+    reference = build_groups(rows, cols, vals, 700, 50, **sizes)
+    assert len(compiled.batches) == len(reference.batches) > 1
+    for a, b in zip(compiled.batches, reference.batches):
+        assert torch.equal(a.rows, b.rows)
+        for ta, tb in zip(a.tiles, b.tiles):
+            assert len(ta) == len(tb)
+            for ca, cb in zip(ta, tb):
+                assert torch.equal(ca.rows, cb.rows) and torch.equal(ca.cols, cb.cols)
+                assert torch.equal(ca.vals, cb.vals) and ca.vals.dtype == cb.vals.dtype

@@ -308,7 +308,7 @@ def _by_row_and_tile(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols
     offsets = torch.cumsum(degree, 0) - degree
     perm = None
     if keys.numel() > 1 and not bool((keys[1:] >= keys[:-1]).all()):
-        perm = row_order(keys, offsets)
+        perm = _order(keys, offsets)
     return degree.view(n_rows, n_tiles), offsets.view(n_rows, n_tiles), perm
 
 
@@ -327,6 +327,16 @@ def _chunks(members: torch.Tensor, widths: torch.Tensor, degree: torch.Tensor,
         out += [_pad(group[i:i + step], width, degree, offsets, perm, cols, vals, sentinel)
                 for i in range(0, group.numel(), step)]
     return out
+
+
+def _order(keys: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """int32 rating ids in stable key order: one compiled counting pass where Numba is, else
+    :func:`row_order`."""
+    if kernel.AVAILABLE and keys.device.type == "cpu":
+        perm = torch.empty(keys.numel(), dtype=torch.int32)
+        kernel.counting_order(keys.numpy(), offsets.numpy(), perm.numpy())
+        return perm
+    return row_order(keys, offsets)
 
 
 def row_order(rows: torch.Tensor, offsets: torch.Tensor, block: int = 1 << 20) -> torch.Tensor:
@@ -354,6 +364,23 @@ def row_order(rows: torch.Tensor, offsets: torch.Tensor, block: int = 1 << 20) -
 
 def _pad(members: torch.Tensor, width: int, degree: torch.Tensor, offsets: torch.Tensor,
          perm: torch.Tensor | None, cols: torch.Tensor, vals: torch.Tensor, sentinel: int) -> Chunk:
+    """``members``' ratings padded to ``width``: their columns (``sentinel`` past a row's
+    degree) and values (0 there); compiled where Numba is (no (rows, width) temporaries),
+    else :func:`_pad_torch`."""
+    if kernel.AVAILABLE and cols.device.type == "cpu":
+        out_cols = torch.empty(members.numel(), width, dtype=torch.int32)
+        out_vals = torch.empty(members.numel(), width, dtype=vals.dtype)
+        none = torch.empty(0, dtype=torch.int32)
+        kernel.pad_rows(members.numpy(), width, degree.numpy(), offsets.numpy(),
+                        (none if perm is None else perm).numpy(), cols.numpy(), vals.numpy(),
+                        sentinel, out_cols.numpy(), out_vals.numpy())
+        return Chunk(members, out_cols, out_vals)
+    return _pad_torch(members, width, degree, offsets, perm, cols, vals, sentinel)
+
+
+def _pad_torch(members: torch.Tensor, width: int, degree: torch.Tensor, offsets: torch.Tensor,
+               perm: torch.Tensor | None, cols: torch.Tensor, vals: torch.Tensor,
+               sentinel: int) -> Chunk:
     slot = torch.arange(width)
     pos = offsets[members].unsqueeze(1) + slot
     real = slot < degree[members].unsqueeze(1)

@@ -416,6 +416,37 @@ def _layout_fill(rows, cols, vals, index, n_taken, n_rows, tile_width, split, cu
         cursor[key] = k + 1
 
 
+def _counting_order(keys, offsets, perm):
+    """Rating ids in stable key order into ``perm`` (int32): key ``k``'s ratings from
+    ``offsets[k]`` on, in the order they come.  One pass, no temporaries: the torch path's
+    blockwise sort (:func:`rec.als.groups.row_order`) spends O(keys) per block, which at two
+    million people and 40 million ratings dominated the setup."""
+    cursor = offsets.copy()
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        perm[cursor[k]] = i
+        cursor[k] += 1
+
+
+def _pad_rows(members, width, degree, offsets, perm, cols, vals, sentinel, out_cols, out_vals):
+    """The torch path's padded chunk of ``members``: row ``j``'s ratings (``offsets``, then
+    ``perm`` when not empty) in ``out_cols[j, :degree]`` / ``out_vals[j, :degree]``, the rest
+    ``sentinel`` and 0 (see :func:`rec.als.groups._pad`)."""
+    for j in range(members.shape[0]):
+        r = members[j]
+        start, n = offsets[r], min(degree[r], width)
+        for s in range(width):
+            if s < n:
+                i = start + s
+                if perm.shape[0] > 0:
+                    i = perm[i]
+                out_cols[j, s] = cols[i]
+                out_vals[j, s] = vals[i]
+            else:
+                out_cols[j, s] = sentinel
+                out_vals[j, s] = 0
+
+
 def _prefetch_intrinsic():
     """``prefetch(address)``: LLVM's prefetch hint (read, keep in all cache levels) for the
     cache line at the integer ``address``; no instruction where the CPU has none."""
@@ -456,9 +487,11 @@ if AVAILABLE:
     layout_degree = numba.njit(cache=True, nogil=True)(_layout_degree)
     layout_count = numba.njit(cache=True, nogil=True)(_layout_count)
     layout_fill = numba.njit(cache=True, nogil=True)(_layout_fill)
+    counting_order = numba.njit(cache=True, nogil=True)(_counting_order)
+    pad_rows = numba.njit(cache=True, nogil=True)(_pad_rows)
 else:  # pragma: no cover
     _generic_solve_rows = squared_errors = layout_degree = layout_count = layout_fill = None
-    rating_levels = solve_batch = None
+    rating_levels = solve_batch = counting_order = pad_rows = None
 
 UNROLLED_WIDTHS = 24
 """Widest ``[x, y]`` (D + 1 entries) given a generated :func:`accumulate_source`: its code
