@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# rec's ML-32M-shape benchmark and LensKit's BiasedMF on the same training ratings, in one
-# sitting, with the ratio (README, "Performance").
+# rec, LensKit and implicit at ML-32M's shape on the same training ratings, in one sitting:
+# rec's explicit features epoch against LensKit's BiasedMF, rec's implicit-loss epoch against
+# implicit 0.7.3's conjugate-gradient ALS iteration, then one table with the machine
+# (benchmarks/README.md).
 #   bash benchmarks/speed.sh [OUT] [K ...]        (default: outputs/speed, K = 10 64)
-# Run with rec's requirements installed (PYTHON= picks that interpreter). LensKit lives in the
-# peers' virtualenv ($PEERS_VENV, default benchmarks/.venv-peers), made here on first use.
+# Run with rec's requirements installed (PYTHON= picks that interpreter). LensKit and implicit
+# live in the peers' virtualenv ($PEERS_VENV, default benchmarks/.venv-peers), made here on
+# first use. SKIP_IMPLICIT=1 leaves out the implicit-feedback pair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-outputs/speed}"
@@ -13,11 +16,16 @@ PY="${PYTHON:-python}"
 source benchmarks/peers_venv.sh
 "$PY" -m rec.data split synthetic --scale 1 --out "$OUT/split"
 for K in "$@"; do
-  "$PY" train.py +experiment=bench_32m K="$K" measure_loading=false \
+  "$PY" train.py +experiment=bench_32m K="$K" measure_loading=false threads=2 \
       paths.root="$OUT/rec" 2>&1 | tee "$OUT/rec-K$K.txt"
   "$VENV/bin/python" benchmarks/lenskit_speed.py "$OUT/split" --K "$K" --threads 2 \
       | tee "$OUT/lenskit-K$K.txt"
-  "$PY" benchmarks/ratio.py "LensKit / rec (median s/epoch)" \
-      "$OUT/lenskit-K$K.txt" "s/epoch median ([0-9.]+)" \
-      "$OUT/rec-K$K.txt" "ALS s/epoch median ([0-9.]+)"
+  if [ -z "${SKIP_IMPLICIT:-}" ]; then
+    "$PY" train.py +experiment=bench_32m feedback=implicit K="$K" measure_loading=false \
+        train.max_epochs=3 train.eval_test=false train.ranking_max_users=1000 threads=2 \
+        paths.root="$OUT/rec-implicit" 2>&1 | tee "$OUT/rec-implicit-K$K.txt"
+    "$VENV/bin/python" benchmarks/implicit_speed.py "$OUT/split" --K "$K" --threads 2 \
+        | tee "$OUT/implicit-K$K.txt"
+  fi
 done
+"$PY" benchmarks/speed_table.py "$OUT" "$@"
