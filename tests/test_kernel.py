@@ -243,3 +243,35 @@ def test_the_unrolled_row_solve_is_the_loop_solve(d):
         assert not solve(singular.copy(), 1.0, 0.0, np.zeros(d, np.float32), empty, empty,
                          no_shared, out, np.zeros(d), np.zeros(d))
         assert (out == 9.0).all()  # left as it was
+
+
+WIDTHS = [5, 11, 24, 65, 129]
+"""Rows ``[x, y]`` of these many entries: the unrolled kernels' narrowest, a middle one and
+widest, and two past them, where ``engine.kernel=fused`` runs the generic accumulation."""
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("rung, feedback", [("latent", "explicit"), ("embeddings", "explicit"),
+                                            ("features", "explicit"), ("embeddings", "implicit"),
+                                            ("features", "implicit")])
+def test_the_kernel_equals_the_torch_path_at_every_width(width, rung, feedback):
+    """Each rung and both losses, at widths up to 129: four epochs of the fused kernel and of the
+    torch path (the reference) reach the same parameters and objective, in float64."""
+    implicit = {"feedback": "implicit", "alpha0": 0.3, "tau": 2.0} if feedback == "implicit" else {}
+    K = width - 1 - int(ModelConfig(name=rung, **implicit).has_biases)
+    cfg = ModelConfig(name=rung, K=K, **implicit).validated()
+    r = random_ratings(n_users=70, n_items=50, seed=width)
+    params = []
+    for kernel in ("torch", "fused"):
+        e = ALS.from_ratings(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
+                             r.movies.genre_matrix(), dtype=torch.float64,
+                             sizes=EngineSizes(kernel, tile_cols=16))
+        assert e.sizes.kernel == kernel
+        p = e.initial_params(r.n_genres, 0)
+        for _ in range(4):
+            e.epoch(p)
+        params.append((p, e.objective(p)))
+    (a, ja), (b, jb) = params
+    assert jb == pytest.approx(ja, rel=1e-9)
+    for name in ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors"):
+        np.testing.assert_allclose(getattr(b, name), getattr(a, name), atol=1e-8, rtol=1e-7)
