@@ -14,6 +14,7 @@ if [ "$#" -eq 0 ]; then
   set -- +experiment=bench_32m measure_loading=false train.profile=false train.max_epochs=4
 fi
 PY="${PYTHON:-python}"
+mkdir -p "$OUT"
 IMPORTS=$("$PY" -c "import resource, rec.pipeline; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
 for P in 1 2 4; do
   threads=$([ "$P" -eq 1 ] && echo 2 || echo 1)
