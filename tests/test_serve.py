@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -142,3 +143,24 @@ def test_a_gibbs_model_answers_with_a_standard_deviation(small):
     assert all(r["std"] > 0 for r in top)
     new = client.post("/recommendations", json={"movies": [{"movie_id": FELLOWSHIP}], "k": 3})
     assert new.status_code == 200 and all(r["std"] > 0 for r in new.json())
+
+
+def test_the_load_benchmark_serves_in_a_child_process_and_reports_each_endpoint(small_root,
+                                                                                tmp_path):
+    """benchmarks/serve_load.py end to end, tiny: rec serve on a loopback port in a child
+    process, every endpoint answered without an error, one row each, and the server stopped."""
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "serve_load.py"), "--data",
+                           "ml-latest-small", "--root", str(small_root), "--requests", "8",
+                           "--clients", "2", "--seconds", "20"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "REC_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = [line.split("|") for line in done.stdout.splitlines()
+            if line.startswith("| ml-latest-small |")]
+    assert len(rows) == 6
+    for row in rows:
+        assert int(row[3]) == 8 and float(row[4].replace(",", "")) > 0
+        assert 0 < float(row[5]) <= float(row[6])  # p50 <= p99
