@@ -36,13 +36,17 @@ RELEVANT = 4.0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="synthetic")
-    parser.add_argument("--root", default=os.environ.get("REC_DATA_ROOT", "data"))
+    parser.add_argument("--root", default=None,
+                        help="data root (default: the checkout's data/ for synthetic, which is "
+                             "generated there, else $REC_DATA_ROOT or data/)")
     parser.add_argument("--K", type=int, nargs="+", default=[10, 64])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    ratings = load_dataset(DataConfig(name=args.data, root=args.root))
+    root = args.root or (str(Path(__file__).resolve().parents[1] / "data")
+                         if args.data == "synthetic" else os.environ.get("REC_DATA_ROOT", "data"))
+    ratings = load_dataset(DataConfig(name=args.data, root=root))
     split = make_split(ratings)
     test = split.test.long()
     user, item, rating = ratings.user[test], ratings.item[test], ratings.rating[test]

@@ -116,7 +116,10 @@ def load(base: str, make, n: int, clients: int, seconds: float) -> tuple[int, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", default=["ml-latest-small", "synthetic"])
-    parser.add_argument("--root", default=os.environ.get("REC_DATA_ROOT", "data"))
+    parser.add_argument("--root", default=os.environ.get("REC_DATA_ROOT", "data"),
+                        help="where MovieLens datasets are read")
+    parser.add_argument("--synthetic-root", default=str(REPO / "data"),
+                        help="where the synthetic dataset is generated (never a shared data root)")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -129,7 +132,7 @@ def main() -> None:
     print("| data | endpoint | requests | requests/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|")
     for name in args.data:
-        model = build(name, args.root)
+        model = build(name, args.synthetic_root if name == "synthetic" else args.root)
         with tempfile.TemporaryDirectory() as tmp:
             server, base = serve(model.save(Path(tmp) / "model.pt"), args.threads)
             try:
