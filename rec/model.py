@@ -392,7 +392,11 @@ class Recommender:
 
     def new_movie(self, genres: list[str]) -> torch.Tensor:
         """Embedding of a movie with no ratings: the mean of its genres' embeddings (SPEC §2.3)."""
-        return self.params.genre_factors[self._genre_rows(genres)].mean(0)
+        return self._genre_mean(self.params, genres)
+
+    def _genre_mean(self, p: Params, genres: list[str]) -> torch.Tensor:
+        """The mean of these genres' embeddings in ``p`` (:attr:`params` or :attr:`predictor`)."""
+        return p.genre_factors[self._genre_rows(genres)].mean(0)
 
     def new_movie_bias(self, genres: list[str]) -> float:
         """Bias of a movie with no ratings: the mean of its genres' biases with
@@ -409,8 +413,9 @@ class Recommender:
     def predict_new_movie(self, genres: list[str]) -> torch.Tensor:
         """Every known user's predicted rating of a new movie with these genres (its whole prior:
         embedding and bias)."""
-        p, rows = self.predictor, self._genre_rows(genres)
-        scores = p.mu + self.new_movie_bias(genres) + p.user_bias + p.user_factors @ p.genre_factors[rows].mean(0)
+        p = self.predictor
+        scores = (p.mu + self.new_movie_bias(genres) + p.user_bias
+                  + p.user_factors @ self._genre_mean(p, genres))
         return scores.clamp(*self.rating_range)
 
 

@@ -22,7 +22,7 @@ import torch
 from rec.als.config import ModelConfig
 from rec.als.exchange import Exchange
 from rec.als.groups import Groups, RowRatings
-from rec.als.layout import Layout, LayoutSpec, whole_layout
+from rec.als.layout import Layout, LayoutSpec, joint_step, whole_layout
 from rec.als.params import Params
 from rec.als.sizes import EngineSizes
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side, squared_errors
@@ -102,7 +102,7 @@ class ALS:
         self.mu = layout.mu if cfg.has_biases else 0.0
         self.dim = cfg.dim
         self.width = spec.width  # D: unknowns per row
-        joint = bool(joint_genre_step and cfg.has_genres and self.dim)
+        joint = joint_step(cfg, joint_genre_step)
         if joint and (self.sizes.kernel == "fused" or self.exchange.several):
             raise ValueError("the joint genre step runs on the torch path (a spec resolved "
                              "with joint=True), in one process")
@@ -149,8 +149,7 @@ class ALS:
         """One process's engine over the ratings at ``subset`` (``None``: all): ``sizes``
         resolved for ``device``, the ratings laid out (:func:`rec.als.layout.whole_layout`;
         the fused kernel's layout reads them in place), the engine built on them."""
-        joint = bool(joint_genre_step and cfg.has_genres and cfg.dim)
-        spec = LayoutSpec.resolve(cfg, sizes, device, dtype, joint)
+        spec = LayoutSpec.resolve(cfg, sizes, device, dtype, joint_step(cfg, joint_genre_step))
         layout = whole_layout(spec, user, item, rating, n_users, n_items, subset, mu, degrees)
         return cls(layout, spec, genre_matrix, None, joint_genre_step, relaxation)
 
@@ -410,10 +409,8 @@ class ALS:
     def train_errors(self, p: Params, rating_range: tuple[float, float] | None = None):
         """Sums over the job's training ratings of squared error, raw and with clipped
         predictions."""
-        raw, clipped = self._own_train_errors(p, rating_range)
-        if not self.exchange.several:
-            return raw, clipped
-        sums = torch.tensor([raw, clipped], dtype=torch.float64, device=self.device)
+        sums = torch.tensor(self._own_train_errors(p, rating_range), dtype=torch.float64,
+                            device=self.device)
         raw, clipped = self.exchange.total(sums).tolist()
         return raw, clipped
 

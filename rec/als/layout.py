@@ -22,9 +22,20 @@ FUSED_GRAM_BYTES = 256 << 20
 """Most memory the fused kernel's Grams of rows over several table tiles may take."""
 
 
+def unknowns(cfg: ModelConfig) -> int:
+    """D: unknowns per row, ``[x; bias]``."""
+    return cfg.dim + int(cfg.has_biases)
+
+
+def joint_step(cfg: ModelConfig, asked: bool) -> bool:
+    """Whether each epoch's movie and genre steps are one joint step: ``asked``
+    (``train.joint_genre_step``) and a ``features`` rung with embeddings."""
+    return bool(asked and cfg.has_genres and cfg.dim)
+
+
 def table_row_bytes(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> int:
     """Bytes of one row ``[x, offset]`` of the tables the steps gather from."""
-    return (cfg.dim + int(cfg.has_biases) + 1) * torch.finfo(dtype).bits // 8
+    return (unknowns(cfg) + 1) * torch.finfo(dtype).bits // 8
 
 
 def interactions(cfg: ModelConfig, rows: torch.Tensor, cols: torch.Tensor,
@@ -66,19 +77,18 @@ class LayoutSpec:
         """``sizes`` resolved for ``device`` and the model's width; ``joint``: the joint genre
         step will run (torch path only); ``cache_sharers``: processes of the job sharing this
         machine's last-level cache."""
-        width = cfg.dim + int(cfg.has_biases)
         weighted = bool(cfg.implicit and cfg.confidence)
         needs_torch = ("the joint genre step (train.joint_genre_step) needs the torch path"
                        if joint else "the implicit loss's confidences (model.confidence) run "
                        "on the torch path" if weighted else "")
-        resolved = sizes.resolved(device, table_row_bytes(cfg, dtype), width, needs_torch,
+        resolved = sizes.resolved(device, table_row_bytes(cfg, dtype), unknowns(cfg), needs_torch,
                                   cache_sharers)
         return cls(cfg, resolved, dtype, torch.device(device))
 
     @property
     def width(self) -> int:
         """D: unknowns per row."""
-        return self.cfg.dim + int(self.cfg.has_biases)
+        return unknowns(self.cfg)
 
     @property
     def most_split(self) -> int:
