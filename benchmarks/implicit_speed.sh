@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rec's implicit-feedback epoch at ML-32M's shape beside implicit 0.7.3's CPU ALS iteration on
-# the same training rows, in one sitting, with the ratio (benchmarks/README.md, "Top-N").
+# the same training rows, in one sitting, with the ratios (benchmarks/README.md, "Top-N"): rec
+# with exact row solves, and with 3 conjugate-gradient steps a row as implicit takes.
 #   bash benchmarks/implicit_speed.sh [OUT] [K ...]     (default: outputs/implicit-speed, K = 10 64)
 # Run with rec's requirements installed (PYTHON= picks that interpreter); implicit lives in the
 # peers' virtualenv ($PEERS_VENV, default benchmarks/.venv-peers), made here on first use.
@@ -16,9 +17,15 @@ for K in "$@"; do
   "$PY" train.py +experiment=bench_32m feedback=implicit K="$K" measure_loading=false \
       train.max_epochs=3 train.eval_test=false train.ranking_max_users=1000 threads=2 \
       paths.root="$OUT/rec" 2>&1 | tee "$OUT/rec-K$K.txt"
+  "$PY" train.py +experiment=bench_32m feedback=implicit K="$K" measure_loading=false \
+      train.max_epochs=3 train.eval_test=false train.ranking_max_users=1000 threads=2 \
+      train.cg_steps=3 paths.root="$OUT/rec-cg" 2>&1 | tee "$OUT/rec-cg-K$K.txt"
   "$VENV/bin/python" benchmarks/implicit_speed.py "$OUT/split" --K "$K" --threads 2 \
       | tee "$OUT/implicit-K$K.txt"
   "$PY" benchmarks/ratio.py "rec / implicit (median s per epoch / iteration)" \
       "$OUT/rec-K$K.txt" "ALS s/epoch median ([0-9.]+)" \
+      "$OUT/implicit-K$K.txt" "s/iteration median ([0-9.]+)"
+  "$PY" benchmarks/ratio.py "rec, 3 CG steps / implicit (median s per epoch / iteration)" \
+      "$OUT/rec-cg-K$K.txt" "ALS s/epoch median ([0-9.]+)" \
       "$OUT/implicit-K$K.txt" "s/iteration median ([0-9.]+)"
 done

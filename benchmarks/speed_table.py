@@ -2,10 +2,12 @@
 
     python benchmarks/speed_table.py OUT K [K ...]
 
-For each K it reads ``OUT/rec-K{K}.txt`` (rec's explicit ``features`` epoch),
-``OUT/lenskit-K{K}.txt`` (LensKit's BiasedMF), ``OUT/rec-implicit-K{K}.txt`` (rec's implicit
-loss) and ``OUT/implicit-K{K}.txt`` (implicit 0.7.3's conjugate-gradient ALS), whichever
-exist, and prints one Markdown row per K with the ratios the engine issue asks for.
+For each K it reads ``OUT/rec-K{K}.txt`` (rec's explicit ``features`` epoch, exact solves),
+``OUT/rec-cg-K{K}.txt`` (the same with ``train.cg_steps=3``), ``OUT/lenskit-K{K}.txt``
+(LensKit's BiasedMF), ``OUT/rec-implicit-K{K}.txt`` and ``OUT/rec-implicit-cg-K{K}.txt``
+(rec's implicit loss, exact and 3 conjugate-gradient steps) and ``OUT/implicit-K{K}.txt``
+(implicit 0.7.3's conjugate-gradient ALS, 3 steps), whichever exist, and prints one Markdown
+row per K with the ratios the engine issue asks for.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pathlib import Path
 PATTERNS = {
     "rec": r"ALS s/epoch median ([0-9.]+),? min ([0-9.]+)",
     "lenskit": r"s/epoch median ([0-9.]+),? min ([0-9.]+)",
+    "rec-cg": r"ALS s/epoch median ([0-9.]+),? min ([0-9.]+)",
     "rec-implicit": r"ALS s/epoch median ([0-9.]+),? min ([0-9.]+)",
+    "rec-implicit-cg": r"ALS s/epoch median ([0-9.]+),? min ([0-9.]+)",
     "implicit": r"s/iteration median ([0-9.]+),? min ([0-9.]+)",
 }
 """Each log's line with the median and min, as the four programs print it."""
@@ -50,14 +54,16 @@ def ratio(a, b) -> str:
 def main() -> None:
     out, ks = Path(sys.argv[1]), [int(k) for k in sys.argv[2:]]
     print(f"# machine: {machine(out)}; seconds per epoch (iteration), median (min)")
-    print("| K | rec explicit | LensKit BiasedMF | LensKit / rec | rec implicit | "
-          "implicit 0.7.3 CG | rec implicit / implicit |")
-    print("|---|---|---|---|---|---|---|")
+    print("| K | rec explicit | rec explicit, 3 CG steps | LensKit BiasedMF | LensKit / rec | "
+          "LensKit / rec CG | rec implicit | rec implicit, 3 CG steps | implicit 0.7.3 CG | "
+          "rec implicit / implicit | rec implicit CG / implicit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for k in ks:
-        r, lk = read(out, "rec", k), read(out, "lenskit", k)
-        ri, im = read(out, "rec-implicit", k), read(out, "implicit", k)
-        print(f"| {k} | {cell(r)} | {cell(lk)} | {ratio(lk, r)} | {cell(ri)} | {cell(im)} | "
-              f"{ratio(ri, im)} |")
+        r, rc, lk = read(out, "rec", k), read(out, "rec-cg", k), read(out, "lenskit", k)
+        ri, ric = read(out, "rec-implicit", k), read(out, "rec-implicit-cg", k)
+        im = read(out, "implicit", k)
+        print(f"| {k} | {cell(r)} | {cell(rc)} | {cell(lk)} | {ratio(lk, r)} | {ratio(lk, rc)} | "
+              f"{cell(ri)} | {cell(ric)} | {cell(im)} | {ratio(ri, im)} | {ratio(ric, im)} |")
 
 
 if __name__ == "__main__":

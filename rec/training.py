@@ -78,6 +78,12 @@ class TrainConfig:
     instead of one after the other.  It reaches J's minimum in about 10 epochs instead of
     hundreds, but on ml-latest-small that minimum validates worse (0.837 at its best epoch)
     than the alternating path's early-stopped 0.8361, so it is off by default."""
+    cg_steps: int | None = None
+    """``null``: every user and movie step solves each row's system exactly.  A count: that
+    many conjugate-gradient steps from each row's current value instead (as implicit's ALS
+    takes, three by default), which still lower J every step but never form a row's Gram:
+    at large K an epoch costs a fraction (``benchmarks/README.md``), and more epochs may be
+    needed.  ALS only (a Gibbs draw needs the exact factorization), with ``relaxation: 1``."""
 
     def __post_init__(self) -> None:
         checks = [("max_epochs", self.max_epochs >= 1, "1 or more (0 would train nothing and "
@@ -87,10 +93,17 @@ class TrainConfig:
                   ("ranking_max_users", self.ranking_max_users is None
                    or self.ranking_max_users >= 1, "null or a positive count"),
                   ("relaxation", 0 < self.relaxation < 2,
-                   "between 0 and 2 (exclusive), where every step still lowers J")]
+                   "between 0 and 2 (exclusive), where every step still lowers J"),
+                  ("cg_steps", self.cg_steps is None or self.cg_steps >= 1,
+                   "null (exact solves) or 1 or more steps")]
         for key, ok, want in checks:
             if not ok:
                 raise ConfigError(f"train.{key}={getattr(self, key)}: must be {want}.")
+        if self.cg_steps is not None and (self.relaxation != 1 or self.joint_genre_step):
+            raise ConfigError("train.cg_steps takes conjugate-gradient steps towards each "
+                              "row's exact solution, which over-relaxation and the joint genre "
+                              "step need: write train.relaxation=1 train.joint_genre_step=false, "
+                              "or train.cg_steps=null.")
 
     @classmethod
     def from_mapping(cls, values, **overrides) -> "TrainConfig":
@@ -100,7 +113,7 @@ class TrainConfig:
     def results_key(self) -> dict:
         """The fields that change what training produces (resume must match them)."""
         keep = ("max_epochs", "patience", "min_delta", "restore_best", "joint_genre_step",
-                "relaxation")
+                "relaxation", "cg_steps")
         return {k: getattr(self, k) for k in keep}
 
 
@@ -360,7 +373,8 @@ def _check_fits(rows: int, dim: int, dtype: torch.dtype, device) -> None:
 def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg: ModelConfig,
                  sizes: EngineSizes = EngineSizes(), device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, joint_genre_step: bool = False,
-                 relaxation: float = 1.0, dist: Dist = Dist()) -> ALS:
+                 relaxation: float = 1.0, dist: Dist = Dist(),
+                 cg_steps: int | None = None) -> ALS:
     """The engine over the training ratings at positions ``train``, laid out by ``sizes``
     (the fused kernel's layout reads them in place; the torch path's groups copy them); in a
     job of several processes, over this rank's :class:`Shard`, with the exchange that
@@ -374,12 +388,14 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
         if joint_genre_step:
             raise ConfigError("train.joint_genre_step=true runs in one process only; drop it "
                               "under torchrun.")
-        spec = LayoutSpec.resolve(model_cfg, sizes, device, dtype, cache_sharers=dist.local_world)
+        spec = LayoutSpec.resolve(model_cfg, sizes, device, dtype, cache_sharers=dist.local_world,
+                                  any_width=cg_steps is not None)
         exchange = RankExchange(dist, ratings.user_bounds, ratings.item_bounds)
-        return ALS(shard_layout(spec, ratings), spec, genres, exchange, relaxation=relaxation)
+        return ALS(shard_layout(spec, ratings), spec, genres, exchange, relaxation=relaxation,
+                   cg_steps=cg_steps)
     return ALS.from_ratings(model_cfg, ratings.user, ratings.item, ratings.rating,
                             ratings.n_users, ratings.n_items, genres, device, dtype, sizes,
-                            joint_genre_step, relaxation, subset=train)
+                            joint_genre_step, relaxation, subset=train, cg_steps=cg_steps)
 
 
 def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
@@ -394,7 +410,7 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
     device = torch.device(device)
     start = _sync(device)
     engine = build_engine(ratings, split and split.train, model_cfg, sizes, device, dtype,
-                          cfg.joint_genre_step, cfg.relaxation, dist)
+                          cfg.joint_genre_step, cfg.relaxation, dist, cfg.cg_steps)
     data = _Subsets(ratings, split, device)
     if cfg.profile:
         engine.timer = PhaseTimer(device)

@@ -43,6 +43,7 @@ def test_the_speed_table_divides_medians(tmp_path):
         "lenskit BiasedMF K=10 threads=2 (28,800,184 ratings): s/epoch median 1.800 min 1.700 "
         "(first 2.0, 5 timed; setup 3.1 s; torch threads 2)\n")
     (tmp_path / "rec-implicit-K10.txt").write_text("ALS s/epoch median 0.250, min 0.240\n")
+    (tmp_path / "rec-implicit-cg-K10.txt").write_text("ALS s/epoch median 0.500, min 0.450\n")
     (tmp_path / "implicit-K10.txt").write_text(  # as benchmarks/implicit_speed.py prints it
         "implicit 0.7.3 ALS (conjugate gradient), K = 10, 2 threads, 28,800,184 interactions: "
         "s/iteration median 2.000, min 1.900\n")
@@ -52,4 +53,6 @@ def test_the_speed_table_divides_medians(tmp_path):
     assert "Test CPU" in lines[0]
     row = next(line for line in lines if line.startswith("| 10 |"))
     assert "| 4.50 |" in row and "| 0.12 |" in row  # 1.8 / 0.4, 0.25 / 2.0 (rounded)
-    assert next(line for line in lines if line.startswith("| 64 |")).count("| - ") == 6
+    assert row.endswith("| 0.25 |")  # rec implicit CG / implicit: 0.5 / 2.0
+    assert row.count("| - ") == 2  # no rec explicit CG log: its cell and ratio
+    assert next(line for line in lines if line.startswith("| 64 |")).count("| - ") == 10

@@ -260,12 +260,17 @@ def test_the_kernel_equals_the_torch_path_at_every_width(width, rung, feedback):
     implicit = {"feedback": "implicit", "alpha0": 0.3, "tau": 2.0} if feedback == "implicit" else {}
     K = width - 1 - int(ModelConfig(name=rung, **implicit).has_biases)
     cfg = ModelConfig(name=rung, K=K, **implicit).validated()
-    r = random_ratings(n_users=70, n_items=50, seed=width)
+    assert_kernels_agree(cfg, random_ratings(n_users=70, n_items=50, seed=width))
+
+
+def assert_kernels_agree(cfg, r, cg_steps=None):
+    """Four epochs of the torch path and of the fused kernel (``cg_steps``: conjugate-gradient
+    steps instead of exact solves) reach the same parameters and objective, in float64."""
     params = []
     for kernel in ("torch", "fused"):
         e = ALS.from_ratings(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
                              r.movies.genre_matrix(), dtype=torch.float64,
-                             sizes=EngineSizes(kernel, tile_cols=16))
+                             sizes=EngineSizes(kernel, tile_cols=16), cg_steps=cg_steps)
         assert e.sizes.kernel == kernel
         p = e.initial_params(r.n_genres, 0)
         for _ in range(4):

@@ -79,14 +79,21 @@ class ALS:
     over-relaxes every step: a block moves to ``old + omega (exact - old)``.  J is quadratic
     in a block with its minimum at omega = 1 and symmetric about it, so for 0 < omega < 2
     each step still lowers J, and omega near 2 crosses the long narrow valleys of the
-    coupled blocks in far fewer epochs (successive over-relaxation).
+    coupled blocks in far fewer epochs (successive over-relaxation).  ``cg_steps`` replaces
+    the user and movie steps' exact solves by that many conjugate-gradient steps from the
+    current rows (:func:`rec.als.solve.cg_solve`): each still lowers J, for a fraction of the
+    cost at large K (the genre step and fold-in stay exact).
     """
 
     def __init__(self, layout: Layout, spec: LayoutSpec, genre_matrix: torch.Tensor,
                  exchange: Exchange | None = None, joint_genre_step: bool = False,
-                 relaxation: float = 1.0) -> None:
+                 relaxation: float = 1.0, cg_steps: int | None = None) -> None:
         if not 0 < relaxation < 2:
             raise ValueError(f"relaxation must lie in (0, 2) for J to decrease, got {relaxation}")
+        if cg_steps is not None and (cg_steps < 1 or relaxation != 1 or joint_genre_step):
+            raise ValueError("conjugate-gradient steps (1 or more) run with relaxation 1 and "
+                             "without the joint genre step")
+        self.cg_steps = cg_steps
         cfg = spec.cfg
         self.cfg, self.spec, self.sizes = cfg, spec, spec.sizes
         self.device, self.dtype = spec.device, spec.dtype
@@ -145,13 +152,14 @@ class ALS:
                      joint_genre_step: bool = False, relaxation: float = 1.0,
                      mu: float | None = None,
                      degrees: tuple[torch.Tensor, torch.Tensor] | None = None,
-                     subset: torch.Tensor | None = None) -> "ALS":
+                     subset: torch.Tensor | None = None, cg_steps: int | None = None) -> "ALS":
         """One process's engine over the ratings at ``subset`` (``None``: all): ``sizes``
         resolved for ``device``, the ratings laid out (:func:`rec.als.layout.whole_layout`;
         the fused kernel's layout reads them in place), the engine built on them."""
-        spec = LayoutSpec.resolve(cfg, sizes, device, dtype, joint_step(cfg, joint_genre_step))
+        spec = LayoutSpec.resolve(cfg, sizes, device, dtype, joint_step(cfg, joint_genre_step),
+                                  any_width=cg_steps is not None)
         layout = whole_layout(spec, user, item, rating, n_users, n_items, subset, mu, degrees)
-        return cls(layout, spec, genre_matrix, None, joint_genre_step, relaxation)
+        return cls(layout, spec, genre_matrix, None, joint_genre_step, relaxation, cg_steps)
 
     def finish(self) -> EngineFacts:
         """The engine's facts, and the movie side's layout freed: after the last step only
@@ -230,12 +238,22 @@ class ALS:
             torch.add(bias, self.mu, out=table[:n, self.width])
         return table
 
+    def _start(self, theta: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor) -> None:
+        """Conjugate-gradient steps start from the current rows: ``theta = [x; bias]``."""
+        if self.cg_steps is not None:
+            theta[:, :self.dim] = factors
+            if self.cfg.has_biases:
+                theta[:, self.dim] = bias
+
     def user_step(self, p: Params) -> None:
-        """Solve every user's ``[u_m; b_m]`` exactly given V, c."""
+        """Solve every user's ``[u_m; b_m]`` exactly given V, c (or take ``cg_steps``
+        conjugate-gradient steps towards it)."""
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
+        self._start(self.user_theta, p.user_factors, p.user_bias)
         solve_side(self.by_user, table, self.lam, self.reg, self._row_weight(self.user_weight),
                    self.user_theta, None, self.workspace, self.timer, solver=self.sizes.solver,
-                   shared=self.shared_gramian(p.item_factors), weighted=self.weighted)
+                   shared=self.shared_gramian(p.item_factors), weighted=self.weighted,
+                   cg_steps=self.cg_steps)
         self.user_theta[self.cold_users] = 0
         self.exchange.share(self.user_theta, "user")
         self._unpack(self.user_theta, p.user_factors, p.user_bias, self.cold_users)
@@ -264,14 +282,16 @@ class ALS:
         return out
 
     def item_step(self, p: Params) -> None:
-        """Solve every movie's ``[v_n; c_n]`` exactly given U, b and the prior mean p_n."""
+        """Solve every movie's ``[v_n; c_n]`` exactly given U, b and the prior mean p_n (or
+        take ``cg_steps`` conjugate-gradient steps towards it)."""
         table = self._fill(self.user_table, p.user_factors, p.user_bias)
         mean = self.movie_prior_mean(p)
         prior = None if mean is None else self.item_weight.unsqueeze(1) * self.reg * mean
         shared = self.shared_gramian(p.user_factors)
+        self._start(self.item_theta, p.item_factors, p.item_bias)
         solve_side(self.by_item, table, self.lam, self.reg, self._row_weight(self.item_weight),
                    self.item_theta, prior, self.workspace, self.timer, solver=self.sizes.solver,
-                   shared=shared, weighted=self.weighted)
+                   shared=shared, weighted=self.weighted, cg_steps=self.cg_steps)
         self.item_theta[self.cold_items] = self._cold_rows(mean, shared, self.item_weight,
                                                            self.cold_items)
         self.exchange.share(self.item_theta, "item")

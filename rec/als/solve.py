@@ -217,6 +217,30 @@ def _rows_solve(g: torch.Tensor, lam: float, reg: torch.Tensor, prior: torch.Ten
     return out
 
 
+def cg_solve(a: torch.Tensor, rhs: torch.Tensor, start: torch.Tensor, steps: int) -> torch.Tensor:
+    """``steps`` conjugate-gradient steps on each system ``a theta = rhs`` of a batch (``a``
+    (n, D, D) symmetric positive definite, ``rhs`` (n, D)), from ``start`` (n, D): the
+    reference of the fused kernel's :func:`rec.als.kernel.cg_rows`, here on formed matrices.
+    Each step lowers every row's quadratic ``theta^T a theta / 2 - rhs^T theta`` below its value
+    at ``start``; after D steps the result is the exact solution up to rounding."""
+    a, theta = a.double(), start.double().clone()
+    mul = lambda v: torch.bmm(a, v.unsqueeze(2)).squeeze(2)
+    res = rhs.double() - mul(theta)
+    p, rr = res.clone(), (res * res).sum(1)
+    for _ in range(steps):
+        live = rr > 0  # converged rows stay where they are
+        ap = mul(p)
+        pap = (p * ap).sum(1)
+        _refuse_singular(int((live & ~(pap > 0)).sum()))
+        alpha = torch.where(live, rr / torch.where(live, pap, 1.0), 0.0).unsqueeze(1)
+        theta += alpha * p
+        res -= alpha * ap
+        new = (res * res).sum(1)
+        p = res + torch.where(live, new / torch.where(live, rr, 1.0), 0.0).unsqueeze(1) * p
+        rr = new
+    return theta.to(start.dtype)
+
+
 def ridge_solve_inverse(g: torch.Tensor, lam: float, reg: torch.Tensor,
                         k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`ridge_solve` without a prior term, and the first ``k`` columns of each system
@@ -233,7 +257,7 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
                timer: PhaseTimer | None = None, inverse: torch.Tensor | None = None,
                solver: str = "lu", noise: torch.Tensor | None = None,
                sse: torch.Tensor | None = None, shared: torch.Tensor | None = None,
-               weighted: bool = False) -> None:
+               weighted: bool = False, cg_steps: int | None = None) -> None:
     """Overwrite ``out[row]`` with the solution of every row that has ratings.
 
     ``reg`` (D,) holds the prior precisions; ``row_weight`` (n_rows,), when given,
@@ -250,13 +274,17 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
     training error without another pass over the ratings.  ``shared`` (D, D), when given, is
     added to every row's system matrix (the implicit loss's ``alpha0 X^T X``);
     ``weighted``: each rating's value weights its row of the Gram (:func:`gram`).
+    ``cg_steps``: instead of the exact solution, that many conjugate-gradient steps from each
+    row's current ``out[row]`` (:func:`cg_solve`; the fused kernel never forms the Grams).
     """
+    if cg_steps is not None and (noise is not None or inverse is not None):
+        raise ValueError("conjugate-gradient steps neither draw nor invert")
     if isinstance(groups, RowRatings):
         if inverse is not None or weighted:
             raise ValueError("the joint genre step and the implicit loss's confidences need "
                              "the torch path (engine.kernel=torch)")
         return solve_rows(groups, table, lam, reg, row_weight, out, prior, timer, noise,
-                          workspace, sse, shared)
+                          workspace, sse, shared, cg_steps)
     workspace = workspace or Workspace()
     d1 = table.shape[1]
     if timer:
@@ -278,7 +306,10 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
         raw = g.to(torch.float64, copy=True) if sse is not None else None  # solves overwrite g
         if shared is not None:  # the solvers scale the Grams by lam
             g[:, :-1, :-1] += shared / lam
-        if inverse is None:
+        if cg_steps is not None:
+            a, rhs = _system(g, lam, reg_rows, None if prior is None else prior[batch.rows])
+            theta = cg_solve(a, rhs, out[batch.rows], cg_steps)
+        elif inverse is None:
             theta = ridge_solve(g, lam, reg_rows, None if prior is None else prior[batch.rows],
                                 solver, None if noise is None else noise[batch.rows],
                                 workspace)
@@ -303,11 +334,13 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
                row_weight: torch.Tensor | None, out: torch.Tensor,
                prior: torch.Tensor | None = None, timer: PhaseTimer | None = None,
                noise: torch.Tensor | None = None, workspace: Workspace | None = None,
-               sse: torch.Tensor | None = None, shared: torch.Tensor | None = None) -> None:
+               sse: torch.Tensor | None = None, shared: torch.Tensor | None = None,
+               cg_steps: int | None = None) -> None:
     """:func:`solve_side` by the fused kernel (:func:`rec.als.kernel.solve_rows`), on the
     CPU; with ``noise`` (n_rows, D), each row's Gaussian draw instead of its solution; with
     ``sse`` (n_rows,) float64, each row's squared training error at it; ``shared`` (D, D)
-    added to every row's system matrix."""
+    added to every row's system matrix; ``cg_steps``: that many conjugate-gradient steps from
+    ``out`` (:func:`rec.als.kernel.cg_rows`, any width) instead of the exact solve."""
     if timer:
         timer.lap("other")
     d1 = table.shape[1]
@@ -315,14 +348,25 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
     weight = row_weight if row_weight is not None else torch.ones(rows.n_rows, dtype=out.dtype)
     n_gram = rows.n_split  # Grams of the rows over several tiles, summed between passes
     workspace = workspace or Workspace()
-    gram = workspace.get(n_gram * d1 * d1, torch.float64, table.device, "gram")
     threads = torch.get_num_threads()
+    matrix = lambda m: (torch.zeros(0, 0, dtype=torch.float64) if m is None
+                        else m.to(torch.float64).contiguous()).numpy()
+    if cg_steps is not None:
+        failed = kernel.run_blocks(
+            kernel.cg_rows, rows.blocks.numel() - 1, threads, workspace.pool(threads),
+            *rows.arrays(), table.numpy(), lam, reg.numpy(), weight.numpy(),
+            (none if prior is None else prior.contiguous()).numpy(), matrix(shared), cg_steps,
+            out.numpy(), rows.blocks.numpy(),
+            (torch.zeros(0, dtype=torch.float64) if sse is None else sse).numpy())
+        _refuse_singular(failed)
+        if timer:
+            timer.lap("kernel")
+        return
+    gram = workspace.get(n_gram * d1 * d1, torch.float64, table.device, "gram")
     failed = kernel.run_blocks(
         kernel.solve_rows(d1), rows.blocks.numel() - 1, threads, workspace.pool(threads),
         *rows.arrays(), table.numpy(), lam, reg.numpy(), weight.numpy(), (none if prior is None else prior.contiguous()).numpy(),
-        (none if noise is None else noise.contiguous()).numpy(),
-        (torch.zeros(0, 0, dtype=torch.float64) if shared is None
-         else shared.to(torch.float64).contiguous()).numpy(), out.numpy(),
+        (none if noise is None else noise.contiguous()).numpy(), matrix(shared), out.numpy(),
         rows.blocks.numpy(), rows.last_tile.numpy(), rows.slot.numpy(),
         gram.view(n_gram, d1, d1).numpy(),
         (torch.zeros(0, dtype=torch.float64) if sse is None else sse).numpy())

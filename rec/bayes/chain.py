@@ -141,6 +141,9 @@ def _check(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     if cfg.joint_genre_step:
         raise ConfigError("train.joint_genre_step=true is an ALS step; inference=gibbs draws the "
                           "genre embeddings from their own conditional: drop the override.")
+    if cfg.cg_steps is not None:
+        raise ConfigError("train.cg_steps is an ALS step; inference=gibbs draws each row from "
+                          "its exact conditional: drop the override.")
     if not cfg.eval_test:
         raise ConfigError("train.eval_test=false: a Gibbs chain averages its test predictions "
                           "as it goes (the posterior mean); drop the override.")
