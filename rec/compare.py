@@ -13,6 +13,7 @@ always run as the reference; each argument changes them.
     python -m rec.compare --scale 0.125,0.25,0.5,1     # growth with size, interleaved
     python -m rec.compare kernel=fused solver=cholesky   # the kernels and solvers
     python -m rec.compare inference=gibbs      # a Gibbs sweep against an ALS epoch
+    python -m rec.compare --K 64 cg=3          # 3 conjugate-gradient steps a row (train.cg_steps)
 
 Each engine holds its own grouped ratings (~0.5 GB at full ML-32M scale).
 """
@@ -62,6 +63,8 @@ class Setting:
     """``engine.solver`` of the torch path: auto, rows, lu or cholesky."""
     inference: str = "als"
     """``als`` times ALS epochs; ``gibbs`` times Gibbs sweeps on the same engine layout."""
+    cg: int = 0
+    """``train.cg_steps``: conjugate-gradient steps a row instead of exact solves (0: exact)."""
 
     @classmethod
     def parse(cls, text: str, base: "Setting") -> "Setting":
@@ -73,7 +76,7 @@ class Setting:
             named = key in ("kernel", "solver", "inference") and value.isidentifier()
             if key not in cls.__dataclass_fields__ or not (value.isdigit() or named):
                 raise ConfigError(f"cannot read the setting {item!r}: write chunk=N, batch=N, "
-                                  "tile=N, threads=N, kernel=NAME, solver=NAME or "
+                                  "tile=N, threads=N, cg=N, kernel=NAME, solver=NAME or "
                                   "inference=als|gibbs, comma-separated")
             values[key] = value if named else int(value)
         return replace(base, **values)
@@ -88,7 +91,8 @@ class Setting:
         return (f"kernel={self.kernel},solver={self.solver},chunk={default(self.chunk)},"
                 f"batch={default(self.batch)},tile={default(self.tile)},"
                 f"threads={self.threads or 'default'}"
-                + (f",inference={self.inference}" if self.inference != "als" else ""))
+                + (f",inference={self.inference}" if self.inference != "als" else "")
+                + (f",cg={self.cg}" if self.cg else ""))
 
 
 @dataclass
@@ -138,7 +142,8 @@ def build_cases(ratings: Ratings, settings: list[Setting], model: ModelConfig,
     for s in settings:
         key = replace(s, threads=0)
         if key not in built:
-            engine = build_engine(ratings, train, model, s.sizes(), device)
+            engine = build_engine(ratings, train, model, s.sizes(), device,
+                                  cg_steps=s.cg or None)
             p = engine.initial_params(ratings.n_genres, 0)
             sampler = None
             if s.inference == "gibbs":
