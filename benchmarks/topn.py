@@ -6,7 +6,9 @@ and EASE, each chosen on validation with the same budget, with paired bootstrap 
 Every system sees rec's split of the dataset (random 0.9/0.05/0.05, seed 0, as
 ``python -m rec.data split`` exports it), ranks every movie the person did not rate in
 training, and counts a held-out rating >= 4 as relevant.  Each system's settings are the
-best of ``--budget`` settings by validation NDCG@10 (never test); the table reports test
+best of ``--budget`` settings by validation NDCG@10 (never test), and every implicit system's
+grid covers the same choice of which training ratings count as interactions
+(:data:`INTERACTIONS`); the table reports test
 metrics and, against rec's implicit rung, the paired bootstrap 95% interval of the
 difference in NDCG@10 (the same users redrawn for both).  ``--peers DIR`` adds the lists
 that ``benchmarks/topn_peers.py`` wrote there (implicit's ALS and BPR, LensKit's
@@ -94,31 +96,54 @@ def popular(ratings, split):
     yield "most popular", {}, lambda users: counts.expand(len(users), -1)
 
 
-def ease(ratings, split, budget: int):
-    """EASE (Steck 2019): ``B = I - P diag(1 / diag P)``, ``P = (X^T X + lambda I)^-1``."""
+INTERACTIONS = (None, 3.0)
+"""Which training ratings count as interactions, searched by every implicit system alike: all
+of them, or those of at least 3 (ratings are explicit here; a low one says the person did not
+like what they watched).  Whatever counts, every movie rated in training is excluded from the
+person's candidates."""
+
+
+def label(at_least: float | None) -> str:
+    return "all" if at_least is None else f">={at_least:g}"
+
+
+def interactions(ratings, split, at_least: float | None) -> torch.Tensor:
+    """Positions of the training ratings that count as interactions."""
     idx = split.train
-    x = torch.zeros(ratings.n_users, ratings.n_items)
-    x[ratings.user[idx].long(), ratings.item[idx].long()] = 1.0
-    gram = x.T @ x
-    for lam in np.geomspace(50, 20000, budget):
-        p = torch.linalg.inv(gram + lam * torch.eye(gram.shape[0]))
-        b = -p / p.diagonal()
-        b.fill_diagonal_(0.0)
-        yield "EASE", {"lambda": round(float(lam), 1)}, lambda users, b=b: x[users.long()] @ b
+    return idx if at_least is None else idx[ratings.rating[idx] >= at_least]
 
 
-REC_GRID = {"K": (128, 256), "tau_alpha0": ((0.005, 0.8), (0.002, 0.8), (0.002, 1.6),
-                                             (0.001, 1.6), (0.002, 3.2), (0.001, 3.2))}
+def ease(ratings, split, budget: int):
+    """EASE (Steck 2019): ``B = I - P diag(1 / diag P)``, ``P = (X^T X + lambda I)^-1``;
+    lambda on a geometric grid for each choice of :data:`INTERACTIONS`."""
+    lambdas = np.geomspace(50, 20000, max(1, budget // len(INTERACTIONS)))
+    for at_least in INTERACTIONS:
+        idx = interactions(ratings, split, at_least)
+        x = torch.zeros(ratings.n_users, ratings.n_items)
+        x[ratings.user[idx].long(), ratings.item[idx].long()] = 1.0
+        gram = x.T @ x
+        for lam in lambdas:
+            p = torch.linalg.inv(gram + lam * torch.eye(gram.shape[0]))
+            b = -p / p.diagonal()
+            b.fill_diagonal_(0.0)
+            yield "EASE", {"lambda": round(float(lam), 1), "interactions": label(at_least)}, \
+                lambda users, b=b, x=x: x[users.long()] @ b
+
+
+REC_GRID = {"K": (256,), "tau_alpha0": ((0.005, 0.8), (0.002, 0.8), (0.002, 1.6),
+                                         (0.001, 1.6), (0.002, 3.2), (0.001, 3.2))}
 
 
 def rec_implicit(ratings, split, budget: int):
-    settings = list(itertools.product(REC_GRID["K"], REC_GRID["tau_alpha0"]))[:budget]
-    for k, (tau, alpha0) in settings:
-        cfg = ModelConfig(name="features", K=k, feedback="implicit", tau=tau, alpha0=alpha0)
+    settings = list(itertools.product(INTERACTIONS, REC_GRID["K"], REC_GRID["tau_alpha0"]))
+    for at_least, k, (tau, alpha0) in settings[:budget]:
+        cfg = ModelConfig(name="features", K=k, feedback="implicit", tau=tau, alpha0=alpha0,
+                          interaction_min=at_least)
         result = fit(ratings, split, cfg, TrainConfig(max_epochs=40, patience=3,
                                                       ranking_max_users=None))
         p = result.params
-        yield "rec implicit (features)", {"K": k, "tau": tau, "alpha0": alpha0}, \
+        yield "rec implicit (features)", {"K": k, "tau": tau, "alpha0": alpha0,
+                                          "interactions": label(at_least)}, \
             lambda users, p=p: p.user_factors[users.long()] @ p.item_factors.T
 
 
