@@ -656,8 +656,9 @@ else:  # pragma: no cover
 UNROLLED_WIDTHS = 24
 """Widest ``[x, y]`` (D + 1 entries) given a generated :func:`accumulate_source`: its code
 grows as ``width^2`` (compiling took 8 s at width 12 and 31 s at 24, once per width); past
-it the generic :func:`_accumulate` runs, which at K = 64 is 2.5x slower than the torch path,
-so ``engine.kernel=auto`` picks torch there."""
+it the generic :func:`_accumulate` runs, which at K = 64 is several times slower than the
+torch path (``benchmarks/README.md``), so ``engine.kernel=auto`` picks torch there for exact
+steps; conjugate-gradient steps (:func:`_cg_rows`) run fused at every width."""
 
 _COMPILED: dict[int, object] = {}
 
