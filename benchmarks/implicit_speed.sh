@@ -14,18 +14,18 @@ PY="${PYTHON:-python}"
 source benchmarks/peers_venv.sh
 "$PY" -m rec.data split synthetic --scale 1 --out "$OUT/split"
 for K in "$@"; do
-  "$PY" train.py +experiment=bench_32m feedback=implicit K="$K" measure_loading=false \
-      train.max_epochs=3 train.eval_test=false train.ranking_max_users=1000 threads=2 \
-      paths.root="$OUT/rec" 2>&1 | tee "$OUT/rec-K$K.txt"
-  "$PY" train.py +experiment=bench_32m feedback=implicit K="$K" measure_loading=false \
-      train.max_epochs=3 train.eval_test=false train.ranking_max_users=1000 threads=2 \
-      train.cg_steps=3 paths.root="$OUT/rec-cg" 2>&1 | tee "$OUT/rec-cg-K$K.txt"
+  for run in rec rec-cg; do
+    extra=()
+    if [ "$run" = rec-cg ]; then extra=(train.cg_steps=3); fi
+    "$PY" train.py +experiment=bench_32m feedback=implicit K="$K" measure_loading=false \
+        train.max_epochs=3 train.eval_test=false train.ranking_max_users=1000 threads=2 \
+        "${extra[@]}" paths.root="$OUT/$run" 2>&1 | tee "$OUT/$run-K$K.txt"
+  done
   "$VENV/bin/python" benchmarks/implicit_speed.py "$OUT/split" --K "$K" --threads 2 \
       | tee "$OUT/implicit-K$K.txt"
-  "$PY" benchmarks/ratio.py "rec / implicit (median s per epoch / iteration)" \
-      "$OUT/rec-K$K.txt" "ALS s/epoch median ([0-9.]+)" \
-      "$OUT/implicit-K$K.txt" "s/iteration median ([0-9.]+)"
-  "$PY" benchmarks/ratio.py "rec, 3 CG steps / implicit (median s per epoch / iteration)" \
-      "$OUT/rec-cg-K$K.txt" "ALS s/epoch median ([0-9.]+)" \
-      "$OUT/implicit-K$K.txt" "s/iteration median ([0-9.]+)"
+  for run in rec rec-cg; do
+    "$PY" benchmarks/ratio.py "$run / implicit (median s per epoch / iteration)" \
+        "$OUT/$run-K$K.txt" "ALS s/epoch median ([0-9.]+)" \
+        "$OUT/implicit-K$K.txt" "s/iteration median ([0-9.]+)"
+  done
 done

@@ -16,21 +16,23 @@ if [ "$#" -eq 0 ]; then set -- 10 64; fi
 PY="${PYTHON:-python}"
 source benchmarks/peers_venv.sh
 "$PY" -m rec.data split synthetic --scale 1 --out "$OUT/split"
+# rec's epoch at K = $1 into $OUT/$2-K$1.txt, exact then with 3 CG steps ($2-cg-K$1.txt);
+# the rest of the arguments are overrides
+rec_runs() {
+  local k="$1" name="$2"
+  shift 2
+  "$PY" train.py +experiment=bench_32m K="$k" measure_loading=false threads=2 "$@" \
+      paths.root="$OUT/$name" 2>&1 | tee "$OUT/$name-K$k.txt"
+  "$PY" train.py +experiment=bench_32m K="$k" measure_loading=false threads=2 "$@" \
+      train.cg_steps=3 paths.root="$OUT/$name-cg" 2>&1 | tee "$OUT/$name-cg-K$k.txt"
+}
 for K in "$@"; do
-  "$PY" train.py +experiment=bench_32m K="$K" measure_loading=false threads=2 \
-      paths.root="$OUT/rec" 2>&1 | tee "$OUT/rec-K$K.txt"
-  "$PY" train.py +experiment=bench_32m K="$K" measure_loading=false threads=2 \
-      train.cg_steps=3 paths.root="$OUT/rec-cg" 2>&1 | tee "$OUT/rec-cg-K$K.txt"
+  rec_runs "$K" rec
   "$VENV/bin/python" benchmarks/lenskit_speed.py "$OUT/split" --K "$K" --threads 2 \
       | tee "$OUT/lenskit-K$K.txt"
   if [ -z "${SKIP_IMPLICIT:-}" ]; then
-    "$PY" train.py +experiment=bench_32m feedback=implicit K="$K" measure_loading=false \
-        train.max_epochs=3 train.eval_test=false train.ranking_max_users=1000 threads=2 \
-        paths.root="$OUT/rec-implicit" 2>&1 | tee "$OUT/rec-implicit-K$K.txt"
-    "$PY" train.py +experiment=bench_32m feedback=implicit K="$K" measure_loading=false \
-        train.max_epochs=3 train.eval_test=false train.ranking_max_users=1000 threads=2 \
-        train.cg_steps=3 paths.root="$OUT/rec-implicit-cg" 2>&1 \
-        | tee "$OUT/rec-implicit-cg-K$K.txt"
+    rec_runs "$K" rec-implicit feedback=implicit train.max_epochs=3 train.eval_test=false \
+        train.ranking_max_users=1000
     "$VENV/bin/python" benchmarks/implicit_speed.py "$OUT/split" --K "$K" --threads 2 \
         | tee "$OUT/implicit-K$K.txt"
   fi

@@ -352,7 +352,7 @@ def _cg_pass(x, y, m, with_y, v, acc):
 
 
 def _cg_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, shared, steps,
-             out, blocks, sse, first, last):
+             out, blocks, first, last):
     """``steps`` conjugate-gradient steps on each row's system, from the row's current
     ``out[r]``, for every row with ratings, rows ``blocks[first]:blocks[last]``.
 
@@ -362,8 +362,7 @@ def _cg_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, sha
     multiply-adds against the Gram's ``m D^2 / 2``).  Conjugate gradient started at the
     current row minimizes the row's quadratic over a growing subspace that contains the start,
     so each step lowers it and the objective never increases; after ``D`` steps it is the
-    exact solution up to rounding.  ``sse`` as in :func:`_solve_rows` (one more pass).
-    Returns the number of rows whose curvature ``p^T A p`` was not positive (their ``out``
+    exact solution up to rounding.  Returns the number of rows whose curvature ``p^T A p`` was not positive (their ``out``
     is left as it was)."""
     n_rows, d = out.shape
     n_tiles = (indptr.shape[0] - 1) // n_rows
@@ -443,20 +442,9 @@ def _cg_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, sha
             rr = new
         if not ok:
             failed += 1
-            continue
-        for i in range(d):
-            out[r, i] = t[i]
-        if sse.shape[0] > 0:
-            total = 0.0
+        else:
             for i in range(d):
-                v32[i] = t[i]
-            for n in range(m):
-                xn = x[n]
-                s = y[n]
-                for i in range(d):
-                    s -= xn[i] * v32[i]
-                total += s * s
-            sse[r] = total
+                out[r, i] = t[i]
     return failed
 
 

@@ -277,8 +277,8 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
     ``cg_steps``: instead of the exact solution, that many conjugate-gradient steps from each
     row's current ``out[row]`` (:func:`cg_solve`; the fused kernel never forms the Grams).
     """
-    if cg_steps is not None and (noise is not None or inverse is not None):
-        raise ValueError("conjugate-gradient steps neither draw nor invert")
+    if cg_steps is not None and (noise is not None or inverse is not None or sse is not None):
+        raise ValueError("conjugate-gradient steps neither draw, invert nor sum errors")
     if isinstance(groups, RowRatings):
         if inverse is not None or weighted:
             raise ValueError("the joint genre step and the implicit loss's confidences need "
@@ -356,8 +356,7 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
             kernel.cg_rows, rows.blocks.numel() - 1, threads, workspace.pool(threads),
             *rows.arrays(), table.numpy(), lam, reg.numpy(), weight.numpy(),
             (none if prior is None else prior.contiguous()).numpy(), matrix(shared), cg_steps,
-            out.numpy(), rows.blocks.numpy(),
-            (torch.zeros(0, dtype=torch.float64) if sse is None else sse).numpy())
+            out.numpy(), rows.blocks.numpy())
         _refuse_singular(failed)
         if timer:
             timer.lap("kernel")
