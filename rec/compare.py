@@ -14,6 +14,7 @@ always run as the reference; each argument changes them.
     python -m rec.compare kernel=fused solver=cholesky   # the kernels and solvers
     python -m rec.compare inference=gibbs      # a Gibbs sweep against an ALS epoch
     python -m rec.compare --K 64 cg=3          # 3 conjugate-gradient steps a row (train.cg_steps)
+    python -m rec.compare inference=gibbs inference=gibbs,svdpp=1,flipped=1   # the SVD++ terms
 
 Each engine holds its own grouped ratings (~0.5 GB at full ML-32M scale).
 """
@@ -65,6 +66,10 @@ class Setting:
     """``als`` times ALS epochs; ``gibbs`` times Gibbs sweeps on the same engine layout."""
     cg: int = 0
     """``train.cg_steps``: conjugate-gradient steps a row instead of exact solves (0: exact)."""
+    svdpp: int = 0
+    """1: ``model.svdpp`` (what a person rated) on."""
+    flipped: int = 0
+    """1: ``model.svdpp_flipped`` on."""
 
     @classmethod
     def parse(cls, text: str, base: "Setting") -> "Setting":
@@ -76,8 +81,8 @@ class Setting:
             named = key in ("kernel", "solver", "inference") and value.isidentifier()
             if key not in cls.__dataclass_fields__ or not (value.isdigit() or named):
                 raise ConfigError(f"cannot read the setting {item!r}: write chunk=N, batch=N, "
-                                  "tile=N, threads=N, cg=N, kernel=NAME, solver=NAME or "
-                                  "inference=als|gibbs, comma-separated")
+                                  "tile=N, threads=N, cg=N, svdpp=1, flipped=1, kernel=NAME, "
+                                  "solver=NAME or inference=als|gibbs, comma-separated")
             values[key] = value if named else int(value)
         return replace(base, **values)
 
@@ -92,7 +97,12 @@ class Setting:
                 f"batch={default(self.batch)},tile={default(self.tile)},"
                 f"threads={self.threads or 'default'}"
                 + (f",inference={self.inference}" if self.inference != "als" else "")
-                + (f",cg={self.cg}" if self.cg else ""))
+                + (f",cg={self.cg}" if self.cg else "")
+                + (",svdpp=1" if self.svdpp else "") + (",flipped=1" if self.flipped else ""))
+
+    def model(self, base: ModelConfig) -> ModelConfig:
+        """The model this setting trains: ``base`` with its SVD++ terms."""
+        return replace(base, svdpp=bool(self.svdpp), svdpp_flipped=bool(self.flipped)).validated()
 
 
 @dataclass
@@ -142,7 +152,7 @@ def build_cases(ratings: Ratings, settings: list[Setting], model: ModelConfig,
     for s in settings:
         key = replace(s, threads=0)
         if key not in built:
-            engine = build_engine(ratings, train, model, s.sizes(), device,
+            engine = build_engine(ratings, train, s.model(model), s.sizes(), device,
                                   cg_steps=s.cg or None)
             p = engine.initial_params(ratings.n_genres, 0)
             sampler = None

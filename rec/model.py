@@ -304,7 +304,9 @@ class Recommender:
         reg = torch.tensor(cfg.precisions())
         if cfg.count_scaled:
             reg = reg * len(items)
-        theta = ridge_solve((z.T @ z).unsqueeze(0), cfg.lam, reg)[0]
+        mean = torch.zeros(len(reg))
+        mean[:p.dim] = rated_sum(p.rated_factors, items)
+        theta = ridge_solve((z.T @ z).unsqueeze(0), cfg.lam, reg, (reg * mean).unsqueeze(0))[0]
         return theta[:p.dim], float(theta[p.dim]) if cfg.has_biases else 0.0
 
     def _fold_in_watched(self, watched) -> torch.Tensor:
@@ -485,7 +487,8 @@ class Recommender:
             z = torch.cat([p.item_factors[items], torch.ones(len(items), 1),
                            (rating - p.mu - p.item_bias[items]).unsqueeze(1)], 1)
             g = (z.T @ z).unsqueeze(0)
-            rhs_prior = (post.user_precision[s, :p.dim] * post.user_mean[s]).unsqueeze(0)
+            mean = post.user_mean[s] + rated_sum(p.rated_factors, items)
+            rhs_prior = (post.user_precision[s, :p.dim] * mean).unsqueeze(0)
             prior = torch.cat([rhs_prior, torch.zeros(1, 1)], 1)
             theta = ridge_solve(g, 1.0 / float(post.noise_var[s]), post.user_precision[s], prior)[0]
             us.append(theta[:p.dim])
@@ -510,6 +513,14 @@ class Recommender:
         f = post.mu + s["user_bias"] + c.unsqueeze(1) + torch.bmm(
             s["user_factors"], v.unsqueeze(2)).squeeze(2)
         return f.mean(0).clamp(*self.rating_range), post.spread(f)
+
+
+def rated_sum(rated_factors: torch.Tensor, items: torch.Tensor) -> torch.Tensor | float:
+    """A new person's SVD++ prior mean, ``|N|^(-1/2) sum_{n in N} y_n`` over the movies they
+    rated (0 for a model without ``model.svdpp``)."""
+    if rated_factors.shape[0] == 0 or len(items) == 0:
+        return 0.0
+    return rated_factors[items].sum(0) / len(items) ** 0.5
 
 
 def as_id(value, what: str) -> int:

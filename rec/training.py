@@ -24,6 +24,7 @@ from rec.als.engine import ALS, EngineFacts
 from rec.als.layout import LayoutSpec, shard_layout
 from rec.als.solve import PhaseTimer
 from rec.als.params import Params
+from rec.als.rated import RatedSums
 from rec.als.sizes import EngineSizes
 from rec.data.ratings import Ratings
 from rec.data.shards import Shard
@@ -215,8 +216,11 @@ class _Subsets:
         if self.given is None:
             return p
         if self.given_rows is None:
-            self.given_rows = engine.given_rows(*self.given)
-        return engine.fold_in(p, self.given_rows)
+            user, item = self.given[:2]
+            rated = None if engine.rated is None else \
+                RatedSums.build(user, item, engine.n_users, engine.n_items, engine.device)
+            self.given_rows = engine.given_rows(*self.given), rated
+        return engine.fold_in(p, *self.given_rows)
 
 
 def _train_metrics(engine: ALS, p: Params, rating_range: tuple[float, float]) -> dict:
@@ -374,11 +378,13 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
                  sizes: EngineSizes = EngineSizes(), device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, joint_genre_step: bool = False,
                  relaxation: float = 1.0, dist: Dist = Dist(),
-                 cg_steps: int | None = None) -> ALS:
+                 cg_steps: int | None = None, heldout: torch.Tensor | None = None) -> ALS:
     """The engine over the training ratings at positions ``train``, laid out by ``sizes``
     (the fused kernel's layout reads them in place; the torch path's groups copy them); in a
     job of several processes, over this rank's :class:`Shard`, with the exchange that
-    shares each step's rows between the ranks (:class:`rec.distributed.RankExchange`)."""
+    shares each step's rows between the ranks (:class:`rec.distributed.RankExchange`).
+    ``heldout``: the positions of the held-out ratings whose identities the SVD++ sums also
+    hold (``model.svdpp_heldout``)."""
     _check_fits(ratings.n_users + ratings.n_items, model_cfg.dim, dtype, device)
     genres = ratings.movies.genre_matrix(dtype)
     if dist.active != isinstance(ratings, Shard):
@@ -391,11 +397,46 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
         spec = LayoutSpec.resolve(model_cfg, sizes, device, dtype, cache_sharers=dist.local_world,
                                   any_width=cg_steps is not None)
         exchange = RankExchange(dist, ratings.user_bounds, ratings.item_bounds)
+        if model_cfg.has_rated:
+            raise ConfigError("model.svdpp and model.svdpp_flipped train in one process; drop "
+                              "them under torchrun.")
         return ALS(shard_layout(spec, ratings), spec, genres, exchange, relaxation=relaxation,
                    cg_steps=cg_steps)
+    if model_cfg.has_rated and joint_genre_step:
+        raise ConfigError("train.joint_genre_step=true solves V and W together without the SVD++ "
+                          "sums in the movies' prior mean; drop it with model.svdpp or "
+                          "model.svdpp_flipped.")
+    rated = rated_sums(ratings, train, heldout, model_cfg, device)
     return ALS.from_ratings(model_cfg, ratings.user, ratings.item, ratings.rating,
                             ratings.n_users, ratings.n_items, genres, device, dtype, sizes,
-                            joint_genre_step, relaxation, subset=train, cg_steps=cg_steps)
+                            joint_genre_step, relaxation, subset=train, cg_steps=cg_steps,
+                            rated=rated)
+
+
+def rated_sums(ratings: Ratings, train: torch.Tensor | None, heldout: torch.Tensor | None,
+               model_cfg: ModelConfig, device) -> tuple[RatedSums | None, RatedSums | None]:
+    """The SVD++ sums the model asks for: who rated what among the training ratings, and
+    with ``model.svdpp_heldout`` the held-out ones too (their identities only)."""
+    if not model_cfg.has_rated:
+        return None, None
+    rows = torch.arange(len(ratings)) if train is None else train
+    if model_cfg.svdpp_heldout:
+        if heldout is None:
+            raise ConfigError("model.svdpp_heldout=true needs the split's held-out ratings.")
+        rows = torch.cat([rows, heldout])
+    user, item = ratings.user[rows], ratings.item[rows]
+    build = lambda a, b, n, m: RatedSums.build(a, b, n, m, device)
+    return (build(user, item, ratings.n_users, ratings.n_items) if model_cfg.svdpp else None,
+            build(item, user, ratings.n_items, ratings.n_users) if model_cfg.svdpp_flipped else None)
+
+
+def heldout_rows(split: Split | None) -> torch.Tensor | None:
+    """The positions of a split's validation and test ratings (and a strong split's given
+    ones): the held-out ratings whose identities ``model.svdpp_heldout`` adds."""
+    if split is None:
+        return None
+    parts = [split.val, split.test] + ([] if split.fold_in is None else [split.fold_in])
+    return torch.cat(parts)
 
 
 def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
@@ -408,9 +449,13 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
     is then ``None``: the shard holds its part of it), all ranks hold the same parameters
     after each step, and rank 0 alone writes the checkpoint."""
     device = torch.device(device)
+    if model_cfg.svdpp_heldout and split is not None and split.fold_in is not None:
+        raise ConfigError("model.svdpp_heldout=true with split=strong would give held-out users "
+                          "sums their fold-in never sees; drop one of them.")
     start = _sync(device)
     engine = build_engine(ratings, split and split.train, model_cfg, sizes, device, dtype,
-                          cfg.joint_genre_step, cfg.relaxation, dist, cfg.cg_steps)
+                          cfg.joint_genre_step, cfg.relaxation, dist, cfg.cg_steps,
+                          heldout_rows(split))
     data = _Subsets(ratings, split, device)
     if cfg.profile:
         engine.timer = PhaseTimer(device)

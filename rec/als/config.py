@@ -56,6 +56,18 @@ class ModelConfig:
     interaction_min: float | None = None
     """``implicit``: the training ratings at least this high count as interactions; ``None``:
     every rating does (a person picked the movie, whatever they thought of it)."""
+    svdpp: bool = False
+    """What a person rated (SVD++, Koren 2008): a person's factor becomes ``u_m +
+    |N(m)|^(-1/2) sum_{n in N(m)} y_n`` over the movies N(m) they rated, with ``y_n ~
+    N(0, 1/tau_rated)`` (:mod:`rec.als.rated`).  Explicit feedback, K > 0."""
+    svdpp_flipped: bool = False
+    """The "flipped" counterpart (Rendle, Zhang and Koren 2019): a movie's factor gains
+    ``|M(n)|^(-1/2) sum_{m in M(n)} x_m`` over the people M(n) who rated it."""
+    svdpp_heldout: bool = False
+    """N(m) and M(n) also hold the identities (never the values) of the held-out ratings: the
+    Netflix Prize's convention, which the papers' SVD++ numbers use.  Off: training only."""
+    tau_rated: float = 15.0
+    """Prior precision of Y's and X's entries (``svdpp``, ``svdpp_flipped``)."""
 
     def __post_init__(self) -> None:
         self.validated()
@@ -87,7 +99,13 @@ class ModelConfig:
         """The rung's name in file and run names: ``features+genre_bias`` with the bias prior,
         ``features+implicit`` for the implicit-feedback loss."""
         return self.name + ("+genre_bias" if self.genre_bias else "") + \
-            ("+implicit" if self.implicit else "")
+            ("+implicit" if self.implicit else "") + ("+svdpp" if self.svdpp else "") + \
+            ("+flipped" if self.svdpp_flipped else "") + ("+heldout" if self.svdpp_heldout else "")
+
+    @property
+    def has_rated(self) -> bool:
+        """Whether either side's prior mean sums what its rows rated (SVD++ terms)."""
+        return self.svdpp or self.svdpp_flipped
 
     @property
     def has_bias_prior(self) -> bool:
@@ -113,7 +131,14 @@ class ModelConfig:
         if self.genre_bias and not self.has_genres:
             raise ConfigError(f"model.genre_bias=true: only the features rung has genre priors, "
                               f"and {self.name} would ignore it; use model=features.")
-        for key in ("lam", "tau", "gamma", "eta"):
+        if self.has_rated and (self.implicit or self.dim == 0):
+            raise ConfigError("model.svdpp and model.svdpp_flipped add factors to the explicit "
+                              "rungs with embeddings (embeddings, features, latent), and "
+                              f"model={self.name} with feedback={self.feedback} would ignore them.")
+        if self.svdpp_heldout and not self.has_rated:
+            raise ConfigError("model.svdpp_heldout=true says which ratings the SVD++ sums hold; "
+                              "add model.svdpp=true or model.svdpp_flipped=true.")
+        for key in ("lam", "tau", "gamma", "eta", "tau_rated"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"model.{key}={getattr(self, key)!r} must be positive: every "
                                   "ALS step is then an exact, unique minimizer.")
@@ -152,6 +177,9 @@ class ModelConfig:
         out = {"model": self.name, "K": self.dim, "lam": self.lam, "tau": self.tau,
                "gamma": self.gamma, "eta": self.eta, "reg_scaling": self.reg_scaling,
                "init_std": self.init_std, "genre_bias": self.genre_bias}
+        if self.has_rated:
+            out.update(svdpp=self.svdpp, svdpp_flipped=self.svdpp_flipped,
+                       svdpp_heldout=self.svdpp_heldout, tau_rated=self.tau_rated)
         if self.implicit:
             out.update(feedback=self.feedback, **{f: getattr(self, f) for f in IMPLICIT_ONLY})
         return out

@@ -24,6 +24,7 @@ from rec.als.exchange import Exchange
 from rec.als.groups import Groups, RowRatings
 from rec.als.layout import Layout, LayoutSpec, joint_step, whole_layout
 from rec.als.params import Params
+from rec.als.rated import RatedSums
 from rec.als.sizes import EngineSizes
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side, squared_errors
 
@@ -82,12 +83,22 @@ class ALS:
     coupled blocks in far fewer epochs (successive over-relaxation).  ``cg_steps`` replaces
     the user and movie steps' exact solves by that many conjugate-gradient steps from the
     current rows (:func:`rec.als.solve.cg_solve`): each still lowers J, for a fraction of the
-    cost at large K (the genre step and fold-in stay exact).
+    cost at large K (the genre step and fold-in stay exact).  ``rated`` (people by movies) and
+    ``raters`` (movies by people) are the SVD++ sums of ``model.svdpp`` and
+    ``model.svdpp_flipped`` (:mod:`rec.als.rated`): each person's prior mean is ``B Y``, each
+    movie's gains ``C X``, and each epoch adds the exact Y and X steps.
     """
 
     def __init__(self, layout: Layout, spec: LayoutSpec, genre_matrix: torch.Tensor,
                  exchange: Exchange | None = None, joint_genre_step: bool = False,
-                 relaxation: float = 1.0, cg_steps: int | None = None) -> None:
+                 relaxation: float = 1.0, cg_steps: int | None = None,
+                 rated: RatedSums | None = None, raters: RatedSums | None = None) -> None:
+        if (rated is not None) != spec.cfg.svdpp or (raters is not None) != spec.cfg.svdpp_flipped:
+            raise ValueError("model.svdpp and model.svdpp_flipped need their rated sums "
+                             "(rec.als.rated.RatedSums), and only they use them")
+        if spec.cfg.has_rated and (joint_genre_step or (exchange is not None and exchange.several)):
+            raise ValueError("the SVD++ terms train in one process, without the joint genre step")
+        self.rated, self.raters = rated, raters
         if not 0 < relaxation < 2:
             raise ValueError(f"relaxation must lie in (0, 2) for J to decrease, got {relaxation}")
         if cg_steps is not None and (cg_steps < 1 or relaxation != 1 or joint_genre_step):
@@ -152,14 +163,17 @@ class ALS:
                      joint_genre_step: bool = False, relaxation: float = 1.0,
                      mu: float | None = None,
                      degrees: tuple[torch.Tensor, torch.Tensor] | None = None,
-                     subset: torch.Tensor | None = None, cg_steps: int | None = None) -> "ALS":
+                     subset: torch.Tensor | None = None, cg_steps: int | None = None,
+                     rated: tuple[RatedSums | None, RatedSums | None] = (None, None)) -> "ALS":
         """One process's engine over the ratings at ``subset`` (``None``: all): ``sizes``
         resolved for ``device``, the ratings laid out (:func:`rec.als.layout.whole_layout`;
-        the fused kernel's layout reads them in place), the engine built on them."""
+        the fused kernel's layout reads them in place), the engine built on them; ``rated``:
+        its SVD++ sums (people by movies, movies by people)."""
         spec = LayoutSpec.resolve(cfg, sizes, device, dtype, joint_step(cfg, joint_genre_step),
                                   any_width=cg_steps is not None)
         layout = whole_layout(spec, user, item, rating, n_users, n_items, subset, mu, degrees)
-        return cls(layout, spec, genre_matrix, None, joint_genre_step, relaxation, cg_steps)
+        return cls(layout, spec, genre_matrix, None, joint_genre_step, relaxation, cg_steps,
+                   *rated)
 
     def finish(self) -> EngineFacts:
         """The engine's facts, and the movie side's layout freed: after the last step only
@@ -220,12 +234,32 @@ class ALS:
         return t
 
     def initial_params(self, n_genres: int, seed: int) -> Params:
+        rated = (self.n_items if self.rated else 0, self.n_users if self.raters else 0)
         return Params.initial(self.n_users, self.n_items, n_genres, self.dim, self.mu,
-                              self.cfg.init_std, seed, self.dtype, self.device)
+                              self.cfg.init_std, seed, self.dtype, self.device, rated)
+
+    def genre_mean(self, p: Params) -> torch.Tensor | None:
+        """``A W``: the mean of movie n's genre embeddings (features rung), else ``None``."""
+        return self.genre_matrix @ p.genre_factors if self.cfg.has_genres and self.dim else None
 
     def prior_mean(self, p: Params) -> torch.Tensor | None:
-        """p_n = mean of movie n's genre embeddings (features rung), else ``None`` (p_n = 0)."""
-        return self.genre_matrix @ p.genre_factors if self.cfg.has_genres and self.dim else None
+        """p_n: ``A W`` (features rung) plus the raters' sum ``C X`` (``svdpp_flipped``);
+        ``None`` where neither applies (p_n = 0)."""
+        mean = self.genre_mean(p)
+        if self.raters is None:
+            return mean
+        flipped = self.raters.mean(p.rater_factors)
+        return flipped if mean is None else mean + flipped
+
+    def user_prior_mean(self, p: Params) -> torch.Tensor | None:
+        """Each person's prior mean of ``u~_m``: the rated sum ``B Y`` (``svdpp``), else ``None``."""
+        return None if self.rated is None else self.rated.mean(p.rated_factors)
+
+    def _rows_mean(self, mean: torch.Tensor | None) -> torch.Tensor | None:
+        """A prior mean of the factors as one of ``[x; bias]`` (the bias's mean 0)."""
+        if mean is None or not self.cfg.has_biases:
+            return mean
+        return torch.cat([mean, mean.new_zeros(mean.shape[0], 1)], 1)
 
     def bias_prior_mean(self, p: Params) -> torch.Tensor | None:
         """The prior mean of each movie bias, ``a_n^T beta`` (``model.genre_bias``), else ``None``."""
@@ -249,12 +283,15 @@ class ALS:
         """Solve every user's ``[u_m; b_m]`` exactly given V, c (or take ``cg_steps``
         conjugate-gradient steps towards it)."""
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
+        mean = self._rows_mean(self.user_prior_mean(p))
+        prior = None if mean is None else self.user_weight.unsqueeze(1) * self.reg * mean
+        shared = self.shared_gramian(p.item_factors)
         self._start(self.user_theta, p.user_factors, p.user_bias)
         solve_side(self.by_user, table, self.lam, self.reg, self._row_weight(self.user_weight),
-                   self.user_theta, None, self.workspace, self.timer, solver=self.sizes.solver,
-                   shared=self.shared_gramian(p.item_factors), weighted=self.weighted,
-                   cg_steps=self.cg_steps)
-        self.user_theta[self.cold_users] = 0
+                   self.user_theta, prior, self.workspace, self.timer, solver=self.sizes.solver,
+                   shared=shared, weighted=self.weighted, cg_steps=self.cg_steps)
+        self.user_theta[self.cold_users] = self._cold_rows(mean, shared, self.user_weight,
+                                                           self.cold_users)
         self.exchange.share(self.user_theta, "user")
         self._unpack(self.user_theta, p.user_factors, p.user_bias, self.cold_users)
 
@@ -264,14 +301,20 @@ class ALS:
         movies), for :meth:`fold_in`."""
         return self.spec.group(user, item, rating, self.n_users, self.n_items)
 
-    def fold_in(self, p: Params, given: Groups | RowRatings) -> Params:
+    def fold_in(self, p: Params, given: Groups | RowRatings,
+                rated: RatedSums | None = None) -> Params:
         """``p`` with every person who has ratings in ``given`` (:meth:`given_rows`) set to the
         exact user step over those ratings against ``p``'s movies: the same system, kernel and
-        prior weights as a training person with those ratings would have."""
+        prior weights as a training person with those ratings would have (``rated``: their
+        SVD++ sums over the given movies, with ``model.svdpp``)."""
+        if (rated is None) != (self.rated is None):
+            raise ValueError("model.svdpp folds a person in with the sums of what they rated")
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         weight = self._weights(given.degree.to(self.device), self.n_items)
         theta = torch.zeros(self.n_users, self.width, dtype=self.dtype, device=self.device)
-        solve_side(given, table, self.lam, self.reg, self._row_weight(weight), theta, None,
+        mean = None if rated is None else self._rows_mean(rated.mean(p.rated_factors))
+        prior = None if mean is None else weight.unsqueeze(1) * self.reg * mean
+        solve_side(given, table, self.lam, self.reg, self._row_weight(weight), theta, prior,
                    self.workspace, solver=self.sizes.solver,
                    shared=self.shared_gramian(p.item_factors), weighted=self.weighted)
         has = given.degree.to(self.device) > 0
@@ -328,7 +371,7 @@ class ALS:
 
     def movie_prior_mean(self, p: Params) -> torch.Tensor | None:
         """Each movie's prior mean of ``[v_n; c_n]`` (zeros where there is none), or ``None``
-        below the features rung."""
+        where the movies have none (below the features rung, without ``svdpp_flipped``)."""
         v = self.prior_mean(p)
         if v is None or not self.cfg.has_biases:
             return v
@@ -386,7 +429,9 @@ class ALS:
         if not (self.cfg.has_genres and self.dim):
             return
         eye = torch.eye(self.genre_gram.shape[0], dtype=self.dtype, device=self.device)
-        weighted = self.item_weight.unsqueeze(1) * torch.cat([p.item_factors, p.item_bias.unsqueeze(1)], 1)
+        v = p.item_factors if self.raters is None else \
+            p.item_factors - self.raters.mean(p.rater_factors)
+        weighted = self.item_weight.unsqueeze(1) * torch.cat([v, p.item_bias.unsqueeze(1)], 1)
         columns = self.dim + int(self.cfg.has_bias_prior)  # W, then beta with precision gamma
         for precision, cols in ((self.cfg.tau, slice(0, self.dim)), (self.cfg.gamma, slice(self.dim, columns))):
             if cols.stop > cols.start:
@@ -394,6 +439,24 @@ class ALS:
                 solved = torch.linalg.solve(lhs, precision * self.genre_matrix.T @ weighted[:, cols])
                 (p.genre_factors if cols.start == 0 else p.genre_bias.unsqueeze(1)).lerp_(
                     solved, self.relaxation)
+
+    def rated_step(self, p: Params) -> None:
+        """SVD++'s Y, exactly given the people's factors: the ridge regression of ``u~`` on the
+        rated sums, ``(tau B^T S B + tau_rated I) Y = tau B^T S U~`` (:mod:`rec.als.rated`)."""
+        if self.rated is not None:
+            p.rated_factors.lerp_(self.rated.solve(p.user_factors, self.user_weight,
+                                                   self.cfg.tau, self.cfg.tau_rated,
+                                                   p.rated_factors), self.relaxation)
+
+    def raters_step(self, p: Params) -> None:
+        """The flipped X, exactly given the movies' factors and W: the ridge regression of
+        ``V - A W`` on the raters' sums."""
+        if self.raters is not None:
+            mean = self.genre_mean(p)
+            target = p.item_factors if mean is None else p.item_factors - mean
+            p.rater_factors.lerp_(self.raters.solve(target, self.item_weight, self.cfg.tau,
+                                                    self.cfg.tau_rated, p.rater_factors),
+                                  self.relaxation)
 
     def epoch(self, p: Params) -> None:
         """User step, then the movie and genre steps (one joint step when :attr:`joint`)."""
@@ -403,6 +466,10 @@ class ALS:
         self.user_step(p)
         if timer:
             timer.lap("other")  # tables, unpacking, cold rows
+        if self.rated is not None:
+            self.rated_step(p)
+            if timer:
+                timer.lap("rated")
         if self.joint:
             self.movie_genre_step(p)
             if timer:
@@ -414,6 +481,10 @@ class ALS:
         self.genre_step(p)
         if timer:
             timer.lap("genre")
+        if self.raters is not None:
+            self.raters_step(p)
+            if timer:
+                timer.lap("rated")
 
     def _unpack(self, theta: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor,
                 cold: torch.Tensor) -> None:
@@ -503,11 +574,14 @@ class ALS:
             if c_mean is not None:
                 j += cfg.eta / 2 * float((p.genre_bias.double() ** 2).sum())
         if self.dim:
-            mean = self.prior_mean(p)
+            mean, user_mean = self.prior_mean(p), self.user_prior_mean(p)
             dv = p.item_factors if mean is None else p.item_factors - mean
-            j += cfg.tau / 2 * (wsum(self.user_weight, (p.user_factors ** 2).sum(1))
+            du = p.user_factors if user_mean is None else p.user_factors - user_mean
+            j += cfg.tau / 2 * (wsum(self.user_weight, (du ** 2).sum(1))
                                 + wsum(self.item_weight, (dv ** 2).sum(1)))
             if cfg.has_genres:
                 j += cfg.eta / 2 * float((p.genre_factors.double() ** 2).sum())
+            j += cfg.tau_rated / 2 * sum(float((x.double() ** 2).sum())
+                                         for x in (p.rated_factors, p.rater_factors))
         return j
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-TENSORS = ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors", "genre_bias")
+TENSORS = ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors", "genre_bias",
+           "rated_factors", "rater_factors")
 
 
 @dataclass
@@ -28,18 +29,32 @@ class Params:
     genre_bias: torch.Tensor
     """beta (genres): the prior mean of movie n's bias is the mean of its genres' entries
     (``model.genre_bias``; zeros otherwise)."""
+    rated_factors: torch.Tensor | None = None
+    """Y (movies x K, ``model.svdpp``; 0 rows otherwise): SVD++'s implicit factors.  A
+    person's factor ``user_factors[m]`` is ``u_m + |N(m)|^(-1/2) sum_{n in N(m)} y_n`` (its
+    prior mean, :mod:`rec.als.rated`)."""
+    rater_factors: torch.Tensor | None = None
+    """X (users x K, ``model.svdpp_flipped``; 0 rows otherwise): the movie-side counterpart,
+    part of each movie's prior mean."""
+
+    def __post_init__(self) -> None:
+        for name in ("rated_factors", "rater_factors"):
+            if getattr(self, name) is None:
+                setattr(self, name, self.user_factors.new_zeros(0, self.user_factors.shape[1]))
 
     @classmethod
     def initial(cls, n_users: int, n_items: int, n_genres: int, dim: int, mu: float,
-                init_std: float, seed: int, dtype=torch.float32, device="cpu") -> "Params":
+                init_std: float, seed: int, dtype=torch.float32, device="cpu",
+                rated: tuple[int, int] = (0, 0)) -> "Params":
         """U, V ~ N(0, init_std^2); biases 0; W at its prior mean 0 (so the first movie step
-        sees p_n = 0, as the embeddings rung does)."""
+        sees p_n = 0, as the embeddings rung does); ``rated`` rows of Y and X, at 0."""
         g = torch.Generator().manual_seed(seed)
         draw = lambda *shape: (torch.randn(*shape, generator=g, dtype=torch.float64) * init_std
                                ).to(dtype=dtype, device=device)
         zeros = lambda n: torch.zeros(n, dtype=dtype, device=device)
         return cls(mu, draw(n_users, dim), zeros(n_users), draw(n_items, dim), zeros(n_items),
-                   torch.zeros(n_genres, dim, dtype=dtype, device=device), zeros(n_genres))
+                   torch.zeros(n_genres, dim, dtype=dtype, device=device), zeros(n_genres),
+                   *(torch.zeros(n, dim, dtype=dtype, device=device) for n in rated))
 
     @property
     def dim(self) -> int:
@@ -67,10 +82,11 @@ class Params:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Params":
-        """Parameters from :meth:`state_dict`; a file from before ``genre_bias`` reads as zeros."""
+        """Parameters from :meth:`state_dict`; a file from before ``genre_bias`` reads as zeros,
+        one from before ``model.svdpp`` without Y and X."""
         state = {"genre_bias": torch.zeros(state["genre_factors"].shape[0],
                                            dtype=state["genre_factors"].dtype), **state}
-        return cls(**{f.name: state[f.name] for f in fields(cls)})
+        return cls(**{f.name: state.get(f.name) for f in fields(cls)})
 
     def copy_(self, other: "Params") -> None:
         """Overwrite in place (keeps buffers, e.g. the best epoch's copy)."""

@@ -27,9 +27,9 @@ from rec.bayes.sampler import GibbsSampler
 from rec.data.ratings import Ratings
 from rec.data.splits import Split
 from rec.errors import ConfigError
-from rec.training import (Callback, FitResult, TrainConfig, _Subsets, _sync,
-                          build_engine, cold_rows, epoch_log, load_checkpoint, popularity_ranking,
-                          save_checkpoint)
+from rec.training import (Callback, FitResult, TrainConfig, _Subsets, _sync, build_engine,
+                          cold_rows, epoch_log, heldout_rows, load_checkpoint,
+                          popularity_ranking, save_checkpoint)
 
 log = logging.getLogger(__name__)
 RUNGS = ("biases", "embeddings", "features")
@@ -58,7 +58,7 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
     device = torch.device(device)
     start = _sync(device)
     engine = build_engine(ratings, split.train, model_cfg, sizes, device, dtype,
-                          relaxation=cfg.relaxation)
+                          relaxation=cfg.relaxation, heldout=heldout_rows(split))
     data = _Subsets(ratings, split, device)
     if cfg.profile:
         engine.timer = PhaseTimer(device)

@@ -48,6 +48,10 @@ class Hyper:
     """Precision of W's entries (features)."""
     eta_bias: float = 1.0
     """Precision of beta's entries (features with ``model.genre_bias``)."""
+    rho_rated: float | None = None
+    """Precision of Y's entries (``model.svdpp``), else ``None``."""
+    rho_raters: float | None = None
+    """Precision of X's entries (``model.svdpp_flipped``), else ``None``."""
 
     def state_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -59,6 +63,8 @@ class Hyper:
         if k:
             out.update(tau_user=float(self.user_precision[:k].mean()),
                        tau_item=float(self.item_precision[:k].mean()))
+        out.update({name: getattr(self, name) for name in ("rho_rated", "rho_raters")
+                    if getattr(self, name) is not None})
         if self.user_precision.shape[0] > k:
             out.update(gamma_user=float(self.user_precision[k]),
                        gamma_item=float(self.item_precision[k]))

@@ -52,13 +52,19 @@ class Posterior:
         return int(self.noise_var.numel())
 
     def sample(self, s: int) -> Params:
-        return Params(self.mu, *(self.samples[k][s] for k in TENSORS))
+        return Params(self.mu, *(self._get(k, lambda x: x[s]) for k in TENSORS))
+
+    def _get(self, name: str, take):
+        """``take`` of one parameter's samples; ``None`` for Y and X in a file from before
+        ``model.svdpp`` (:class:`Params` then holds them empty)."""
+        x = self.samples.get(name)
+        return None if x is None else take(x)
 
     def mean(self) -> Params:
         """Each parameter's posterior mean (K dimensions): the model's embeddings and biases,
         what the analyses read.  Its predictions are not the posterior-mean predictions (the
         mean of products is not the product of means): :meth:`predictive_params` gives those."""
-        return Params(self.mu, *(self.samples[k].mean(0) for k in TENSORS))
+        return Params(self.mu, *(self._get(k, lambda x: x.mean(0)) for k in TENSORS))
 
     def predictive_params(self) -> Params:
         """One Params (S K dimensions, the samples' factors side by side, scaled by

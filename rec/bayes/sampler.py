@@ -1,5 +1,10 @@
 """One Gibbs sweep on the ALS engine: hyperparameters, then users, movies and genres.
 
+With the SVD++ terms (``model.svdpp``, ``model.svdpp_flipped``) a person's prior mean is
+``mean + B Y`` and a movie's gains ``C X`` (:mod:`rec.als.rated`): Y is drawn after the
+people, X after W, each from its exact Gaussian conditional by perturb-then-solve, and their
+precisions from their Gamma conditionals.
+
 Each row's conditional is the Gaussian whose precision is its ALS system matrix with the
 sampled precisions (:meth:`rec.als.engine.ALS.draw_step`): the same batched Grams, one
 Cholesky factor and one triangular solve more per row.  The genre embeddings W (and beta)
@@ -55,43 +60,70 @@ class GibbsSampler:
         prec = lambda x, n: gamma_precision(float((x.double() ** 2).sum()), n, c.a0, c.b0, rng)
         sse = e.train_errors(p)[0] if self.sse is None else self.sse
         lam = gamma_precision(sse, e.n_train, c.a0, c.b0, rng)
-        user_mean, user_tau = normal_gamma(as_numpy(p.user_factors), c.a0, c.b0, c.beta0, rng)
+        rated = e.user_prior_mean(p)
+        du = p.user_factors if rated is None else p.user_factors - rated
+        user_mean, user_tau = normal_gamma(as_numpy(du), c.a0, c.b0, c.beta0, rng)
         gamma_b = [prec(p.user_bias, e.n_users)] if e.cfg.has_biases else []
         prior = e.prior_mean(p)
-        if prior is None:
-            item_mean, item_tau = normal_gamma(as_numpy(p.item_factors), c.a0, c.b0, c.beta0, rng)
+        dv = p.item_factors if prior is None else p.item_factors - prior
+        if not e.cfg.has_genres:  # a Normal-Gamma mean around C X, or around 0
+            item_mean, item_tau = normal_gamma(as_numpy(dv), c.a0, c.b0, c.beta0, rng)
         else:
             item_mean = np.zeros(e.dim)
-            item_tau = np.array([prec(p.item_factors[:, k] - prior[:, k], e.n_items)
-                                 for k in range(e.dim)])
+            item_tau = np.array([prec(dv[:, k], e.n_items) for k in range(e.dim)])
         bias_mean = e.bias_prior_mean(p)
         dc = p.item_bias if bias_mean is None else p.item_bias - bias_mean
         gamma_c = [prec(dc, e.n_items)] if e.cfg.has_biases else []
         eta = prec(p.genre_factors, p.genre_factors.numel()) if prior is not None else 1.0
         eta_bias = prec(p.genre_bias, p.genre_bias.numel()) if bias_mean is not None else 1.0
+        rho = lambda x: None if x.shape[0] == 0 else prec(x, x.numel())
         return Hyper(lam, np.concatenate([user_tau, gamma_b]), user_mean,
-                     np.concatenate([item_tau, gamma_c]), item_mean, eta, eta_bias)
+                     np.concatenate([item_tau, gamma_c]), item_mean, eta, eta_bias,
+                     rho(p.rated_factors), rho(p.rater_factors))
 
     def sweep(self, p: Params) -> Hyper:
         """Draw the hyperparameters, then every user, every movie, then W and beta."""
         e = self.engine
         h = self.hyper = self.draw_hyper(p)
+        user_mean, item_mean = self._tensor(h.user_mean), self._tensor(h.item_mean)
         mean = torch.zeros(e.n_users, e.width, dtype=e.dtype, device=e.device)
-        mean[:, :e.dim] = self._tensor(h.user_mean)
+        rated = e.user_prior_mean(p)
+        mean[:, :e.dim] = user_mean if rated is None else rated + user_mean
         e.draw_step(p, "user", h.lam, self._tensor(h.user_precision), mean,
                     self._noise(e.n_users, e.width))
+        if e.rated is not None:
+            p.rated_factors.copy_(self._rated_draw(e.rated, p.user_factors - user_mean,
+                                                   h.user_precision, h.rho_rated,
+                                                   p.rated_factors))
         mean = e.movie_prior_mean(p)
         if mean is None:
             mean = torch.zeros(e.n_items, e.width, dtype=e.dtype, device=e.device)
-            mean[:, :e.dim] = self._tensor(h.item_mean)
+        mean[:, :e.dim] += item_mean  # zeros in the features rung
         self.sse = e.draw_step(p, "item", h.lam, self._tensor(h.item_precision), mean,
                                self._noise(e.n_items, e.width))
+        flipped = None if e.raters is None else e.raters.mean(p.rater_factors)
         if e.cfg.has_genres and e.dim:
-            p.genre_factors.copy_(self._ridge_draw(p.item_factors, h.item_precision[:e.dim], h.eta))
+            v = p.item_factors if flipped is None else p.item_factors - flipped
+            p.genre_factors.copy_(self._ridge_draw(v, h.item_precision[:e.dim], h.eta))
+        if e.raters is not None:
+            genres = e.genre_mean(p)
+            v = p.item_factors - item_mean - (0 if genres is None else genres)
+            p.rater_factors.copy_(self._rated_draw(e.raters, v, h.item_precision, h.rho_raters,
+                                                   p.rater_factors))
         if e.cfg.has_bias_prior:
             p.genre_bias.copy_(self._ridge_draw(p.item_bias.unsqueeze(1),
                                                 h.item_precision[e.dim:], h.eta_bias)[:, 0])
         return h
+
+    def _rated_draw(self, sums, target: torch.Tensor, precision: np.ndarray, rho: float,
+                    start: torch.Tensor) -> torch.Tensor:
+        """Y (or X) given the rows' factors less their other prior means, ``target``: column k
+        is Gaussian with precision ``precision_k B^T B + rho I`` and mean
+        ``P^-1 precision_k B^T target_k`` (perturb-then-solve, :meth:`RatedSums.solve`)."""
+        k = self.engine.dim
+        noise = (self._noise(sums.n_rows, k), self._noise(sums.n_cols, k))
+        ones = torch.ones(sums.n_rows, dtype=torch.float64, device=target.device)
+        return sums.solve(target, ones, precision[:k], rho, start, noise)
 
     def _ridge_draw(self, y: torch.Tensor, precision: np.ndarray, eta: float) -> torch.Tensor:
         """W's columns given the movies' values ``y`` (n, k): column j is Gaussian with

@@ -1,0 +1,223 @@
+"""What a person rated (``model.svdpp``) and its flipped movie side (``model.svdpp_flipped``):
+the Y and X steps against a dense solve, J never rising, the Gibbs conditional against its
+closed form, fold-in with the rated sums, and resume after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rec.als import ALS, ModelConfig
+from rec.als.rated import RatedSums
+from rec.als.sizes import EngineSizes
+from rec.bayes.chain import sample
+from rec.bayes.config import InferenceConfig
+from rec.bayes.sampler import GibbsSampler
+from rec.data.splits import make_split
+from rec.errors import ConfigError
+from rec.model import Recommender
+from rec.training import TrainConfig, build_engine, fit, heldout_rows, load_checkpoint
+from tests.conftest import random_ratings
+
+TERMS = [{"svdpp": True}, {"svdpp_flipped": True}, {"svdpp": True, "svdpp_flipped": True}]
+
+
+def tiny_sums(n_rows=7, n_cols=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(n_rows, n_cols, generator=g) < 0.5
+    mask[0] = False  # a row that rated nothing
+    rows, cols = mask.nonzero(as_tuple=True)
+    dense = mask.double() / mask.sum(1, keepdim=True).clamp_min(1).sqrt()
+    return RatedSums.build(rows, cols, n_rows, n_cols), dense
+
+
+def test_rated_sums_normalize_each_row_and_count_a_repeated_pair_once():
+    sums, dense = tiny_sums()
+    np.testing.assert_allclose(sums.matrix.to_dense(), dense)
+    r, c = dense.nonzero(as_tuple=True)
+    twice = RatedSums.build(torch.cat([r, r[:3]]), torch.cat([c, c[:3]]), *dense.shape)
+    np.testing.assert_allclose(twice.matrix.to_dense(), dense)
+    y = torch.randn(5, 3, dtype=torch.float64)
+    np.testing.assert_allclose(sums.mean(y), dense @ y)
+
+
+def test_the_y_step_is_the_dense_ridge_solution_per_column():
+    sums, b = tiny_sums()
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    weight = torch.rand(7, generator=g, dtype=torch.float64) + 0.5
+    tau, rho = torch.tensor([2.0, 5.0, 0.5], dtype=torch.float64), 1.5
+    got = sums.solve(target, weight, tau, rho, torch.randn(5, 3, generator=g, dtype=torch.float64))
+    for k in range(3):
+        a = tau[k] * b.T @ torch.diag(weight) @ b + rho * torch.eye(5, dtype=torch.float64)
+        want = torch.linalg.solve(a, tau[k] * b.T @ (weight * target[:, k]))
+        np.testing.assert_allclose(got[:, k], want, rtol=1e-7, atol=1e-9)
+
+
+def test_a_y_draw_follows_the_exact_gaussian_conditional():
+    """Each column is one draw (same target in all): 20,000 draws' mean and covariance against
+    the closed form ``N(P^-1 tau B^T t, P^-1)``, ``P = tau B^T B + rho I``."""
+    sums, b = tiny_sums(6, 3, seed=2)
+    n, k = 20000, torch.Generator().manual_seed(3)
+    t = torch.randn(6, 1, generator=k, dtype=torch.float64)
+    noise = (torch.randn(6, n, generator=k, dtype=torch.float64),
+             torch.randn(3, n, generator=k, dtype=torch.float64))
+    tau, rho = 3.0, 0.7
+    draws = sums.solve(t.expand(6, n), torch.ones(6, dtype=torch.float64), tau, rho,
+                       torch.zeros(3, n, dtype=torch.float64), noise)
+    p = tau * b.T @ b + rho * torch.eye(3, dtype=torch.float64)
+    cov = torch.linalg.inv(p)
+    mean = cov @ (tau * b.T @ t[:, 0])
+    np.testing.assert_allclose(draws.mean(1), mean, atol=4 * float(cov.diag().max().sqrt()) / n ** 0.5)
+    np.testing.assert_allclose(torch.cov(draws), cov, atol=0.03 * float(cov.diag().max()))
+
+
+def _engine(r, cfg, kernel="torch", heldout=None, dtype=torch.float64):
+    return build_engine(r, None, cfg, EngineSizes(kernel), dtype=dtype, heldout=heldout)
+
+
+@pytest.mark.parametrize("kernel", ["torch", "fused"])
+@pytest.mark.parametrize("terms", TERMS)
+@pytest.mark.parametrize("rung", ["latent", "embeddings", "features"])
+def test_every_step_lowers_j_with_the_rated_sums(rung, terms, kernel):
+    r = random_ratings(seed=5)
+    extra = {"genre_bias": True} if rung == "features" else {}
+    cfg = ModelConfig(name=rung, K=3, tau=2.0, gamma=1.0, tau_rated=0.8, **terms, **extra)
+    e = _engine(r, cfg, kernel)
+    assert e.sizes.kernel == kernel
+    p = e.initial_params(r.n_genres, 0)
+    p.rated_factors.normal_()
+    p.rater_factors.normal_()
+    last = e.objective(p)
+    steps = [e.user_step, e.rated_step, e.item_step, e.genre_step, e.raters_step]
+    for _ in range(4):
+        for step in steps:
+            step(p)
+            now = e.objective(p)
+            assert now <= last * (1 + 1e-10), step.__name__
+            last = now
+
+
+@pytest.mark.parametrize("terms", TERMS)
+def test_the_y_and_x_steps_are_exact_block_minimizers(terms):
+    """After a Y (X) step, J's gradient in that block is 0: no perturbation lowers J."""
+    r = random_ratings(seed=6)
+    cfg = ModelConfig(name="features", K=2, tau=2.0, tau_rated=0.5, **terms)
+    e = _engine(r, cfg)
+    p = e.initial_params(r.n_genres, 1)
+    for _ in range(2):
+        e.epoch(p)
+    for step, name in ((e.rated_step, "rated_factors"), (e.raters_step, "rater_factors")):
+        block = getattr(p, name)
+        if block.shape[0] == 0:
+            continue
+        step(p)
+        x = block.clone().requires_grad_(True)
+        j = _objective_of(e, p, name, x)
+        (grad,) = torch.autograd.grad(j, x)
+        assert float(grad.abs().max()) < 1e-6 * max(1.0, float(j.detach()))
+
+
+def _objective_of(e: ALS, p, name, x):
+    """J as a differentiable function of one block (the rest of ``p`` fixed)."""
+    cfg = e.cfg
+    y = x if name == "rated_factors" else p.rated_factors
+    xr = x if name == "rater_factors" else p.rater_factors
+    u_mean = e.rated.matrix @ y if e.rated is not None else 0
+    v_mean = e.genre_mean(p) + (e.raters.matrix @ xr if e.raters is not None else 0)
+    du = p.user_factors - u_mean
+    dv = p.item_factors - v_mean
+    return cfg.tau / 2 * ((du ** 2).sum() + (dv ** 2).sum()) + \
+        cfg.tau_rated / 2 * ((y ** 2).sum() + (xr ** 2).sum())
+
+
+def test_fold_in_uses_the_rated_sums_like_the_user_step():
+    """Folding every person in from their own training ratings gives the user step's result,
+    in the engine and (for one person) in the published model."""
+    r = random_ratings(seed=7)
+    cfg = ModelConfig(name="features", K=3, tau=2.0, svdpp=True, tau_rated=0.5)
+    e = _engine(r, cfg)
+    p = e.initial_params(r.n_genres, 2)
+    for _ in range(3):
+        e.epoch(p)
+    stepped = p.clone()
+    e.user_step(stepped)
+    given = e.given_rows(r.user, r.item, r.rating)
+    folded = e.fold_in(p, given, RatedSums.build(r.user, r.item, r.n_users, r.n_items))
+    np.testing.assert_allclose(folded.user_factors, stepped.user_factors, atol=1e-8)
+    with pytest.raises(ValueError, match="sums"):
+        e.fold_in(p, given)
+    m = int(r.user[0])
+    mine = r.user == m
+    pairs = [(int(r.movies.ids[i]), float(v)) for i, v in zip(r.item[mine], r.rating[mine])]
+    model = Recommender.from_training(r, torch.arange(len(r)), p.to(dtype=torch.float32), cfg)
+    u, b = model.fold_in(pairs)
+    np.testing.assert_allclose(u, stepped.user_factors[m].float(), atol=1e-4)
+
+
+def test_the_heldout_option_adds_identities_only_and_is_refused_where_it_cannot_apply():
+    r = random_ratings(seed=8)
+    split = make_split(r, seed=0)
+    cfg = ModelConfig(name="features", K=2, svdpp=True, svdpp_flipped=True, svdpp_heldout=True)
+    e = build_engine(r, split.train, cfg, heldout=heldout_rows(split))
+    assert e.rated.matrix._nnz() == len(r) and e.raters.matrix._nnz() == len(r)
+    plain = build_engine(r, split.train, ModelConfig(name="features", K=2, svdpp=True))
+    assert plain.rated.matrix._nnz() == split.train.numel()
+    with pytest.raises(ConfigError, match="held-out"):
+        build_engine(r, split.train, cfg)
+    with pytest.raises(ConfigError, match="svdpp"):
+        ModelConfig(name="features", K=2, svdpp_heldout=True)
+    with pytest.raises(ConfigError, match="ignore"):
+        ModelConfig(name="biases", svdpp=True)
+    with pytest.raises(ConfigError, match="ignore"):
+        ModelConfig(name="features", K=2, svdpp=True, feedback="implicit")
+    with pytest.raises(ConfigError, match="joint"):
+        fit(r, split, ModelConfig(name="features", K=2, svdpp=True),
+            TrainConfig(max_epochs=1, joint_genre_step=True))
+
+
+def test_a_gibbs_sweep_draws_y_and_x_and_traces_their_precisions():
+    r = random_ratings(n_users=60, n_items=40, seed=9)
+    cfg = ModelConfig(name="features", K=2, svdpp=True, svdpp_flipped=True)
+    e = _engine(r, cfg, dtype=torch.float32)
+    p = e.initial_params(r.n_genres, 0)
+    sampler = GibbsSampler(e, InferenceConfig(method="gibbs"), seed=0)
+    before = p.clone()
+    h = sampler.sweep(p)
+    trace = h.trace()
+    assert trace["rho_rated"] > 0 and trace["rho_raters"] > 0
+    assert not torch.equal(p.rated_factors, before.rated_factors)
+    assert not torch.equal(p.rater_factors, before.rater_factors)
+
+
+@pytest.mark.parametrize("method", ["als", "gibbs"])
+def test_a_killed_run_with_every_term_resumes_to_the_same_result(method, tmp_path):
+    r = random_ratings(n_users=60, n_items=40, seed=10)
+    split = make_split(r, seed=0)
+    cfg = ModelConfig(name="features", K=2, genre_bias=True, svdpp=True, svdpp_flipped=True)
+
+    class Kill:
+        def on_epoch(self, epoch, record, params):
+            if epoch == 6:
+                raise KeyboardInterrupt
+
+    ckpt = tmp_path / "run.pt"
+    if method == "als":
+        train = TrainConfig(max_epochs=8, patience=100)
+        run = lambda **kw: fit(r, split, cfg, train, fingerprint="x", **kw)
+    else:
+        inf = InferenceConfig(method="gibbs", warm_start=2, burn_in=2, samples=6, keep=3,
+                              checkpoint_every=5)
+        run = lambda **kw: sample(r, split, cfg, inf, seed=1, fingerprint="x", **kw).fit
+    whole = run()
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint=ckpt, callbacks=(Kill(),))
+    assert load_checkpoint(ckpt, "x")
+    resumed = run(checkpoint=ckpt)
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert same(resumed.final, whole.final)
+    for name in ("user_factors", "rated_factors", "rater_factors"):
+        assert torch.equal(getattr(resumed.params, name), getattr(whole.params, name)), name
