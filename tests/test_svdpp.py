@@ -44,12 +44,24 @@ def test_rated_sums_normalize_each_row_and_count_a_repeated_pair_once():
     np.testing.assert_allclose(sums.mean(y), dense @ y)
 
 
-def test_the_y_step_is_the_dense_ridge_solution_per_column():
+def ridge_problem(seed: int):
+    """Tiny sums with a target, row weights and a per-column tau: the Y step's problem."""
     sums, b = tiny_sums()
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed)
     target = torch.randn(7, 3, generator=g, dtype=torch.float64)
     weight = torch.rand(7, generator=g, dtype=torch.float64) + 0.5
-    tau, rho = torch.tensor([2.0, 5.0, 0.5], dtype=torch.float64), 1.5
+    return sums, b, g, target, weight, torch.tensor([2.0, 5.0, 0.5], dtype=torch.float64)
+
+
+def closed_form(b, tau, rho, t):
+    """Mean and covariance of Y's conditional: ``N(P^-1 tau B^T t, P^-1)``."""
+    cov = torch.linalg.inv(tau * b.T @ b + rho * torch.eye(b.shape[1], dtype=torch.float64))
+    return cov @ (tau * b.T @ t), cov
+
+
+def test_the_y_step_is_the_dense_ridge_solution_per_column():
+    sums, b, g, target, weight, tau = ridge_problem(1)
+    rho = 1.5
     got = sums.solve(target, weight, tau, rho, torch.randn(5, 3, generator=g, dtype=torch.float64))
     for k in range(3):
         a = tau[k] * b.T @ torch.diag(weight) @ b + rho * torch.eye(5, dtype=torch.float64)
@@ -68,9 +80,7 @@ def test_a_y_draw_follows_the_exact_gaussian_conditional():
     tau, rho = 3.0, 0.7
     draws = sums.solve(t.expand(6, n), torch.ones(6, dtype=torch.float64), tau, rho,
                        torch.zeros(3, n, dtype=torch.float64), noise)
-    p = tau * b.T @ b + rho * torch.eye(3, dtype=torch.float64)
-    cov = torch.linalg.inv(p)
-    mean = cov @ (tau * b.T @ t[:, 0])
+    mean, cov = closed_form(b, tau, rho, t[:, 0])
     np.testing.assert_allclose(draws.mean(1), mean, atol=4 * float(cov.diag().max().sqrt()) / n ** 0.5)
     np.testing.assert_allclose(torch.cov(draws), cov, atol=0.03 * float(cov.diag().max()))
 
@@ -102,8 +112,9 @@ def test_every_step_lowers_j_with_the_rated_sums(rung, terms, kernel):
 
 
 @pytest.mark.parametrize("terms", TERMS)
-def test_the_y_and_x_steps_are_exact_block_minimizers(terms):
-    """After a Y (X) step, J's gradient in that block is 0: no perturbation lowers J."""
+def test_the_y_and_x_steps_converge_to_the_exact_block_minimizers(terms):
+    """Repeated Y (X) steps with the rest fixed reach the point where J's gradient in that
+    block is 0 (each step is a pass of exact single-movie steps)."""
     r = random_ratings(seed=6)
     cfg = ModelConfig(name="features", K=2, tau=2.0, tau_rated=0.5, **terms)
     e = _engine(r, cfg)
@@ -114,7 +125,8 @@ def test_the_y_and_x_steps_are_exact_block_minimizers(terms):
         block = getattr(p, name)
         if block.shape[0] == 0:
             continue
-        step(p)
+        for _ in range(400):
+            step(p)
         x = block.clone().requires_grad_(True)
         j = _objective_of(e, p, name, x)
         (grad,) = torch.autograd.grad(j, x)
@@ -221,3 +233,67 @@ def test_a_killed_run_with_every_term_resumes_to_the_same_result(method, tmp_pat
     assert same(resumed.final, whole.final)
     for name in ("user_factors", "rated_factors", "rater_factors"):
         assert torch.equal(getattr(resumed.params, name), getattr(whole.params, name)), name
+
+
+def test_a_sweep_lowers_j_block_by_block_and_repeated_sweeps_reach_the_exact_solution():
+    sums, b, g, target, weight, tau = ridge_problem(4)
+    rho = 0.3
+    j = lambda y: float((tau * weight.unsqueeze(1) * (target - b @ y) ** 2).sum()
+                        + rho * (y ** 2).sum()) / 2
+    exact = sums.solve(target, weight, tau, rho, torch.zeros(5, 3, dtype=torch.float64))
+    for omega in (1.0, 1.7):
+        y = torch.randn(5, 3, generator=g, dtype=torch.float64)
+        last = j(y)
+        for _ in range(300):
+            y = sums.sweep(target, weight, tau, rho, y, omega=omega)
+            assert j(y) <= last + 1e-12
+            last = j(y)
+        np.testing.assert_allclose(y, exact, atol=1e-8)
+
+
+def test_sweeps_of_draws_leave_the_exact_gaussian_conditional_invariant():
+    """Single-site draws, 4,000 columns at once (each its own chain, same target): after a
+    burn-in their mean and covariance are the joint conditional's closed form."""
+    sums, b = tiny_sums(6, 3, seed=2)
+    n, g = 4000, torch.Generator().manual_seed(5)
+    t = torch.randn(6, 1, generator=g, dtype=torch.float64).expand(6, n)
+    tau, rho, ones = 3.0, 0.7, torch.ones(6, dtype=torch.float64)
+    y = torch.zeros(3, n, dtype=torch.float64)
+    kept = []
+    for sweep in range(60):
+        y = sums.sweep(t, ones, tau, rho, y, torch.randn(3, n, generator=g, dtype=torch.float64))
+        if sweep >= 20:
+            kept.append(y)
+    draws = torch.cat(kept, 1)
+    mean, cov = closed_form(b, tau, rho, t[:, 0])
+    np.testing.assert_allclose(draws.mean(1), mean, atol=0.03 * float(cov.diag().max().sqrt()))
+    np.testing.assert_allclose(torch.cov(draws), cov, atol=0.03 * float(cov.diag().max()))
+
+
+def test_a_new_persons_prior_mean_is_the_sum_of_what_they_rated_in_both_models():
+    """With a prior far stronger than the data, a folded-in person sits at their prior mean:
+    ``|N|^-1/2 sum_{n in N} y_n`` (plus the sample's Normal-Gamma mean under Gibbs)."""
+    from rec.bayes.posterior import Posterior
+    r = random_ratings(seed=11)
+    k, s = 3, 4
+    g = torch.Generator().manual_seed(0)
+    cfg = ModelConfig(name="features", K=k, svdpp=True, tau=1e7, gamma=1e7)
+    e = _engine(r, cfg, dtype=torch.float32)
+    p = e.initial_params(r.n_genres, 0)
+    p.rated_factors.copy_(torch.randn(r.n_items, k, generator=g))
+    pairs = [(int(r.movies.ids[3]), 4.0), (int(r.movies.ids[7]), 2.5), (int(r.movies.ids[9]), 5.0)]
+    items = torch.tensor([3, 7, 9])
+    model = Recommender.from_training(r, torch.arange(len(r)), p, cfg)
+    u, _ = model.fold_in(pairs)
+    np.testing.assert_allclose(u, p.rated_factors[items].sum(0) / 3 ** 0.5, atol=1e-4)
+    samples = {name: torch.stack([getattr(p, name)] * s) for name in
+               ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors",
+                "genre_bias", "rater_factors")}
+    samples["rated_factors"] = torch.randn(s, r.n_items, k, generator=g)
+    mean = torch.randn(s, k, generator=g)
+    post = Posterior(samples, p.mu, torch.full((s,), 0.8), torch.full((s, k + 1), 1e7), mean)
+    gibbs = Recommender.from_training(r, torch.arange(len(r)), post.predictive_params(), cfg,
+                                      posterior=post)
+    us, _ = gibbs.fold_in_samples(pairs)
+    want = mean + samples["rated_factors"][:, items].sum(1) / 3 ** 0.5
+    np.testing.assert_allclose(us, want, atol=1e-4)

@@ -441,22 +441,23 @@ class ALS:
                     solved, self.relaxation)
 
     def rated_step(self, p: Params) -> None:
-        """SVD++'s Y, exactly given the people's factors: the ridge regression of ``u~`` on the
-        rated sums, ``(tau B^T S B + tau_rated I) Y = tau B^T S U~`` (:mod:`rec.als.rated`)."""
+        """SVD++'s Y given the people's factors, for the ridge regression of ``u~`` on the rated
+        sums, ``(tau B^T S B + tau_rated I) Y = tau B^T S U~``: one pass of exact
+        block-coordinate steps, movie by movie (:meth:`rec.als.rated.RatedSums.sweep`)."""
         if self.rated is not None:
-            p.rated_factors.lerp_(self.rated.solve(p.user_factors, self.user_weight,
+            p.rated_factors.copy_(self.rated.sweep(p.user_factors, self.user_weight,
                                                    self.cfg.tau, self.cfg.tau_rated,
-                                                   p.rated_factors), self.relaxation)
+                                                   p.rated_factors, omega=self.relaxation))
 
     def raters_step(self, p: Params) -> None:
-        """The flipped X, exactly given the movies' factors and W: the ridge regression of
-        ``V - A W`` on the raters' sums."""
+        """The flipped X given the movies' factors and W, for the ridge regression of
+        ``V - A W`` on the raters' sums: one pass of exact block-coordinate steps."""
         if self.raters is not None:
             mean = self.genre_mean(p)
             target = p.item_factors if mean is None else p.item_factors - mean
-            p.rater_factors.lerp_(self.raters.solve(target, self.item_weight, self.cfg.tau,
-                                                    self.cfg.tau_rated, p.rater_factors),
-                                  self.relaxation)
+            p.rater_factors.copy_(self.raters.sweep(target, self.item_weight, self.cfg.tau,
+                                                    self.cfg.tau_rated, p.rater_factors,
+                                                    omega=self.relaxation))
 
     def epoch(self, p: Params) -> None:
         """User step, then the movie and genre steps (one joint step when :attr:`joint`)."""

@@ -14,20 +14,35 @@ towards the prior mean ``z_m``, and the step in Y is a ridge regression with the
     (tau_k B^T S B + rho_k I) y_k = tau_k B^T S t_k,
 
 ``S`` the rows' prior weights, ``t`` the factors ``u~`` (minus any other prior mean), ``rho``
-the precision of Y's entries.  Its matrix is shared by the K columns and is only ever applied
-(two sparse products), so the step is a Jacobi-preconditioned conjugate-gradient solve started
-at the current Y: each iteration lowers J, and it runs to a relative residual of ``tol``.
-Under Gibbs the conditional of ``y_k`` is Gaussian with that precision; a draw is the solve
-with the right-hand side perturbed by ``sqrt(tau_k) B^T S^(1/2) e1 + sqrt(rho_k) e2``
-(perturb-then-solve, exact when the solve is).
+the precision of Y's entries.  Two ways to take it:
+
+- :meth:`RatedSums.sweep`, what training runs: one pass of block-coordinate steps, movie by
+  movie.  Each ``y_n`` (K entries; the columns do not couple) moves to its exact minimizer
+  given the others (over-relaxed by ``omega`` in (0, 2): successive over-relaxation, so J
+  still falls at every block), and the residual ``t - B Y`` is kept current, so a pass costs
+  two reads of the sums' nonzeros, as one sparse product does.  Under Gibbs each ``y_n`` is
+  drawn from its exact conditional instead (single-site Gibbs, as libFM and myFM draw their
+  implicit factors).  A compiled kernel (Numba) runs it; without Numba, :meth:`solve`.
+- :meth:`RatedSums.solve`, the reference: the whole block's exact minimizer by
+  Jacobi-preconditioned conjugate gradients (each iteration lowers J) to a relative residual
+  of ``tol``; with noise, a draw of the block's joint conditional by perturb-then-solve
+  (right-hand side plus ``sqrt(tau_k) B^T S^(1/2) e1 + sqrt(rho_k) e2``).  It costs tens of
+  sparse products a step (``benchmarks/README.md``), which is why training sweeps.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - solve runs instead
+    numba = None
 
 
 @dataclass(frozen=True)
@@ -120,3 +135,70 @@ class RatedSums:
             d = z + (rz_new / rz.clamp_min(1e-300)) * d
             rz = rz_new
         return y.to(start.dtype)
+
+    def sweep(self, target: torch.Tensor, weight: torch.Tensor, tau, rho, y: torch.Tensor,
+              noise: torch.Tensor | None = None, omega: float = 1.0) -> torch.Tensor:
+        """One pass of block-coordinate steps on Y for :meth:`solve`'s objective, from ``y``
+        (returned, not changed): each row of Y in turn set to its exact minimizer given the
+        others, moved by ``omega``; with ``noise`` (standard normal, like ``y``) drawn from its
+        exact conditional instead.  Runs :meth:`solve` where Numba is missing (the whole
+        block's minimizer, or a draw of its joint conditional)."""
+        if numba is None:  # pragma: no cover
+            draws = None if noise is None else (torch.zeros_like(target), noise)
+            return self.solve(target, weight, tau, rho, y, draws)
+        k = target.shape[1]
+        per_col = lambda x: np.ascontiguousarray(np.broadcast_to(
+            np.asarray(x, dtype=np.float64).reshape(-1), (k,)))
+        t = self.transpose
+        out = y.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
+        residual = (target.double() - self.matrix @ y.double()).cpu().numpy()
+        _sweep_kernel()(t.crow_indices().cpu().numpy(), t.col_indices().cpu().numpy(),
+                        t.values().cpu().numpy(), weight.double().cpu().numpy(), per_col(tau),
+                        per_col(rho), residual, out,
+                        np.zeros((1, k)) if noise is None else noise.double().cpu().numpy(),
+                        noise is not None, float(omega))
+        return torch.from_numpy(out).to(device=y.device, dtype=y.dtype)
+
+
+def _sweep(indptr, rows, values, weight, tau, rho, residual, y, noise, draw, omega):
+    """The pass of :meth:`RatedSums.sweep`: ``indptr``/``rows``/``values`` are ``B^T`` in CSR
+    (each column of B: the rows that rated it and their ``|N(m)|^-1/2``), ``residual`` is
+    ``t - B Y`` on entry and is kept so."""
+    n_cols, k = y.shape
+    num = np.empty(k)
+    delta = np.empty(k)
+    for j in range(n_cols):
+        lo, hi = indptr[j], indptr[j + 1]
+        d = 0.0
+        num[:] = 0.0
+        for p in range(lo, hi):
+            m = rows[p]
+            ws = weight[m] * values[p]
+            d += ws * values[p]
+            row = residual[m]
+            for c in range(k):
+                num[c] += ws * row[c]
+        for c in range(k):
+            prec = tau[c] * d + rho[c]
+            best = tau[c] * (num[c] + d * y[j, c]) / prec
+            if draw:
+                new = best + noise[j, c] / math.sqrt(prec)
+            else:
+                new = y[j, c] + omega * (best - y[j, c])
+            delta[c] = new - y[j, c]
+            y[j, c] = new
+        for p in range(lo, hi):
+            row = residual[rows[p]]
+            s = values[p]
+            for c in range(k):
+                row[c] -= s * delta[c]
+
+
+_COMPILED: list = []
+
+
+def _sweep_kernel():
+    """:func:`_sweep` compiled (once per process; Numba's disk cache keeps it)."""
+    if not _COMPILED:
+        _COMPILED.append(numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(_sweep))
+    return _COMPILED[0]

@@ -57,6 +57,9 @@ class Context:
         name = rung or self.run.model.name
         if name != "features":  # only features has genre priors: another rung cannot take them
             changes.setdefault("genre_bias", False)
+        if name == "biases":  # nor SVD++ sums: they add to embeddings, which biases has none of
+            for key in ("svdpp", "svdpp_flipped", "svdpp_heldout"):
+                changes.setdefault(key, False)
         wanted = replace(self.run.model, name=name, K=self.run.model.K if K is None else int(K),
                          **changes)
         inference = inference or self.run.inference

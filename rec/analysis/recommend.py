@@ -85,8 +85,10 @@ def loved(ctx: Context, model, seed_id: int, opts: Options) -> dict:
     options = dict(opts.implicit)
     k = options.pop("K", None)
     plain = {f: getattr(ModelConfig, f) for f in ("lam", "gamma", "reg_scaling")}  # unused there
+    explicit_only = {"genre_bias": False, "svdpp": False, "svdpp_flipped": False,
+                     "svdpp_heldout": False}  # the implicit loss has none of them
     implicit = model if model.config.implicit else ctx.model(
-        K=k, feedback="implicit", genre_bias=False, **{**plain, **options})
+        K=k, feedback="implicit", **explicit_only, **{**plain, **options})
     top = explicit.rating_range[1]
     return {"explicit": explicit.recommend_new_user([(seed_id, top)], opts.top_n),
             "implicit": implicit.recommend_new_user([seed_id], opts.top_n)}

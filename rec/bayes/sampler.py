@@ -119,11 +119,11 @@ class GibbsSampler:
                     start: torch.Tensor) -> torch.Tensor:
         """Y (or X) given the rows' factors less their other prior means, ``target``: column k
         is Gaussian with precision ``precision_k B^T B + rho I`` and mean
-        ``P^-1 precision_k B^T target_k`` (perturb-then-solve, :meth:`RatedSums.solve`)."""
+        ``P^-1 precision_k B^T target_k``; each row of Y is drawn in turn from its exact
+        conditional given the others (:meth:`RatedSums.sweep`)."""
         k = self.engine.dim
-        noise = (self._noise(sums.n_rows, k), self._noise(sums.n_cols, k))
         ones = torch.ones(sums.n_rows, dtype=torch.float64, device=target.device)
-        return sums.solve(target, ones, precision[:k], rho, start, noise)
+        return sums.sweep(target, ones, precision[:k], rho, start, self._noise(sums.n_cols, k))
 
     def _ridge_draw(self, y: torch.Tensor, precision: np.ndarray, eta: float) -> torch.Tensor:
         """W's columns given the movies' values ``y`` (n, k): column j is Gaussian with
