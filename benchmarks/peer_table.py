@@ -16,6 +16,7 @@ training mean and is counted.  The table goes to ``OUT/peers.md`` and ``OUT/peer
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,10 +32,10 @@ from rec.pipeline import train
 REPO = Path(__file__).resolve().parents[1]
 RUNGS = {"biases": ["model=biases"], "embeddings": ["model=embeddings"], "features": ["model=features"],
          "features-plain": ["model=features", "model.genre_bias=false", "train.relaxation=1",
-                            "model.svdpp_flipped=false"]}
+                            "model.svdpp_flipped=false", "model.movie_year=false"]}
 """rec's systems: the rungs with the shipped defaults (with the dataset's conf/tuned/ values),
-and features as plain ALS without the bias prior or the flipped term (the report's algorithm,
-rec's earlier default)."""
+and features as plain ALS without the bias prior, the flipped term or the decades (the report's
+algorithm, rec's earlier default)."""
 REFERENCE = "rec-features"
 
 
@@ -54,7 +55,9 @@ def train_rec(out: Path, info: dict, test: pd.DataFrame) -> dict[str, torch.Tens
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=[*split_overrides(info), *model,
                                                f"paths.root={out / 'rec'}", "tensorboard=false"])
-        summary = train(run_config(cfg), out / "rec" / f"run-{rung}")
+        folder = out / "rec" / f"run-{rung}"
+        shutil.rmtree(folder, ignore_errors=True)  # this command's own run of an earlier call
+        summary = train(run_config(cfg), folder)
         if summary["split"]["sizes"] != info["sizes"]:
             raise SystemExit(f"rec's {rung} split {summary['split']} is not {info}")
         model = Recommender.load(summary["model_file"])

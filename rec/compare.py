@@ -154,7 +154,7 @@ def build_cases(ratings: Ratings, settings: list[Setting], model: ModelConfig,
         if key not in built:
             engine = build_engine(ratings, train, s.model(model), s.sizes(), device,
                                   cg_steps=s.cg or None)
-            p = engine.initial_params(ratings.n_genres, 0)
+            p = engine.initial_params(engine.n_features, 0)
             sampler = None
             if s.inference == "gibbs":
                 engine.epoch(p)

@@ -393,7 +393,10 @@ class Recommender:
         return torch.tensor([names.index(g) for g in genres])
 
     def new_movie(self, genres: list[str]) -> torch.Tensor:
-        """Embedding of a movie with no ratings: the mean of its genres' embeddings (SPEC §2.3)."""
+        """Embedding of a movie with no ratings: the mean of its genres' embeddings (SPEC §2.3).
+        A model with ``model.movie_year`` or ``model.movie_tags`` adds nothing for them here:
+        a movie known only by its genres has no decade or tags (its decade and tag blocks of A
+        are empty, as for a movie without a year in its title)."""
         return self._genre_mean(self.params, genres)
 
     def _genre_mean(self, p: Params, genres: list[str]) -> torch.Tensor:
@@ -406,11 +409,12 @@ class Recommender:
         return float(self.params.genre_bias[self._genre_rows(genres)].mean())
 
     def prior_means(self) -> torch.Tensor:
-        """p_n for every movie: the mean of its genres' embeddings (zeros below the features rung)."""
+        """p_n for every movie: ``A W``, the mean of its genres' embeddings plus, where the model
+        has them, its decade's and its tags' (zeros below the features rung)."""
         p = self.params
         if not self.config.has_genres:
             return torch.zeros_like(p.item_factors)
-        return self.movies.genre_matrix(p.genre_factors.dtype) @ p.genre_factors
+        return self.config.movie_features(self.movies, p.genre_factors.dtype) @ p.genre_factors
 
     def predict_new_movie(self, genres: list[str]) -> torch.Tensor:
         """Every known user's predicted rating of a new movie with these genres (its whole prior:

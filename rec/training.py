@@ -386,7 +386,7 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
     ``heldout``: the positions of the held-out ratings whose identities the SVD++ sums also
     hold (``model.svdpp_heldout``)."""
     _check_fits(ratings.n_users + ratings.n_items, model_cfg.dim, dtype, device)
-    genres = ratings.movies.genre_matrix(dtype)
+    genres = model_cfg.movie_features(ratings.movies, dtype)
     if dist.active != isinstance(ratings, Shard):
         raise RecError("a job of several processes trains on each rank's Shard "
                        "(rec.data.shards.read_shard), and one process on the whole Ratings.")
@@ -460,7 +460,7 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
     if cfg.profile:
         engine.timer = PhaseTimer(device)
     setup_s = _sync(device) - start
-    p = engine.initial_params(ratings.n_genres, seed)
+    p = engine.initial_params(engine.n_features, seed)
     best, history, stop = p.clone(), [], StopState()
     if checkpoint is not None and checkpoint.is_file():
         saved = load_checkpoint(checkpoint, fingerprint)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from rec.errors import ConfigError
 from rec.mapping import from_mapping
 
@@ -68,6 +70,12 @@ class ModelConfig:
     Netflix Prize's convention, which the papers' SVD++ numbers use.  Off: training only."""
     tau_rated: float = 15.0
     """Prior precision of Y's and X's entries (``svdpp``, ``svdpp_flipped``)."""
+    movie_year: bool = False
+    """``features``: the movie prior mean ``A W`` also holds the release decade (from the
+    title's ``(YYYY)``), one embedding per decade (:meth:`rec.data.catalog.Catalog.feature_matrix`)."""
+    movie_tags: int = 0
+    """``features``: the movie prior mean also holds the ``movie_tags`` tags given to the most
+    movies (``tags.csv``), the mean of the movie's embeddings among them; 0: none."""
 
     def __post_init__(self) -> None:
         self.validated()
@@ -100,7 +108,8 @@ class ModelConfig:
         ``features+implicit`` for the implicit-feedback loss."""
         return self.name + ("+genre_bias" if self.genre_bias else "") + \
             ("+implicit" if self.implicit else "") + ("+svdpp" if self.svdpp else "") + \
-            ("+flipped" if self.svdpp_flipped else "") + ("+heldout" if self.svdpp_heldout else "")
+            ("+flipped" if self.svdpp_flipped else "") + ("+heldout" if self.svdpp_heldout else "") \
+            + ("+year" if self.movie_year else "") + (f"+tags{self.movie_tags}" if self.movie_tags else "")
 
     @property
     def has_rated(self) -> bool:
@@ -115,6 +124,11 @@ class ModelConfig:
     @property
     def count_scaled(self) -> bool:
         return self.reg_scaling == "count"
+
+    def movie_features(self, movies, dtype=torch.float32):
+        """A: the movie features of the prior mean ``A W`` that this model uses, from the
+        catalog ``movies`` (:meth:`rec.data.catalog.Catalog.feature_matrix`)."""
+        return movies.feature_matrix(dtype, self.movie_year, self.movie_tags)
 
     def precisions(self) -> list[float]:
         """The diagonal prior precisions of one row's unknowns ``[u; b]``: tau per embedding
@@ -135,6 +149,12 @@ class ModelConfig:
             raise ConfigError("model.svdpp and model.svdpp_flipped add factors to the explicit "
                               "rungs with embeddings (embeddings, features, latent), and "
                               f"model={self.name} with feedback={self.feedback} would ignore them.")
+        if (self.movie_year or self.movie_tags) and not self.has_genres:
+            raise ConfigError(f"model.movie_year and model.movie_tags extend the genre prior of the "
+                              f"features rung, and model={self.name} would ignore them; use "
+                              "model=features.")
+        if not isinstance(self.movie_tags, int) or self.movie_tags < 0:
+            raise ConfigError(f"model.movie_tags={self.movie_tags!r}: a number of tags, 0 or more.")
         if self.svdpp_heldout and not self.has_rated:
             raise ConfigError("model.svdpp_heldout=true says which ratings the SVD++ sums hold; "
                               "add model.svdpp=true or model.svdpp_flipped=true.")
@@ -177,6 +197,8 @@ class ModelConfig:
         out = {"model": self.name, "K": self.dim, "lam": self.lam, "tau": self.tau,
                "gamma": self.gamma, "eta": self.eta, "reg_scaling": self.reg_scaling,
                "init_std": self.init_std, "genre_bias": self.genre_bias}
+        if self.movie_year or self.movie_tags:
+            out.update(movie_year=self.movie_year, movie_tags=self.movie_tags)
         if self.has_rated:
             out.update(svdpp=self.svdpp, svdpp_flipped=self.svdpp_flipped,
                        svdpp_heldout=self.svdpp_heldout, tau_rated=self.tau_rated)

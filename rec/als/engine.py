@@ -233,7 +233,17 @@ class ALS:
             t[:n, self.dim] = 1.0
         return t
 
+    @property
+    def n_features(self) -> int:
+        """Columns of A, the movie features of the prior mean (genres, and decades and tags
+        where the model has them): rows of W."""
+        return self.genre_matrix.shape[1]
+
     def initial_params(self, n_genres: int, seed: int) -> Params:
+        """Initial parameters (:meth:`Params.initial`) with ``n_genres`` rows of W, which must
+        be :attr:`n_features`."""
+        if n_genres != self.n_features:
+            raise ValueError(f"W has a row per column of A: {self.n_features}, not {n_genres}")
         rated = (self.n_items if self.rated else 0, self.n_users if self.raters else 0)
         return Params.initial(self.n_users, self.n_items, n_genres, self.dim, self.mu,
                               self.cfg.init_std, seed, self.dtype, self.device, rated)

@@ -56,7 +56,8 @@ class Context:
         ``inference`` (default: the configured); trained if missing."""
         name = rung or self.run.model.name
         if name != "features":  # only features has genre priors: another rung cannot take them
-            changes.setdefault("genre_bias", False)
+            for key, off in (("genre_bias", False), ("movie_year", False), ("movie_tags", 0)):
+                changes.setdefault(key, off)
         if name == "biases":  # nor SVD++ sums: they add to embeddings, which biases has none of
             for key in ("svdpp", "svdpp_flipped", "svdpp_heldout"):
                 changes.setdefault(key, False)

@@ -35,7 +35,8 @@ def structure(w: np.ndarray, n_clusters: int) -> dict:
 def genre_factors(model: Recommender) -> np.ndarray:
     if not model.config.has_genres or model.params.dim == 0:
         raise ConfigError("genre embeddings exist only in the features rung: use model=features.")
-    return model.params.genre_factors.double().numpy()
+    # W's first rows are the genres'; a model with decades or tags has their rows after
+    return model.params.genre_factors[:model.movies.n_genres].double().numpy()
 
 
 def describe(model: Recommender, n_clusters: int) -> tuple[dict, dict]:

@@ -63,7 +63,7 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
     if cfg.profile:
         engine.timer = PhaseTimer(device)
     setup_s = _sync(device) - start
-    p = engine.initial_params(ratings.n_genres, seed)
+    p = engine.initial_params(engine.n_features, seed)
     sampler = GibbsSampler(engine, inference, seed)
     running = {part: RunningPredictions.zeros(t[2].numel(), device)
                for part, t in data.parts.items()}

@@ -32,6 +32,8 @@ class MoviesTable:
     genres: list[list[str]]
     genre_names: list[str] | None = None
     """A fixed genre order (ml-100k's flags); ``None`` sorts the names found."""
+    tags: list[list[str]] | None = None
+    """Each movie's tags (the CSV family's ``tags.csv``); ``None`` where the dataset has none."""
 
 
 @dataclass
@@ -126,7 +128,8 @@ def assemble(name: str, raw: RawRatings, catalog: MoviesTable, rating_scale: tup
                     "they are kept with no title and no genres", raw.path, len(extra), extra[0])
         catalog = MoviesTable(np.concatenate([catalog.ids, extra]),
                               catalog.titles + [f"movie {i}" for i in extra],
-                              catalog.genres + [[NO_GENRE]] * len(extra), catalog.genre_names)
+                              catalog.genres + [[NO_GENRE]] * len(extra), catalog.genre_names,
+                              None if catalog.tags is None else catalog.tags + [[]] * len(extra))
         item = dense_lookup(catalog.ids, raw.item)
     user_ids = unique_ids(raw.user)
     user = dense_lookup(user_ids, raw.user)
@@ -141,7 +144,8 @@ def assemble(name: str, raw: RawRatings, catalog: MoviesTable, rating_scale: tup
         timestamp=torch.from_numpy(raw.timestamp[rows].astype(np.int64)),
         user_ids=torch.from_numpy(user_ids),
         movies=Catalog.from_genre_lists(torch.from_numpy(catalog.ids.astype(np.int64)),
-                                        catalog.titles, catalog.genres, catalog.genre_names),
+                                        catalog.titles, catalog.genres, catalog.genre_names,
+                                        catalog.tags),
         rating_range=(float(rating.min()), float(rating.max())) if len(rating) else rating_scale,
         folds={k: torch.from_numpy(v[rows]) for k, v in raw.folds.items()},
     )

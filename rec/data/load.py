@@ -31,7 +31,7 @@ from rec.errors import CacheError, ConfigError, DataError
 from rec.mapping import from_mapping
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 DATASETS = (*LAYOUTS, "synthetic", "csv")
 
 
@@ -218,9 +218,12 @@ def _to_cache(path: Path, r: Ratings, stamp: list) -> None:
     arrays = {k: getattr(r, k).numpy() for k in ("user", "item", "rating", "timestamp", "user_ids")}
     arrays.update(item_ids=m.ids.numpy(), genre_offsets=m.genre_offsets.numpy(),
                   genre_index=m.genre_index.numpy())
+    if m.tag_index is not None:
+        arrays.update(tag_offsets=m.tag_offsets.numpy(), tag_index=m.tag_index.numpy())
     arrays.update({f"fold:{k}": v.numpy() for k, v in r.folds.items()})
     meta = {"version": CACHE_VERSION, "sources": stamp, "name": r.name, "titles": m.titles,
-            "genre_names": m.genre_names, "rating_range": list(r.rating_range),
+            "genre_names": m.genre_names, "tag_names": m.tag_names,
+            "rating_range": list(r.rating_range),
             "fold_hint": r.fold_hint, "digest": r.digest}
     bundle.write_bundle(path, arrays, meta)
 
@@ -240,7 +243,8 @@ def _check_fresh(path: Path, stamp: list) -> dict:
 
 def _catalog(t: dict, meta: dict) -> Catalog:
     return Catalog(t.pop("item_ids"), meta["titles"], meta["genre_names"], t.pop("genre_offsets"),
-                   t.pop("genre_index"))
+                   t.pop("genre_index"), meta.get("tag_names", []), t.pop("tag_offsets", None),
+                   t.pop("tag_index", None))
 
 
 def _from_cache(path: Path, stamp: list, timestamps: bool) -> Ratings:

@@ -23,6 +23,8 @@ ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "C
                  "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
                  "Romance", "Sci-Fi", "Thriller", "War", "Western"]
 ML100K_FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+TAGS_FILE = "tags.csv"
+"""The CSV family's tag applications (userId,movieId,tag,timestamp), read where present."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ LAYOUTS = {
 def source_files(layout: Layout, folder: Path) -> list[Path]:
     """The files a parse reads (their sizes and times key the cache)."""
     files = [folder / layout.ratings_file, folder / layout.movies_file]
+    if layout.family == "csv" and (folder / TAGS_FILE).is_file():
+        files.append(folder / TAGS_FILE)
     if layout.family == "100k":
         files += [folder / "u.genre"] + [folder / f"{f}.{s}" for f in ML100K_FOLDS
                                           for s in ("base", "test")]
@@ -84,7 +88,24 @@ def _parse_csv_family(layout: Layout, folder: Path) -> tuple[RawRatings, MoviesT
                  "GroupLens' movies.csv has the header movieId,title,genres.")
     m = read_columns(movies, {"movieId": "int", "title": "str", "genres": "str"}, ",", header=True)
     genres = [split_genres(g) for g in m["genres"]]
-    return raw, make_movies_table(movies, m["movieId"], m["title"], genres)
+    tags = _read_tags(folder / TAGS_FILE, m["movieId"])
+    return raw, make_movies_table(movies, m["movieId"], m["title"], genres, tags=tags)
+
+
+def _read_tags(path: Path, movie_ids: np.ndarray) -> list[list[str]] | None:
+    """Each movie's tags from ``tags.csv`` (``None`` without the file); a tag of a movie that
+    is not in the movies file is dropped."""
+    if not path.is_file():
+        return None
+    check_header(path, ",", ["userId", "movieId", "tag", "timestamp"],
+                 "GroupLens' tags.csv has the header userId,movieId,tag,timestamp.")
+    t = read_columns(path, {"movieId": "int", "tag": "str"}, ",", header=True)
+    rows = dense_lookup(movie_ids.astype(np.int64), t["movieId"].astype(np.int64))
+    out: list[list[str]] = [[] for _ in range(len(movie_ids))]
+    for row, tag in zip(rows.tolist(), t["tag"]):
+        if row >= 0:
+            out[row].append(tag)
+    return out
 
 
 def _dat_bytes(path: Path) -> bytes:
@@ -160,10 +181,11 @@ def _folds_100k(folder: Path, cols: dict[str, np.ndarray]) -> dict[str, np.ndarr
 
 
 def make_movies_table(path: Path, ids: np.ndarray, titles: list[str], genres: list[list[str]],
-                      genre_names: list[str] | None = None) -> MoviesTable:
+                      genre_names: list[str] | None = None,
+                      tags: list[list[str]] | None = None) -> MoviesTable:
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         dup = unique[counts > 1][0]
         raise DataError(f"{path}: movie id {dup} appears more than once; each movie must be "
                         "listed once.")
-    return MoviesTable(ids.astype(np.int64), titles, genres, genre_names)
+    return MoviesTable(ids.astype(np.int64), titles, genres, genre_names, tags)
