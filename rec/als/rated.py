@@ -81,13 +81,6 @@ class RatedSums:
     def n_cols(self) -> int:
         return self.matrix.shape[1]
 
-    def rows_of(self, index: torch.Tensor) -> "RatedSums":
-        """The same sums for a subset of rows (``index``), e.g. the ones folded in."""
-        coo = self.matrix.to_sparse_coo().coalesce()
-        keep = torch.isin(coo.indices()[0], index.long())
-        r, c = coo.indices()[:, keep]
-        return RatedSums.build(r, c, self.n_rows, self.n_cols, self.matrix.device)
-
     def mean(self, y: torch.Tensor) -> torch.Tensor:
         """``B Y``: each row's normalized sum of what it rated, in ``y``'s dtype."""
         return (self.matrix @ y.double()).to(y.dtype)
