@@ -431,12 +431,9 @@ def rated_sums(ratings: Ratings, train: torch.Tensor | None, heldout: torch.Tens
 
 
 def heldout_rows(split: Split | None) -> torch.Tensor | None:
-    """The positions of a split's validation and test ratings (and a strong split's given
-    ones): the held-out ratings whose identities ``model.svdpp_heldout`` adds."""
-    if split is None:
-        return None
-    parts = [split.val, split.test] + ([] if split.fold_in is None else [split.fold_in])
-    return torch.cat(parts)
+    """The positions of a split's validation and test ratings: the held-out ratings whose
+    identities ``model.svdpp_heldout`` adds (``split=strong`` refuses the option)."""
+    return None if split is None else torch.cat([split.val, split.test])
 
 
 def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,

@@ -2,8 +2,9 @@
 
 With the SVD++ terms (``model.svdpp``, ``model.svdpp_flipped``) a person's prior mean is
 ``mean + B Y`` and a movie's gains ``C X`` (:mod:`rec.als.rated`): Y is drawn after the
-people, X after W, each from its exact Gaussian conditional by perturb-then-solve, and their
-precisions from their Gamma conditionals.
+people, X after W, each row from its exact Gaussian conditional given the others (one
+single-site pass, :meth:`rec.als.rated.RatedSums.sweep`), and their precisions from their
+Gamma conditionals.
 
 Each row's conditional is the Gaussian whose precision is its ALS system matrix with the
 sampled precisions (:meth:`rec.als.engine.ALS.draw_step`): the same batched Grams, one
@@ -74,7 +75,8 @@ class GibbsSampler:
         bias_mean = e.bias_prior_mean(p)
         dc = p.item_bias if bias_mean is None else p.item_bias - bias_mean
         gamma_c = [prec(dc, e.n_items)] if e.cfg.has_biases else []
-        eta = prec(p.genre_factors, p.genre_factors.numel()) if prior is not None else 1.0
+        has_w = e.cfg.has_genres and e.dim  # W exists (prior may be C X alone)
+        eta = prec(p.genre_factors, p.genre_factors.numel()) if has_w else 1.0
         eta_bias = prec(p.genre_bias, p.genre_bias.numel()) if bias_mean is not None else 1.0
         rho = lambda x: None if x.shape[0] == 0 else prec(x, x.numel())
         return Hyper(lam, np.concatenate([user_tau, gamma_b]), user_mean,

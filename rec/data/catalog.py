@@ -71,11 +71,7 @@ class Catalog:
     def genre_matrix(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Dense A (movies x genres), ``A[n, f] = 1/|F(n)|`` for f in F(n): ``A @ W`` is every
         movie's prior mean p_n (SPEC §2.3)."""
-        counts = self.genre_offsets.diff()
-        rows = torch.repeat_interleave(torch.arange(len(counts)), counts)
-        a = torch.zeros(len(counts), self.n_genres, dtype=dtype)
-        a[rows, self.genre_index.long()] = 1.0 / counts[rows].to(dtype)
-        return a
+        return mean_block(self.genre_offsets, self.genre_index.long(), self.n_genres, dtype)
 
     def years(self) -> torch.Tensor:
         """int64 release year of each movie from its title's closing ``(YYYY)``; 0 if none."""
@@ -111,13 +107,11 @@ class Catalog:
         Each block of a movie's row sums to 1 where the movie has any of it, so each is a
         mean of that block's embeddings, added to the others."""
         blocks = [self.genre_matrix(dtype)]
-        n = len(self)
         if year:
             names, index = self.decades()
-            a = torch.zeros(n, len(names), dtype=dtype)
-            has = index >= 0
-            a[torch.nonzero(has).flatten(), index[has]] = 1.0
-            blocks.append(a)
+            has = index >= 0  # a movie's one decade, or none
+            offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(has, 0)])
+            blocks.append(mean_block(offsets, index[has], len(names), dtype))
         if tags:
             if self.tag_index is None or not self.tag_names:
                 raise ConfigError("model.movie_tags: this dataset has no tag file (tags.csv), so "
@@ -125,12 +119,8 @@ class Catalog:
             top = self.top_tags(tags)
             column = torch.full((len(self.tag_names),), -1, dtype=torch.int64)
             column[top] = torch.arange(len(top))
-            rows = torch.repeat_interleave(torch.arange(n), self.tag_offsets.diff())
-            cols = column[self.tag_index.long()]
-            keep = cols >= 0
-            a = torch.zeros(n, len(top), dtype=dtype)
-            a[rows[keep], cols[keep]] = 1.0
-            blocks.append(a / a.sum(1, keepdim=True).clamp_min(1.0))
+            blocks.append(mean_block(self.tag_offsets, column[self.tag_index.long()], len(top),
+                                     dtype))
         return torch.cat(blocks, 1)
 
     def feature_names(self, year: bool = False, tags: int = 0) -> list[str]:
@@ -163,11 +153,22 @@ def genres_to_csr(genre_lists: list[list[str]], names: list[str] | None = None):
 def lists_to_csr(lists: list[list[str]], names: list[str]):
     """``names`` and CSR tensors (int64 offsets, int32 indices into ``names``) of one list of
     names per movie."""
-    genre_lists = lists
     lookup = {g: i for i, g in enumerate(names)}
-    counts = np.fromiter((len(g) for g in genre_lists), dtype=np.int64, count=len(genre_lists))
-    offsets = np.zeros(len(genre_lists) + 1, dtype=np.int64)
+    counts = np.fromiter((len(g) for g in lists), dtype=np.int64, count=len(lists))
+    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    index = np.fromiter((lookup[g] for gs in genre_lists for g in gs), dtype=np.int32,
+    index = np.fromiter((lookup[g] for gs in lists for g in gs), dtype=np.int32,
                         count=int(offsets[-1]))
     return names, torch.from_numpy(offsets), torch.from_numpy(index)
+
+
+def mean_block(offsets: torch.Tensor, columns: torch.Tensor, width: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    """Dense (movies x ``width``): row n the mean of the one-hot rows of its entries
+    ``columns[offsets[n]:offsets[n + 1]]`` (distinct; -1: left out), zeros for none."""
+    n = offsets.numel() - 1
+    rows = torch.repeat_interleave(torch.arange(n), offsets.diff())
+    keep = columns >= 0
+    a = torch.zeros(n, width, dtype=dtype)
+    a[rows[keep], columns[keep]] = 1.0
+    return a / a.sum(1, keepdim=True).clamp_min(1.0)
