@@ -6,7 +6,8 @@ the ``features`` rung without them on identical rows (issue 27, item 4).
 For each evaluation (ml-latest-small's random and temporal splits; ml-100k's official folds
 u1-u5 when their files are under the data root) it trains, or reuses from OUT's model store,
 the shipped ``features`` model at K = 10 with every term off, then each switched on alone
-(what a person rated, who rated the movie, the release decade, the 50 most used tags), then
+(what a person rated, who rated the movie, the release decade, the 50 most used tags, a
+movie bias per time bin, a person's drift), then
 all together, by ALS and by Gibbs, and prints validation and test RMSE and the paired test-RMSE difference
 against the same inference without the terms, with its bootstrap 95% interval.  The rows
 "... + held-out identities" let the sums also hold which movies a person rated outside
@@ -17,6 +18,7 @@ overrides applied to every run.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,15 +29,18 @@ from rec.model import Recommender
 from rec.pipeline import load, train
 
 OFF = {"model.svdpp": "false", "model.svdpp_flipped": "false", "model.svdpp_heldout": "false",
-       "model.movie_year": "false", "model.movie_tags": "0"}
+       "model.movie_year": "false", "model.movie_tags": "0", "model.time_bins": "0",
+       "model.time_drift": "false"}
 ALL = {"model.svdpp": "true", "model.svdpp_flipped": "true", "model.movie_year": "true",
-       "model.movie_tags": "50"}
+       "model.movie_tags": "50", "model.time_bins": "10", "model.time_drift": "true"}
 TERMS = [
     ("features (no terms)", {}),
     ("+ what a person rated (svdpp)", {"model.svdpp": "true"}),
     ("+ flipped (who rated the movie)", {"model.svdpp_flipped": "true"}),
     ("+ release decade (movie_year)", {"model.movie_year": "true"}),
     ("+ 50 most used tags (movie_tags)", {"model.movie_tags": "50"}),
+    ("+ movie bias per time bin (time_bins=10)", {"model.time_bins": "10"}),
+    ("+ person's drift (time_drift)", {"model.time_drift": "true"}),
     ("all terms", ALL),
     ("all terms + held-out identities", {**ALL, "model.svdpp_heldout": "true"}),
 ]
@@ -55,13 +60,16 @@ def run_one(out: Path, name: str, args: list[str]):
     """Validation and test RMSE of one trained model and its errors on the test rows."""
     run = compose_run([*args, f"paths.root={out}", "progress=false", "tensorboard=false"])
     path = run.published_model(run.data.name)
-    if not path.is_file():
-        train(run, out / "runs" / name.replace(" ", "_").replace("/", "-"))
+    if not path.is_file():  # a folder left by other terms under this name is not this run's
+        folder = out / "runs" / name.replace(" ", "_").replace("/", "-")
+        shutil.rmtree(folder, ignore_errors=True)
+        train(run, folder)
     model = Recommender.load(path)
     ratings, _ = load(run)
     test = run.split.make(ratings).test.long()
+    stamps = None if ratings.timestamp is None else ratings.timestamp[test]
     pred = model.predict_ids(ratings.user_ids[ratings.user[test].long()],
-                             ratings.movies.ids[ratings.item[test].long()])
+                             ratings.movies.ids[ratings.item[test].long()], stamps)
     return model.metrics, (pred.clamp(*ratings.rating_range) - ratings.rating[test]).double()
 
 

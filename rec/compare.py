@@ -15,6 +15,7 @@ always run as the reference; each argument changes them.
     python -m rec.compare inference=gibbs      # a Gibbs sweep against an ALS epoch
     python -m rec.compare --K 64 cg=3          # 3 conjugate-gradient steps a row (train.cg_steps)
     python -m rec.compare inference=gibbs inference=gibbs,svdpp=1,flipped=1   # the SVD++ terms
+    python -m rec.compare inference=gibbs inference=gibbs,bins=30,drift=1     # the time terms
 
 Each engine holds its own grouped ratings (~0.5 GB at full ML-32M scale).
 """
@@ -70,6 +71,10 @@ class Setting:
     """1: ``model.svdpp`` (what a person rated) on."""
     flipped: int = 0
     """1: ``model.svdpp_flipped`` on."""
+    bins: int = 0
+    """``model.time_bins``: a movie bias per time bin (0: none)."""
+    drift: int = 0
+    """1: ``model.time_drift`` on."""
 
     @classmethod
     def parse(cls, text: str, base: "Setting") -> "Setting":
@@ -81,7 +86,8 @@ class Setting:
             named = key in ("kernel", "solver", "inference") and value.isidentifier()
             if key not in cls.__dataclass_fields__ or not (value.isdigit() or named):
                 raise ConfigError(f"cannot read the setting {item!r}: write chunk=N, batch=N, "
-                                  "tile=N, threads=N, cg=N, svdpp=1, flipped=1, kernel=NAME, "
+                                  "tile=N, threads=N, cg=N, svdpp=1, flipped=1, bins=N, drift=1, "
+                                  "kernel=NAME, "
                                   "solver=NAME or inference=als|gibbs, comma-separated")
             values[key] = value if named else int(value)
         return replace(base, **values)
@@ -98,11 +104,13 @@ class Setting:
                 f"threads={self.threads or 'default'}"
                 + (f",inference={self.inference}" if self.inference != "als" else "")
                 + (f",cg={self.cg}" if self.cg else "")
-                + (",svdpp=1" if self.svdpp else "") + (",flipped=1" if self.flipped else ""))
+                + (",svdpp=1" if self.svdpp else "") + (",flipped=1" if self.flipped else "")
+                + (f",bins={self.bins}" if self.bins else "") + (",drift=1" if self.drift else ""))
 
     def model(self, base: ModelConfig) -> ModelConfig:
-        """The model this setting trains: ``base`` with its SVD++ terms."""
-        return replace(base, svdpp=bool(self.svdpp), svdpp_flipped=bool(self.flipped)).validated()
+        """The model this setting trains: ``base`` with its SVD++ and time terms."""
+        return replace(base, svdpp=bool(self.svdpp), svdpp_flipped=bool(self.flipped),
+                       time_bins=self.bins, time_drift=bool(self.drift)).validated()
 
 
 @dataclass
@@ -177,7 +185,7 @@ def compare(args: argparse.Namespace) -> str:
     cases = []
     for scale in args.scale:
         ratings = load_dataset(DataConfig(name=args.data, root=args.root, scale=scale),
-                               timestamps=False)
+                               timestamps=any(s.bins or s.drift for s in settings))
         cases += build_cases(ratings, settings, model, device)
         del ratings
     seconds = time_cases(cases, args.epochs + 1)  # the first epoch warms up

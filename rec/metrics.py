@@ -24,11 +24,13 @@ CHUNK = 1 << 18
 
 
 def squared_errors(p: Params, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
-                   rating_range: tuple[float, float]) -> float:
-    """Sum of squared errors of clipped predictions, in chunks (bounded memory)."""
+                   rating_range: tuple[float, float], day: torch.Tensor | None = None) -> float:
+    """Sum of squared errors of clipped predictions, in chunks (bounded memory); ``day``:
+    when each rating was made, for the time terms (:meth:`Params.predict`)."""
     total = 0.0
     for s in range(0, rating.numel(), CHUNK):
-        err = p.predict(user[s:s + CHUNK], item[s:s + CHUNK]).clamp_(*rating_range)
+        when = None if day is None else day[s:s + CHUNK]
+        err = p.predict(user[s:s + CHUNK], item[s:s + CHUNK], when).clamp_(*rating_range)
         total += float(err.sub_(rating[s:s + CHUNK]).square_().sum(dtype=torch.float64))
     return total
 

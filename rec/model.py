@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from rec.als.config import ModelConfig
-from rec.als.params import Params
+from rec.als.params import Params, days
 from rec.als.solve import ridge_solve
 from rec.bayes.posterior import Posterior
 from rec.data.catalog import Catalog
@@ -183,11 +183,18 @@ class Recommender:
                            "movie id per user id (pairs are read position by position).")
         return users, items
 
-    def predict_ids(self, user_ids: torch.Tensor, movie_ids: torch.Tensor) -> torch.Tensor:
-        """Clipped predictions for many pairs of a known user id and a catalog movie id."""
+    def predict_ids(self, user_ids: torch.Tensor, movie_ids: torch.Tensor,
+                    timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        """Clipped predictions for many pairs of a known user id and a catalog movie id;
+        ``timestamps`` (Unix seconds, one per pair): when each rating is made, which a model
+        with time terms (``model.time_bins``, ``model.time_drift``) uses; without them its
+        predictions leave the time terms out."""
         self._ratings_only("predict_ids")
         users, items = self._pair_positions(user_ids, movie_ids)
-        return self.predictor.predict(users, items).clamp(*self.rating_range)
+        day = None if timestamps is None else days(torch.as_tensor(timestamps))
+        if day is not None and day.numel() != users.numel():
+            raise RecError(f"{day.numel()} timestamps for {users.numel()} pairs: give one per pair.")
+        return self.predictor.predict(users, items, day).clamp(*self.rating_range)
 
     def find_movie(self, title: str) -> int:
         """Movie index of a title, searched forgivingly (see :mod:`rec.titles`)."""
@@ -203,11 +210,13 @@ class Recommender:
                            "implicit); its scores rank movies but are not ratings. Use "
                            "recommend, or a model trained on the ratings.")
 
-    def predict(self, user_id: int, movie_id: int) -> float:
-        """Predicted rating of a known user for a catalog movie, clipped to the rating range."""
+    def predict(self, user_id: int, movie_id: int, timestamp: int | None = None) -> float:
+        """Predicted rating of a known user for a catalog movie, clipped to the rating range
+        (``timestamp``: as for :meth:`predict_ids`)."""
         self._ratings_only("predict")
         u, n = torch.tensor([self.user_index(user_id)]), torch.tensor([self.item_index(movie_id)])
-        return float(self.predictor.predict(u, n).clamp(*self.rating_range))
+        day = None if timestamp is None else days(torch.tensor([timestamp]))
+        return float(self.predictor.predict(u, n, day).clamp(*self.rating_range))
 
     def top_k(self, scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
               min_count: int = 0, predicted: torch.Tensor | None = None) -> list[dict]:

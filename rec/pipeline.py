@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 
 
 def load(run: RunConfig) -> tuple[Ratings, float]:
-    """The configured dataset (with timestamps only when the split needs them), and its seconds."""
+    """The configured dataset (with timestamps only when the split or the model's time terms
+    need them), and its seconds."""
     start = time.perf_counter()
-    ratings = load_dataset(run.data, timestamps=run.split.needs_timestamps)
+    ratings = load_dataset(run.data, timestamps=run.split.needs_timestamps or run.model.has_time)
     return ratings, time.perf_counter() - start
 
 

@@ -23,7 +23,7 @@ from rec.als.config import ModelConfig
 from rec.als.engine import ALS, EngineFacts
 from rec.als.layout import LayoutSpec, shard_layout
 from rec.als.solve import PhaseTimer
-from rec.als.params import Params
+from rec.als.params import Params, days
 from rec.als.rated import RatedSums
 from rec.als.sizes import EngineSizes
 from rec.data.ratings import Ratings
@@ -192,13 +192,17 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict:
 class _Subsets:
     """Validation and test ratings, on the device (training ratings live in the engine's groups)."""
 
-    def __init__(self, ratings: Ratings | Shard, split: Split | None, device: torch.device):
+    def __init__(self, ratings: Ratings | Shard, split: Split | None, device: torch.device,
+                 timed: bool = False):
         if isinstance(ratings, Shard):  # read with the shard: every rank holds them all
             held = {"val": ratings.val, "test": ratings.test}
         else:
             held = {name: (ratings.user[idx], ratings.item[idx], ratings.rating[idx])
                     for name, idx in (("val", split.val), ("test", split.test))}
         self.parts = {name: tuple(t.to(device) for t in part) for name, part in held.items()}
+        self.days = {name: days(ratings.timestamp[idx]).to(device) if timed else None
+                     for name, idx in (("val", split and split.val), ("test", split and split.test))}
+        """Per part, the days its ratings were made (``None`` without time terms)."""
         self.candidates: dict = {}
         """Per part and ranking rule: the users ranked and what each rated in training
         (:func:`ranking_metrics`), found once."""
@@ -232,11 +236,14 @@ def _train_metrics(engine: ALS, p: Params, rating_range: tuple[float, float]) ->
 
 
 def _accuracy(engine: ALS, p: Params, user: torch.Tensor, item: torch.Tensor,
-              rating: torch.Tensor, rating_range: tuple[float, float]) -> dict[str, float]:
-    """RMSE and NLL of held-out ratings; over a job's ranks, each rank sums the errors of its
-    own part of them and the sums are added up."""
+              rating: torch.Tensor, rating_range: tuple[float, float],
+              day: torch.Tensor | None = None) -> dict[str, float]:
+    """RMSE and NLL of held-out ratings (made on ``day``, for the time terms); over a job's
+    ranks, each rank sums the errors of its own part of them and the sums are added up."""
     mine = engine.exchange.own_part(rating.numel())
-    sums = torch.tensor([squared_errors(p, user[mine], item[mine], rating[mine], rating_range),
+    when = None if day is None else day[mine]
+    sums = torch.tensor([squared_errors(p, user[mine], item[mine], rating[mine], rating_range,
+                                        when),
                          mine.stop - mine.start], dtype=torch.float64, device=engine.device)
     sse, n = engine.exchange.total(sums).tolist()
     return accuracy_of(sse, int(n), engine.cfg.lam)
@@ -255,7 +262,7 @@ def _evaluate(engine: ALS, p: Params, data: _Subsets, cfg: TrainConfig,
         if engine.implicit:
             record.update(ranked(scored, part))
             continue
-        metrics = _accuracy(engine, scored, *data.parts[part], rating_range)
+        metrics = _accuracy(engine, scored, *data.parts[part], rating_range, data.days[part])
         record[f"{part}/rmse"], record[f"{part}/nll"] = metrics["rmse"], metrics["nll"]
 
 
@@ -273,13 +280,15 @@ def final_metrics(engine: ALS, p: Params, ratings: Ratings | Shard, split: Split
     out = {**_train_metrics(engine, p, rr), "train/n": engine.n_train}
     p = scored
     for part, tensors in data.parts.items():
-        for k, v in _accuracy(engine, p, *tensors, rr).items():
+        for k, v in _accuracy(engine, p, *tensors, rr, data.days[part]).items():
             out[f"{part}/{k}"] = v
     user, item, rating = data.parts["test"]
+    day = data.days["test"]
     cold = cold_rows(engine, item)
-    cs = _accuracy(engine, p, user[cold], item[cold], rating[cold], rr)
+    at = lambda rows: None if day is None else day[rows]
+    cs = _accuracy(engine, p, user[cold], item[cold], rating[cold], rr, at(cold))
     out["test/cold_rmse"], out["test/cold_n"] = cs["rmse"], cs["n"]
-    warm = _accuracy(engine, p, user[~cold], item[~cold], rating[~cold], rr)
+    warm = _accuracy(engine, p, user[~cold], item[~cold], rating[~cold], rr, at(~cold))
     out["test/warm_rmse"], out["test/warm_n"] = warm["rmse"], warm["n"]
     out.update(popularity_ranking(p, ratings, split, data, cfg, seed, engine))
     return out
@@ -397,8 +406,9 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
         spec = LayoutSpec.resolve(model_cfg, sizes, device, dtype, cache_sharers=dist.local_world,
                                   any_width=cg_steps is not None)
         exchange = RankExchange(dist, ratings.user_bounds, ratings.item_bounds)
-        if model_cfg.has_rated:
-            raise ConfigError("model.svdpp and model.svdpp_flipped train in one process; drop "
+        if model_cfg.has_rated or model_cfg.has_time:
+            raise ConfigError("model.svdpp, model.svdpp_flipped and the time terms "
+                              "(model.time_bins, model.time_drift) train in one process; drop "
                               "them under torchrun.")
         return ALS(shard_layout(spec, ratings), spec, genres, exchange, relaxation=relaxation,
                    cg_steps=cg_steps)
@@ -410,7 +420,7 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
     return ALS.from_ratings(model_cfg, ratings.user, ratings.item, ratings.rating,
                             ratings.n_users, ratings.n_items, genres, device, dtype, sizes,
                             joint_genre_step, relaxation, subset=train, cg_steps=cg_steps,
-                            rated=rated)
+                            rated=rated, timestamp=ratings.timestamp)
 
 
 def rated_sums(ratings: Ratings, train: torch.Tensor | None, heldout: torch.Tensor | None,
@@ -446,6 +456,10 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
     is then ``None``: the shard holds its part of it), all ranks hold the same parameters
     after each step, and rank 0 alone writes the checkpoint."""
     device = torch.device(device)
+    if model_cfg.has_time and split is not None and split.fold_in is not None:
+        raise ConfigError("split=strong folds held-out people in by a user step without time "
+                          "terms; drop model.time_bins and model.time_drift, or choose another "
+                          "split.")
     if model_cfg.svdpp_heldout and split is not None and split.fold_in is not None:
         raise ConfigError("model.svdpp_heldout=true with split=strong would give held-out users "
                           "sums their fold-in never sees; drop one of them.")
@@ -453,7 +467,7 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
     engine = build_engine(ratings, split and split.train, model_cfg, sizes, device, dtype,
                           cfg.joint_genre_step, cfg.relaxation, dist, cfg.cg_steps,
                           heldout_rows(split))
-    data = _Subsets(ratings, split, device)
+    data = _Subsets(ratings, split, device, model_cfg.has_time)
     if cfg.profile:
         engine.timer = PhaseTimer(device)
     setup_s = _sync(device) - start

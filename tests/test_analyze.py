@@ -189,3 +189,18 @@ def test_uncertainty_task_trains_a_gibbs_model_and_checks_its_intervals(store, s
     assert len(least) == 5 and all(m["ratings"] >= 1 and m["title"] for m in least)
     assert [m["std"] for m in least] == sorted((m["std"] for m in least), reverse=True)
     assert pngs(out) == {"uncertainty.png"} and (out / "calibration.csv").is_file()
+
+
+def test_the_analyses_run_on_a_model_with_the_time_terms(store, small_root):
+    """Polarization reads the static factors of a model with time terms; the uncertainty task
+    predicts each test rating at its timestamp, and its intervals stay calibrated."""
+    terms = ["model.time_bins=4", "model.time_drift=true"]
+    result, _ = analyze(store, small_root, "polarization", *terms)
+    assert result["model"]["time_bins"] == 4 and result["model"]["time_drift"]
+    for relation in result["correlations"].values():
+        assert -1 <= relation["spearman_r"] <= 1
+    result, _ = analyze(store, small_root, "uncertainty", *terms, "inference=gibbs",
+                        "inference.burn_in=4", "inference.samples=16", "inference.keep=4",
+                        "task.levels=9")
+    cal = {round(c["nominal"], 1): c["observed"] for c in result["calibration"]}
+    assert abs(cal[0.5] - 0.5) < 0.08 and abs(cal[0.9] - 0.9) < 0.06

@@ -76,6 +76,19 @@ class ModelConfig:
     movie_tags: int = 0
     """``features``: the movie prior mean also holds the ``movie_tags`` tags given to the most
     movies (``tags.csv``), the mean of the movie's embeddings among them; 0: none."""
+    time_bins: int = 0
+    """When a movie was rated (Koren 2009): a rating at time t gains ``c_{n,bin(t)}``, a movie
+    bias per time bin, ``c_{n,k} ~ N(0, 1/gamma_time)``; the bins cut the training ratings'
+    days into this many parts of equal counts (:mod:`rec.als.time_biases`).  0: none.  The
+    rungs with biases, explicit feedback; the dataset needs timestamps."""
+    time_drift: bool = False
+    """When a person rated: a rating at time t gains ``alpha_m dev_m(t)``, ``dev_m(t) =
+    sign(t - t_m) |t - t_m|^0.4`` in days from the person's mean training day ``t_m``, with
+    ``alpha_m ~ N(0, 1/gamma_drift)``: a person's bias drifting over time (Koren 2009)."""
+    gamma_time: float = 100.0
+    """Prior precision of the movie biases per time bin (``time_bins``)."""
+    gamma_drift: float = 100.0
+    """Prior precision of each person's drift ``alpha_m`` (``time_drift``)."""
 
     def __post_init__(self) -> None:
         self.validated()
@@ -109,12 +122,18 @@ class ModelConfig:
         return self.name + ("+genre_bias" if self.genre_bias else "") + \
             ("+implicit" if self.implicit else "") + ("+svdpp" if self.svdpp else "") + \
             ("+flipped" if self.svdpp_flipped else "") + ("+heldout" if self.svdpp_heldout else "") \
-            + ("+year" if self.movie_year else "") + (f"+tags{self.movie_tags}" if self.movie_tags else "")
+            + ("+year" if self.movie_year else "") + (f"+tags{self.movie_tags}" if self.movie_tags else "") \
+            + (f"+bins{self.time_bins}" if self.time_bins else "") + ("+drift" if self.time_drift else "")
 
     @property
     def has_rated(self) -> bool:
         """Whether either side's prior mean sums what its rows rated (SVD++ terms)."""
         return self.svdpp or self.svdpp_flipped
+
+    @property
+    def has_time(self) -> bool:
+        """Whether predictions depend on when a rating was made (``time_bins``, ``time_drift``)."""
+        return bool(self.time_bins or self.time_drift)
 
     @property
     def has_bias_prior(self) -> bool:
@@ -155,10 +174,17 @@ class ModelConfig:
                               "model=features.")
         if not isinstance(self.movie_tags, int) or self.movie_tags < 0:
             raise ConfigError(f"model.movie_tags={self.movie_tags!r}: a number of tags, 0 or more.")
+        if not isinstance(self.time_bins, int) or self.time_bins < 0 or self.time_bins == 1:
+            raise ConfigError(f"model.time_bins={self.time_bins!r}: a number of time bins, 2 or "
+                              "more (one bin is the movie bias itself), or 0 for none.")
+        if self.has_time and not self.has_biases:
+            raise ConfigError("model.time_bins and model.time_drift are time-aware biases, and "
+                              f"model={self.name} with feedback={self.feedback} has no biases to "
+                              "move; use an explicit rung with biases (biases, embeddings, features).")
         if self.svdpp_heldout and not self.has_rated:
             raise ConfigError("model.svdpp_heldout=true says which ratings the SVD++ sums hold; "
                               "add model.svdpp=true or model.svdpp_flipped=true.")
-        for key in ("lam", "tau", "gamma", "eta", "tau_rated"):
+        for key in ("lam", "tau", "gamma", "eta", "tau_rated", "gamma_time", "gamma_drift"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"model.{key}={getattr(self, key)!r} must be positive: every "
                                   "ALS step is then an exact, unique minimizer.")
@@ -202,6 +228,9 @@ class ModelConfig:
         if self.has_rated:
             out.update(svdpp=self.svdpp, svdpp_flipped=self.svdpp_flipped,
                        svdpp_heldout=self.svdpp_heldout, tau_rated=self.tau_rated)
+        if self.has_time:
+            out.update(time_bins=self.time_bins, time_drift=self.time_drift,
+                       gamma_time=self.gamma_time, gamma_drift=self.gamma_drift)
         if self.implicit:
             out.update(feedback=self.feedback, **{f: getattr(self, f) for f in IMPLICIT_ONLY})
         return out

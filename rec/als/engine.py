@@ -26,6 +26,7 @@ from rec.als.layout import Layout, LayoutSpec, joint_step, whole_layout
 from rec.als.params import Params
 from rec.als.rated import RatedSums
 from rec.als.sizes import EngineSizes
+from rec.als.time_biases import TimedRatings, timed_ratings
 from rec.als.solve import PhaseTimer, Workspace, gather, solve_side, squared_errors
 
 
@@ -86,13 +87,26 @@ class ALS:
     cost at large K (the genre step and fold-in stay exact).  ``rated`` (people by movies) and
     ``raters`` (movies by people) are the SVD++ sums of ``model.svdpp`` and
     ``model.svdpp_flipped`` (:mod:`rec.als.rated`): each person's prior mean is ``B Y``, each
-    movie's gains ``C X``, and each epoch adds the exact Y and X steps.
+    movie's gains ``C X``, and each epoch adds the exact Y and X steps.  ``timed``: the
+    training ratings with their days, for the time-aware biases of ``model.time_bins`` and
+    ``model.time_drift`` (:mod:`rec.als.time_biases`): every other step fits ``r - o``, and
+    each epoch ends with their exact steps; ``time_axis`` is their fixed axis (the bins'
+    edges and the people's mean days).
     """
 
     def __init__(self, layout: Layout, spec: LayoutSpec, genre_matrix: torch.Tensor,
                  exchange: Exchange | None = None, joint_genre_step: bool = False,
                  relaxation: float = 1.0, cg_steps: int | None = None,
-                 rated: RatedSums | None = None, raters: RatedSums | None = None) -> None:
+                 rated: RatedSums | None = None, raters: RatedSums | None = None,
+                 timed: TimedRatings | None = None, time_axis: tuple | None = None) -> None:
+        if (timed is not None) != spec.cfg.has_time or (time_axis is None) != (timed is None):
+            raise ValueError("model.time_bins and model.time_drift need the timed training "
+                             "ratings and their axis (rec.als.time_biases), and only they use them")
+        if timed is not None and exchange is not None and exchange.several:
+            raise ValueError("the time-aware biases train in one process")
+        self.timed, self.time_axis = timed, time_axis
+        self._time_seen: tuple | None = None
+        """The time terms whose offsets the layouts hold (``None``: none yet, all zero)."""
         if (rated is not None) != spec.cfg.svdpp or (raters is not None) != spec.cfg.svdpp_flipped:
             raise ValueError("model.svdpp and model.svdpp_flipped need their rated sums "
                              "(rec.als.rated.RatedSums), and only they use them")
@@ -164,16 +178,20 @@ class ALS:
                      mu: float | None = None,
                      degrees: tuple[torch.Tensor, torch.Tensor] | None = None,
                      subset: torch.Tensor | None = None, cg_steps: int | None = None,
-                     rated: tuple[RatedSums | None, RatedSums | None] = (None, None)) -> "ALS":
+                     rated: tuple[RatedSums | None, RatedSums | None] = (None, None),
+                     timestamp: torch.Tensor | None = None) -> "ALS":
         """One process's engine over the ratings at ``subset`` (``None``: all): ``sizes``
         resolved for ``device``, the ratings laid out (:func:`rec.als.layout.whole_layout`;
         the fused kernel's layout reads them in place), the engine built on them; ``rated``:
-        its SVD++ sums (people by movies, movies by people)."""
+        its SVD++ sums (people by movies, movies by people); ``timestamp``: every rating's
+        (the time terms need them)."""
         spec = LayoutSpec.resolve(cfg, sizes, device, dtype, joint_step(cfg, joint_genre_step),
                                   any_width=cg_steps is not None)
         layout = whole_layout(spec, user, item, rating, n_users, n_items, subset, mu, degrees)
+        timed = timed_ratings(spec, user, item, rating, timestamp, n_users, n_items, subset) \
+            if cfg.has_time else (None, None)
         return cls(layout, spec, genre_matrix, None, joint_genre_step, relaxation, cg_steps,
-                   *rated)
+                   *rated, *timed)
 
     def finish(self) -> EngineFacts:
         """The engine's facts, and the movie side's layout freed: after the last step only
@@ -246,7 +264,44 @@ class ALS:
             raise ValueError(f"W has a row per column of A: {self.n_features}, not {n_genres}")
         rated = (self.n_items if self.rated else 0, self.n_users if self.raters else 0)
         return Params.initial(self.n_users, self.n_items, n_genres, self.dim, self.mu,
-                              self.cfg.init_std, seed, self.dtype, self.device, rated)
+                              self.cfg.init_std, seed, self.dtype, self.device, rated,
+                              self.time_axis)
+
+    def _sync_time(self, p: Params) -> None:
+        """Make the layouts' values ``r - o`` for ``p``'s time terms, unless they already are
+        (a step may read them after the time step, a resume or a caller's change of ``p``)."""
+        if self.timed is None:
+            return
+        seen = self._time_seen
+        if seen is not None and torch.equal(seen[0], p.bin_bias) and torch.equal(seen[1], p.drift):
+            return
+        self.timed.refresh(p, (self.by_user, self.by_item))
+        self._time_seen = (p.bin_bias.clone(), p.drift.clone())
+
+    def time_step(self, p: Params, lam: float | None = None,
+                  precisions: tuple[float, float] | None = None,
+                  noise: tuple | None = None) -> float | None:
+        """The time-aware biases' exact steps given everything else: every ``c_{n,k}``, then
+        every ``alpha_m`` (:class:`rec.als.time_biases.TimedRatings`); under Gibbs (``lam``,
+        ``precisions`` = sampled ``gamma_time, gamma_drift``, ``noise`` a standard normal per
+        bias and per drift) draws from their conditionals.  Returns the training sum of
+        squared errors after the steps (``None`` without time terms)."""
+        t = self.timed
+        if t is None:
+            return None
+        cfg = self.cfg
+        gibbs = lam is not None
+        lam = cfg.lam if lam is None else lam
+        gamma_time, gamma_drift = precisions or (cfg.gamma_time, cfg.gamma_drift)
+        scaled = cfg.count_scaled and not gibbs  # Bayesian priors are not count-scaled
+        omega = 1.0 if gibbs else self.relaxation
+        residual = t.residuals(p)
+        if t.key is not None:
+            t.bin_step(p, residual, lam, gamma_time, scaled, omega, noise and noise[0])
+        if t.dev is not None:
+            t.drift_step(p, residual, lam, gamma_drift, self.user_weight if scaled else None,
+                         omega, noise and noise[1])
+        return float(residual.double().square().sum())
 
     def genre_mean(self, p: Params) -> torch.Tensor | None:
         """``A W``: the mean of movie n's genre embeddings (features rung), else ``None``."""
@@ -292,6 +347,7 @@ class ALS:
     def user_step(self, p: Params) -> None:
         """Solve every user's ``[u_m; b_m]`` exactly given V, c (or take ``cg_steps``
         conjugate-gradient steps towards it)."""
+        self._sync_time(p)
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         mean = self._rows_mean(self.user_prior_mean(p))
         prior = None if mean is None else self.user_weight.unsqueeze(1) * self.reg * mean
@@ -337,6 +393,7 @@ class ALS:
     def item_step(self, p: Params) -> None:
         """Solve every movie's ``[v_n; c_n]`` exactly given U, b and the prior mean p_n (or
         take ``cg_steps`` conjugate-gradient steps towards it)."""
+        self._sync_time(p)
         table = self._fill(self.user_table, p.user_factors, p.user_bias)
         mean = self.movie_prior_mean(p)
         prior = None if mean is None else self.item_weight.unsqueeze(1) * self.reg * mean
@@ -362,6 +419,7 @@ class ALS:
         Returns the training sum of squared errors at the new parameters, from the step's own
         Grams.
         """
+        self._sync_time(p)
         if side == "user":
             groups, theta, cold = self.by_user, self.user_theta, self.cold_users
             table = self._fill(self.item_table, p.item_factors, p.item_bias)
@@ -406,6 +464,7 @@ class ALS:
             self.genre_pairs = genre_pairs(self.genre_matrix)
         if isinstance(self.by_item, RowRatings):  # a direct call: the joint step is torch's
             self.by_item = self.spec.padded(*self.by_item.triples(), self.n_items, self.n_users)
+        self._sync_time(p)
         table = self._fill(self.user_table, p.user_factors, p.user_bias)
         k = self.dim + int(self.cfg.has_bias_prior)  # the coordinates with a genre prior mean
         if self.movie_inverse is None:
@@ -485,7 +544,15 @@ class ALS:
             self.movie_genre_step(p)
             if timer:
                 timer.lap("genre")
-            return
+        else:
+            self._movie_steps(p, timer)
+        if self.timed is not None:
+            self.time_step(p)
+            if timer:
+                timer.lap("time")
+
+    def _movie_steps(self, p: Params, timer: PhaseTimer | None) -> None:
+        """The movie step, then the genre and flipped steps."""
         self.item_step(p)
         if timer:
             timer.lap("other")
@@ -518,6 +585,7 @@ class ALS:
 
     def _own_train_errors(self, p: Params, rating_range: tuple[float, float] | None):
         """:meth:`train_errors` over the ratings this process holds."""
+        self._sync_time(p)
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         theta = torch.ones(self.n_users, 1, table.shape[1], dtype=self.dtype, device=self.device)
         theta[:, 0, :self.dim] = p.user_factors  # [u, b, 1]: z . theta = r-hat
@@ -594,5 +662,8 @@ class ALS:
                 j += cfg.eta / 2 * float((p.genre_factors.double() ** 2).sum())
             j += cfg.tau_rated / 2 * sum(float((x.double() ** 2).sum())
                                          for x in (p.rated_factors, p.rater_factors))
+        if self.timed is not None:
+            j += self.timed.penalty(p, cfg.gamma_time, cfg.gamma_drift,
+                                    self.user_weight if cfg.count_scaled else None)
         return j
 

@@ -7,7 +7,21 @@ from dataclasses import dataclass, fields
 import torch
 
 TENSORS = ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors", "genre_bias",
-           "rated_factors", "rater_factors")
+           "rated_factors", "rater_factors", "bin_bias", "drift", "bin_edges", "user_day")
+DRIFT_POWER = 0.4
+"""beta of ``dev_m(t) = sign(t - t_m) |t - t_m|^beta`` (days), Koren's (2009) choice."""
+SECONDS_PER_DAY = 86400.0
+
+
+def days(timestamp: torch.Tensor) -> torch.Tensor:
+    """Unix timestamps (seconds) as float64 days: the time terms' unit."""
+    return timestamp.double() / SECONDS_PER_DAY
+
+
+def deviation(day: torch.Tensor, mean_day: torch.Tensor) -> torch.Tensor:
+    """``dev(t) = sign(t - t_m) |t - t_m|^beta`` of days ``day`` from ``mean_day``."""
+    d = day - mean_day
+    return d.sign() * d.abs().pow(DRIFT_POWER)
 
 
 @dataclass
@@ -36,32 +50,71 @@ class Params:
     rater_factors: torch.Tensor | None = None
     """X (users x K, ``model.svdpp_flipped``; 0 rows otherwise): the movie-side counterpart,
     part of each movie's prior mean."""
+    bin_bias: torch.Tensor | None = None
+    """(movies x B, ``model.time_bins``; 0 x 0 otherwise) ``c_{n,k}``: movie n's bias in time
+    bin k, added to ``c_n`` for a rating made then."""
+    drift: torch.Tensor | None = None
+    """(users, ``model.time_drift``; empty otherwise) ``alpha_m``: a rating at day t gains
+    ``alpha_m dev(t)`` from the person's mean day."""
+    bin_edges: torch.Tensor | None = None
+    """(B - 1,) the days that separate the time bins (fixed by the training ratings)."""
+    user_day: torch.Tensor | None = None
+    """(users,) each person's mean training day, ``t_m`` of the drift (fixed)."""
 
     def __post_init__(self) -> None:
         for name in ("rated_factors", "rater_factors"):
             if getattr(self, name) is None:
                 setattr(self, name, self.user_factors.new_zeros(0, self.user_factors.shape[1]))
+        for name, shape in (("bin_bias", (0, 0)), ("drift", (0,)), ("bin_edges", (0,)),
+                            ("user_day", (0,))):
+            if getattr(self, name) is None:
+                setattr(self, name, self.user_factors.new_zeros(shape))
 
     @classmethod
     def initial(cls, n_users: int, n_items: int, n_genres: int, dim: int, mu: float,
                 init_std: float, seed: int, dtype=torch.float32, device="cpu",
-                rated: tuple[int, int] = (0, 0)) -> "Params":
+                rated: tuple[int, int] = (0, 0), time: tuple | None = None) -> "Params":
         """U, V ~ N(0, init_std^2); biases 0; W at its prior mean 0 (so the first movie step
-        sees p_n = 0, as the embeddings rung does); ``rated`` rows of Y and X, at 0."""
+        sees p_n = 0, as the embeddings rung does); ``rated`` rows of Y and X, at 0; ``time``:
+        ``(bins, drift, bin_edges, user_day)`` of the time terms (their biases at 0)."""
         g = torch.Generator().manual_seed(seed)
         draw = lambda *shape: (torch.randn(*shape, generator=g, dtype=torch.float64) * init_std
                                ).to(dtype=dtype, device=device)
         zeros = lambda n: torch.zeros(n, dtype=dtype, device=device)
         return cls(mu, draw(n_users, dim), zeros(n_users), draw(n_items, dim), zeros(n_items),
                    torch.zeros(n_genres, dim, dtype=dtype, device=device), zeros(n_genres),
-                   *(torch.zeros(n, dim, dtype=dtype, device=device) for n in rated))
+                   *(torch.zeros(n, dim, dtype=dtype, device=device) for n in rated),
+                   *_time_tensors(n_users, n_items, time, dtype, device))
 
     @property
     def dim(self) -> int:
         return self.user_factors.shape[1]
 
-    def predict(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        """r-hat = mu + b_m + c_n + u_m . v_n for aligned 1-D index tensors."""
+    @property
+    def has_time(self) -> bool:
+        """Whether predictions depend on when a rating is made (``model.time_bins``,
+        ``model.time_drift``)."""
+        return bool(self.bin_bias.numel() or self.drift.numel())
+
+    def time_offset(self, user: torch.Tensor, item: torch.Tensor,
+                    day: torch.Tensor) -> torch.Tensor:
+        """``c_{n,bin(t)} + alpha_m dev_m(t)`` of ratings made on days ``day`` (a day before
+        the first bin or after the last falls in that bin)."""
+        out = torch.zeros(user.numel(), dtype=self.user_bias.dtype, device=user.device)
+        if self.bin_bias.numel():
+            k = torch.bucketize(day.to(self.bin_edges.dtype), self.bin_edges, right=True)
+            out += self.bin_bias[item, k]
+        if self.drift.numel():
+            dev = deviation(day.to(self.user_day.dtype), self.user_day.index_select(0, user))
+            out += self.drift.index_select(0, user) * dev.to(out.dtype)
+        return out
+
+    def predict(self, user: torch.Tensor, item: torch.Tensor,
+                day: torch.Tensor | None = None) -> torch.Tensor:
+        """r-hat = mu + b_m + c_n + u_m . v_n for aligned 1-D index tensors; with the time
+        terms and the ratings' ``day`` (:func:`days`), plus :meth:`time_offset`.  Without a
+        day the time terms are left out: the prediction at no particular time, the movie's
+        and the person's biases averaged over it (each time term has prior mean 0)."""
         if self.dim:  # index_select and a batched (1 x K)(K x 1) product: ~3x faster than [] and *
             u, v = self.user_factors.index_select(0, user), self.item_factors.index_select(0, item)
             out = torch.bmm(u.unsqueeze(1), v.unsqueeze(2)).view(-1)
@@ -69,6 +122,8 @@ class Params:
             out = torch.zeros(user.numel(), dtype=self.user_bias.dtype, device=user.device)
         out += self.user_bias.index_select(0, user)
         out += self.item_bias.index_select(0, item)
+        if day is not None and self.has_time:
+            out += self.time_offset(user, item, day)
         return out.add_(self.mu)
 
     def clone(self) -> "Params":
@@ -76,6 +131,10 @@ class Params:
 
     def to(self, device=None, dtype=None) -> "Params":
         return Params(self.mu, *(getattr(self, k).to(device=device, dtype=dtype) for k in TENSORS))
+
+    def without_time(self) -> "Params":
+        """The same parameters without the time terms (what rankings and analyses read)."""
+        return Params(self.mu, *(getattr(self, k) for k in TENSORS[:8]))
 
     def state_dict(self) -> dict:
         return {"mu": self.mu, **{k: getattr(self, k).detach().cpu() for k in TENSORS}}
@@ -93,3 +152,14 @@ class Params:
         self.mu = other.mu
         for k in TENSORS:
             getattr(self, k).copy_(getattr(other, k))
+
+
+def _time_tensors(n_users: int, n_items: int, time: tuple | None, dtype, device) -> tuple:
+    """The initial time terms: zero biases per (movie, bin), zero drifts, and the fixed axis."""
+    if time is None:
+        return ()
+    bins, drift, edges, user_day = time
+    put = lambda t: t.to(dtype=dtype, device=device)
+    return (torch.zeros(n_items if bins else 0, bins, dtype=dtype, device=device),
+            torch.zeros(n_users if drift else 0, dtype=dtype, device=device),
+            put(edges), put(user_day) if drift else torch.zeros(0, dtype=dtype, device=device))

@@ -52,7 +52,8 @@ def _errors(ctx: Context, rung: str, rows: torch.Tensor) -> torch.Tensor:
     name, _, extra = rung.partition("+")
     model = ctx.model(name, **({"genre_bias": bool(extra)} if name == "features" else {}))
     r = ctx.ratings
-    pred = model.predictor.predict(r.user[rows].long(), r.item[rows].long()).clamp(*r.rating_range)
+    pred = model.predictor.predict(r.user[rows].long(), r.item[rows].long(),
+                                   ctx.days(rows)).clamp(*r.rating_range)
     return (pred - r.rating[rows]).double()
 
 

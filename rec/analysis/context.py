@@ -16,7 +16,9 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from rec.als.params import days
 from rec.bayes.config import InferenceConfig
 from rec.data.load import load_dataset
 from rec.data.ratings import Ratings
@@ -42,7 +44,14 @@ class Context:
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.ratings = load_dataset(self.run.data, timestamps=self.run.split.needs_timestamps)
+        self.ratings = load_dataset(self.run.data, timestamps=self.run.split.needs_timestamps
+                                    or self.run.model.has_time)
+
+    def days(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """When the ratings at ``rows`` were made, for a model with time terms (``None``
+        otherwise: its predictions need no day)."""
+        stamps = self.ratings.timestamp
+        return None if stamps is None or not self.run.model.has_time else days(stamps[rows])
 
     @cached_property
     def split(self) -> Split:

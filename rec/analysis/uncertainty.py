@@ -71,7 +71,7 @@ def typical_rating(ctx: Context, model) -> tuple[torch.Tensor, torch.Tensor]:
 def compute(ctx: Context, opts: Options) -> dict:
     model = ctx.model(inference=_gibbs(ctx))
     r, test = ctx.ratings, ctx.split.test.long()
-    mean, std = model.posterior.predict(r.user[test], r.item[test])
+    mean, std = model.posterior.predict(r.user[test], r.item[test], ctx.days(test))
     rating = r.rating[test]
     counts = model.item_counts[r.item[test].long()]
     bins = pd.cut(counts.numpy(), COUNT_EDGES, right=False)

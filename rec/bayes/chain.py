@@ -59,7 +59,7 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
     start = _sync(device)
     engine = build_engine(ratings, split.train, model_cfg, sizes, device, dtype,
                           relaxation=cfg.relaxation, heldout=heldout_rows(split))
-    data = _Subsets(ratings, split, device)
+    data = _Subsets(ratings, split, device, model_cfg.has_time)
     if cfg.profile:
         engine.timer = PhaseTimer(device)
     setup_s = _sync(device) - start
@@ -94,7 +94,7 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
         if engine.timer:
             record.update({f"profile/{k}_s": v for k, v in engine.timer.take().items()})
         for part, (user, item, rating) in data.parts.items():
-            f = p.predict(user, item)
+            f = p.predict(user, item, data.days[part])
             record[f"{part}/sample_rmse"] = rmse(rating, f, ratings.rating_range)
             if done > inference.burn_in:
                 running[part].add(f, hyper.lam)

@@ -11,7 +11,9 @@ block has a Gaussian prior as in SPEC §2.1, but every precision is now sampled:
   each dimension's precision ``alpha_k`` (tau) is Gamma; W's entries are ``N(0, 1/eta)``
   with ``eta`` Gamma;
 - the bias precisions (gamma for b, for c) are Gamma; with ``model.genre_bias`` the prior
-  mean of c is ``A beta``, ``beta ~ N(0, 1/eta_bias)``.
+  mean of c is ``A beta``, ``beta ~ N(0, 1/eta_bias)``;
+- the time terms' precisions (``gamma_time`` of the biases per bin, ``gamma_drift`` of the
+  drifts) are Gamma, and so are those of SVD++'s Y and X.
 
 Why Normal-Gamma per dimension and not BPMF's Normal-Wishart: it keeps each row's prior
 precision diagonal, so the conditional of a row is exactly rec's ALS system with
@@ -52,6 +54,10 @@ class Hyper:
     """Precision of Y's entries (``model.svdpp``), else ``None``."""
     rho_raters: float | None = None
     """Precision of X's entries (``model.svdpp_flipped``), else ``None``."""
+    gamma_time: float | None = None
+    """Precision of the movie biases per time bin (``model.time_bins``), else ``None``."""
+    gamma_drift: float | None = None
+    """Precision of the people's drifts (``model.time_drift``), else ``None``."""
 
     def state_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -63,7 +69,8 @@ class Hyper:
         if k:
             out.update(tau_user=float(self.user_precision[:k].mean()),
                        tau_item=float(self.item_precision[:k].mean()))
-        out.update({name: getattr(self, name) for name in ("rho_rated", "rho_raters")
+        out.update({name: getattr(self, name) for name in ("rho_rated", "rho_raters",
+                                                           "gamma_time", "gamma_drift")
                     if getattr(self, name) is not None})
         if self.user_precision.shape[0] > k:
             out.update(gamma_user=float(self.user_precision[k]),

@@ -71,18 +71,22 @@ class Posterior:
         ``1/sqrt(S)``) whose predictions are exactly the posterior-mean predictions."""
         s = self.samples
         pack = lambda x: x.permute(1, 0, 2).reshape(x.shape[1], -1) / math.sqrt(self.size)
+        mean = lambda name: self._get(name, lambda x: x.mean(0))  # time terms: linear
         return Params(self.mu, pack(s["user_factors"]), s["user_bias"].mean(0),
                       pack(s["item_factors"]), s["item_bias"].mean(0),
-                      pack(s["genre_factors"]), s["genre_bias"].mean(0))
+                      pack(s["genre_factors"]), s["genre_bias"].mean(0),
+                      bin_bias=mean("bin_bias"), drift=mean("drift"),
+                      bin_edges=mean("bin_edges"), user_day=mean("user_day"))
 
-    def predict(self, user: torch.Tensor, item: torch.Tensor,
+    def predict(self, user: torch.Tensor, item: torch.Tensor, day: torch.Tensor | None = None,
                 chunk: int = 1 << 18) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and predictive standard deviation (parameter spread and noise) of
-        each pair (unclipped)."""
+        each pair (unclipped); ``day``: when each rating is made, for the time terms."""
         means, stds = [], []
         for start in range(0, user.numel(), chunk):
             u, i = user[start:start + chunk].long(), item[start:start + chunk].long()
-            f = torch.stack([self.sample(s).predict(u, i) for s in range(self.size)])
+            when = None if day is None else day[start:start + chunk]
+            f = torch.stack([self.sample(s).predict(u, i, when) for s in range(self.size)])
             means.append(f.mean(0))
             stds.append(self.spread(f))
         return torch.cat(means), torch.cat(stds)

@@ -1,5 +1,9 @@
 """One Gibbs sweep on the ALS engine: hyperparameters, then users, movies and genres.
 
+With the time-aware biases (``model.time_bins``, ``model.time_drift``) every other draw
+fits ``r - o`` (:mod:`rec.als.time_biases`), and each sweep ends with the biases per (movie,
+bin) and the drifts drawn from their scalar Gaussian conditionals.
+
 With the SVD++ terms (``model.svdpp``, ``model.svdpp_flipped``) a person's prior mean is
 ``mean + B Y`` and a movie's gains ``C X`` (:mod:`rec.als.rated`): Y is drawn after the
 people, X after W, each row from its exact Gaussian conditional given the others (one
@@ -78,10 +82,10 @@ class GibbsSampler:
         has_w = e.cfg.has_genres and e.dim  # W exists (prior may be C X alone)
         eta = prec(p.genre_factors, p.genre_factors.numel()) if has_w else 1.0
         eta_bias = prec(p.genre_bias, p.genre_bias.numel()) if bias_mean is not None else 1.0
-        rho = lambda x: None if x.shape[0] == 0 else prec(x, x.numel())
+        rho = lambda x: None if x.numel() == 0 else prec(x, x.numel())
         return Hyper(lam, np.concatenate([user_tau, gamma_b]), user_mean,
                      np.concatenate([item_tau, gamma_c]), item_mean, eta, eta_bias,
-                     rho(p.rated_factors), rho(p.rater_factors))
+                     rho(p.rated_factors), rho(p.rater_factors), rho(p.bin_bias), rho(p.drift))
 
     def sweep(self, p: Params) -> Hyper:
         """Draw the hyperparameters, then every user, every movie, then W and beta."""
@@ -115,6 +119,10 @@ class GibbsSampler:
         if e.cfg.has_bias_prior:
             p.genre_bias.copy_(self._ridge_draw(p.item_bias.unsqueeze(1),
                                                 h.item_precision[e.dim:], h.eta_bias)[:, 0])
+        if e.timed is not None:  # the time terms last: the errors after them are exact
+            noise = tuple(self._noise(x.numel(), 1).view(-1) if x.numel() else None
+                          for x in (p.bin_bias, p.drift))
+            self.sse = e.time_step(p, h.lam, (h.gamma_time or 1.0, h.gamma_drift or 1.0), noise)
         return h
 
     def _rated_draw(self, sums, target: torch.Tensor, precision: np.ndarray, rho: float,

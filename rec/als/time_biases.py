@@ -1,0 +1,216 @@
+"""Time-aware biases (Koren, "Collaborative Filtering with Temporal Dynamics", KDD 2009).
+
+A rating of movie n by person m on day t is predicted as
+``mu + b_m + alpha_m dev_m(t) + c_n + c_{n,bin(t)} + u_m . v_n`` (``model.time_drift``,
+``model.time_bins``), with ``dev_m(t) = sign(t - t_m) |t - t_m|^0.4`` in days from the
+person's mean training day ``t_m`` and priors ``c_{n,k} ~ N(0, 1/gamma_time)``,
+``alpha_m ~ N(0, 1/gamma_drift)`` (times each row's rating count under
+``reg_scaling=count``, like every other prior of J).
+
+The bins cut the training ratings' days at their quantiles, so that each holds as many
+ratings: MovieLens' ratings are far from uniform in time (ml-latest-small has a third of its
+ratings in its last five of 22 years), and bins of equal width would leave most of them
+nearly empty.  A day outside the training range falls in the first or last bin.
+
+The rest of the engine sees the time terms as an offset of each training rating,
+``o = c_{n,bin(t)} + alpha_m dev_m(t)``: every other step fits ``r - o`` exactly as it fits
+``r`` without them (:meth:`TimedRatings.refresh` writes ``r - o`` into both sides' layouts),
+so the user, movie, genre and SVD++ steps, their draws and the error sums are unchanged.
+Given everything else, the biases per (movie, bin) are independent scalars with a closed-form
+minimizer (and Gaussian conditional), and so are the drifts: two exact block steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from rec.als.groups import Groups, RowRatings
+from rec.als.params import Params, days, deviation
+from rec.errors import ConfigError
+
+CHUNK = 1 << 20
+"""Ratings per chunk of the residual pass (bounds its (chunk, K) temporaries)."""
+
+
+def time_axis(user: torch.Tensor, day: torch.Tensor, n_users: int,
+              bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed axis of the time terms from the training ratings' days: ``bins - 1`` edges
+    at the days' quantiles (ties may merge bins: fewer distinct edges), and each person's
+    mean day (the overall mean for a person without training ratings)."""
+    day = day.double()
+    edges = torch.zeros(0, dtype=torch.float64)
+    if bins > 1 and day.numel():  # numpy's quantile: torch's refuses past 2^24 values
+        edges = torch.from_numpy(np.quantile(day.numpy(), np.arange(1, bins) / bins))
+    count = torch.bincount(user, minlength=n_users).double()
+    total = torch.zeros(n_users, dtype=torch.float64).index_add_(0, user, day)
+    overall = float(day.mean()) if day.numel() else 0.0
+    mean = torch.where(count > 0, total / count.clamp(min=1), overall)
+    return edges, mean
+
+
+@dataclass
+class TimedRatings:
+    """The training ratings, in one order, with what the time terms read of each; and where
+    each sits in the two layouts, so that :meth:`refresh` can write ``r - o`` there."""
+
+    user: torch.Tensor
+    """int64 (n,) person of each rating."""
+    item: torch.Tensor
+    """int64 (n,) movie of each rating."""
+    rating: torch.Tensor
+    """(n,) the rating values."""
+    key: torch.Tensor | None
+    """int64 (n,) ``item * B + bin``: the (movie, bin) whose bias the rating gains."""
+    dev: torch.Tensor | None
+    """(n,) ``dev_m(t)`` of each rating."""
+    slots: tuple
+    """Per layout side (by user, by movie): the rating at each slot, in the layout's order
+    (:func:`slots_of`)."""
+    bins: int
+    key_count: torch.Tensor | None
+    """(movies * B,) training ratings per (movie, bin)."""
+    dev_square: torch.Tensor | None
+    """(users,) ``sum dev^2`` of each person's ratings."""
+
+    @classmethod
+    def build(cls, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
+              timestamp: torch.Tensor, n_users: int, n_items: int, bins: int, drift: bool,
+              dtype: torch.dtype, device) -> tuple["TimedRatings", tuple]:
+        """The timed training ratings and ``(bins, drift, bin_edges, user_day)``, the
+        initial time terms' shapes and axis for :meth:`rec.als.params.Params.initial`."""
+        day = days(timestamp)
+        edges, user_day = time_axis(user, day, n_users, bins)
+        to = lambda t: t.to(device)
+        key = count = dev = square = None
+        if bins:
+            k = torch.bucketize(day.to(dtype).double(), edges.to(dtype).double(), right=True)
+            key = to(item.long() * bins + k)
+            count = torch.bincount(key, minlength=n_items * bins).to(dtype)
+        if drift:
+            dev = deviation(day.to(dtype).double(), user_day.to(dtype).double()[user.long()])
+            square = to(torch.zeros(n_users, dtype=torch.float64).index_add_(
+                0, user.long(), dev.square()).to(dtype))
+            dev = to(dev.to(dtype))
+        timed = cls(to(user.long()), to(item.long()), to(rating.to(dtype)), key, dev, (),
+                    bins, count, square)
+        return timed, (bins, drift, edges, user_day)
+
+    def offsets(self, p: Params) -> torch.Tensor:
+        """``o = c_{n,bin(t)} + alpha_m dev_m(t)`` of every training rating."""
+        out = torch.zeros_like(self.rating)
+        if self.key is not None:
+            out += p.bin_bias.view(-1)[self.key]
+        if self.dev is not None:
+            out += p.drift[self.user] * self.dev
+        return out
+
+    def residuals(self, p: Params) -> torch.Tensor:
+        """``r - r-hat`` of every training rating, time terms included."""
+        out = self.rating - self.offsets(p)
+        static = p.without_time()
+        for s in range(0, out.numel(), CHUNK):
+            out[s:s + CHUNK] -= static.predict(self.user[s:s + CHUNK], self.item[s:s + CHUNK])
+        return out
+
+    def refresh(self, p: Params, sides) -> None:
+        """Write ``r - o`` into each layout of ``sides`` (by user, by movie; ``None``: freed),
+        where the steps read a rating's value."""
+        target = self.rating - self.offsets(p)
+        for layout, slot in zip(sides, self.slots):
+            if layout is None:
+                continue
+            if isinstance(layout, RowRatings):
+                if layout.levels.numel():  # codes cannot hold r - o: the values themselves
+                    layout.vals = layout.values().to(target.dtype)
+                    layout.levels = layout.levels.new_zeros(0)
+                layout.vals.copy_(target[slot])
+                continue
+            for chunk, at in zip(layout.chunks, slot):
+                chunk.vals.copy_(torch.where(at >= 0, target[at.clamp(min=0)], 0))
+
+    def bin_step(self, p: Params, residual: torch.Tensor, lam: float, gamma: float,
+                 count_scaled: bool, omega: float = 1.0,
+                 noise: torch.Tensor | None = None) -> None:
+        """Every ``c_{n,k}`` to its exact minimizer given the rest (over-relaxed by ``omega``),
+        or with ``noise`` (standard normal, one per (movie, bin)) a draw from its Gaussian
+        conditional: precision ``P = lam |G| + gamma w``, mean ``lam sum_G (e + c_{n,k}) / P``
+        over its ratings G (``w = |G|`` under count scaling, else 1).  ``residual`` (``r -
+        r-hat``) is updated in place."""
+        flat = p.bin_bias.view(-1)
+        old = flat.clone()
+        sums = torch.zeros_like(flat).index_add_(0, self.key, residual)
+        precision = lam * self.key_count + gamma * (self.key_count if count_scaled else 1)
+        # a (movie, bin) without ratings keeps its prior mean 0 (under count scaling its
+        # precision is 0: J does not hold it)
+        solved = torch.where(self.key_count > 0, lam * (sums + self.key_count * old)
+                             / precision.clamp(min=1e-30), 0)
+        if noise is None:
+            flat.lerp_(solved, omega)
+        else:
+            flat.copy_(solved + noise * precision.rsqrt())
+        residual -= (flat - old)[self.key]
+
+    def drift_step(self, p: Params, residual: torch.Tensor, lam: float, gamma: float,
+                   weight: torch.Tensor | None, omega: float = 1.0,
+                   noise: torch.Tensor | None = None) -> None:
+        """Every ``alpha_m`` to its exact minimizer given the rest, or a draw: precision
+        ``P = lam sum dev^2 + gamma w_m``, mean ``lam sum dev (e + alpha_m dev) / P``
+        (``weight``: ``w_m``, ``None``: 1)."""
+        old = p.drift.clone()
+        sums = torch.zeros_like(old).index_add_(0, self.user, self.dev * residual)
+        precision = lam * self.dev_square + gamma * (1 if weight is None else weight)
+        solved = torch.where(precision > 0, lam * (sums + self.dev_square * old)
+                             / precision.clamp(min=1e-30), 0)
+        if noise is None:
+            p.drift.lerp_(solved, omega)
+        else:
+            p.drift.copy_(solved + noise * precision.rsqrt())
+        residual -= (p.drift - old)[self.user] * self.dev
+
+    def penalty(self, p: Params, gamma_time: float, gamma_drift: float,
+                user_weight: torch.Tensor | None) -> float:
+        """The time terms' part of J: ``gamma_time/2 sum w c_{n,k}^2 + gamma_drift/2 sum w
+        alpha_m^2`` (``user_weight``: the people's count scaling; the bins' is their counts)."""
+        j = 0.0
+        if self.key is not None:
+            w = 1 if user_weight is None else self.key_count.double()
+            j += gamma_time / 2 * float((w * p.bin_bias.view(-1).double() ** 2).sum())
+        if self.dev is not None:
+            w = 1 if user_weight is None else user_weight.double()
+            j += gamma_drift / 2 * float((w * p.drift.double() ** 2).sum())
+        return j
+
+
+def timed_ratings(spec, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
+                  timestamp: torch.Tensor | None, n_users: int, n_items: int,
+                  subset: torch.Tensor | None) -> tuple[TimedRatings, tuple]:
+    """:meth:`TimedRatings.build` over the ratings at ``subset`` (``None``: all), with their
+    places in the layouts that ``spec`` (:class:`rec.als.layout.LayoutSpec`) makes of them:
+    the ids ``1..n`` laid out as float64 values, in the same order as the ratings."""
+    cfg = spec.cfg
+    if timestamp is None or (timestamp.numel() and bool((timestamp == timestamp[0]).all())):
+        raise ConfigError("model.time_bins and model.time_drift need the ratings' timestamps, "
+                          "and these ratings have none (or one for all); drop the time terms.")
+    take = (lambda t: t) if subset is None else (lambda t: t[subset])
+    timed, axis = TimedRatings.build(take(user), take(item), take(rating), take(timestamp),
+                                     n_users, n_items, cfg.time_bins, cfg.time_drift,
+                                     spec.dtype, spec.device)
+    ids = torch.zeros(user.numel(), dtype=torch.float64)
+    ids[slice(None) if subset is None else subset] = torch.arange(
+        1, timed.rating.numel() + 1, dtype=torch.float64)
+    wide = replace(spec, dtype=torch.float64)
+    timed.slots = (slots_of(wide.group(user, item, ids, n_users, n_items, subset)),
+                   slots_of(wide.group(item, user, ids, n_items, n_users, subset)))
+    return timed, axis
+
+
+def slots_of(layout: Groups | RowRatings) -> torch.Tensor | list[torch.Tensor]:
+    """Where each slot's rating sits in training order, from a layout of the ids ``1..n``
+    laid out as values (0: padding): ``(nnz,)`` for the fused layout, one ``(rows, width)``
+    tensor per chunk for the torch path (-1: padding)."""
+    if isinstance(layout, RowRatings):
+        return layout.values().long() - 1
+    return [chunk.vals.long() - 1 for chunk in layout.chunks]
