@@ -7,7 +7,8 @@ For each evaluation (ml-latest-small's random and temporal splits; ml-100k's off
 u1-u5 when their files are under the data root) it trains, or reuses from OUT's model store,
 the shipped ``features`` model at K = 10 with every term off, then each switched on alone
 (what a person rated, who rated the movie, the release decade, the 50 most used tags, a
-movie bias per time bin, a person's drift), then
+movie bias per time bin, a person's drift, and where the dataset describes its people their
+age group, gender and occupation), then
 all together, by ALS and by Gibbs, and prints validation and test RMSE and the paired test-RMSE difference
 against the same inference without the terms, with its bootstrap 95% interval.  The rows
 "... + held-out identities" let the sums also hold which movies a person rated outside
@@ -30,7 +31,7 @@ from rec.pipeline import load, train
 
 OFF = {"model.svdpp": "false", "model.svdpp_flipped": "false", "model.svdpp_heldout": "false",
        "model.movie_year": "false", "model.movie_tags": "0", "model.time_bins": "0",
-       "model.time_drift": "false"}
+       "model.time_drift": "false", "model.person_features": "false"}
 ALL = {"model.svdpp": "true", "model.svdpp_flipped": "true", "model.movie_year": "true",
        "model.movie_tags": "50", "model.time_bins": "10", "model.time_drift": "true"}
 TERMS = [
@@ -41,18 +42,21 @@ TERMS = [
     ("+ 50 most used tags (movie_tags)", {"model.movie_tags": "50"}),
     ("+ movie bias per time bin (time_bins=10)", {"model.time_bins": "10"}),
     ("+ person's drift (time_drift)", {"model.time_drift": "true"}),
+    ("+ what the person is (person_features)", {"model.person_features": "true"}),
     ("all terms", ALL),
     ("all terms + held-out identities", {**ALL, "model.svdpp_heldout": "true"}),
 ]
 METHODS = ("als", "gibbs")
 
 
-def evaluations(data_root: Path) -> list[tuple[str, list[str]]]:
-    out = [("ml-latest-small random", ["data=ml-latest-small", "split=random"]),
-           ("ml-latest-small temporal", ["data=ml-latest-small", "split=temporal"])]
-    if (data_root / "ml-100k" / "u1.base").is_file():
-        out += [(f"ml-100k {f}", ["data=ml-100k", "split=predefined", f"split.fold={f}"])
-                for f in ("u1", "u2", "u3", "u4", "u5")]
+def evaluations(data_root: Path) -> list[tuple[str, list[str], bool]]:
+    """(name, overrides, whether the dataset describes its people) of each evaluation."""
+    out = [("ml-latest-small random", ["data=ml-latest-small", "split=random"], False),
+           ("ml-latest-small temporal", ["data=ml-latest-small", "split=temporal"], False)]
+    folder = data_root / "ml-100k"
+    if (folder / "u1.base").is_file():
+        out += [(f"ml-100k {f}", ["data=ml-100k", "split=predefined", f"split.fold={f}"],
+                 (folder / "u.user").is_file()) for f in ("u1", "u2", "u3", "u4", "u5")]
     return out
 
 
@@ -77,10 +81,14 @@ def main(out: Path, overrides: list[str]) -> None:
     probe = compose_run(overrides)
     print(f"| evaluation | terms | inference | val RMSE | test RMSE | test diff vs no terms [95%] |")
     print("|---|---|---|---|---|---|")
-    for evaluation, args in evaluations(Path(probe.data.root)):
+    for evaluation, args, people in evaluations(Path(probe.data.root)):
         for method in METHODS:
             base_errors = None
             for label, terms in TERMS:
+                if "person_features" in label and not people:
+                    continue  # a dataset that describes no people refuses the term
+                if label.startswith("all terms") and people:
+                    terms = {**terms, "model.person_features": "true"}
                 keys = [f"{k}={v}" for k, v in {**OFF, **terms}.items()]
                 metrics, errors = run_one(out, f"{evaluation}-{method}-{label}",
                                           [*args, f"inference={method}", "K=10", *keys,

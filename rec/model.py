@@ -30,6 +30,7 @@ from rec.als.params import Params, days
 from rec.als.solve import ridge_solve
 from rec.bayes.posterior import Posterior
 from rec.data.catalog import Catalog
+from rec.data.people import People
 from rec.data.ratings import Ratings
 from rec.data.shards import Shard
 from rec.errors import CacheError, RecError
@@ -68,6 +69,9 @@ class Recommender:
     """An explicit model ranks by ``predicted rating + popularity_weight log(1 + training
     count)``, the weight chosen on validation when it was trained
     (:func:`rec.training.popularity_ranking`); 0 ranks by predicted rating alone."""
+    people: People | None = None
+    """The people's features of a model trained with ``model.person_features``
+    (:mod:`rec.data.people`): what a new person's ``attributes`` are read against."""
     _shared: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
     """The implicit loss's ``alpha0 V^T V``, once a fold-in formed it."""
     _predictor: Params | None = field(default=None, init=False, repr=False, compare=False)
@@ -108,7 +112,8 @@ class Recommender:
         return cls(params.to("cpu", torch.float32), config, ratings.name, ratings.user_ids,
                    ratings.movies, ratings.item_counts(train), offsets,
                    ratings.item[order].to(torch.int32), ratings.rating_range, metrics or {},
-                   meta or {}, posterior, (metrics or {}).get("popularity_weight", 0.0))
+                   meta or {}, posterior, (metrics or {}).get("popularity_weight", 0.0),
+                   ratings.people if config.person_features else None)
 
     @classmethod
     def from_shard(cls, shard: Shard, params: Params, config: ModelConfig,
@@ -125,7 +130,8 @@ class Recommender:
         """Write atomically: a killed run never leaves a half-written model."""
         state = {k: getattr(self, k) for k, f in self.__dataclass_fields__.items() if f.init}
         state.update(params=self.params.state_dict(), config=asdict(self.config),
-                     movies=self.movies.state_dict())
+                     movies=self.movies.state_dict(),
+                     people=None if self.people is None else self.people.state_dict())
         if self.posterior is not None:  # params are the samples packed: rebuilt on load
             state.update(params=None, posterior=self.posterior.state_dict())
         try:
@@ -157,6 +163,8 @@ class Recommender:
                 state["params"] = Params.from_state_dict(state["params"])
             state["config"] = ModelConfig(**state["config"])
             state["movies"] = Catalog(**state["movies"])
+            if state.get("people") is not None:
+                state["people"] = People(**state["people"])
             return cls(**state)
         except Exception as e:  # checksums match, yet the content is not a model's
             raise RecError(f"{path}: not a readable rec model ({e}). Retrain it.") from e
@@ -293,14 +301,17 @@ class Recommender:
         scores = self.item_scores(p.user_factors[m], float(p.user_bias[m]))
         return self.ranked(scores, k, self.rated_by(m) if exclude_rated else None, min_count)
 
-    def fold_in(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, float]:
+    def fold_in(self, pairs: list[tuple[int, float]],
+                attributes: dict | None = None) -> tuple[torch.Tensor, float]:
         """A new user's ``(u, b)``: one exact user step against fixed V and c (SPEC §3); for a
         Gibbs model, one per posterior sample, packed like :attr:`predictor`.  An implicit-
-        feedback model takes the movies the person watched, as ids or (id, rating) pairs."""
+        feedback model takes the movies the person watched, as ids or (id, rating) pairs.
+        ``attributes`` (``{"gender": "F", "age": 31, "occupation": "writer"}``, a model with
+        ``model.person_features``): the prior mean the person starts from."""
         if self.config.implicit:
             return self._fold_in_watched(pairs), 0.0
         if self.posterior is not None:  # packed like predictor: item_scores gives the mean
-            u, b = self.fold_in_samples(pairs)
+            u, b = self.fold_in_samples(pairs, attributes)
             return u.reshape(-1) / self.posterior.size ** 0.5, float(b.mean())
         items, rating = self._pairs(pairs)
         cfg, p = self.config, self.params
@@ -314,9 +325,20 @@ class Recommender:
         if cfg.count_scaled:
             reg = reg * len(items)
         mean = torch.zeros(len(reg))
-        mean[:p.dim] = rated_sum(p.rated_factors, items)
+        row = self._person_row(attributes)
+        mean[:p.dim] = rated_sum(p.rated_factors, items) + row @ p.person_factors
+        if cfg.has_biases:
+            mean[p.dim] = row @ p.person_bias
         theta = ridge_solve((z.T @ z).unsqueeze(0), cfg.lam, reg, (reg * mean).unsqueeze(0))[0]
         return theta[:p.dim], float(theta[p.dim]) if cfg.has_biases else 0.0
+
+    def _person_row(self, attributes: dict | None) -> torch.Tensor:
+        """A new person's row of D from their ``attributes`` (zeros without them)."""
+        if attributes is not None and self.people is None:
+            raise RecError("attributes: this model was trained without model.person_features, "
+                           "so it has no use for them; drop them or train with it.")
+        n = 0 if self.people is None else len(self.people.names)
+        return torch.zeros(n) if attributes is None else self.people.row(attributes)
 
     def _fold_in_watched(self, watched) -> torch.Tensor:
         """The implicit loss's exact user step for one person: ``(alpha0 V^T V + sum c v v^T
@@ -384,9 +406,10 @@ class Recommender:
         return torch.tensor(items), rating
 
     def recommend_new_user(self, pairs: list[tuple[int, float]], k: int = 10,
-                           min_count: int = 0) -> list[dict]:
-        """Top-k for someone not in the data, from a few (movie id, rating) pairs."""
-        u, b = self.fold_in(pairs)
+                           min_count: int = 0, attributes: dict | None = None) -> list[dict]:
+        """Top-k for someone not in the data, from a few (movie id, rating) pairs (and, for a
+        model with ``model.person_features``, their ``attributes``)."""
+        u, b = self.fold_in(pairs, attributes)
         seen = self._watched(pairs)[0] if self.config.implicit else self._pairs(pairs)[0]
         return self.ranked(self.item_scores(u, b), k, seen, min_count)
 
@@ -489,20 +512,24 @@ class Recommender:
             rec.update(mean=float(mean[i].clamp(*self.rating_range)), std=float(std[i]))
         return records
 
-    def fold_in_samples(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def fold_in_samples(self, pairs: list[tuple[int, float]],
+                        attributes: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A new user's ``(S, K)`` factors and ``(S,)`` biases: per posterior sample, the
-        user's conditional mean given that sample's V, c, noise and prior precisions."""
+        user's conditional mean given that sample's V, c, noise and prior precisions (and
+        their attributes' prior mean, as :meth:`fold_in`)."""
         post = self._posterior()
         items, rating = self._pairs(pairs)
+        row = self._person_row(attributes)
         us, bs = [], []
         for s in range(post.size):
             p = post.sample(s)
             z = torch.cat([p.item_factors[items], torch.ones(len(items), 1),
                            (rating - p.mu - p.item_bias[items]).unsqueeze(1)], 1)
             g = (z.T @ z).unsqueeze(0)
-            mean = post.user_mean[s] + rated_sum(p.rated_factors, items)
+            mean = post.user_mean[s] + rated_sum(p.rated_factors, items) + row @ p.person_factors
             rhs_prior = (post.user_precision[s, :p.dim] * mean).unsqueeze(0)
-            prior = torch.cat([rhs_prior, torch.zeros(1, 1)], 1)
+            bias = (post.user_precision[s, p.dim] * (row @ p.person_bias)).view(1, 1)
+            prior = torch.cat([rhs_prior, bias], 1)
             theta = ridge_solve(g, 1.0 / float(post.noise_var[s]), post.user_precision[s], prior)[0]
             us.append(theta[:p.dim])
             bs.append(theta[p.dim])
@@ -510,9 +537,10 @@ class Recommender:
 
     def recommend_new_user_with_uncertainty(self, pairs: list[tuple[int, float]], k: int = 10,
                                             rank_by: str = "mean", quantile: float = 0.9,
-                                            min_count: int = 0) -> list[dict]:
+                                            min_count: int = 0,
+                                            attributes: dict | None = None) -> list[dict]:
         """Top-k for someone not in the data, averaged over the posterior samples."""
-        u, b = self.fold_in_samples(pairs)
+        u, b = self.fold_in_samples(pairs, attributes)
         rated = self._pairs(pairs)[0]
         return self._ranked(self._posterior().scores(u, b), k, rank_by, quantile, rated, min_count)
 

@@ -26,6 +26,7 @@ from rec.als.solve import PhaseTimer
 from rec.als.params import Params, days
 from rec.als.rated import RatedSums
 from rec.als.sizes import EngineSizes
+from rec.data.people import require_people
 from rec.data.ratings import Ratings
 from rec.data.shards import Shard
 from rec.data.splits import Split
@@ -406,10 +407,10 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
         spec = LayoutSpec.resolve(model_cfg, sizes, device, dtype, cache_sharers=dist.local_world,
                                   any_width=cg_steps is not None)
         exchange = RankExchange(dist, ratings.user_bounds, ratings.item_bounds)
-        if model_cfg.has_rated or model_cfg.has_time:
-            raise ConfigError("model.svdpp, model.svdpp_flipped and the time terms "
-                              "(model.time_bins, model.time_drift) train in one process; drop "
-                              "them under torchrun.")
+        if model_cfg.has_rated or model_cfg.has_time or model_cfg.person_features:
+            raise ConfigError("model.svdpp, model.svdpp_flipped, model.person_features and the "
+                              "time terms (model.time_bins, model.time_drift) train in one "
+                              "process; drop them under torchrun.")
         return ALS(shard_layout(spec, ratings), spec, genres, exchange, relaxation=relaxation,
                    cg_steps=cg_steps)
     if model_cfg.has_rated and joint_genre_step:
@@ -420,7 +421,9 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
     return ALS.from_ratings(model_cfg, ratings.user, ratings.item, ratings.rating,
                             ratings.n_users, ratings.n_items, genres, device, dtype, sizes,
                             joint_genre_step, relaxation, subset=train, cg_steps=cg_steps,
-                            rated=rated, timestamp=ratings.timestamp)
+                            rated=rated, timestamp=ratings.timestamp,
+                            person_matrix=require_people(ratings.people, ratings.name)
+                            .feature_matrix(dtype) if model_cfg.person_features else None)
 
 
 def rated_sums(ratings: Ratings, train: torch.Tensor | None, heldout: torch.Tensor | None,

@@ -56,3 +56,15 @@ def write_ml100k(folder: Path, ratings, movies, folds: dict[str, tuple[list, lis
         (folder / f"{name}.base").write_bytes(udata(base))
         (folder / f"{name}.test").write_bytes(udata(test))
     return folder
+
+
+def write_people(folder: Path, family: str, people) -> Path:
+    """ml-100k's ``u.user`` (``id|age|gender|occupation|zip``) or ml-1m's ``users.dat``
+    (``id::gender::age-code::occupation-code::zip``) from ``(id, age, gender, occupation)``."""
+    if family == "100k":
+        text = "".join(f"{u}|{a}|{g}|{o}|85711\n" for u, a, g, o in people)
+        (folder / "u.user").write_bytes(text.encode("latin-1"))
+    else:
+        text = "".join(f"{u}::{g}::{a}::{o}::48067\n" for u, a, g, o in people)
+        (folder / "users.dat").write_bytes(text.encode("latin-1"))
+    return folder

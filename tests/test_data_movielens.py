@@ -14,7 +14,8 @@ from rec.data import load as load_module
 from rec.bundle import read_header
 from rec.data.load import cache_path, resolve
 from tests.conftest import REPO
-from tests.formats import ML100K_GENRES, write_csv_family, write_dat_family, write_ml100k
+from tests.formats import (ML100K_GENRES, write_csv_family, write_dat_family, write_ml100k,
+                           write_people)
 
 RATINGS = [(1, 10, 4.0, 964982703), (1, 20, 3.5, 964981247), (2, 10, 5.0, 964982224),
            (2, 30, 0.5, 964983815), (7, 20, 2.5, 964982931), (7, 40, 1.0, 1445714835)]
@@ -161,3 +162,32 @@ def test_id_maps_round_trip(small, small_root):
     items = small.movies.ids[small.item[:50].long()].numpy()
     assert (users == raw[:, 0]).all() and (items == raw[:, 1]).all()
     assert np.allclose(small.rating[:50].numpy(), raw[:, 2])
+
+
+def test_the_people_files_of_ml100k_and_ml1m_give_the_same_features(tmp_path):
+    """u.user's exact ages fall in ml-1m's age groups, users.dat's codes name the same
+    occupations; a rating person the file leaves out has no features; the cache keeps them."""
+    whole = [(u, m, float(int(x) or 1), t) for u, m, x, t in RATINGS]
+    write_people(write_ml100k(tmp_path / "ml-100k", whole, MOVIES), "100k",
+                 [(1, 24, "M", "technician"), (2, 53, "F", "writer")])
+    write_people(write_dat_family(tmp_path / "ml-1m", whole, MOVIES), "dat",
+                 [(1, 18, "M", 17), (2, 50, "F", 20)])
+    for name in ("ml-100k", "ml-1m"):
+        cfg = DataConfig(name=name, root=str(tmp_path), cache_dir=str(tmp_path / "cache"),
+                         download=False)
+        for r in (load_dataset(cfg), load_dataset(cfg)):  # parsed, then from the cache
+            people = r.people
+            of = lambda user: [people.names[i] for i in
+                               people.index[people.offsets[user]:people.offsets[user + 1]]]
+            users = r.user_ids.tolist()
+            assert sorted(of(users.index(1)))[:2] == ["age:18-24", "gender:M"]
+            assert sorted(of(users.index(2))) == ["age:50-55", "gender:F", "occupation:writer"]
+            assert of(users.index(7)) == []
+            d = people.feature_matrix()
+            np.testing.assert_allclose(d.sum(1).tolist(), [1.0, 1.0, 0.0])
+            row = people.row({"gender": "f", "age": 52, "occupation": "writer"})
+            torch.testing.assert_close(row, d[users.index(2)])
+    technician = load_dataset(DataConfig(name="ml-100k", root=str(tmp_path), download=False)).people
+    engineer = load_dataset(DataConfig(name="ml-1m", root=str(tmp_path), download=False)).people
+    assert "occupation:technician" in technician.names
+    assert "occupation:technician/engineer" in engineer.names

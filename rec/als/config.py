@@ -76,6 +76,11 @@ class ModelConfig:
     movie_tags: int = 0
     """``features``: the movie prior mean also holds the ``movie_tags`` tags given to the most
     movies (``tags.csv``), the mean of the movie's embeddings among them; 0: none."""
+    person_features: bool = False
+    """``features``: what the person is (ml-100k's ``u.user``, ml-1m's ``users.dat``: age
+    group, gender, occupation; :mod:`rec.data.people`) as the prior mean of their factors and
+    bias, ``u_m ~ N(d_m^T Z, 1/tau)``, ``b_m ~ N(d_m^T zeta, 1/gamma)``, with Z and zeta
+    ``~ N(0, 1/eta)`` learned like W: a new person with known attributes starts there."""
     time_bins: int = 0
     """When a movie was rated (Koren 2009): a rating at time t gains ``c_{n,bin(t)}``, a movie
     bias per time bin, ``c_{n,k} ~ N(0, 1/gamma_time)``; the bins cut the training ratings'
@@ -122,7 +127,7 @@ class ModelConfig:
         return self.name + ("+genre_bias" if self.genre_bias else "") + \
             ("+implicit" if self.implicit else "") + ("+svdpp" if self.svdpp else "") + \
             ("+flipped" if self.svdpp_flipped else "") + ("+heldout" if self.svdpp_heldout else "") \
-            + ("+year" if self.movie_year else "") + (f"+tags{self.movie_tags}" if self.movie_tags else "") \
+            + ("+year" if self.movie_year else "") + ("+people" if self.person_features else "") + (f"+tags{self.movie_tags}" if self.movie_tags else "") \
             + (f"+bins{self.time_bins}" if self.time_bins else "") + ("+drift" if self.time_drift else "")
 
     @property
@@ -168,6 +173,11 @@ class ModelConfig:
             raise ConfigError("model.svdpp and model.svdpp_flipped add factors to the explicit "
                               "rungs with embeddings (embeddings, features, latent), and "
                               f"model={self.name} with feedback={self.feedback} would ignore them.")
+        if self.person_features and (not self.has_genres or self.implicit):
+            raise ConfigError(f"model.person_features gives the features rung's people a prior "
+                              f"from their attributes, and model={self.name} with "
+                              f"feedback={self.feedback} would ignore it; use model=features "
+                              "with explicit feedback.")
         if (self.movie_year or self.movie_tags) and not self.has_genres:
             raise ConfigError(f"model.movie_year and model.movie_tags extend the genre prior of the "
                               f"features rung, and model={self.name} would ignore them; use "
@@ -225,6 +235,8 @@ class ModelConfig:
                "init_std": self.init_std, "genre_bias": self.genre_bias}
         if self.movie_year or self.movie_tags:
             out.update(movie_year=self.movie_year, movie_tags=self.movie_tags)
+        if self.person_features:
+            out.update(person_features=True)
         if self.has_rated:
             out.update(svdpp=self.svdpp, svdpp_flipped=self.svdpp_flipped,
                        svdpp_heldout=self.svdpp_heldout, tau_rated=self.tau_rated)

@@ -91,14 +91,22 @@ class ALS:
     training ratings with their days, for the time-aware biases of ``model.time_bins`` and
     ``model.time_drift`` (:mod:`rec.als.time_biases`): every other step fits ``r - o``, and
     each epoch ends with their exact steps; ``time_axis`` is their fixed axis (the bins'
-    edges and the people's mean days).
+    edges and the people's mean days).  ``person_matrix``: D, the people's features of
+    ``model.person_features``, whose embeddings Z (and entries zeta) give each person's prior
+    mean ``d_m^T Z`` (and ``d_m^T zeta`` for the bias), learned by an exact step like W's.
     """
 
     def __init__(self, layout: Layout, spec: LayoutSpec, genre_matrix: torch.Tensor,
                  exchange: Exchange | None = None, joint_genre_step: bool = False,
                  relaxation: float = 1.0, cg_steps: int | None = None,
                  rated: RatedSums | None = None, raters: RatedSums | None = None,
-                 timed: TimedRatings | None = None, time_axis: tuple | None = None) -> None:
+                 timed: TimedRatings | None = None, time_axis: tuple | None = None,
+                 person_matrix: torch.Tensor | None = None) -> None:
+        if (person_matrix is not None) != spec.cfg.person_features:
+            raise ValueError("model.person_features needs the people's feature matrix D "
+                             "(rec.data.people), and only it uses one")
+        if person_matrix is not None and exchange is not None and exchange.several:
+            raise ValueError("the people's features train in one process")
         if (timed is not None) != spec.cfg.has_time or (time_axis is None) != (timed is None):
             raise ValueError("model.time_bins and model.time_drift need the timed training "
                              "ratings and their axis (rec.als.time_biases), and only they use them")
@@ -152,6 +160,11 @@ class ALS:
         self.reg = torch.tensor(cfg.precisions(), dtype=self.dtype, device=self.device)
         self.genre_matrix = genre_matrix.to(device=self.device, dtype=self.dtype)
         self.genre_gram = self.genre_matrix.T @ (self.item_weight.unsqueeze(1) * self.genre_matrix)
+        self.person_matrix = None if person_matrix is None else \
+            person_matrix.to(device=self.device, dtype=self.dtype)
+        """D (people x person features, ``model.person_features``), else ``None``."""
+        self.person_gram = None if person_matrix is None else \
+            self.person_matrix.T @ (self.user_weight.unsqueeze(1) * self.person_matrix)
         # gather tables: the other side's [x, offset = bias + mu] with a zero sentinel row
         self.item_table = self._table(n_items)
         self.user_table = self._table(n_users)
@@ -179,19 +192,20 @@ class ALS:
                      degrees: tuple[torch.Tensor, torch.Tensor] | None = None,
                      subset: torch.Tensor | None = None, cg_steps: int | None = None,
                      rated: tuple[RatedSums | None, RatedSums | None] = (None, None),
-                     timestamp: torch.Tensor | None = None) -> "ALS":
+                     timestamp: torch.Tensor | None = None,
+                     person_matrix: torch.Tensor | None = None) -> "ALS":
         """One process's engine over the ratings at ``subset`` (``None``: all): ``sizes``
         resolved for ``device``, the ratings laid out (:func:`rec.als.layout.whole_layout`;
         the fused kernel's layout reads them in place), the engine built on them; ``rated``:
         its SVD++ sums (people by movies, movies by people); ``timestamp``: every rating's
-        (the time terms need them)."""
+        (the time terms need them); ``person_matrix``: D of ``model.person_features``."""
         spec = LayoutSpec.resolve(cfg, sizes, device, dtype, joint_step(cfg, joint_genre_step),
                                   any_width=cg_steps is not None)
         layout = whole_layout(spec, user, item, rating, n_users, n_items, subset, mu, degrees)
         timed = timed_ratings(spec, user, item, rating, timestamp, n_users, n_items, subset) \
             if cfg.has_time else (None, None)
         return cls(layout, spec, genre_matrix, None, joint_genre_step, relaxation, cg_steps,
-                   *rated, *timed)
+                   *rated, *timed, person_matrix)
 
     def finish(self) -> EngineFacts:
         """The engine's facts, and the movie side's layout freed: after the last step only
@@ -265,7 +279,22 @@ class ALS:
         rated = (self.n_items if self.rated else 0, self.n_users if self.raters else 0)
         return Params.initial(self.n_users, self.n_items, n_genres, self.dim, self.mu,
                               self.cfg.init_std, seed, self.dtype, self.device, rated,
-                              self.time_axis)
+                              self.time_axis, self.n_person_features)
+
+    @property
+    def n_person_features(self) -> int:
+        """Columns of D (0 without ``model.person_features``): rows of Z."""
+        return 0 if self.person_matrix is None else self.person_matrix.shape[1]
+
+    def person_mean(self, p: Params) -> torch.Tensor | None:
+        """``D Z``: each person's prior mean from their attributes, else ``None``."""
+        return None if self.person_matrix is None else self.person_matrix @ p.person_factors
+
+    def user_bias_prior_mean(self, p: Params) -> torch.Tensor | None:
+        """``D zeta``: each person's bias prior mean from their attributes, else ``None``."""
+        if self.person_matrix is None or not self.cfg.has_biases:
+            return None
+        return self.person_matrix @ p.person_bias
 
     def _sync_time(self, p: Params) -> None:
         """Make the layouts' values ``r - o`` for ``p``'s time terms, unless they already are
@@ -316,15 +345,26 @@ class ALS:
         flipped = self.raters.mean(p.rater_factors)
         return flipped if mean is None else mean + flipped
 
-    def user_prior_mean(self, p: Params) -> torch.Tensor | None:
-        """Each person's prior mean of ``u~_m``: the rated sum ``B Y`` (``svdpp``), else ``None``."""
-        return None if self.rated is None else self.rated.mean(p.rated_factors)
+    def user_prior_mean(self, p: Params, rated: RatedSums | None = None) -> torch.Tensor | None:
+        """Each person's prior mean of ``u~_m``: the rated sum ``B Y`` (``svdpp``; ``rated``:
+        other sums than training's) plus their attributes' ``D Z`` (``person_features``), else
+        ``None``."""
+        rated = rated or self.rated
+        parts = [m for m in (None if rated is None else rated.mean(p.rated_factors),
+                             self.person_mean(p)) if m is not None]
+        return sum(parts[1:], parts[0]) if parts else None
 
-    def _rows_mean(self, mean: torch.Tensor | None) -> torch.Tensor | None:
-        """A prior mean of the factors as one of ``[x; bias]`` (the bias's mean 0)."""
-        if mean is None or not self.cfg.has_biases:
+    def _rows_mean(self, mean: torch.Tensor | None,
+                   bias_mean: torch.Tensor | None = None) -> torch.Tensor | None:
+        """A prior mean of the factors as one of ``[x; bias]`` (the bias's ``bias_mean``, 0
+        when ``None``); ``None`` where neither has one."""
+        if not self.cfg.has_biases or (mean is None and bias_mean is None):
             return mean
-        return torch.cat([mean, mean.new_zeros(mean.shape[0], 1)], 1)
+        n = (mean if mean is not None else bias_mean).shape[0]
+        factors = mean if mean is not None else torch.zeros(n, self.dim, dtype=self.dtype,
+                                                            device=self.device)
+        bias = bias_mean if bias_mean is not None else factors.new_zeros(n)
+        return torch.cat([factors, bias.unsqueeze(1)], 1)
 
     def bias_prior_mean(self, p: Params) -> torch.Tensor | None:
         """The prior mean of each movie bias, ``a_n^T beta`` (``model.genre_bias``), else ``None``."""
@@ -349,7 +389,7 @@ class ALS:
         conjugate-gradient steps towards it)."""
         self._sync_time(p)
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
-        mean = self._rows_mean(self.user_prior_mean(p))
+        mean = self._rows_mean(self.user_prior_mean(p), self.user_bias_prior_mean(p))
         prior = None if mean is None else self.user_weight.unsqueeze(1) * self.reg * mean
         shared = self.shared_gramian(p.item_factors)
         self._start(self.user_theta, p.user_factors, p.user_bias)
@@ -378,7 +418,7 @@ class ALS:
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         weight = self._weights(given.degree.to(self.device), self.n_items)
         theta = torch.zeros(self.n_users, self.width, dtype=self.dtype, device=self.device)
-        mean = None if rated is None else self._rows_mean(rated.mean(p.rated_factors))
+        mean = self._rows_mean(self.user_prior_mean(p, rated), self.user_bias_prior_mean(p))
         prior = None if mean is None else weight.unsqueeze(1) * self.reg * mean
         solve_side(given, table, self.lam, self.reg, self._row_weight(weight), theta, prior,
                    self.workspace, solver=self.sizes.solver,
@@ -497,24 +537,47 @@ class ALS:
         """Exact ridge regression of V on A: ``(tau A^T S A + eta I) W = tau A^T S V``."""
         if not (self.cfg.has_genres and self.dim):
             return
-        eye = torch.eye(self.genre_gram.shape[0], dtype=self.dtype, device=self.device)
         v = p.item_factors if self.raters is None else \
             p.item_factors - self.raters.mean(p.rater_factors)
-        weighted = self.item_weight.unsqueeze(1) * torch.cat([v, p.item_bias.unsqueeze(1)], 1)
-        columns = self.dim + int(self.cfg.has_bias_prior)  # W, then beta with precision gamma
-        for precision, cols in ((self.cfg.tau, slice(0, self.dim)), (self.cfg.gamma, slice(self.dim, columns))):
-            if cols.stop > cols.start:
-                lhs = precision * self.genre_gram + self.cfg.eta * eye
-                solved = torch.linalg.solve(lhs, precision * self.genre_matrix.T @ weighted[:, cols])
-                (p.genre_factors if cols.start == 0 else p.genre_bias.unsqueeze(1)).lerp_(
-                    solved, self.relaxation)
+        self._feature_step(self.genre_matrix, self.genre_gram, self.item_weight, v,
+                           p.item_bias if self.cfg.has_bias_prior else None,
+                           p.genre_factors, p.genre_bias)
+
+    def person_step(self, p: Params) -> None:
+        """Exact ridge regression of U (less the rated sums) on D:
+        ``(tau D^T S D + eta I) Z = tau D^T S (U - B Y)``, and of b on D for zeta."""
+        if self.person_matrix is None:
+            return
+        u = p.user_factors if self.rated is None else \
+            p.user_factors - self.rated.mean(p.rated_factors)
+        self._feature_step(self.person_matrix, self.person_gram, self.user_weight, u,
+                           p.user_bias if self.cfg.has_biases else None,
+                           p.person_factors, p.person_bias)
+
+    def _feature_step(self, matrix: torch.Tensor, gram: torch.Tensor, weight: torch.Tensor,
+                      factors: torch.Tensor, bias: torch.Tensor | None,
+                      embeddings: torch.Tensor, bias_embeddings: torch.Tensor) -> None:
+        """The exact ridge step of one side's feature embeddings: ``(tau F^T S F + eta I) E =
+        tau F^T S X`` for the factors X (and with gamma for the biases, when given),
+        over-relaxed like every step."""
+        eye = torch.eye(gram.shape[0], dtype=self.dtype, device=self.device)
+        for precision, values, out in ((self.cfg.tau, factors, embeddings),
+                                       (self.cfg.gamma, bias, bias_embeddings)):
+            if values is None:
+                continue
+            values = values if values.dim() == 2 else values.unsqueeze(1)
+            lhs = precision * gram + self.cfg.eta * eye
+            solved = torch.linalg.solve(lhs, precision * matrix.T @ (weight.unsqueeze(1) * values))
+            out.lerp_(solved.view_as(out), self.relaxation)
 
     def rated_step(self, p: Params) -> None:
         """SVD++'s Y given the people's factors, for the ridge regression of ``u~`` on the rated
         sums, ``(tau B^T S B + tau_rated I) Y = tau B^T S U~``: one pass of exact
         block-coordinate steps, movie by movie (:meth:`rec.als.rated.RatedSums.sweep`)."""
         if self.rated is not None:
-            p.rated_factors.copy_(self.rated.sweep(p.user_factors, self.user_weight,
+            people = self.person_mean(p)
+            target = p.user_factors if people is None else p.user_factors - people
+            p.rated_factors.copy_(self.rated.sweep(target, self.user_weight,
                                                    self.cfg.tau, self.cfg.tau_rated,
                                                    p.rated_factors, omega=self.relaxation))
 
@@ -536,6 +599,10 @@ class ALS:
         self.user_step(p)
         if timer:
             timer.lap("other")  # tables, unpacking, cold rows
+        if self.person_matrix is not None:
+            self.person_step(p)
+            if timer:
+                timer.lap("genre")
         if self.rated is not None:
             self.rated_step(p)
             if timer:
@@ -646,9 +713,10 @@ class ALS:
         j = cfg.lam / 2 * sse
         wsum = lambda w, x: float((w.double() * x.double()).sum())
         if cfg.has_biases:
-            c_mean = self.bias_prior_mean(p)
+            c_mean, b_mean = self.bias_prior_mean(p), self.user_bias_prior_mean(p)
             dc = p.item_bias if c_mean is None else p.item_bias - c_mean
-            j += cfg.gamma / 2 * (wsum(self.user_weight, p.user_bias ** 2)
+            db = p.user_bias if b_mean is None else p.user_bias - b_mean
+            j += cfg.gamma / 2 * (wsum(self.user_weight, db ** 2)
                                   + wsum(self.item_weight, dc ** 2))
             if c_mean is not None:
                 j += cfg.eta / 2 * float((p.genre_bias.double() ** 2).sum())
@@ -662,6 +730,8 @@ class ALS:
                 j += cfg.eta / 2 * float((p.genre_factors.double() ** 2).sum())
             j += cfg.tau_rated / 2 * sum(float((x.double() ** 2).sum())
                                          for x in (p.rated_factors, p.rater_factors))
+            j += cfg.eta / 2 * sum(float((x.double() ** 2).sum())
+                                   for x in (p.person_factors, p.person_bias))
         if self.timed is not None:
             j += self.timed.penalty(p, cfg.gamma_time, cfg.gamma_drift,
                                     self.user_weight if cfg.count_scaled else None)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 TENSORS = ("user_factors", "user_bias", "item_factors", "item_bias", "genre_factors", "genre_bias",
-           "rated_factors", "rater_factors", "bin_bias", "drift", "bin_edges", "user_day")
+           "rated_factors", "rater_factors", "bin_bias", "drift", "bin_edges", "user_day",
+           "person_factors", "person_bias")
 DRIFT_POWER = 0.4
 """beta of ``dev_m(t) = sign(t - t_m) |t - t_m|^beta`` (days), Koren's (2009) choice."""
 SECONDS_PER_DAY = 86400.0
@@ -60,31 +61,42 @@ class Params:
     """(B - 1,) the days that separate the time bins (fixed by the training ratings)."""
     user_day: torch.Tensor | None = None
     """(users,) each person's mean training day, ``t_m`` of the drift (fixed)."""
+    person_factors: torch.Tensor | None = None
+    """Z (person features x K, ``model.person_features``; 0 rows otherwise): the prior mean of
+    person m's factors is ``d_m^T Z``, the mean of their attributes' embeddings."""
+    person_bias: torch.Tensor | None = None
+    """zeta (person features): the prior mean of person m's bias is ``d_m^T zeta``."""
 
     def __post_init__(self) -> None:
         for name in ("rated_factors", "rater_factors"):
             if getattr(self, name) is None:
                 setattr(self, name, self.user_factors.new_zeros(0, self.user_factors.shape[1]))
         for name, shape in (("bin_bias", (0, 0)), ("drift", (0,)), ("bin_edges", (0,)),
-                            ("user_day", (0,))):
+                            ("user_day", (0,)), ("person_factors", (0, self.user_factors.shape[1])),
+                            ("person_bias", (0,))):
             if getattr(self, name) is None:
                 setattr(self, name, self.user_factors.new_zeros(shape))
 
     @classmethod
     def initial(cls, n_users: int, n_items: int, n_genres: int, dim: int, mu: float,
                 init_std: float, seed: int, dtype=torch.float32, device="cpu",
-                rated: tuple[int, int] = (0, 0), time: tuple | None = None) -> "Params":
+                rated: tuple[int, int] = (0, 0), time: tuple | None = None,
+                n_person_features: int = 0) -> "Params":
         """U, V ~ N(0, init_std^2); biases 0; W at its prior mean 0 (so the first movie step
         sees p_n = 0, as the embeddings rung does); ``rated`` rows of Y and X, at 0; ``time``:
-        ``(bins, drift, bin_edges, user_day)`` of the time terms (their biases at 0)."""
+        ``(bins, drift, bin_edges, user_day)`` of the time terms (their biases at 0);
+        ``n_person_features`` rows of Z and entries of zeta, at 0."""
         g = torch.Generator().manual_seed(seed)
         draw = lambda *shape: (torch.randn(*shape, generator=g, dtype=torch.float64) * init_std
                                ).to(dtype=dtype, device=device)
         zeros = lambda n: torch.zeros(n, dtype=dtype, device=device)
-        return cls(mu, draw(n_users, dim), zeros(n_users), draw(n_items, dim), zeros(n_items),
-                   torch.zeros(n_genres, dim, dtype=dtype, device=device), zeros(n_genres),
-                   *(torch.zeros(n, dim, dtype=dtype, device=device) for n in rated),
-                   *_time_tensors(n_users, n_items, time, dtype, device))
+        out = cls(mu, draw(n_users, dim), zeros(n_users), draw(n_items, dim), zeros(n_items),
+                  torch.zeros(n_genres, dim, dtype=dtype, device=device), zeros(n_genres),
+                  *(torch.zeros(n, dim, dtype=dtype, device=device) for n in rated),
+                  *_time_tensors(n_users, n_items, time, dtype, device))
+        out.person_factors = torch.zeros(n_person_features, dim, dtype=dtype, device=device)
+        out.person_bias = zeros(n_person_features)
+        return out
 
     @property
     def dim(self) -> int:
@@ -134,7 +146,7 @@ class Params:
 
     def without_time(self) -> "Params":
         """The same parameters without the time terms (what rankings and analyses read)."""
-        return Params(self.mu, *(getattr(self, k) for k in TENSORS[:8]))
+        return replace(self, bin_bias=None, drift=None, bin_edges=None, user_day=None)
 
     def state_dict(self) -> dict:
         return {"mu": self.mu, **{k: getattr(self, k).detach().cpu() for k in TENSORS}}

@@ -54,6 +54,10 @@ class Hyper:
     """Precision of Y's entries (``model.svdpp``), else ``None``."""
     rho_raters: float | None = None
     """Precision of X's entries (``model.svdpp_flipped``), else ``None``."""
+    eta_person: float | None = None
+    """Precision of Z's entries (``model.person_features``), else ``None``."""
+    eta_person_bias: float | None = None
+    """Precision of zeta's entries (``model.person_features``), else ``None``."""
     gamma_time: float | None = None
     """Precision of the movie biases per time bin (``model.time_bins``), else ``None``."""
     gamma_drift: float | None = None
@@ -70,6 +74,7 @@ class Hyper:
             out.update(tau_user=float(self.user_precision[:k].mean()),
                        tau_item=float(self.item_precision[:k].mean()))
         out.update({name: getattr(self, name) for name in ("rho_rated", "rho_raters",
+                                                           "eta_person", "eta_person_bias",
                                                            "gamma_time", "gamma_drift")
                     if getattr(self, name) is not None})
         if self.user_precision.shape[0] > k:

@@ -1,5 +1,8 @@
 """One Gibbs sweep on the ALS engine: hyperparameters, then users, movies and genres.
 
+With ``model.person_features`` a person's prior mean is ``D Z`` (their bias's ``D zeta``):
+Z and zeta are drawn after the people, from the same ridge conditionals as W.
+
 With the time-aware biases (``model.time_bins``, ``model.time_drift``) every other draw
 fits ``r - o`` (:mod:`rec.als.time_biases`), and each sweep ends with the biases per (movie,
 bin) and the drifts drawn from their scalar Gaussian conditionals.
@@ -35,8 +38,9 @@ class GibbsSampler:
         self.engine, self.cfg = engine, cfg
         self.gen = torch.Generator(device=engine.device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)
-        a = engine.genre_matrix
+        a, d = engine.genre_matrix, engine.person_matrix
         self.genre_gram = a.T @ a  # unweighted: the Bayesian prior is not scaled by counts
+        self.person_gram = None if d is None else d.T @ d
         self.hyper: Hyper | None = None
         self.sse: float | None = None
         """The training sum of squares at the current parameters, from the last movie draw's
@@ -68,7 +72,9 @@ class GibbsSampler:
         rated = e.user_prior_mean(p)
         du = p.user_factors if rated is None else p.user_factors - rated
         user_mean, user_tau = normal_gamma(as_numpy(du), c.a0, c.b0, c.beta0, rng)
-        gamma_b = [prec(p.user_bias, e.n_users)] if e.cfg.has_biases else []
+        b_mean = e.user_bias_prior_mean(p)
+        db = p.user_bias if b_mean is None else p.user_bias - b_mean
+        gamma_b = [prec(db, e.n_users)] if e.cfg.has_biases else []
         prior = e.prior_mean(p)
         dv = p.item_factors if prior is None else p.item_factors - prior
         if not e.cfg.has_genres:  # a Normal-Gamma mean around C X, or around 0
@@ -85,7 +91,9 @@ class GibbsSampler:
         rho = lambda x: None if x.numel() == 0 else prec(x, x.numel())
         return Hyper(lam, np.concatenate([user_tau, gamma_b]), user_mean,
                      np.concatenate([item_tau, gamma_c]), item_mean, eta, eta_bias,
-                     rho(p.rated_factors), rho(p.rater_factors), rho(p.bin_bias), rho(p.drift))
+                     rho(p.rated_factors), rho(p.rater_factors), rho(p.person_factors),
+                     rho(p.person_bias) if b_mean is not None else None, rho(p.bin_bias),
+                     rho(p.drift))
 
     def sweep(self, p: Params) -> Hyper:
         """Draw the hyperparameters, then every user, every movie, then W and beta."""
@@ -95,11 +103,24 @@ class GibbsSampler:
         mean = torch.zeros(e.n_users, e.width, dtype=e.dtype, device=e.device)
         rated = e.user_prior_mean(p)
         mean[:, :e.dim] = user_mean if rated is None else rated + user_mean
+        b_mean = e.user_bias_prior_mean(p)
+        if b_mean is not None:
+            mean[:, e.dim] = b_mean
         e.draw_step(p, "user", h.lam, self._tensor(h.user_precision), mean,
                     self._noise(e.n_users, e.width))
+        if e.person_matrix is not None:  # Z given U less its other means, zeta given b
+            u = p.user_factors - user_mean
+            u = u if e.rated is None else u - e.rated.mean(p.rated_factors)
+            draw = lambda y, prec, eta: self._ridge_draw(y, prec, eta, e.person_matrix,
+                                                         self.person_gram)
+            p.person_factors.copy_(draw(u, h.user_precision[:e.dim], h.eta_person))
+            if b_mean is not None:
+                p.person_bias.copy_(draw(p.user_bias.unsqueeze(1), h.user_precision[e.dim:],
+                                         h.eta_person_bias)[:, 0])
         if e.rated is not None:
-            p.rated_factors.copy_(self._rated_draw(e.rated, p.user_factors - user_mean,
-                                                   h.user_precision, h.rho_rated,
+            people = e.person_mean(p)
+            u = p.user_factors - user_mean - (0 if people is None else people)
+            p.rated_factors.copy_(self._rated_draw(e.rated, u, h.user_precision, h.rho_rated,
                                                    p.rated_factors))
         mean = e.movie_prior_mean(p)
         if mean is None:
@@ -135,12 +156,16 @@ class GibbsSampler:
         ones = torch.ones(sums.n_rows, dtype=torch.float64, device=target.device)
         return sums.sweep(target, ones, precision[:k], rho, start, self._noise(sums.n_cols, k))
 
-    def _ridge_draw(self, y: torch.Tensor, precision: np.ndarray, eta: float) -> torch.Tensor:
+    def _ridge_draw(self, y: torch.Tensor, precision: np.ndarray, eta: float,
+                    matrix: torch.Tensor | None = None,
+                    gram: torch.Tensor | None = None) -> torch.Tensor:
         """W's columns given the movies' values ``y`` (n, k): column j is Gaussian with
-        precision ``precision_j A^T A + eta I`` and mean ``P^-1 precision_j A^T y_j``."""
+        precision ``precision_j A^T A + eta I`` and mean ``P^-1 precision_j A^T y_j``
+        (``matrix``, ``gram``: another side's features and Gram, D for Z)."""
+        matrix = self.engine.genre_matrix if matrix is None else matrix
+        gram = self.genre_gram if gram is None else gram
         prec = self._tensor(precision)
-        f = self.genre_gram.shape[0]
-        lhs = prec.view(-1, 1, 1) * self.genre_gram + eta * torch.eye(
-            f, dtype=prec.dtype, device=prec.device)
-        rhs = prec.unsqueeze(1) * (self.engine.genre_matrix.T @ y).T
+        f = gram.shape[0]
+        lhs = prec.view(-1, 1, 1) * gram + eta * torch.eye(f, dtype=prec.dtype, device=prec.device)
+        rhs = prec.unsqueeze(1) * (matrix.T @ y).T
         return cholesky_solve(lhs, rhs, self._noise(len(precision), f)).T

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from rec.data.catalog import NO_GENRE, Catalog
+from rec.data.people import People
 from rec.data.ratings import Ratings
 from rec.data.tables import line_numbers
 from rec.errors import DataError
@@ -37,6 +38,16 @@ class MoviesTable:
 
 
 @dataclass
+class PeopleFile:
+    """A file that describes the people (:mod:`rec.data.people`): their ids and features."""
+
+    ids: np.ndarray
+    lists: list[list[str]]
+    """Each person's feature names (``gender:F``, ...)."""
+    path: Path
+
+
+@dataclass
 class RawRatings:
     """Rating columns as parsed, with the file they came from (for error messages)."""
 
@@ -47,6 +58,8 @@ class RawRatings:
     path: Path
     header: bool = True
     folds: dict[str, np.ndarray] = field(default_factory=dict)
+    people: PeopleFile | None = None
+    """What the dataset says of its people, where it does (ml-100k, ml-1m)."""
 
 
 def dense_lookup(ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -148,4 +161,6 @@ def assemble(name: str, raw: RawRatings, catalog: MoviesTable, rating_scale: tup
                                         catalog.tags),
         rating_range=(float(rating.min()), float(rating.max())) if len(rating) else rating_scale,
         folds={k: torch.from_numpy(v[rows]) for k, v in raw.folds.items()},
+        people=None if raw.people is None else
+        People.aligned(user_ids, raw.people.ids, raw.people.lists, raw.people.path),
     )

@@ -25,6 +25,7 @@ from rec.data.catalog import Catalog
 from rec.data.custom import parse_custom
 from rec.data.download import GROUPLENS_URL, download, offline_hint
 from rec.data.movielens import LAYOUTS, Layout, parse, source_files
+from rec.data.people import People
 from rec.data.ratings import Ratings
 from rec.data.synthetic import SyntheticSpec, generate
 from rec.errors import CacheError, ConfigError, DataError
@@ -221,8 +222,11 @@ def _to_cache(path: Path, r: Ratings, stamp: list) -> None:
     if m.tag_index is not None:
         arrays.update(tag_offsets=m.tag_offsets.numpy(), tag_index=m.tag_index.numpy())
     arrays.update({f"fold:{k}": v.numpy() for k, v in r.folds.items()})
+    if r.people is not None:
+        arrays.update(person_offsets=r.people.offsets.numpy(), person_index=r.people.index.numpy())
     meta = {"version": CACHE_VERSION, "sources": stamp, "name": r.name, "titles": m.titles,
             "genre_names": m.genre_names, "tag_names": m.tag_names,
+            "person_names": None if r.people is None else r.people.names,
             "rating_range": list(r.rating_range),
             "fold_hint": r.fold_hint, "digest": r.digest}
     bundle.write_bundle(path, arrays, meta)
@@ -256,7 +260,10 @@ def _from_cache(path: Path, stamp: list, timestamps: bool) -> Ratings:
     if not (len(t["user"]) == len(t["item"]) == n) or (timestamps and len(t["timestamp"]) != n):
         raise CacheError(f"{path}: rating arrays differ in length")
     movies = _catalog(t, meta)
+    people = None if meta.get("person_names") is None else \
+        People(meta["person_names"], t.pop("person_offsets"), t.pop("person_index"))
     return Ratings(name=meta["name"], movies=movies, rating_range=tuple(meta["rating_range"]),
+                   people=people,
                    fold_hint=meta.get("fold_hint", ""), digest=meta["digest"],
                    folds={k[5:]: v for k, v in t.items() if k.startswith("fold:")},
                    **{k: v for k, v in t.items() if not k.startswith("fold:")})

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rec.data.build import MoviesTable, RawRatings, dense_lookup
+from rec.data.build import MoviesTable, PeopleFile, RawRatings, dense_lookup
+from rec.data.people import ML1M_OCCUPATIONS, attribute_list
 from rec.data.tables import check_header, read_columns, read_text, require_file
 from rec.errors import DataError
 
@@ -25,6 +26,8 @@ ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "C
 ML100K_FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 TAGS_FILE = "tags.csv"
 """The CSV family's tag applications (userId,movieId,tag,timestamp), read where present."""
+PEOPLE_FILES = {"100k": "u.user", "dat": "users.dat"}
+"""Where a family describes its people (ml-1m; ml-10m has no such file), read where present."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ def source_files(layout: Layout, folder: Path) -> list[Path]:
     files = [folder / layout.ratings_file, folder / layout.movies_file]
     if layout.family == "csv" and (folder / TAGS_FILE).is_file():
         files.append(folder / TAGS_FILE)
+    people = PEOPLE_FILES.get(layout.family)
+    if people and (folder / people).is_file():
+        files.append(folder / people)
     if layout.family == "100k":
         files += [folder / "u.genre"] + [folder / f"{f}.{s}" for f in ML100K_FOLDS
                                           for s in ("base", "test")]
@@ -121,7 +127,7 @@ def _parse_dat_family(layout: Layout, folder: Path) -> tuple[RawRatings, MoviesT
     cols = read_columns(path, RATING_COLUMNS, "\t", header=False, names=names,
                         data=_dat_bytes(path), quoting=False, file_delimiter="::")
     raw = RawRatings(cols["user"], cols["item"], cols["rating"], cols["timestamp"], path,
-                     header=False)
+                     header=False, people=_people_dat(folder / PEOPLE_FILES["dat"]))
     movies = folder / layout.movies_file
     m = read_columns(movies, {"item": "int", "title": "str", "genres": "str"}, "\t", header=False,
                      names=["item", "title", "genres"], data=_dat_bytes(movies), quoting=False,
@@ -139,7 +145,8 @@ def _parse_100k(layout: Layout, folder: Path) -> tuple[RawRatings, MoviesTable]:
     path = folder / layout.ratings_file
     cols = _read_udata(path)
     raw = RawRatings(cols["user"], cols["item"], cols["rating"], cols["timestamp"], path,
-                     header=False, folds=_folds_100k(folder, cols))
+                     header=False, folds=_folds_100k(folder, cols),
+                     people=_people_100k(folder / PEOPLE_FILES["100k"]))
     genre_names = _genres_100k(folder / "u.genre")
     movies = folder / layout.movies_file
     names = ["item", "title", "release", "video", "url"] + [f"g{i}" for i in range(len(genre_names))]
@@ -150,6 +157,35 @@ def _parse_100k(layout: Layout, folder: Path) -> tuple[RawRatings, MoviesTable]:
     flags = np.stack([m[f"g{i}"] for i in range(len(genre_names))], axis=1).astype(bool)
     genres = [[genre_names[j] for j in np.flatnonzero(row)] for row in flags]
     return raw, make_movies_table(movies, m["item"], m["title"], genres, genre_names)
+
+
+def _people_100k(path: Path) -> PeopleFile | None:
+    """ml-100k's ``u.user`` (``id|age|gender|occupation|zip``), where present."""
+    if not path.is_file():
+        return None
+    c = read_columns(path, {"user": "int", "age": "int", "gender": "str", "occupation": "str"},
+                     "|", header=False, names=["user", "age", "gender", "occupation", "zip"],
+                     data=read_text(path, "latin-1").encode(), quoting=False)
+    return PeopleFile(c["user"].astype(np.int64), [attribute_list(g, a, o) for a, g, o in
+                                                   zip(c["age"].tolist(), c["gender"], c["occupation"])],
+                      path)
+
+
+def _people_dat(path: Path) -> PeopleFile | None:
+    """ml-1m's ``users.dat`` (``id::gender::age::occupation::zip``, ages and occupations as
+    codes), where present."""
+    if not path.is_file():
+        return None
+    c = read_columns(path, {"user": "int", "gender": "str", "age": "int", "occupation": "int"},
+                     "\t", header=False, names=["user", "gender", "age", "occupation", "zip"],
+                     data=_dat_bytes(path), quoting=False, file_delimiter="::")
+    codes = c["occupation"].tolist()
+    bad = [o for o in codes if not 0 <= o < len(ML1M_OCCUPATIONS)]
+    if bad:
+        raise DataError(f"{path}: occupation code {bad[0]} is not one of ml-1m's 0-20.")
+    return PeopleFile(c["user"].astype(np.int64),
+                      [attribute_list(g, a, ML1M_OCCUPATIONS[o])
+                       for g, a, o in zip(c["gender"], c["age"].tolist(), codes)], path)
 
 
 def _genres_100k(path: Path) -> list[str]:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from rec.data.catalog import Catalog
+from rec.data.people import People
 
 
 class DatasetShape:
@@ -72,6 +73,9 @@ class Ratings(DatasetShape):
     digest: str = ""
     """Hash of the source files' contents and the options they were parsed with (set by the
     loader); empty for ratings built in memory, whose :meth:`content_digest` hashes the arrays."""
+    people: People | None = None
+    """Each person's features (age group, gender, occupation) where the dataset describes its
+    people (ml-100k's ``u.user``, ml-1m's ``users.dat``); ``None`` elsewhere."""
 
     def __len__(self) -> int:
         return self.rating.numel()
