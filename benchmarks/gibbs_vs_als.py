@@ -42,8 +42,9 @@ def main(out: Path, overrides: list[str]) -> None:
         model = Recommender.load(path)
         ratings, _ = load(run)
         test = run.split.make(ratings).test.long()
+        stamps = None if ratings.timestamp is None else ratings.timestamp[test]
         pred = model.predict_ids(ratings.user_ids[ratings.user[test].long()],
-                                 ratings.movies.ids[ratings.item[test].long()])
+                                 ratings.movies.ids[ratings.item[test].long()], stamps)
         errors[rung, k, how] = (pred - ratings.rating[test]).double()
         results[rung, k, how] = model.metrics
     print(f"{'rung':12s} {'K':>3s} {'inference':9s} {'val RMSE':>9s} {'test RMSE':>9s} "

@@ -62,7 +62,8 @@ def train_rec(out: Path, info: dict, test: pd.DataFrame) -> dict[str, torch.Tens
             raise SystemExit(f"rec's {rung} split {summary['split']} is not {info}")
         model = Recommender.load(summary["model_file"])
         preds[f"rec-{rung}"] = model.predict_ids(torch.tensor(test["userId"].to_numpy()),
-                                                 torch.tensor(test["movieId"].to_numpy()))
+                                                 torch.tensor(test["movieId"].to_numpy()),
+                                                 torch.tensor(test["timestamp"].to_numpy()))
     return preds
 
 

@@ -81,3 +81,41 @@ def random_ratings(n_users=40, n_items=30, n_genres=5, density=0.3, seed=0,
         movies=Catalog.from_genre_lists(torch.arange(1, n_items + 1) * 10,
                                         [f"Movie {i}" for i in range(n_items)], genres),
         rating_range=(0.5, 5.0))
+
+
+def assert_killed_run_resumes(r: Ratings, cfg, method: str, tmp_path: Path, names: tuple,
+                              relaxation: float = 1.0) -> None:
+    """Train ``cfg`` on ``r``'s seeded split by ``method`` (``als`` or ``gibbs``) whole, then
+    killed after epoch 6 and resumed from its checkpoint: the same final metrics and the
+    same parameters ``names``."""
+    import json
+
+    from rec.bayes.chain import sample
+    from rec.bayes.config import InferenceConfig
+    from rec.data.splits import make_split
+    from rec.training import TrainConfig, fit, load_checkpoint
+
+    split = make_split(r, seed=0)
+
+    class Kill:
+        def on_epoch(self, epoch, record, params):
+            if epoch == 6:
+                raise KeyboardInterrupt
+
+    ckpt = tmp_path / "run.pt"
+    if method == "als":
+        train = TrainConfig(max_epochs=8, patience=100, relaxation=relaxation)
+        run = lambda **kw: fit(r, split, cfg, train, fingerprint="x", **kw)
+    else:
+        inf = InferenceConfig(method="gibbs", warm_start=2, burn_in=2, samples=6, keep=3,
+                              checkpoint_every=5)
+        run = lambda **kw: sample(r, split, cfg, inf, seed=1, fingerprint="x", **kw).fit
+    whole = run()
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint=ckpt, callbacks=(Kill(),))
+    assert load_checkpoint(ckpt, "x")
+    resumed = run(checkpoint=ckpt)
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert same(resumed.final, whole.final)
+    for name in names:
+        assert torch.equal(getattr(resumed.params, name), getattr(whole.params, name)), name

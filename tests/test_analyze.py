@@ -58,7 +58,7 @@ def test_data_task(store, small_root, small):
 def test_first_analysis_trains_the_missing_model_then_reuses_it(store, small_root, capsys):
     first, _ = analyze(store, small_root, "polarization")
     assert "training it first" in capsys.readouterr().out
-    assert (store / "models" / "ml-latest-small" / RANDOM / "features+genre_bias+flipped+year-K4.pt").is_file()
+    assert (store / "models" / "ml-latest-small" / RANDOM / "features+genre_bias+flipped+year+drift-K4.pt").is_file()
     again, out = analyze(store, small_root, "polarization")
     assert "training it first" not in capsys.readouterr().out
     assert again["correlations"] == first["correlations"]
@@ -73,7 +73,7 @@ def test_first_analysis_trains_the_missing_model_then_reuses_it(store, small_roo
 
 
 def test_unreadable_published_model_is_retrained(tmp_path, small_root, capsys):
-    published = tmp_path / "models" / "ml-latest-small" / RANDOM / "features+genre_bias+flipped+year-K4.pt"
+    published = tmp_path / "models" / "ml-latest-small" / RANDOM / "features+genre_bias+flipped+year+drift-K4.pt"
     published.parent.mkdir(parents=True)
     published.write_bytes(b"an older or damaged file")
     analyze(tmp_path, small_root, "polarization")
@@ -134,7 +134,7 @@ def test_dimensions_task(store, small_root):
 
 
 def test_explicit_checkpoint_and_mismatched_hyperparameters(store, small_root, capsys):
-    path = store / "models" / "ml-latest-small" / RANDOM / "features+genre_bias+flipped+year-K4.pt"
+    path = store / "models" / "ml-latest-small" / RANDOM / "features+genre_bias+flipped+year+drift-K4.pt"
     analyze(store, small_root, "genres", f"checkpoint={path}")
     assert "training it first" not in capsys.readouterr().out
     analyze(store, small_root, "genres", "model.tau=30")

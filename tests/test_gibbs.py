@@ -172,7 +172,7 @@ def test_gibbs_run_publishes_a_model_that_answers_with_uncertainty(small_root, t
           "inference.samples=8", "inference.keep=4", "inference.warm_start=2",
           "tensorboard=false", "progress=false")
     model = Recommender.load(tmp_path / "models" / "ml-latest-small" / RANDOM /
-                             "features+genre_bias+flipped+year+gibbs-K10.pt")
+                             "features+genre_bias+flipped+year+drift+gibbs-K10.pt")
     # the samples by name; the embeddings (posterior means, K = 10) and the packed predictor
     assert model.posterior.size == 4 and model.params.user_factors.shape[1] == 10
     assert model.predictor.user_factors.shape[1] == 40

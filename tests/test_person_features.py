@@ -4,7 +4,6 @@ draw against its closed form, fold-in with attributes, refusals, resume after a 
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -20,8 +19,8 @@ from rec.data.people import People, attribute_list
 from rec.data.splits import make_split
 from rec.errors import ConfigError, RecError
 from rec.model import Recommender
-from rec.training import TrainConfig, build_engine, fit, load_checkpoint
-from tests.conftest import random_ratings
+from rec.training import build_engine
+from tests.conftest import assert_killed_run_resumes, random_ratings
 
 GENDERS, OCCUPATIONS = ("F", "M"), ("writer", "engineer", "student")
 
@@ -166,28 +165,6 @@ def test_person_features_are_refused_where_they_cannot_apply():
 @pytest.mark.parametrize("method", ["als", "gibbs"])
 def test_a_killed_run_with_person_features_resumes_to_the_same_result(method, tmp_path):
     r = with_people(random_ratings(n_users=60, n_items=40, seed=10))
-    split = make_split(r, seed=0)
     cfg = ModelConfig(name="features", K=2, genre_bias=True, person_features=True, svdpp=True)
-
-    class Kill:
-        def on_epoch(self, epoch, record, params):
-            if epoch == 6:
-                raise KeyboardInterrupt
-
-    ckpt = tmp_path / "run.pt"
-    if method == "als":
-        train = TrainConfig(max_epochs=8, patience=100, relaxation=1.5)
-        run = lambda **kw: fit(r, split, cfg, train, fingerprint="x", **kw)
-    else:
-        inf = InferenceConfig(method="gibbs", warm_start=2, burn_in=2, samples=6, keep=3,
-                              checkpoint_every=5)
-        run = lambda **kw: sample(r, split, cfg, inf, seed=1, fingerprint="x", **kw).fit
-    whole = run()
-    with pytest.raises(KeyboardInterrupt):
-        run(checkpoint=ckpt, callbacks=(Kill(),))
-    assert load_checkpoint(ckpt, "x")
-    resumed = run(checkpoint=ckpt)
-    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    assert same(resumed.final, whole.final)
-    for name in ("person_factors", "person_bias", "user_factors"):
-        assert torch.equal(getattr(resumed.params, name), getattr(whole.params, name))
+    assert_killed_run_resumes(r, cfg, method, tmp_path,
+                              ("person_factors", "person_bias", "user_factors"), relaxation=1.5)

@@ -92,7 +92,7 @@ def test_readme_python_snippet(small_root, tmp_path):
     summary = train(run_config(cfg), tmp_path / "run")
     snippet = re.search(r"```python\n(.*?)```", (REPO / "docs" / "training.md").read_text(),
                         re.S).group(1)
-    published = '"models/ml-latest-small/random-0.9-0.05-0.05-seed0/features+genre_bias+flipped+year-K10.pt"'
+    published = '"models/ml-latest-small/random-0.9-0.05-0.05-seed0/features+genre_bias+flipped+year+drift-K10.pt"'
     assert published in snippet
     snippet = snippet.replace(published, repr(summary["model_file"]))
     scope: dict = {}

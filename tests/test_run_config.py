@@ -147,7 +147,7 @@ def test_the_summary_and_metrics_json_name_the_split(small_root, tmp_path, capsy
     assert sum(sizes.values()) == 100836 and sizes["val"] == sizes["test"] == round(100836 * 0.1)
     assert (f"  split     random 0.8/0.1/0.1, seed 3: {sizes['train']:,} train, {sizes['val']:,} val, "
             f"{sizes['test']:,} test") in capsys.readouterr().out
-    assert summary["model_file"].endswith("random-0.8-0.1-0.1-seed3/features+genre_bias+flipped+year-K4.pt")
+    assert summary["model_file"].endswith("random-0.8-0.1-0.1-seed3/features+genre_bias+flipped+year+drift-K4.pt")
 
 
 def test_models_of_different_folds_never_overwrite_each_other(ml100k_root, tmp_path, capsys):
@@ -211,7 +211,7 @@ def test_paths_root_puts_everything_a_run_writes_under_one_folder(small_root, tm
               "train.ranking_max_users=20", cwd=work, data_root=small_root)
     assert out.returncode == 0, out.stderr[-2000:]
     assert sorted(p.name for p in work.iterdir()) == ["cache"]  # the data cache, nothing of the run
-    assert next(elsewhere.glob(f"models/ml-latest-small/{RANDOM}/features+genre_bias+flipped+year-K3.pt"))
+    assert next(elsewhere.glob(f"models/ml-latest-small/{RANDOM}/features+genre_bias+flipped+year+drift-K3.pt"))
     run = next(elsewhere.glob("outputs/train/ml-latest-small/features-K3/*"))
     assert {"metrics.json", "checkpoint.pt", "model.pt", ".hydra"} <= {p.name for p in run.iterdir()}
     assert next(elsewhere.glob("outputs/tensorboard/*/events.out.tfevents.*"))

@@ -4,8 +4,6 @@ closed form, fold-in with the rated sums, and resume after a kill."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -13,14 +11,13 @@ import torch
 from rec.als import ALS, ModelConfig
 from rec.als.rated import RatedSums
 from rec.als.sizes import EngineSizes
-from rec.bayes.chain import sample
 from rec.bayes.config import InferenceConfig
 from rec.bayes.sampler import GibbsSampler
 from rec.data.splits import make_split
 from rec.errors import ConfigError
 from rec.model import Recommender
-from rec.training import TrainConfig, build_engine, fit, heldout_rows, load_checkpoint
-from tests.conftest import random_ratings
+from rec.training import TrainConfig, build_engine, fit, heldout_rows
+from tests.conftest import assert_killed_run_resumes, random_ratings
 
 TERMS = [{"svdpp": True}, {"svdpp_flipped": True}, {"svdpp": True, "svdpp_flipped": True}]
 
@@ -208,31 +205,9 @@ def test_a_gibbs_sweep_draws_y_and_x_and_traces_their_precisions():
 @pytest.mark.parametrize("method", ["als", "gibbs"])
 def test_a_killed_run_with_every_term_resumes_to_the_same_result(method, tmp_path):
     r = random_ratings(n_users=60, n_items=40, seed=10)
-    split = make_split(r, seed=0)
     cfg = ModelConfig(name="features", K=2, genre_bias=True, svdpp=True, svdpp_flipped=True)
-
-    class Kill:
-        def on_epoch(self, epoch, record, params):
-            if epoch == 6:
-                raise KeyboardInterrupt
-
-    ckpt = tmp_path / "run.pt"
-    if method == "als":
-        train = TrainConfig(max_epochs=8, patience=100)
-        run = lambda **kw: fit(r, split, cfg, train, fingerprint="x", **kw)
-    else:
-        inf = InferenceConfig(method="gibbs", warm_start=2, burn_in=2, samples=6, keep=3,
-                              checkpoint_every=5)
-        run = lambda **kw: sample(r, split, cfg, inf, seed=1, fingerprint="x", **kw).fit
-    whole = run()
-    with pytest.raises(KeyboardInterrupt):
-        run(checkpoint=ckpt, callbacks=(Kill(),))
-    assert load_checkpoint(ckpt, "x")
-    resumed = run(checkpoint=ckpt)
-    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    assert same(resumed.final, whole.final)
-    for name in ("user_factors", "rated_factors", "rater_factors"):
-        assert torch.equal(getattr(resumed.params, name), getattr(whole.params, name)), name
+    assert_killed_run_resumes(r, cfg, method, tmp_path,
+                              ("user_factors", "rated_factors", "rater_factors"))
 
 
 def test_a_sweep_lowers_j_block_by_block_and_repeated_sweeps_reach_the_exact_solution():

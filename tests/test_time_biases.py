@@ -4,7 +4,6 @@ predictions that use a rating's day, refusals, and resume after a kill."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -15,13 +14,12 @@ from rec.als import ModelConfig
 from rec.als.params import Params, days, deviation
 from rec.als.sizes import EngineSizes
 from rec.als.time_biases import time_axis
-from rec.bayes.chain import sample
 from rec.bayes.config import InferenceConfig
 from rec.bayes.sampler import GibbsSampler
 from rec.data.splits import make_split
 from rec.errors import ConfigError
-from rec.training import TrainConfig, build_engine, fit, load_checkpoint
-from tests.conftest import random_ratings
+from rec.training import TrainConfig, build_engine, fit
+from tests.conftest import assert_killed_run_resumes, random_ratings
 
 TERMS = [{"time_bins": 4}, {"time_drift": True}, {"time_bins": 3, "time_drift": True}]
 
@@ -72,90 +70,94 @@ def test_every_step_lowers_j_with_the_time_terms(rung, terms, kernel):
             last = now
 
 
-def _dense_j(e, p, bin_bias, drift):
-    """J as a function of the time terms alone, from the raw ratings (autograd-able)."""
+def _dense_j(e, p, bin_bias, drift, user_bias):
+    """J as a function of the time terms and the people's biases alone, from the raw ratings
+    (autograd-able)."""
     t, cfg = e.timed, e.cfg
-    static = p.without_time()
-    fit_ = static.predict(t.user, t.item)
-    if bin_bias is not None:
-        fit_ = fit_ + bin_bias.reshape(-1)[t.key]
-    if drift is not None:
-        fit_ = fit_ + drift[t.user] * t.dev
-    j = cfg.lam / 2 * ((t.rating - fit_) ** 2).sum()
-    if bin_bias is not None:
-        j = j + cfg.gamma_time / 2 * (bin_bias ** 2).sum()
-    if drift is not None:
-        j = j + cfg.gamma_drift / 2 * (drift ** 2).sum()
-    return j
+    static = replace(p.without_time(), user_bias=torch.zeros_like(p.user_bias))
+    fit_ = static.predict(t.user, t.item) + user_bias[t.user] + drift[t.user] * t.dev
+    fit_ = fit_ + bin_bias.reshape(-1)[t.key]
+    return cfg.lam / 2 * ((t.rating - fit_) ** 2).sum() + cfg.gamma_time / 2 * (
+        bin_bias ** 2).sum() + cfg.gamma_drift / 2 * (drift ** 2).sum() + cfg.gamma / 2 * (
+        user_bias ** 2).sum()
 
 
 def test_each_time_step_is_the_dense_minimizer_of_its_block():
-    """The bins given the drifts, then the drifts given the bins: each equals the dense ridge
-    solution of J over that block, from the raw ratings."""
+    """The bins given the rest, then each person's bias and drift together given the new
+    bins: each equals the dense ridge solution of J over that block, from the raw ratings."""
     r = random_ratings(seed=7)
-    cfg = ModelConfig(name="features", K=2, gamma_time=0.7, gamma_drift=3.0, time_bins=3,
-                      time_drift=True)
+    cfg = ModelConfig(name="features", K=2, gamma=1.5, gamma_time=0.7, gamma_drift=3.0,
+                      time_bins=3, time_drift=True)
     e = _engine(r, cfg)
     p = _moved(e, r, 1)
     t = e.timed
-    n_keys = p.bin_bias.numel()
+    n, n_keys = t.user.numel(), p.bin_bias.numel()
     x_bins = torch.nn.functional.one_hot(t.key, n_keys).double()
-    x_drift = torch.zeros(t.user.numel(), e.n_users, dtype=torch.float64)
-    x_drift[torch.arange(t.user.numel()), t.user] = t.dev
-    residual = t.rating - p.without_time().predict(t.user, t.item)
-    drift_part = x_drift @ p.drift
-    want_bins = torch.linalg.solve(cfg.lam * x_bins.T @ x_bins + cfg.gamma_time * torch.eye(n_keys,
-                                   dtype=torch.float64), cfg.lam * x_bins.T @ (residual - drift_part))
-    e.time_step(p)  # bins, then drifts given the new bins
+    x_people = torch.zeros(n, 2 * e.n_users, dtype=torch.float64)  # [b | alpha]
+    x_people[torch.arange(n), t.user] = 1.0
+    x_people[torch.arange(n), e.n_users + t.user] = t.dev
+    static = replace(p.without_time(), user_bias=torch.zeros_like(p.user_bias))
+    residual = t.rating - static.predict(t.user, t.item)
+    people = x_people @ torch.cat([p.user_bias, p.drift])
+    eye = lambda k: torch.eye(k, dtype=torch.float64)
+    want_bins = torch.linalg.solve(cfg.lam * x_bins.T @ x_bins + cfg.gamma_time * eye(n_keys),
+                                   cfg.lam * x_bins.T @ (residual - people))
+    e.time_step(p)
     np.testing.assert_allclose(p.bin_bias.reshape(-1), want_bins, rtol=1e-9, atol=1e-12)
-    want_drift = torch.linalg.solve(
-        cfg.lam * x_drift.T @ x_drift + cfg.gamma_drift * torch.eye(e.n_users, dtype=torch.float64),
-        cfg.lam * x_drift.T @ (residual - x_bins @ want_bins))
-    np.testing.assert_allclose(p.drift, want_drift, rtol=1e-9, atol=1e-12)
-    # repeated steps reach the joint minimizer: J's gradient in both blocks vanishes
-    for _ in range(200):
+    prior = torch.cat([torch.full((e.n_users,), cfg.gamma, dtype=torch.float64),
+                       torch.full((e.n_users,), cfg.gamma_drift, dtype=torch.float64)])
+    want = torch.linalg.solve(cfg.lam * x_people.T @ x_people + torch.diag(prior),
+                              cfg.lam * x_people.T @ (residual - x_bins @ want_bins))
+    np.testing.assert_allclose(torch.cat([p.user_bias, p.drift]), want, rtol=1e-9, atol=1e-12)
+    # repeated steps reach the joint minimizer: J's gradient in all three blocks vanishes
+    for _ in range(300):
         e.time_step(p)
-    b, d = (p.bin_bias.clone().requires_grad_(), p.drift.clone().requires_grad_())
-    _dense_j(e, p, b, d).backward()
-    assert float(b.grad.abs().max()) < 1e-8 and float(d.grad.abs().max()) < 1e-8
+    b, d, u = (x.clone().requires_grad_() for x in (p.bin_bias, p.drift, p.user_bias))
+    _dense_j(e, p, b, d, u).backward()
+    assert max(float(x.grad.abs().max()) for x in (b, d, u)) < 1e-8
 
 
 def test_a_time_draw_follows_the_exact_gaussian_conditional():
-    """4,000 draws of the biases per bin (and of the drifts) from the same state: their mean
-    and variance against ``N(lam sum e / P, 1/P)``, ``P = lam |G| + gamma``."""
+    """4,000 draws of the biases per bin, and of each person's (bias, drift) pair, from the
+    same state: their mean and (co)variance against the closed form."""
     r = random_ratings(seed=8)
     cfg = ModelConfig(name="embeddings", K=2, time_bins=2, time_drift=True)
     e = _engine(r, cfg)
     p = _moved(e, r, 2)
-    t, lam, gammas = e.timed, 1.3, (0.8, 2.5)
+    t, lam, gammas = e.timed, 1.3, (0.8, 2.5, 1.7)
     g = torch.Generator().manual_seed(4)
     start = p.clone()
     keys, n = p.bin_bias.numel(), 4000
-    bins, drifts = [], []
+    bins, pairs = [], []
     for _ in range(n):
         q = start.clone()
         q.drift.zero_()  # the bins' conditional given drifts 0
-        e.timed.bin_step(q, t.residuals(q), lam, gammas[0], False,
-                         noise=torch.randn(keys, generator=g, dtype=torch.float64))
+        t.bin_step(q, t.residuals(q), lam, gammas[0], False,
+                   noise=torch.randn(keys, generator=g, dtype=torch.float64))
         bins.append(q.bin_bias.reshape(-1).clone())
         q = start.clone()
         q.bin_bias.zero_()
-        e.timed.drift_step(q, t.residuals(q), lam, gammas[1], None,
-                           noise=torch.randn(e.n_users, generator=g, dtype=torch.float64))
-        drifts.append(q.drift.clone())
-    bins, drifts = torch.stack(bins), torch.stack(drifts)
-    static = start.without_time().predict(t.user, t.item)
-    e_ = t.rating - static
+        t.drift_step(q, t.residuals(q), lam, gammas[1], gammas[2], None, None,
+                     noise=torch.randn(2, e.n_users, generator=g, dtype=torch.float64))
+        pairs.append(torch.stack([q.user_bias, q.drift]).clone())
+    bins, pairs = torch.stack(bins), torch.stack(pairs)  # (n, keys), (n, 2, users)
+    no_bias = replace(start.without_time(), user_bias=torch.zeros_like(start.user_bias))
+    e_ = t.rating - no_bias.predict(t.user, t.item)
     count = torch.bincount(t.key, minlength=keys).double()
     precision = lam * count + gammas[0]
-    mean = lam * torch.zeros(keys, dtype=torch.float64).index_add_(0, t.key, e_) / precision
+    e_bins = e_ - start.user_bias[t.user]
+    mean = lam * torch.zeros(keys, dtype=torch.float64).index_add_(0, t.key, e_bins) / precision
     np.testing.assert_allclose(bins.mean(0), mean, atol=5 / (n * precision.min()) ** 0.5)
     np.testing.assert_allclose(bins.var(0), 1 / precision, rtol=0.12)
-    dprec = lam * torch.zeros(e.n_users, dtype=torch.float64).index_add_(0, t.user, t.dev ** 2) \
-        + gammas[1]
-    dmean = lam * torch.zeros(e.n_users, dtype=torch.float64).index_add_(0, t.user, t.dev * e_) / dprec
-    np.testing.assert_allclose(drifts.mean(0), dmean, atol=5 / (n * dprec.min()) ** 0.5)
-    np.testing.assert_allclose(drifts.var(0), 1 / dprec, rtol=0.12)
+    for m in torch.unique(t.user)[:6].tolist():
+        mine = t.user == m
+        x = torch.stack([torch.ones(int(mine.sum()), dtype=torch.float64), t.dev[mine]], 1)
+        prec = lam * x.T @ x + torch.diag(torch.tensor(gammas[2:0:-1], dtype=torch.float64))
+        cov = torch.linalg.inv(prec)
+        want = cov @ (lam * x.T @ e_[mine])
+        draws = pairs[:, :, m]
+        np.testing.assert_allclose(draws.mean(0), want, atol=5 * float(cov.diag().max().sqrt()) / n ** 0.5)
+        np.testing.assert_allclose(torch.cov(draws.T), cov, atol=0.12 * float(cov.diag().max()))
 
 
 def test_training_errors_and_predictions_use_each_ratings_day():
@@ -211,28 +213,6 @@ def test_the_time_terms_are_refused_where_they_cannot_apply():
 @pytest.mark.parametrize("method", ["als", "gibbs"])
 def test_a_killed_run_with_the_time_terms_resumes_to_the_same_result(method, tmp_path):
     r = random_ratings(n_users=60, n_items=40, seed=10)
-    split = make_split(r, seed=0)
     cfg = ModelConfig(name="features", K=2, genre_bias=True, time_bins=3, time_drift=True)
-
-    class Kill:
-        def on_epoch(self, epoch, record, params):
-            if epoch == 6:
-                raise KeyboardInterrupt
-
-    ckpt = tmp_path / "run.pt"
-    if method == "als":
-        train = TrainConfig(max_epochs=8, patience=100, relaxation=1.5)
-        run = lambda **kw: fit(r, split, cfg, train, fingerprint="x", **kw)
-    else:
-        inf = InferenceConfig(method="gibbs", warm_start=2, burn_in=2, samples=6, keep=3,
-                              checkpoint_every=5)
-        run = lambda **kw: sample(r, split, cfg, inf, seed=1, fingerprint="x", **kw).fit
-    whole = run()
-    with pytest.raises(KeyboardInterrupt):
-        run(checkpoint=ckpt, callbacks=(Kill(),))
-    assert load_checkpoint(ckpt, "x")
-    resumed = run(checkpoint=ckpt)
-    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    assert same(resumed.final, whole.final)
-    for name in ("bin_bias", "drift", "user_factors"):
-        assert torch.equal(getattr(resumed.params, name), getattr(whole.params, name))
+    assert_killed_run_resumes(r, cfg, method, tmp_path, ("bin_bias", "drift", "user_factors"),
+                              relaxation=1.5)

@@ -58,11 +58,11 @@ def test_outputs_tensorboard_and_published_model(small_root, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     assert metrics["final"]["val/rmse"] == summary["final"]["val/rmse"]
-    published = tmp_path / "models" / "ml-latest-small" / RANDOM / "features+genre_bias+flipped+year-K4.pt"
+    published = tmp_path / "models" / "ml-latest-small" / RANDOM / "features+genre_bias+flipped+year+drift-K4.pt"
     model = Recommender.load(published)
     assert model.params.item_factors.shape == (9742, 4) and model.dataset == "ml-latest-small"
     logdir = Path(summary["tensorboard"])
-    assert f"ml-latest-small_{RANDOM}_features+genre_bias+flipped+year_K4" in logdir.name  # dataset, split, rung and K
+    assert f"ml-latest-small_{RANDOM}_features+genre_bias+flipped+year+drift_K4" in logdir.name  # dataset, split, rung and K
     events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
     events.Reload()
     tags = events.Tags()["scalars"]

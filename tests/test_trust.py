@@ -361,7 +361,7 @@ u._save_config = _full
 """
 
 
-MODEL = ".features+genre_bias+flipped+year-K3.pt."
+MODEL = ".features+genre_bias+flipped+year+drift-K3.pt."
 
 
 @pytest.mark.parametrize("prelude, where, problem", [

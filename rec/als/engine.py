@@ -308,28 +308,30 @@ class ALS:
         self._time_seen = (p.bin_bias.clone(), p.drift.clone())
 
     def time_step(self, p: Params, lam: float | None = None,
-                  precisions: tuple[float, float] | None = None,
+                  precisions: tuple[float, float, float] | None = None,
                   noise: tuple | None = None) -> float | None:
         """The time-aware biases' exact steps given everything else: every ``c_{n,k}``, then
-        every ``alpha_m`` (:class:`rec.als.time_biases.TimedRatings`); under Gibbs (``lam``,
-        ``precisions`` = sampled ``gamma_time, gamma_drift``, ``noise`` a standard normal per
-        bias and per drift) draws from their conditionals.  Returns the training sum of
-        squared errors after the steps (``None`` without time terms)."""
+        every person's ``(b_m, alpha_m)`` together (:class:`rec.als.time_biases.TimedRatings`);
+        under Gibbs (``lam``, ``precisions`` = sampled ``gamma_time, gamma_drift`` and the
+        people's bias precision, ``noise`` a standard normal per bias and (2, people) per
+        person) draws from their conditionals.  Returns the training sum of squared errors
+        after the steps (``None`` without time terms)."""
         t = self.timed
         if t is None:
             return None
         cfg = self.cfg
         gibbs = lam is not None
         lam = cfg.lam if lam is None else lam
-        gamma_time, gamma_drift = precisions or (cfg.gamma_time, cfg.gamma_drift)
+        gamma_time, gamma_drift, gamma_bias = precisions or (cfg.gamma_time, cfg.gamma_drift,
+                                                             cfg.gamma)
         scaled = cfg.count_scaled and not gibbs  # Bayesian priors are not count-scaled
         omega = 1.0 if gibbs else self.relaxation
         residual = t.residuals(p)
         if t.key is not None:
             t.bin_step(p, residual, lam, gamma_time, scaled, omega, noise and noise[0])
         if t.dev is not None:
-            t.drift_step(p, residual, lam, gamma_drift, self.user_weight if scaled else None,
-                         omega, noise and noise[1])
+            t.drift_step(p, residual, lam, gamma_drift, gamma_bias, self.user_bias_prior_mean(p),
+                         self.user_weight if scaled else None, omega, noise and noise[1])
         return float(residual.double().square().sum())
 
     def genre_mean(self, p: Params) -> torch.Tensor | None:

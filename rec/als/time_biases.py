@@ -17,7 +17,8 @@ The rest of the engine sees the time terms as an offset of each training rating,
 ``r`` without them (:meth:`TimedRatings.refresh` writes ``r - o`` into both sides' layouts),
 so the user, movie, genre and SVD++ steps, their draws and the error sums are unchanged.
 Given everything else, the biases per (movie, bin) are independent scalars with a closed-form
-minimizer (and Gaussian conditional), and so are the drifts: two exact block steps.
+minimizer (and Gaussian conditional), and each person's bias and drift an independent pair:
+two exact block steps.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class TimedRatings:
     """(movies * B,) training ratings per (movie, bin)."""
     dev_square: torch.Tensor | None
     """(users,) ``sum dev^2`` of each person's ratings."""
+    dev_sum: torch.Tensor | None = None
+    """(users,) ``sum dev`` of each person's ratings."""
+    user_count: torch.Tensor | None = None
+    """(users,) each person's training ratings."""
 
     @classmethod
     def build(cls, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
@@ -84,18 +89,20 @@ class TimedRatings:
         day = days(timestamp)
         edges, user_day = time_axis(user, day, n_users, bins)
         to = lambda t: t.to(device)
-        key = count = dev = square = None
+        key = count = dev = square = dev_sum = user_count = None
         if bins:
             k = torch.bucketize(day.to(dtype).double(), edges.to(dtype).double(), right=True)
             key = to(item.long() * bins + k)
             count = torch.bincount(key, minlength=n_items * bins).to(dtype)
         if drift:
             dev = deviation(day.to(dtype).double(), user_day.to(dtype).double()[user.long()])
-            square = to(torch.zeros(n_users, dtype=torch.float64).index_add_(
-                0, user.long(), dev.square()).to(dtype))
+            per_user = lambda x: to(torch.zeros(n_users, dtype=torch.float64).index_add_(
+                0, user.long(), x).to(dtype))
+            square, dev_sum = per_user(dev.square()), per_user(dev)
+            user_count = per_user(torch.ones_like(dev))
             dev = to(dev.to(dtype))
         timed = cls(to(user.long()), to(item.long()), to(rating.to(dtype)), key, dev, (),
-                    bins, count, square)
+                    bins, count, square, dev_sum, user_count)
         return timed, (bins, drift, edges, user_day)
 
     def offsets(self, p: Params) -> torch.Tensor:
@@ -153,22 +160,44 @@ class TimedRatings:
             flat.copy_(solved + noise * precision.rsqrt())
         residual -= (flat - old)[self.key]
 
-    def drift_step(self, p: Params, residual: torch.Tensor, lam: float, gamma: float,
+    def drift_step(self, p: Params, residual: torch.Tensor, lam: float, gamma_drift: float,
+                   gamma_bias: float, bias_mean: torch.Tensor | None,
                    weight: torch.Tensor | None, omega: float = 1.0,
                    noise: torch.Tensor | None = None) -> None:
-        """Every ``alpha_m`` to its exact minimizer given the rest, or a draw: precision
-        ``P = lam sum dev^2 + gamma w_m``, mean ``lam sum dev (e + alpha_m dev) / P``
-        (``weight``: ``w_m``, ``None``: 1)."""
-        old = p.drift.clone()
-        sums = torch.zeros_like(old).index_add_(0, self.user, self.dev * residual)
-        precision = lam * self.dev_square + gamma * (1 if weight is None else weight)
-        solved = torch.where(precision > 0, lam * (sums + self.dev_square * old)
-                             / precision.clamp(min=1e-30), 0)
+        """Every person's bias and drift ``(b_m, alpha_m)`` together to their exact minimizer
+        given the rest, or with ``noise`` ((2, people) standard normal) a draw from their
+        Gaussian conditional: precision ``P = lam [[n, S], [S, Q]] + diag(gamma_bias,
+        gamma_drift) w_m`` (n ratings, ``S = sum dev``, ``Q = sum dev^2``), mean
+        ``P^-1 (lam [sum e', sum dev e'] + [gamma_bias w_m b-bar_m, 0])`` with ``e' = r - r-hat
+        + b_m + alpha_m dev`` (``bias_mean``: b-bar, ``None``: 0; ``weight``: ``w_m``,
+        ``None``: 1).  The pair moves together because ``dev`` has a nonzero mean per person
+        (it is measured from the mean day), so one at a time they trade a shift back and forth
+        over many epochs."""
+        w = 1 if weight is None else weight
+        b_old, a_old = p.user_bias.clone(), p.drift.clone()
+        count, dev_sum, square = self.user_count, self.dev_sum, self.dev_square
+        e = torch.zeros_like(a_old).index_add_(0, self.user, residual)
+        ed = torch.zeros_like(a_old).index_add_(0, self.user, self.dev * residual)
+        r1 = lam * (e + count * b_old + dev_sum * a_old) + gamma_bias * w * (
+            0 if bias_mean is None else bias_mean)
+        r2 = lam * (ed + dev_sum * b_old + square * a_old)
+        p11, p12, p22 = lam * count + gamma_bias * w, lam * dev_sum, lam * square + gamma_drift * w
+        det = p11 * p22 - p12 * p12
+        held = det > 0  # under count scaling a person without ratings keeps their prior
+        det = torch.where(held, det, 1)
+        b = torch.where(held, (p22 * r1 - p12 * r2) / det, b_old)
+        a = torch.where(held, (p11 * r2 - p12 * r1) / det, a_old)
         if noise is None:
-            p.drift.lerp_(solved, omega)
-        else:
-            p.drift.copy_(solved + noise * precision.rsqrt())
-        residual -= (p.drift - old)[self.user] * self.dev
+            p.user_bias.lerp_(b, omega)
+            p.drift.lerp_(a, omega)
+        else:  # mean + L^-T z, P = L L^T
+            l11 = p11.clamp(min=1e-30).sqrt()
+            l21 = p12 / l11
+            l22 = (p22 - l21 * l21).clamp(min=1e-30).sqrt()
+            x2 = noise[1] / l22
+            p.user_bias.copy_(b + (noise[0] - l21 * x2) / l11)
+            p.drift.copy_(a + x2)
+        residual -= (p.user_bias - b_old)[self.user] + (p.drift - a_old)[self.user] * self.dev
 
     def penalty(self, p: Params, gamma_time: float, gamma_drift: float,
                 user_weight: torch.Tensor | None) -> float:

@@ -67,9 +67,14 @@ class Context:
         if name != "features":  # only features has genre priors: another rung cannot take them
             for key, off in (("genre_bias", False), ("movie_year", False), ("movie_tags", 0)):
                 changes.setdefault(key, off)
+        if name != "features":
+            changes.setdefault("person_features", False)
         if name == "biases":  # nor SVD++ sums: they add to embeddings, which biases has none of
             for key in ("svdpp", "svdpp_flipped", "svdpp_heldout"):
                 changes.setdefault(key, False)
+        if name == "latent":  # nor time terms: they move biases, which latent has none of
+            changes.setdefault("time_bins", 0)
+            changes.setdefault("time_drift", False)
         wanted = replace(self.run.model, name=name, K=self.run.model.K if K is None else int(K),
                          **changes)
         inference = inference or self.run.inference

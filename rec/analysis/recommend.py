@@ -86,8 +86,9 @@ def loved(ctx: Context, model, seed_id: int, opts: Options) -> dict:
     k = options.pop("K", None)
     plain = {f: getattr(ModelConfig, f) for f in ("lam", "gamma", "reg_scaling")}  # unused there
     explicit_only = {"genre_bias": False, "svdpp": False, "svdpp_flipped": False,
-                     "svdpp_heldout": False, "movie_year": False, "movie_tags": 0}
-    # the implicit loss has none of the first four; the last two were validated for ratings
+                     "svdpp_heldout": False, "time_bins": 0, "time_drift": False,
+                     "person_features": False, "movie_year": False, "movie_tags": 0}
+    # the implicit loss has none of the first seven; the last two were validated for ratings
     implicit = model if model.config.implicit else ctx.model(
         K=k, feedback="implicit", **explicit_only, **{**plain, **options})
     top = explicit.rating_range[1]

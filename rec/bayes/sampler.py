@@ -141,9 +141,10 @@ class GibbsSampler:
             p.genre_bias.copy_(self._ridge_draw(p.item_bias.unsqueeze(1),
                                                 h.item_precision[e.dim:], h.eta_bias)[:, 0])
         if e.timed is not None:  # the time terms last: the errors after them are exact
-            noise = tuple(self._noise(x.numel(), 1).view(-1) if x.numel() else None
-                          for x in (p.bin_bias, p.drift))
-            self.sse = e.time_step(p, h.lam, (h.gamma_time or 1.0, h.gamma_drift or 1.0), noise)
+            noise = (self._noise(p.bin_bias.numel(), 1).view(-1) if p.bin_bias.numel() else None,
+                     self._noise(2, e.n_users) if p.drift.numel() else None)
+            self.sse = e.time_step(p, h.lam, (h.gamma_time or 1.0, h.gamma_drift or 1.0,
+                                              float(h.user_precision[e.dim])), noise)
         return h
 
     def _rated_draw(self, sums, target: torch.Tensor, precision: np.ndarray, rho: float,

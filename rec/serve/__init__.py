@@ -1,6 +1,6 @@
 """``rec serve MODEL``: a published model behind a JSON API and a web page.
 
-    rec serve models/ml-latest-small/random-0.9-0.05-0.05-seed0/features+genre_bias+flipped+year-K10.pt
+    rec serve models/ml-latest-small/random-0.9-0.05-0.05-seed0/features+genre_bias+flipped+year+drift-K10.pt
 
 Endpoints (OpenAPI docs at ``/docs``): ``/health``; ``/model``; ``/movies?q=`` (the catalogue
 by title); ``/users/{id}/recommendations``; ``POST /recommendations`` (a new person folded in
