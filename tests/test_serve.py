@@ -104,6 +104,9 @@ def test_the_answers_of_an_explicit_model(explicit, small):
     (("post", "/recommendations", {"json": {"movies": [{"movie_id": 1}, {"movie_id": 1}]}}), 422,
      "more than once"),
     (("post", "/recommendations", {"json": {"movies": [{"movie_id": 77777777}]}}), 404, "not in"),
+    (("post", "/recommendations", {"json": {"movies": [{"movie_id": 1}],
+                                            "attributes": {"gender": "F"}}}), 422,
+     "without model.person_features"),
     (("post", "/recommendations", {"content": b'{"movies": [', "headers":
                                    {"content-type": "application/json"}}), 422, "JSON"),
     (("post", "/recommendations", {"content": b"x" * 70_000, "headers":

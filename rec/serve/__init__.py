@@ -46,6 +46,10 @@ class NewPerson(BaseModel):
     movies: list[Watched] = Field(min_length=1, max_length=MAX_MOVIES,
                                   description="movies the person watched, each once")
     k: int = Field(10, ge=1, le=MAX_K, description="how many movies to recommend")
+    attributes: dict[str, str | int] | None = Field(
+        None, description="what the person is, for a model trained with "
+                          "model.person_features: gender, age, occupation "
+                          '(e.g. {"gender": "F", "age": 31, "occupation": "writer"})')
 
 
 class BadRequest(Exception):
@@ -126,9 +130,11 @@ class Service:
         try:
             with self.lock:
                 if self.gibbs:
-                    found = self.model.recommend_new_user_with_uncertainty(pairs, person.k)
+                    found = self.model.recommend_new_user_with_uncertainty(
+                        pairs, person.k, attributes=person.attributes)
                 else:
-                    found = self.model.recommend_new_user(pairs, person.k)
+                    found = self.model.recommend_new_user(pairs, person.k,
+                                                          attributes=person.attributes)
         except RecError as e:
             raise BadRequest(422, str(e)) from None
         return self._because(found, person) if self.model.params.item_factors.shape[1] else found
