@@ -13,6 +13,7 @@ running mean over all ``samples`` sweeps).  Extra arguments are
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,8 +38,10 @@ def main(out: Path, overrides: list[str]) -> None:
         run = compose_run([f"model={rung}", f"K={k}", f"inference={how}", f"paths.root={out}",
                            "progress=false", "tensorboard=false", *overrides])
         path = run.published_model(run.data.name)
-        if not path.is_file():
-            train(run, out / "runs" / f"{rung}-K{k}-{how}")
+        if not path.is_file():  # a folder left by other defaults under this name is not this run's
+            folder = out / "runs" / f"{rung}-K{k}-{how}"
+            shutil.rmtree(folder, ignore_errors=True)
+            train(run, folder)
         model = Recommender.load(path)
         ratings, _ = load(run)
         test = run.split.make(ratings).test.long()

@@ -32,10 +32,11 @@ from rec.pipeline import train
 REPO = Path(__file__).resolve().parents[1]
 RUNGS = {"biases": ["model=biases"], "embeddings": ["model=embeddings"], "features": ["model=features"],
          "features-plain": ["model=features", "model.genre_bias=false", "train.relaxation=1",
-                            "model.svdpp_flipped=false", "model.movie_year=false"]}
+                            "model.svdpp_flipped=false", "model.movie_year=false",
+                            "model.time_drift=false"]}
 """rec's systems: the rungs with the shipped defaults (with the dataset's conf/tuned/ values),
-and features as plain ALS without the bias prior, the flipped term or the decades (the report's
-algorithm, rec's earlier default)."""
+and features as plain ALS without the bias prior, the flipped term, the decades or the drift
+(the report's algorithm, rec's earlier default)."""
 REFERENCE = "rec-features"
 
 
