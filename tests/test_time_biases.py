@@ -92,7 +92,7 @@ def test_each_time_step_is_the_dense_minimizer_of_its_block():
     p = _moved(e, r, 1)
     t = e.timed
     n, n_keys = t.user.numel(), p.bin_bias.numel()
-    x_bins = torch.nn.functional.one_hot(t.key, n_keys).double()
+    x_bins = torch.nn.functional.one_hot(t.key.long(), n_keys).double()
     x_people = torch.zeros(n, 2 * e.n_users, dtype=torch.float64)  # [b | alpha]
     x_people[torch.arange(n), t.user] = 1.0
     x_people[torch.arange(n), e.n_users + t.user] = t.dev

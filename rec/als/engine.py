@@ -304,7 +304,7 @@ class ALS:
         seen = self._time_seen
         if seen is not None and torch.equal(seen[0], p.bin_bias) and torch.equal(seen[1], p.drift):
             return
-        self.timed.refresh(p, (self.by_user, self.by_item))
+        self.timed.refresh(p, (self.by_user, self.by_item), self.workspace)
         self._time_seen = (p.bin_bias.clone(), p.drift.clone())
 
     def time_step(self, p: Params, lam: float | None = None,
@@ -326,7 +326,7 @@ class ALS:
                                                              cfg.gamma)
         scaled = cfg.count_scaled and not gibbs  # Bayesian priors are not count-scaled
         omega = 1.0 if gibbs else self.relaxation
-        residual = t.residuals(p)
+        residual = t.residuals(p, self.workspace)
         if t.key is not None:
             t.bin_step(p, residual, lam, gamma_time, scaled, omega, noise and noise[0])
         if t.dev is not None:

@@ -518,6 +518,38 @@ def _rating_levels(vals, index, n_taken, levels):
     return n
 
 
+def _time_targets(user, item, key, dev, rating, bin_bias, drift, mu, user_bias, item_bias,
+                  user_factors, item_factors, target, residual, first, last):
+    """For the time terms (:mod:`rec.als.time_biases`), ratings ``first..last-1`` of the
+    training order: ``target = r - o`` with ``o = c_{n,bin} + alpha_m dev`` (``key`` or
+    ``dev`` empty: that term off), and, when ``residual`` is not empty, ``residual = target -
+    (mu + b_m + c_n + u_m . v_n)``.  One pass, no (ratings, K) temporaries.  Returns 0."""
+    k = user_factors.shape[1]
+    with_residual = residual.shape[0] > 0
+    for i in range(first, last):
+        m, n = user[i], item[i]
+        o = 0.0
+        if key.shape[0] > 0:
+            o += bin_bias[key[i]]
+        if dev.shape[0] > 0:
+            o += drift[m] * dev[i]
+        t = rating[i] - o
+        target[i] = t
+        if with_residual:
+            s = mu + user_bias[m] + item_bias[n]
+            for d in range(k):
+                s += user_factors[m, d] * item_factors[n, d]
+            residual[i] = t - s
+    return 0
+
+
+def _gather(source, index, out, first, last):
+    """``out[i] = source[index[i]]`` for ``i`` in ``first..last-1``.  Returns 0."""
+    for i in range(first, last):
+        out[i] = source[index[i]]
+    return 0
+
+
 def _rating(index, t):
     """The position of the ``t``-th rating taken: ``index[t]``, or ``t`` for an empty index."""
     return index[t] if index.shape[0] > 0 else t
@@ -637,9 +669,11 @@ if AVAILABLE:
     layout_fill = numba.njit(cache=True, nogil=True)(_layout_fill)
     counting_order = numba.njit(cache=True, nogil=True)(_counting_order)
     pad_rows = numba.njit(cache=True, nogil=True)(_pad_rows)
+    time_targets = _jit(_time_targets)
+    gather = numba.njit(cache=True, nogil=True)(_gather)
 else:  # pragma: no cover
     _generic_solve_rows = cg_rows = squared_errors = layout_degree = layout_count = layout_fill = None
-    rating_levels = solve_batch = counting_order = pad_rows = None
+    rating_levels = solve_batch = counting_order = pad_rows = time_targets = gather = None
 
 UNROLLED_WIDTHS = 24
 """Widest ``[x, y]`` (D + 1 entries) given a generated :func:`accumulate_source`: its code

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from rec.als import kernel
 from rec.als.groups import Groups, RowRatings
 from rec.als.params import Params, days, deviation
 from rec.errors import ConfigError
@@ -58,13 +59,13 @@ class TimedRatings:
     each sits in the two layouts, so that :meth:`refresh` can write ``r - o`` there."""
 
     user: torch.Tensor
-    """int64 (n,) person of each rating."""
+    """(n,) person of each rating (int32 where every index fits: half the bytes to stream)."""
     item: torch.Tensor
-    """int64 (n,) movie of each rating."""
+    """(n,) movie of each rating."""
     rating: torch.Tensor
     """(n,) the rating values."""
     key: torch.Tensor | None
-    """int64 (n,) ``item * B + bin``: the (movie, bin) whose bias the rating gains."""
+    """(n,) ``item * B + bin``: the (movie, bin) whose bias the rating gains."""
     dev: torch.Tensor | None
     """(n,) ``dev_m(t)`` of each rating."""
     slots: tuple
@@ -92,7 +93,7 @@ class TimedRatings:
         key = count = dev = square = dev_sum = user_count = None
         if bins:
             k = torch.bucketize(day.to(dtype).double(), edges.to(dtype).double(), right=True)
-            key = to(item.long() * bins + k)
+            key = to(_index(item.long() * bins + k))
             count = torch.bincount(key, minlength=n_items * bins).to(dtype)
         if drift:
             dev = deviation(day.to(dtype).double(), user_day.to(dtype).double()[user.long()])
@@ -101,7 +102,7 @@ class TimedRatings:
             square, dev_sum = per_user(dev.square()), per_user(dev)
             user_count = per_user(torch.ones_like(dev))
             dev = to(dev.to(dtype))
-        timed = cls(to(user.long()), to(item.long()), to(rating.to(dtype)), key, dev, (),
+        timed = cls(to(_index(user)), to(_index(item)), to(rating.to(dtype)), key, dev, (),
                     bins, count, square, dev_sum, user_count)
         return timed, (bins, drift, edges, user_day)
 
@@ -114,18 +115,42 @@ class TimedRatings:
             out += p.drift[self.user] * self.dev
         return out
 
-    def residuals(self, p: Params) -> torch.Tensor:
-        """``r - r-hat`` of every training rating, time terms included."""
-        out = self.rating - self.offsets(p)
+    def targets(self, p: Params, residual: bool = False, workspace=None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``r - o`` of every training rating and, with ``residual``, ``r - r-hat`` (time
+        terms included): one compiled pass on a CPU where Numba is (``workspace``'s threads,
+        :class:`rec.als.solve.Workspace`), else torch ops in chunks."""
+        if kernel.AVAILABLE and self.rating.device.type == "cpu":
+            n = self.rating.numel()
+            target = torch.empty_like(self.rating)
+            out = torch.empty_like(self.rating) if residual else self.rating.new_empty(0)
+            empty_i, empty_f = self.user.new_empty(0), self.rating.new_empty(0)
+            np_ = lambda t: t.detach().numpy()
+            threads = torch.get_num_threads()
+            kernel.run_blocks(
+                kernel.time_targets, n, threads, None if workspace is None else workspace.pool(threads),
+                np_(self.user), np_(self.item), np_(empty_i if self.key is None else self.key),
+                np_(empty_f if self.dev is None else self.dev), np_(self.rating),
+                np_(p.bin_bias.reshape(-1)), np_(p.drift), float(p.mu), np_(p.user_bias),
+                np_(p.item_bias), np_(p.user_factors), np_(p.item_factors), np_(target), np_(out))
+            return target, (out if residual else None)
+        target = self.rating - self.offsets(p)
+        if not residual:
+            return target, None
+        out = target.clone()
         static = p.without_time()
         for s in range(0, out.numel(), CHUNK):
             out[s:s + CHUNK] -= static.predict(self.user[s:s + CHUNK], self.item[s:s + CHUNK])
-        return out
+        return target, out
 
-    def refresh(self, p: Params, sides) -> None:
+    def residuals(self, p: Params, workspace=None) -> torch.Tensor:
+        """``r - r-hat`` of every training rating, time terms included."""
+        return self.targets(p, True, workspace)[1]
+
+    def refresh(self, p: Params, sides, workspace=None) -> None:
         """Write ``r - o`` into each layout of ``sides`` (by user, by movie; ``None``: freed),
         where the steps read a rating's value."""
-        target = self.rating - self.offsets(p)
+        target = self.targets(p, workspace=workspace)[0]
         for layout, slot in zip(sides, self.slots):
             if layout is None:
                 continue
@@ -133,7 +158,7 @@ class TimedRatings:
                 if layout.levels.numel():  # codes cannot hold r - o: the values themselves
                     layout.vals = layout.values().to(target.dtype)
                     layout.levels = layout.levels.new_zeros(0)
-                layout.vals.copy_(target[slot])
+                _gather_into(target, slot, layout.vals, workspace)
                 continue
             for chunk, at in zip(layout.chunks, slot):
                 chunk.vals.copy_(torch.where(at >= 0, target[at.clamp(min=0)], 0))
@@ -211,6 +236,24 @@ class TimedRatings:
             w = 1 if user_weight is None else user_weight.double()
             j += gamma_drift / 2 * float((w * p.drift.double() ** 2).sum())
         return j
+
+
+def _index(t: torch.Tensor) -> torch.Tensor:
+    """Indices as int32 where they all fit, else int64."""
+    big = t.numel() and int(t.max()) >= 1 << 31
+    return t.long() if big else t.int()
+
+
+def _gather_into(source: torch.Tensor, index: torch.Tensor, out: torch.Tensor,
+                 workspace=None) -> None:
+    """``out[:] = source[index]``: compiled on a CPU where Numba is, else torch's."""
+    if kernel.AVAILABLE and source.device.type == "cpu":
+        threads = torch.get_num_threads()
+        kernel.run_blocks(kernel.gather, out.numel(), threads,
+                          None if workspace is None else workspace.pool(threads),
+                          source.numpy(), index.numpy(), out.numpy())
+    else:
+        torch.index_select(source, 0, index, out=out)
 
 
 def timed_ratings(spec, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
