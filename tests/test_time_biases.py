@@ -216,3 +216,14 @@ def test_a_killed_run_with_the_time_terms_resumes_to_the_same_result(method, tmp
     cfg = ModelConfig(name="features", K=2, genre_bias=True, time_bins=3, time_drift=True)
     assert_killed_run_resumes(r, cfg, method, tmp_path, ("bin_bias", "drift", "user_factors"),
                               relaxation=1.5)
+
+
+def test_the_compiled_pass_gives_the_torch_ops_targets_and_residuals(monkeypatch):
+    r = random_ratings(seed=12)
+    e = _engine(r, ModelConfig(name="features", K=3, time_bins=3, time_drift=True))
+    p = _moved(e, r, 4)
+    compiled = e.timed.targets(p, residual=True, workspace=e.workspace)
+    monkeypatch.setattr("rec.als.time_biases.kernel.AVAILABLE", False)
+    plain = e.timed.targets(p, residual=True)
+    for a, b in zip(compiled, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
