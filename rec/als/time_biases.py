@@ -284,5 +284,5 @@ def slots_of(layout: Groups | RowRatings) -> torch.Tensor | list[torch.Tensor]:
     laid out as values (0: padding): ``(nnz,)`` for the fused layout, one ``(rows, width)``
     tensor per chunk for the torch path (-1: padding)."""
     if isinstance(layout, RowRatings):
-        return layout.values().long() - 1
-    return [chunk.vals.long() - 1 for chunk in layout.chunks]
+        return _index(layout.values().long() - 1)
+    return [_index(chunk.vals.long() - 1) for chunk in layout.chunks]
