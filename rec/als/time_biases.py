@@ -90,21 +90,28 @@ class TimedRatings:
         initial time terms' shapes and axis for :meth:`rec.als.params.Params.initial`."""
         day = days(timestamp)
         edges, user_day = time_axis(user, day, n_users, bins)
-        to = lambda t: t.to(device)
-        key = count = dev = square = dev_sum = user_count = None
-        if bins:
-            k = torch.bucketize(day.to(dtype).double(), edges.to(dtype).double(), right=True)
-            key = to(_index(item.long() * bins + k))
-            count = torch.bincount(key, minlength=n_items * bins).to(dtype)
-        if drift:
-            dev = deviation(day.to(dtype).double(), user_day.to(dtype).double()[user.long()])
-            per_user = lambda x: to(torch.zeros(n_users, dtype=torch.float64).index_add_(
-                0, user.long(), x).to(dtype))
-            square, dev_sum = per_user(dev.square()), per_user(dev)
-            user_count = per_user(torch.ones_like(dev))
-            dev = to(dev.to(dtype))
-        timed = cls(to(_index(user)), to(_index(item)), to(rating.to(dtype)), key, dev, (),
-                    bins, count, square, dev_sum, user_count)
+        n = day.numel()
+        # in blocks: whole-array float64 temporaries of ML-32M's ratings take gigabytes
+        key = torch.empty(n, dtype=_index(torch.tensor([n_items * max(bins, 1)])).dtype) \
+            if bins else None
+        dev = torch.empty(n, dtype=dtype) if drift else None
+        sums = torch.zeros(3, n_users, dtype=torch.float64)  # ratings, sum dev, sum dev^2
+        at_edges, at_day = edges.to(dtype).double(), user_day.to(dtype).double()
+        for s in range(0, n, CHUNK):
+            d, u = day[s:s + CHUNK].to(dtype).double(), user[s:s + CHUNK].long()
+            if bins:
+                key[s:s + CHUNK] = item[s:s + CHUNK].long() * bins + torch.bucketize(
+                    d, at_edges, right=True)
+            if drift:
+                x = deviation(d, at_day[u])
+                dev[s:s + CHUNK] = x
+                for row, values in enumerate((torch.ones_like(x), x, x.square())):
+                    sums[row].index_add_(0, u, values)
+        to = lambda t: None if t is None else t.to(device)
+        count = None if key is None else torch.bincount(key, minlength=n_items * bins).to(dtype)
+        user_count, dev_sum, square = (to(x.to(dtype)) for x in sums) if drift else (None,) * 3
+        timed = cls(to(_index(user)), to(_index(item)), to(rating.to(dtype)), to(key), to(dev),
+                    (), bins, to(count), square, dev_sum, user_count)
         return timed, (bins, drift, edges, user_day)
 
     def offsets(self, p: Params) -> torch.Tensor:
