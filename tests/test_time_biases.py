@@ -137,7 +137,7 @@ def test_a_time_draw_follows_the_exact_gaussian_conditional():
         bins.append(q.bin_bias.reshape(-1).clone())
         q = start.clone()
         q.bin_bias.zero_()
-        t.drift_step(q, t.residuals(q), lam, gammas[1], gammas[2], None, None,
+        t.drift_step(q, t.drift_sums(t.residuals(q)), lam, gammas[1], gammas[2], None, None,
                      noise=torch.randn(2, e.n_users, generator=g, dtype=torch.float64))
         pairs.append(torch.stack([q.user_bias, q.drift]).clone())
     bins, pairs = torch.stack(bins), torch.stack(pairs)  # (n, keys), (n, 2, users)
@@ -227,3 +227,23 @@ def test_the_compiled_pass_gives_the_torch_ops_targets_and_residuals(monkeypatch
     plain = e.timed.targets(p, residual=True)
     for a, b in zip(compiled, plain):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["als", "gibbs"])
+def test_the_drift_alone_in_one_pass_equals_the_residual_path(method, monkeypatch):
+    """The drift without bins takes one compiled pass (sums per person, the errors after the
+    step by formula); it gives the general path's parameters and errors."""
+    r = random_ratings(seed=13)
+    cfg = ModelConfig(name="features", K=3, time_drift=True, genre_bias=True)
+    e = _engine(r, cfg, relaxation=1.4)
+    start = _moved(e, r, 5)
+    args = {"als": (), "gibbs": (1.2, (1.0, 3.0, 2.0), (None, torch.randn(
+        2, e.n_users, dtype=torch.float64, generator=torch.Generator().manual_seed(6))))}[method]
+    fast, slow = start.clone(), start.clone()
+    sse_fast = e.time_step(fast, *args)
+    monkeypatch.setattr(type(e.timed), "compiled", property(lambda self: False))
+    sse_slow = e.time_step(slow, *args)
+    for name in ("user_bias", "drift"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(slow, name), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sse_fast, sse_slow, rtol=1e-10)
+    np.testing.assert_allclose(sse_fast, e.train_errors(fast)[0], rtol=1e-10)

@@ -326,12 +326,20 @@ class ALS:
                                                              cfg.gamma)
         scaled = cfg.count_scaled and not gibbs  # Bayesian priors are not count-scaled
         omega = 1.0 if gibbs else self.relaxation
+        bias_mean = self.user_bias_prior_mean(p)
+        weight = self.user_weight if scaled else None
+        drift = (gamma_drift, gamma_bias, bias_mean, weight, omega, noise and noise[1])
+        if t.key is None and t.compiled:  # the drift alone: one pass, no residuals stored
+            e, ed, total = t.person_sums(p, self.workspace)
+            change = t.drift_step(p, (e, ed), lam, *drift)
+            return t.errors_after_drift(total, (e, ed), change)
         residual = t.residuals(p, self.workspace)
         if t.key is not None:
             t.bin_step(p, residual, lam, gamma_time, scaled, omega, noise and noise[0])
         if t.dev is not None:
-            t.drift_step(p, residual, lam, gamma_drift, gamma_bias, self.user_bias_prior_mean(p),
-                         self.user_weight if scaled else None, omega, noise and noise[1])
+            db, da = (x.to(residual.dtype) for x in t.drift_step(p, t.drift_sums(residual),
+                                                                  lam, *drift))
+            residual -= db[t.user] + da[t.user] * t.dev
         return float(residual.double().square().sum())
 
     def genre_mean(self, p: Params) -> torch.Tensor | None:

@@ -543,6 +543,25 @@ def _time_targets(user, item, key, dev, rating, bin_bias, drift, mu, user_bias, 
     return 0
 
 
+def _person_sums(user, item, dev, rating, drift, mu, user_bias, item_bias, user_factors,
+                 item_factors, sums, first, last):
+    """For the drift alone (no time bins), ratings ``first..last-1``: each rating's residual
+    ``e = r - alpha_m dev - (mu + b_m + c_n + u_m . v_n)`` added to ``sums[0, m]`` and ``dev e``
+    to ``sums[1, m]`` (this share's own float64 buffer).  Returns ``sum e^2``."""
+    k = user_factors.shape[1]
+    total = 0.0
+    for i in range(first, last):
+        m, n = user[i], item[i]
+        s = mu + user_bias[m] + item_bias[n] + drift[m] * dev[i]
+        for d in range(k):
+            s += user_factors[m, d] * item_factors[n, d]
+        e = rating[i] - s
+        sums[0, m] += e
+        sums[1, m] += dev[i] * e
+        total += e * e
+    return total
+
+
 def _gather(source, index, out, first, last):
     """``out[i] = source[index[i]]`` for ``i`` in ``first..last-1``.  Returns 0."""
     for i in range(first, last):
@@ -670,10 +689,12 @@ if AVAILABLE:
     counting_order = numba.njit(cache=True, nogil=True)(_counting_order)
     pad_rows = numba.njit(cache=True, nogil=True)(_pad_rows)
     time_targets = _jit(_time_targets)
+    person_sums = _jit(_person_sums)
     gather = numba.njit(cache=True, nogil=True)(_gather)
 else:  # pragma: no cover
     _generic_solve_rows = cg_rows = squared_errors = layout_degree = layout_count = layout_fill = None
-    rating_levels = solve_batch = counting_order = pad_rows = time_targets = gather = None
+    rating_levels = solve_batch = counting_order = pad_rows = time_targets = None
+    person_sums = gather = None
 
 UNROLLED_WIDTHS = 24
 """Widest ``[x, y]`` (D + 1 entries) given a generated :func:`accumulate_source`: its code

@@ -128,7 +128,7 @@ class TimedRatings:
         """``r - o`` of every training rating and, with ``residual``, ``r - r-hat`` (time
         terms included): one compiled pass on a CPU where Numba is (``workspace``'s threads,
         :class:`rec.als.solve.Workspace`), else torch ops in chunks."""
-        if kernel.AVAILABLE and self.rating.device.type == "cpu":
+        if self.compiled:
             n = self.rating.numel()
             target = torch.empty_like(self.rating)
             out = torch.empty_like(self.rating) if residual else self.rating.new_empty(0)
@@ -157,7 +157,9 @@ class TimedRatings:
 
     def refresh(self, p: Params, sides, workspace=None) -> None:
         """Write ``r - o`` into each layout of ``sides`` (by user, by movie; ``None``: freed),
-        where the steps read a rating's value."""
+        where the steps read a rating's value.  (Computing ``r - o`` once in training order
+        and gathering it is faster than computing each slot's through its rating: the
+        gather reads one array at random, not four.)"""
         target = self.targets(p, workspace=workspace)[0]
         for layout, slot in zip(sides, self.slots):
             if layout is None:
@@ -166,10 +168,21 @@ class TimedRatings:
                 if layout.levels.numel():  # codes cannot hold r - o: the values themselves
                     layout.vals = layout.values().to(target.dtype)
                     layout.levels = layout.levels.new_zeros(0)
-                _gather_into(target, slot, layout.vals, workspace)
+                self._gather(target, slot, layout.vals, workspace)
                 continue
             for chunk, at in zip(layout.chunks, slot):
                 chunk.vals.copy_(torch.where(at >= 0, target[at.clamp(min=0)], 0))
+
+    def _gather(self, source: torch.Tensor, index: torch.Tensor, out: torch.Tensor,
+                workspace) -> None:
+        """``out[:] = source[index]``: compiled where :attr:`compiled`, else torch's."""
+        if not self.compiled:
+            torch.index_select(source, 0, index, out=out)
+            return
+        threads = torch.get_num_threads()
+        kernel.run_blocks(kernel.gather, out.numel(), threads,
+                          None if workspace is None else workspace.pool(threads),
+                          source.numpy(), index.numpy(), out.numpy())
 
     def bin_step(self, p: Params, residual: torch.Tensor, lam: float, gamma: float,
                  count_scaled: bool, omega: float = 1.0,
@@ -193,26 +206,58 @@ class TimedRatings:
             flat.copy_(solved + noise * precision.rsqrt())
         residual -= (flat - old)[self.key]
 
-    def drift_step(self, p: Params, residual: torch.Tensor, lam: float, gamma_drift: float,
-                   gamma_bias: float, bias_mean: torch.Tensor | None,
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled passes run (Numba, on a CPU)."""
+        return kernel.AVAILABLE and self.rating.device.type == "cpu"
+
+    def person_sums(self, p: Params, workspace=None) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """For the drift alone: each person's ``sum e`` and ``sum dev e`` of their residuals
+        and the total ``sum e^2``, in one compiled pass that stores no residual (each
+        thread adds into its own buffer)."""
+        n, n_users = self.rating.numel(), p.user_bias.numel()
+        threads = max(1, min(torch.get_num_threads(), n))
+        bounds = np.linspace(0, n, threads + 1).astype(np.int64)
+        buffers = np.zeros((threads, 2, n_users))
+        np_ = lambda t: t.detach().numpy()
+        args = (np_(self.user), np_(self.item), np_(self.dev), np_(self.rating), np_(p.drift),
+                float(p.mu), np_(p.user_bias), np_(p.item_bias), np_(p.user_factors),
+                np_(p.item_factors))
+        pool = None if workspace is None or threads == 1 else workspace.pool(threads)
+        run = lambda s: kernel.person_sums(*args, buffers[s], int(bounds[s]), int(bounds[s + 1]))
+        totals = [run(s) for s in range(threads)] if pool is None else \
+            [f.result() for f in [pool.submit(run, s) for s in range(threads)]]
+        sums = torch.from_numpy(buffers.sum(0))
+        return sums[0], sums[1], float(sum(totals))
+
+    def drift_sums(self, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each person's ``sum e`` and ``sum dev e`` of the residuals ``residual``."""
+        zeros = lambda: torch.zeros(self.user_count.numel(), dtype=residual.dtype,
+                                    device=residual.device)
+        return (zeros().index_add_(0, self.user, residual).double(),
+                zeros().index_add_(0, self.user, self.dev * residual).double())
+
+    def drift_step(self, p: Params, sums: tuple[torch.Tensor, torch.Tensor], lam: float,
+                   gamma_drift: float, gamma_bias: float, bias_mean: torch.Tensor | None,
                    weight: torch.Tensor | None, omega: float = 1.0,
-                   noise: torch.Tensor | None = None) -> None:
+                   noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Every person's bias and drift ``(b_m, alpha_m)`` together to their exact minimizer
         given the rest, or with ``noise`` ((2, people) standard normal) a draw from their
         Gaussian conditional: precision ``P = lam [[n, S], [S, Q]] + diag(gamma_bias,
         gamma_drift) w_m`` (n ratings, ``S = sum dev``, ``Q = sum dev^2``), mean
-        ``P^-1 (lam [sum e', sum dev e'] + [gamma_bias w_m b-bar_m, 0])`` with ``e' = r - r-hat
-        + b_m + alpha_m dev`` (``bias_mean``: b-bar, ``None``: 0; ``weight``: ``w_m``,
-        ``None``: 1).  The pair moves together because ``dev`` has a nonzero mean per person
-        (it is measured from the mean day), so one at a time they trade a shift back and forth
-        over many epochs."""
-        w = 1 if weight is None else weight
-        b_old, a_old = p.user_bias.clone(), p.drift.clone()
-        count, dev_sum, square = self.user_count, self.dev_sum, self.dev_square
-        e = torch.zeros_like(a_old).index_add_(0, self.user, residual)
-        ed = torch.zeros_like(a_old).index_add_(0, self.user, self.dev * residual)
+        ``P^-1 (lam [sum e', sum dev e'] + [gamma_bias w_m b-bar_m, 0])`` with ``e' = e + b_m +
+        alpha_m dev`` (``sums``: each person's ``sum e`` and ``sum dev e`` of the residuals
+        ``e``; ``bias_mean``: b-bar, ``None``: 0; ``weight``: ``w_m``, ``None``: 1).  The pair
+        moves together because ``dev`` has a nonzero mean per person (it is measured from the
+        mean day), so one at a time they trade a shift back and forth over many epochs.
+        Returns the changes of b and alpha."""
+        w = 1 if weight is None else weight.double()
+        b_old, a_old = (x.to(torch.float64, copy=True) for x in (p.user_bias, p.drift))
+        count, dev_sum, square = (x.double() for x in (self.user_count, self.dev_sum,
+                                                        self.dev_square))
+        e, ed = sums
         r1 = lam * (e + count * b_old + dev_sum * a_old) + gamma_bias * w * (
-            0 if bias_mean is None else bias_mean)
+            0 if bias_mean is None else bias_mean.double())
         r2 = lam * (ed + dev_sum * b_old + square * a_old)
         p11, p12, p22 = lam * count + gamma_bias * w, lam * dev_sum, lam * square + gamma_drift * w
         det = p11 * p22 - p12 * p12
@@ -221,16 +266,26 @@ class TimedRatings:
         b = torch.where(held, (p22 * r1 - p12 * r2) / det, b_old)
         a = torch.where(held, (p11 * r2 - p12 * r1) / det, a_old)
         if noise is None:
-            p.user_bias.lerp_(b, omega)
-            p.drift.lerp_(a, omega)
+            b, a = b_old + omega * (b - b_old), a_old + omega * (a - a_old)
         else:  # mean + L^-T z, P = L L^T
             l11 = p11.clamp(min=1e-30).sqrt()
             l21 = p12 / l11
             l22 = (p22 - l21 * l21).clamp(min=1e-30).sqrt()
-            x2 = noise[1] / l22
-            p.user_bias.copy_(b + (noise[0] - l21 * x2) / l11)
-            p.drift.copy_(a + x2)
-        residual -= (p.user_bias - b_old)[self.user] + (p.drift - a_old)[self.user] * self.dev
+            x2 = noise[1].double() / l22
+            b, a = b + (noise[0].double() - l21 * x2) / l11, a + x2
+        p.user_bias.copy_(b)
+        p.drift.copy_(a)
+        return p.user_bias.double() - b_old, p.drift.double() - a_old
+
+    def errors_after_drift(self, total: float, sums: tuple[torch.Tensor, torch.Tensor],
+                           change: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """``sum e^2`` after the (b, alpha) step, from the sums before it: each residual
+        falls by ``db_m + da_m dev``, so ``sum e'^2 = sum e^2 - 2 sum_m (db E_m + da ED_m) +
+        sum_m (n db^2 + 2 S db da + Q da^2)`` (no second pass over the ratings)."""
+        (e, ed), (db, da) = sums, change
+        n, s, q = (x.double() for x in (self.user_count, self.dev_sum, self.dev_square))
+        return total - 2 * float((db * e + da * ed).sum()) + float(
+            (n * db * db + 2 * s * db * da + q * da * da).sum())
 
     def penalty(self, p: Params, gamma_time: float, gamma_drift: float,
                 user_weight: torch.Tensor | None) -> float:
@@ -250,18 +305,6 @@ def _index(t: torch.Tensor) -> torch.Tensor:
     """Indices as int32 where they all fit, else int64."""
     big = t.numel() and int(t.max()) >= 1 << 31
     return t.long() if big else t.int()
-
-
-def _gather_into(source: torch.Tensor, index: torch.Tensor, out: torch.Tensor,
-                 workspace=None) -> None:
-    """``out[:] = source[index]``: compiled on a CPU where Numba is, else torch's."""
-    if kernel.AVAILABLE and source.device.type == "cpu":
-        threads = torch.get_num_threads()
-        kernel.run_blocks(kernel.gather, out.numel(), threads,
-                          None if workspace is None else workspace.pool(threads),
-                          source.numpy(), index.numpy(), out.numpy())
-    else:
-        torch.index_select(source, 0, index, out=out)
 
 
 def timed_ratings(spec, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
