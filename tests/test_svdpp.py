@@ -272,3 +272,24 @@ def test_a_new_persons_prior_mean_is_the_sum_of_what_they_rated_in_both_models()
     us, _ = gibbs.fold_in_samples(pairs)
     want = mean + samples["rated_factors"][:, items].sum(1) / 3 ** 0.5
     np.testing.assert_allclose(us, want, atol=1e-4)
+
+
+def test_a_sweep_splits_y_by_columns_over_threads_with_the_same_result():
+    """Y's columns are independent problems: one thread or several sweep them to the same
+    bits, minimizer and draw alike."""
+    sums, _ = tiny_sums(40, 25, seed=3)
+    g = torch.Generator().manual_seed(5)
+    t = torch.randn(40, 5, generator=g, dtype=torch.float64)
+    w = torch.rand(40, generator=g, dtype=torch.float64) + 0.5
+    y, z = (torch.randn(25, 5, generator=g, dtype=torch.float64) for _ in range(2))
+    tau = torch.linspace(1, 2, 5, dtype=torch.float64)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            runs.append((sums.sweep(t, w, tau, 0.5, y, omega=1.3), sums.sweep(t, w, tau, 0.5, y, z)))
+    finally:
+        torch.set_num_threads(before)
+    for other in runs[1:]:
+        assert torch.equal(other[0], runs[0][0]) and torch.equal(other[1], runs[0][1])

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,16 +141,37 @@ class RatedSums:
             draws = None if noise is None else (torch.zeros_like(target), noise)
             return self.solve(target, weight, tau, rho, y, draws)
         k = target.shape[1]
-        per_col = lambda x: np.ascontiguousarray(np.broadcast_to(
+        per_col = lambda x: np.asarray(np.broadcast_to(
             np.asarray(x, dtype=np.float64).reshape(-1), (k,)))
         t = self.transpose
+        structure = (t.crow_indices().cpu().numpy(), t.col_indices().cpu().numpy(),
+                     t.values().cpu().numpy(), weight.double().cpu().numpy())
         out = y.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
         residual = (target.double() - self.matrix @ y.double()).cpu().numpy()
-        _sweep_kernel()(t.crow_indices().cpu().numpy(), t.col_indices().cpu().numpy(),
-                        t.values().cpu().numpy(), weight.double().cpu().numpy(), per_col(tau),
-                        per_col(rho), residual, out,
-                        np.zeros((1, k)) if noise is None else noise.double().cpu().numpy(),
-                        noise is not None, float(omega))
+        draws = None if noise is None else noise.double().cpu().numpy()
+        # Y's columns are independent problems (each has its own tau and rho and reads only
+        # its own residual column), so each thread sweeps a share of them, exactly as one
+        # thread would: in arrays of its own (sharing rows' cache lines would slow both)
+        threads = max(1, min(torch.get_num_threads(), k))
+        shares = [c for c in np.array_split(np.arange(k), threads) if c.size]
+
+        def run(cols: np.ndarray) -> tuple:
+            part_y = np.ascontiguousarray(out[:, cols])
+            part_residual = np.ascontiguousarray(residual[:, cols])
+            part_noise = np.zeros((1, cols.size)) if draws is None else \
+                np.ascontiguousarray(draws[:, cols])
+            _sweep_kernel()(*structure, np.ascontiguousarray(per_col(tau)[cols]),
+                            np.ascontiguousarray(per_col(rho)[cols]), part_residual, part_y,
+                            part_noise, draws is not None, float(omega))
+            return cols, part_y
+
+        if len(shares) == 1:
+            done = [run(shares[0])]
+        else:
+            with ThreadPoolExecutor(len(shares), thread_name_prefix="rec-rated") as pool:
+                done = list(pool.map(run, shares))
+        for cols, part in done:
+            out[:, cols] = part
         return torch.from_numpy(out).to(device=y.device, dtype=y.dtype)
 
 
