@@ -19,15 +19,13 @@ overrides applied to every run.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: rec beside it
 from rec.hydra_config import compose_run
 from rec.metrics import paired_bootstrap_rmse
-from rec.model import Recommender
-from rec.pipeline import load, train
+from trained import errors_on_test  # beside this file
 
 OFF = {"model.svdpp": "false", "model.svdpp_flipped": "false", "model.svdpp_heldout": "false",
        "model.movie_year": "false", "model.movie_tags": "0", "model.time_bins": "0",
@@ -60,23 +58,6 @@ def evaluations(data_root: Path) -> list[tuple[str, list[str], bool]]:
     return out
 
 
-def run_one(out: Path, name: str, args: list[str]):
-    """Validation and test RMSE of one trained model and its errors on the test rows."""
-    run = compose_run([*args, f"paths.root={out}", "progress=false", "tensorboard=false"])
-    path = run.published_model(run.data.name)
-    if not path.is_file():  # a folder left by other terms under this name is not this run's
-        folder = out / "runs" / name.replace(" ", "_").replace("/", "-")
-        shutil.rmtree(folder, ignore_errors=True)
-        train(run, folder)
-    model = Recommender.load(path)
-    ratings, _ = load(run)
-    test = run.split.make(ratings).test.long()
-    stamps = None if ratings.timestamp is None else ratings.timestamp[test]
-    pred = model.predict_ids(ratings.user_ids[ratings.user[test].long()],
-                             ratings.movies.ids[ratings.item[test].long()], stamps)
-    return model.metrics, (pred.clamp(*ratings.rating_range) - ratings.rating[test]).double()
-
-
 def main(out: Path, overrides: list[str]) -> None:
     probe = compose_run(overrides)
     print(f"| evaluation | terms | inference | val RMSE | test RMSE | test diff vs no terms [95%] |")
@@ -90,7 +71,7 @@ def main(out: Path, overrides: list[str]) -> None:
                 if label.startswith("all terms") and people:
                     terms = {**terms, "model.person_features": "true"}
                 keys = [f"{k}={v}" for k, v in {**OFF, **terms}.items()]
-                metrics, errors = run_one(out, f"{evaluation}-{method}-{label}",
+                metrics, errors = errors_on_test(out, f"{evaluation}-{method}-{label}",
                                           [*args, f"inference={method}", "K=10", *keys,
                                            *overrides])
                 if base_errors is None:

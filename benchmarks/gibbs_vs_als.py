@@ -13,15 +13,12 @@ running mean over all ``samples`` sweeps).  Extra arguments are
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: rec beside it
-from rec.hydra_config import compose_run
 from rec.metrics import paired_bootstrap_rmse
-from rec.model import Recommender
-from rec.pipeline import load, train
+from trained import errors_on_test  # beside this file
 
 RUNS = [("biases", 10, "als"), ("biases", 10, "gibbs"), ("embeddings", 10, "als"),
         ("embeddings", 10, "gibbs"), ("features", 10, "als"), ("features", 10, "gibbs"),
@@ -35,21 +32,9 @@ PAIRS = [(("biases", 10, "gibbs"), ("biases", 10, "als")),
 def main(out: Path, overrides: list[str]) -> None:
     results, errors = {}, {}
     for rung, k, how in RUNS:
-        run = compose_run([f"model={rung}", f"K={k}", f"inference={how}", f"paths.root={out}",
-                           "progress=false", "tensorboard=false", *overrides])
-        path = run.published_model(run.data.name)
-        if not path.is_file():  # a folder left by other defaults under this name is not this run's
-            folder = out / "runs" / f"{rung}-K{k}-{how}"
-            shutil.rmtree(folder, ignore_errors=True)
-            train(run, folder)
-        model = Recommender.load(path)
-        ratings, _ = load(run)
-        test = run.split.make(ratings).test.long()
-        stamps = None if ratings.timestamp is None else ratings.timestamp[test]
-        pred = model.predict_ids(ratings.user_ids[ratings.user[test].long()],
-                                 ratings.movies.ids[ratings.item[test].long()], stamps)
-        errors[rung, k, how] = (pred - ratings.rating[test]).double()
-        results[rung, k, how] = model.metrics
+        metrics, errors[rung, k, how] = errors_on_test(
+            out, f"{rung}-K{k}-{how}", [f"model={rung}", f"K={k}", f"inference={how}", *overrides])
+        results[rung, k, how] = metrics
     print(f"{'rung':12s} {'K':>3s} {'inference':9s} {'val RMSE':>9s} {'test RMSE':>9s} "
           f"{'50% cov.':>8s} {'90% cov.':>8s}")
     for (rung, k, how), m in results.items():

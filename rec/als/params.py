@@ -90,13 +90,12 @@ class Params:
         draw = lambda *shape: (torch.randn(*shape, generator=g, dtype=torch.float64) * init_std
                                ).to(dtype=dtype, device=device)
         zeros = lambda n: torch.zeros(n, dtype=dtype, device=device)
-        out = cls(mu, draw(n_users, dim), zeros(n_users), draw(n_items, dim), zeros(n_items),
-                  torch.zeros(n_genres, dim, dtype=dtype, device=device), zeros(n_genres),
-                  *(torch.zeros(n, dim, dtype=dtype, device=device) for n in rated),
-                  *_time_tensors(n_users, n_items, time, dtype, device))
-        out.person_factors = torch.zeros(n_person_features, dim, dtype=dtype, device=device)
-        out.person_bias = zeros(n_person_features)
-        return out
+        return cls(mu, draw(n_users, dim), zeros(n_users), draw(n_items, dim), zeros(n_items),
+                   torch.zeros(n_genres, dim, dtype=dtype, device=device), zeros(n_genres),
+                   *(torch.zeros(n, dim, dtype=dtype, device=device) for n in rated),
+                   **_time_tensors(n_users, n_items, time, dtype, device),
+                   person_factors=torch.zeros(n_person_features, dim, dtype=dtype, device=device),
+                   person_bias=zeros(n_person_features))
 
     @property
     def dim(self) -> int:
@@ -166,12 +165,14 @@ class Params:
             getattr(self, k).copy_(getattr(other, k))
 
 
-def _time_tensors(n_users: int, n_items: int, time: tuple | None, dtype, device) -> tuple:
-    """The initial time terms: zero biases per (movie, bin), zero drifts, and the fixed axis."""
+def _time_tensors(n_users: int, n_items: int, time: tuple | None, dtype, device) -> dict:
+    """The initial time terms: zero biases per (movie, bin), zero drifts, and the fixed axis
+    (none without ``time``)."""
     if time is None:
-        return ()
+        return {}
     bins, drift, edges, user_day = time
-    put = lambda t: t.to(dtype=dtype, device=device)
-    return (torch.zeros(n_items if bins else 0, bins, dtype=dtype, device=device),
-            torch.zeros(n_users if drift else 0, dtype=dtype, device=device),
-            put(edges), put(user_day) if drift else torch.zeros(0, dtype=dtype, device=device))
+    zeros = lambda *shape: torch.zeros(*shape, dtype=dtype, device=device)
+    return {"bin_bias": zeros(n_items if bins else 0, bins),
+            "drift": zeros(n_users if drift else 0),
+            "bin_edges": edges.to(dtype=dtype, device=device),
+            "user_day": user_day.to(dtype=dtype, device=device) if drift else zeros(0)}

@@ -72,7 +72,6 @@ class TimedRatings:
     slots: tuple
     """Per layout side (by user, by movie): the rating at each slot, in the layout's order
     (:func:`slots_of`)."""
-    bins: int
     key_count: torch.Tensor | None
     """(movies * B,) training ratings per (movie, bin)."""
     dev_square: torch.Tensor | None
@@ -111,7 +110,7 @@ class TimedRatings:
         count = None if key is None else torch.bincount(key, minlength=n_items * bins).to(dtype)
         user_count, dev_sum, square = (to(x.to(dtype)) for x in sums) if drift else (None,) * 3
         timed = cls(to(_index(user)), to(_index(item)), to(rating.to(dtype)), to(key), to(dev),
-                    (), bins, to(count), square, dev_sum, user_count)
+                    (), to(count), square, dev_sum, user_count)
         return timed, (bins, drift, edges, user_day)
 
     def offsets(self, p: Params) -> torch.Tensor:
@@ -129,18 +128,15 @@ class TimedRatings:
         terms included): one compiled pass on a CPU where Numba is (``workspace``'s threads,
         :class:`rec.als.solve.Workspace`), else torch ops in chunks."""
         if self.compiled:
-            n = self.rating.numel()
             target = torch.empty_like(self.rating)
             out = torch.empty_like(self.rating) if residual else self.rating.new_empty(0)
             empty_i, empty_f = self.user.new_empty(0), self.rating.new_empty(0)
-            np_ = lambda t: t.detach().numpy()
-            threads = torch.get_num_threads()
             kernel.run_blocks(
-                kernel.time_targets, n, threads, None if workspace is None else workspace.pool(threads),
-                np_(self.user), np_(self.item), np_(empty_i if self.key is None else self.key),
-                np_(empty_f if self.dev is None else self.dev), np_(self.rating),
-                np_(p.bin_bias.reshape(-1)), np_(p.drift), float(p.mu), np_(p.user_bias),
-                np_(p.item_bias), np_(p.user_factors), np_(p.item_factors), np_(target), np_(out))
+                kernel.time_targets, self.rating.numel(), *_threads(workspace),
+                _np(self.user), _np(self.item), _np(empty_i if self.key is None else self.key),
+                _np(empty_f if self.dev is None else self.dev), _np(self.rating),
+                _np(p.bin_bias.reshape(-1)), _np(p.drift), float(p.mu), _np(p.user_bias),
+                _np(p.item_bias), _np(p.user_factors), _np(p.item_factors), _np(target), _np(out))
             return target, (out if residual else None)
         target = self.rating - self.offsets(p)
         if not residual:
@@ -179,10 +175,8 @@ class TimedRatings:
         if not self.compiled:
             torch.index_select(source, 0, index, out=out)
             return
-        threads = torch.get_num_threads()
-        kernel.run_blocks(kernel.gather, out.numel(), threads,
-                          None if workspace is None else workspace.pool(threads),
-                          source.numpy(), index.numpy(), out.numpy())
+        kernel.run_blocks(kernel.gather, out.numel(), *_threads(workspace), _np(source),
+                          _np(index), _np(out))
 
     def bin_step(self, p: Params, residual: torch.Tensor, lam: float, gamma: float,
                  count_scaled: bool, omega: float = 1.0,
@@ -215,15 +209,13 @@ class TimedRatings:
         """For the drift alone: each person's ``sum e`` and ``sum dev e`` of their residuals
         and the total ``sum e^2``, in one compiled pass that stores no residual (each
         thread adds into its own buffer)."""
-        n, n_users = self.rating.numel(), p.user_bias.numel()
-        threads = max(1, min(torch.get_num_threads(), n))
+        n = self.rating.numel()
+        threads, pool = _threads(workspace, n)
         bounds = np.linspace(0, n, threads + 1).astype(np.int64)
-        buffers = np.zeros((threads, 2, n_users))
-        np_ = lambda t: t.detach().numpy()
-        args = (np_(self.user), np_(self.item), np_(self.dev), np_(self.rating), np_(p.drift),
-                float(p.mu), np_(p.user_bias), np_(p.item_bias), np_(p.user_factors),
-                np_(p.item_factors))
-        pool = None if workspace is None or threads == 1 else workspace.pool(threads)
+        buffers = np.zeros((threads, 2, p.user_bias.numel()))
+        args = (_np(self.user), _np(self.item), _np(self.dev), _np(self.rating), _np(p.drift),
+                float(p.mu), _np(p.user_bias), _np(p.item_bias), _np(p.user_factors),
+                _np(p.item_factors))
         run = lambda s: kernel.person_sums(*args, buffers[s], int(bounds[s]), int(bounds[s + 1]))
         totals = [run(s) for s in range(threads)] if pool is None else \
             [f.result() for f in [pool.submit(run, s) for s in range(threads)]]
@@ -299,6 +291,17 @@ class TimedRatings:
             w = 1 if user_weight is None else user_weight.double()
             j += gamma_drift / 2 * float((w * p.drift.double() ** 2).sum())
         return j
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _threads(workspace, most: int | None = None) -> tuple:
+    """The threads of a compiled pass (torch's count, at most ``most``) and the pool that
+    runs them (``workspace``'s, :class:`rec.als.solve.Workspace`; ``None``: this thread)."""
+    threads = max(1, min(torch.get_num_threads(), most or torch.get_num_threads()))
+    return threads, None if workspace is None or threads == 1 else workspace.pool(threads)
 
 
 def _index(t: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@ Z and zeta are drawn after the people, from the same ridge conditionals as W.
 
 With the time-aware biases (``model.time_bins``, ``model.time_drift``) every other draw
 fits ``r - o`` (:mod:`rec.als.time_biases`), and each sweep ends with the biases per (movie,
-bin) and the drifts drawn from their scalar Gaussian conditionals.
+bin) drawn from their scalar Gaussian conditionals and each person's (bias, drift) pair from
+its 2-D one.
 
 With the SVD++ terms (``model.svdpp``, ``model.svdpp_flipped``) a person's prior mean is
 ``mean + B Y`` and a movie's gains ``C X`` (:mod:`rec.als.rated`): Y is drawn after the

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rec.data.catalog import lists_to_csr, mean_block
-from rec.errors import ConfigError, RecError
+from rec.errors import ConfigError, DataError, RecError
 
 AGE_GROUPS = ((1, "under 18"), (18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-49"),
               (50, "50-55"), (56, "56+"))
@@ -41,10 +41,18 @@ def age_group(age: int) -> str:
     return name
 
 
+def feature_name(attribute: str, value) -> str:
+    """The feature a person's ``attribute`` (gender, age or occupation) of ``value`` is:
+    ``gender:F``, ``age:25-34`` (ages fall in :data:`AGE_GROUPS`), ``occupation:writer``."""
+    if attribute == "age":
+        return f"age:{age_group(int(value))}"
+    text = str(value).strip()
+    return f"{attribute}:{text.upper() if attribute == 'gender' else text}"
+
+
 def attribute_list(gender: str, age: int, occupation: str) -> list[str]:
     """One person's feature names."""
-    return [f"gender:{gender.strip().upper()}", f"age:{age_group(int(age))}",
-            f"occupation:{occupation.strip()}"]
+    return [feature_name(a, v) for a, v in zip(ATTRIBUTES, (gender, age, occupation))]
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ class People:
         ``user_ids``; a rating person the file leaves out gets no features."""
         unique, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
-            raise RecError(f"{path}: user id {unique[counts > 1][0]} appears more than once; "
+            raise DataError(f"{path}: user id {unique[counts > 1][0]} appears more than once; "
                            "each person must be listed once.")
         where = {int(i): k for k, i in enumerate(ids.tolist())}
         return cls.from_lists([lists[where[u]] if u in where else []
@@ -92,8 +100,7 @@ class People:
             raise RecError(f"attributes: {unknown[0]!r} is not one of {', '.join(ATTRIBUTES)}.")
         wanted = []
         for key, value in attributes.items():
-            name = f"age:{age_group(int(value))}" if key == "age" else \
-                f"gender:{str(value).strip().upper()}" if key == "gender" else f"{key}:{value}"
+            name = feature_name(key, value)
             if name not in self.names:
                 known = [n.split(":", 1)[1] for n in self.names if n.startswith(key + ":")]
                 raise RecError(f"attributes: {key}={value!r} is not among this dataset's "
