@@ -404,8 +404,7 @@ def build_engine(ratings: Ratings | Shard, train: torch.Tensor | None, model_cfg
         if joint_genre_step:
             raise ConfigError("train.joint_genre_step=true runs in one process only; drop it "
                               "under torchrun.")
-        spec = LayoutSpec.resolve(model_cfg, sizes, device, dtype, cache_sharers=dist.local_world,
-                                  any_width=cg_steps is not None)
+        spec = LayoutSpec.resolve(model_cfg, sizes, device, dtype, cache_sharers=dist.local_world)
         exchange = RankExchange(dist, ratings.user_bounds, ratings.item_bounds)
         if model_cfg.has_rated or model_cfg.has_time or model_cfg.person_features:
             raise ConfigError("model.svdpp, model.svdpp_flipped, model.person_features and the "

@@ -57,9 +57,10 @@ def dense_side(rows, cols, vals, table, n_rows, lam, reg, weight, prior):
 
 @pytest.mark.parametrize("tile_cols, dtype", [(10**9, torch.float64), (3, torch.float64),
                                               (3, torch.float32)])
-def test_fused_kernel_solves_and_draws_every_row_exactly(tile_cols, dtype):
+@pytest.mark.parametrize("d", [4, 40])  # a generated kernel, and the register-blocked tiles
+def test_fused_kernel_solves_and_draws_every_row_exactly(tile_cols, dtype, d):
     g = np.random.default_rng(0)
-    n_rows, n_cols, d = 30, 12, 4
+    n_rows, n_cols = 30, 12
     rows = g.integers(2, n_rows, 400)  # rows 0, 1 have no ratings
     cols = g.integers(0, n_cols, 400)
     vals = g.uniform(0.5, 5, 400)
@@ -150,16 +151,14 @@ JOINT = "the joint genre step (train.joint_genre_step) needs the torch path"
 def test_kernel_choice_is_automatic_where_it_runs_and_checked():
     auto = EngineSizes()
     assert auto.kernel == "auto"
-    assert auto.kernel_for("cpu", needs_torch="", columns=12) == "fused"
-    assert auto.kernel_for("cpu", needs_torch="", columns=kernel.UNROLLED_WIDTHS + 1) == "torch"
-    assert auto.kernel_for("cpu", needs_torch=JOINT, columns=12) == "torch"
-    assert auto.kernel_for("cuda", needs_torch="", columns=12) == "torch"
-    wide = EngineSizes(kernel="fused").kernel_for("cpu", "", kernel.UNROLLED_WIDTHS + 1)
-    assert wide == "fused"  # asked for: the generic accumulation runs
+    assert auto.kernel_for("cpu", needs_torch="") == "fused"  # at every width
+    assert auto.resolved("cpu", 4 * 258, 256).kernel == "fused"
+    assert auto.kernel_for("cpu", needs_torch=JOINT) == "torch"
+    assert auto.kernel_for("cuda", needs_torch="") == "torch"
     with pytest.raises(ConfigError, match="CPU only"):
-        EngineSizes(kernel="fused").kernel_for("cuda", needs_torch="", columns=12)
+        EngineSizes(kernel="fused").kernel_for("cuda", needs_torch="")
     with pytest.raises(ConfigError, match="joint genre step"):
-        EngineSizes(kernel="fused").kernel_for("cpu", needs_torch=JOINT, columns=12)
+        EngineSizes(kernel="fused").kernel_for("cpu", needs_torch=JOINT)
     with pytest.raises(ConfigError, match="engine.kernel=numba: must be one of auto, torch, fused"):
         EngineSizes(kernel="numba")
     with pytest.raises(ConfigError, match="engine.solver"):
@@ -213,7 +212,7 @@ def test_generated_and_generic_accumulations_solve_alike_and_values_are_coded(mo
 def test_the_unrolled_row_solve_is_the_loop_solve(d):
     namespace = {"np": np}
     exec(kernel.solve_one_source(d), namespace)
-    unrolled, loop = namespace["solve_one"], kernel._solve_one.py_func
+    unrolled, loop = namespace["solve_one"], kernel._solve_one
     rng = np.random.default_rng(d)
     x = rng.standard_normal((3 * d + 2, d + 1))
     empty = np.empty(0, np.float32)
@@ -226,7 +225,7 @@ def test_the_unrolled_row_solve_is_the_loop_solve(d):
     for prior, noise, added in cases:
         outs = []
         for solve in (unrolled, loop):
-            a = np.zeros((d + 1, d + kernel.STEP))
+            a = np.zeros((d + 1, kernel.gram_size(d + 1)))
             a[:, :d + 1] = x.T @ x
             out = np.zeros(d, np.float32)
             assert solve(a, 1.7, 0.5, np.full(d, 2.0, np.float32), prior, noise, added, out,
@@ -237,7 +236,7 @@ def test_the_unrolled_row_solve_is_the_loop_solve(d):
             g = x.T @ x
             want = np.linalg.solve(1.7 * g[:d, :d] + added + np.eye(d), 1.7 * g[:d, d])
             np.testing.assert_allclose(outs[0], want, rtol=1e-5, atol=1e-5)
-    singular = np.zeros((d + 1, d + kernel.STEP))  # no ratings and no prior: not definite
+    singular = np.zeros((d + 1, kernel.gram_size(d + 1)))  # no ratings and no prior: not definite
     for solve in (unrolled, loop):
         out = np.full(d, 9.0, np.float32)
         assert not solve(singular.copy(), 1.0, 0.0, np.zeros(d, np.float32), empty, empty,

@@ -199,8 +199,7 @@ class ALS:
         the fused kernel's layout reads them in place), the engine built on them; ``rated``:
         its SVD++ sums (people by movies, movies by people); ``timestamp``: every rating's
         (the time terms need them); ``person_matrix``: D of ``model.person_features``."""
-        spec = LayoutSpec.resolve(cfg, sizes, device, dtype, joint_step(cfg, joint_genre_step),
-                                  any_width=cg_steps is not None)
+        spec = LayoutSpec.resolve(cfg, sizes, device, dtype, joint_step(cfg, joint_genre_step))
         layout = whole_layout(spec, user, item, rating, n_users, n_items, subset, mu, degrees)
         timed = timed_ratings(spec, user, item, rating, timestamp, n_users, n_items, subset) \
             if cfg.has_time else (None, None)

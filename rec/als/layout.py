@@ -73,18 +73,16 @@ class LayoutSpec:
 
     @classmethod
     def resolve(cls, cfg: ModelConfig, sizes: EngineSizes, device: torch.device | str,
-                dtype: torch.dtype, joint: bool = False, cache_sharers: int = 1,
-                any_width: bool = False) -> "LayoutSpec":
+                dtype: torch.dtype, joint: bool = False, cache_sharers: int = 1) -> "LayoutSpec":
         """``sizes`` resolved for ``device`` and the model's width; ``joint``: the joint genre
         step will run (torch path only); ``cache_sharers``: processes of the job sharing this
-        machine's last-level cache; ``any_width``: the steps are conjugate-gradient steps,
-        whose fused kernel runs at every width."""
+        machine's last-level cache."""
         weighted = bool(cfg.implicit and cfg.confidence)
         needs_torch = ("the joint genre step (train.joint_genre_step) needs the torch path"
                        if joint else "the implicit loss's confidences (model.confidence) run "
                        "on the torch path" if weighted else "")
         resolved = sizes.resolved(device, table_row_bytes(cfg, dtype), unknowns(cfg), needs_torch,
-                                  cache_sharers, any_width)
+                                  cache_sharers)
         return cls(cfg, resolved, dtype, torch.device(device))
 
     @property

@@ -82,9 +82,8 @@ class EngineSizes:
     """``torch``: padded degree buckets, batched gathers, Grams and solves on any device (the
     reference); ``fused``: one compiled pass per row over ratings ordered by (table tile, row)
     (:mod:`rec.als.kernel`, CPU, Numba): no padding, less memory, a faster setup, and at
-    K = 10 an epoch 1.4-1.6x as fast at ML-32M's shape; ``auto``: ``fused`` where it runs and
-    has a kernel written for the width (:data:`rec.als.kernel.UNROLLED_WIDTHS`), else
-    ``torch``.  The sizes below lay out the torch path (``tile_cols``, ``tile_min`` both)."""
+    K = 10 an epoch 2.5x as fast at ML-32M's shape, at K = 64 1.9x; ``auto``: ``fused``
+    where it runs, else ``torch``.  The sizes below lay out the torch path (``tile_cols``, ``tile_min`` both)."""
     solver: str = "auto"
     """The torch path's batched solver: ``rows`` (the fused kernel's compiled Cholesky, one
     system per row on the kernel's threads, CPU: at ML-32M's shape 1.6x faster than LU at
@@ -126,17 +125,14 @@ class EngineSizes:
                 raise ConfigError(f"engine.{key}={getattr(self, key)}: must be {want}.")
 
     def resolved(self, device: torch.device | str, row_bytes: int, width: int,
-                 needs_torch: str = "", cache_sharers: int = 1,
-                 any_width: bool = False) -> "EngineSizes":
+                 needs_torch: str = "", cache_sharers: int = 1) -> "EngineSizes":
         """Every ``None`` replaced by the device's default, and ``tile_cols=0``
         by no tiles; ``row_bytes``: one row of the gathered table, ``width``: unknowns per
         row; ``needs_torch``: why, when a step only the torch path has is used (the joint
         genre step, the implicit loss's shared Gramian);
-        ``cache_sharers``: processes of the job sharing this machine's last-level cache;
-        ``any_width``: the fused kernel has a kernel for every width (conjugate-gradient
-        steps)."""
+        ``cache_sharers``: processes of the job sharing this machine's last-level cache."""
         chunk, batch, tile = default_sizes(device, row_bytes)
-        kernel = self.kernel_for(device, needs_torch, width + 1, any_width)
+        kernel = self.kernel_for(device, needs_torch)
         if kernel == "fused":
             budget = FUSED_TILE_BYTES if cache_sharers <= 1 else SHARED_FUSED_TILE_BYTES
             tile = max(1, budget // row_bytes)
@@ -151,15 +147,12 @@ class EngineSizes:
                        tile_cols=tile if self.tile_cols is None else self.tile_cols or NO_TILES,
                        tile_min=self.tile_min or TILE_MIN_PER_UNKNOWN * (width + 1))
 
-    def kernel_for(self, device: torch.device | str, needs_torch: str, columns: int,
-                   any_width: bool = False) -> str:
-        """The kernel to run for tables of ``columns`` columns (``any_width``: conjugate-
-        gradient steps, fused at every width): ``auto`` resolved, and asking for ``fused``
-        where it cannot run an error."""
+    def kernel_for(self, device: torch.device | str, needs_torch: str) -> str:
+        """The kernel to run: ``auto`` resolved, and asking for ``fused`` where it cannot run
+        an error."""
         where = fused.runs_on(torch.device(device)) and not needs_torch
         if self.kernel == "auto":
-            return "fused" if where and (any_width or columns <= fused.UNROLLED_WIDTHS) \
-                else "torch"
+            return "fused" if where else "torch"
         if self.kernel == "fused" and not where:
             why = ("Numba is not installed (pip install -r requirements.txt)" if not fused.AVAILABLE
                    else "it runs on the CPU only" if torch.device(device).type != "cpu"
