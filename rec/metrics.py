@@ -20,7 +20,12 @@ import torch
 from rec.als.params import Params
 
 CHUNK = 1 << 18
-"""Rows per pass of the error sums and pair scans: ~20 MB of gathered factors at K = 10."""
+"""Rows per pass of the pair scans, and of the error sums at K <= 10 (fewer at larger K, see
+:data:`CHUNK_BYTES`)."""
+
+CHUNK_BYTES = 20 << 20
+"""Most bytes of factors the error sums gather per pass (both sides): 2^18 rows at K = 10,
+32,768 at K = 64 (a pass of 2^18 rows gathered 134 MB there)."""
 
 
 def squared_errors(p: Params, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
@@ -28,10 +33,11 @@ def squared_errors(p: Params, user: torch.Tensor, item: torch.Tensor, rating: to
     """Sum of squared errors of clipped predictions, in chunks (bounded memory); ``day``:
     when each rating was made, for the time terms (:meth:`Params.predict`)."""
     total = 0.0
-    for s in range(0, rating.numel(), CHUNK):
-        when = None if day is None else day[s:s + CHUNK]
-        err = p.predict(user[s:s + CHUNK], item[s:s + CHUNK], when).clamp_(*rating_range)
-        total += float(err.sub_(rating[s:s + CHUNK]).square_().sum(dtype=torch.float64))
+    step = min(CHUNK, max(1024, CHUNK_BYTES // (2 * max(p.dim, 1) * p.user_factors.element_size())))
+    for s in range(0, rating.numel(), step):
+        when = None if day is None else day[s:s + step]
+        err = p.predict(user[s:s + step], item[s:s + step], when).clamp_(*rating_range)
+        total += float(err.sub_(rating[s:s + step]).square_().sum(dtype=torch.float64))
     return total
 
 

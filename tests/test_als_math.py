@@ -96,12 +96,15 @@ def test_the_engine_tiles_tables_over_tile_cols_rows_and_0_turns_tiles_off():
 
 
 def test_fused_tiles_shrink_when_ranks_share_the_machine_and_a_set_tile_cols_is_kept():
-    from rec.als.sizes import FUSED_TILE_BYTES, SHARED_FUSED_TILE_BYTES
+    from rec.als.sizes import FUSED_TILE_BYTES, NO_TILES, SHARED_FUSED_TILE_BYTES
     auto, set_ = EngineSizes("fused"), EngineSizes("fused", tile_cols=7)
     assert auto.resolved("cpu", 48, 11).tile_cols == FUSED_TILE_BYTES // 48
     assert auto.resolved("cpu", 48, 11, cache_sharers=2).tile_cols == SHARED_FUSED_TILE_BYTES // 48
     assert SHARED_FUSED_TILE_BYTES < FUSED_TILE_BYTES
     assert set_.resolved("cpu", 48, 11, cache_sharers=2).tile_cols == 7  # the user's choice
+    # wide rows: whole tables (a row over several tiles would hold a (D+1)^2 Gram), unless set
+    assert auto.resolved("cpu", 4 * 66, 64).tile_cols == NO_TILES
+    assert set_.resolved("cpu", 4 * 66, 64).tile_cols == 7
 
 
 def dense_objective(r, cfg, mu, user_factors, user_bias, item_factors, item_bias, genre_factors,

@@ -86,12 +86,12 @@ def test_d_cg_steps_are_the_exact_step_and_one_step_never_raises_the_objective(k
             last = now
 
 
-def test_cg_runs_fused_at_any_width_and_its_conflicts_are_refused():
+def test_cg_and_exact_steps_run_fused_at_any_width_and_cg_conflicts_are_refused():
     cfg = model("features", "implicit", 65)
     r = random_ratings(n_users=20, n_items=15, seed=1)
     auto = lambda steps: ALS.from_ratings(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
                                           r.movies.genre_matrix(), cg_steps=steps).sizes.kernel
-    assert auto(3) == "fused" and auto(None) == "torch"  # exact at width 66: the torch path
+    assert auto(3) == "fused" and auto(None) == "fused"  # width 66: past the generated kernels
     with pytest.raises(ConfigError, match="cg_steps"):
         TrainConfig(cg_steps=0)
     with pytest.raises(ConfigError, match="relaxation=1"):

@@ -142,12 +142,11 @@ def test_benchmark_experiment_prints_its_figures(tmp_path, capsys):
     assert summary["machine"]["cpu"] and summary["machine"]["threads"] >= 1
 
 
-def test_compare_times_conjugate_gradient_steps_on_the_fused_kernel_at_any_width(small_root,
-                                                                                capsys):
+def test_compare_times_exact_and_conjugate_gradient_steps_fused_at_any_width(small_root, capsys):
     assert compare_main(["--data", "ml-latest-small", "--root", str(small_root), "--epochs", "1",
                          "--K", "30", "cg=2"]) == 0
     exact, cg = capsys.readouterr().out.splitlines()[2:]
-    assert "cg=" not in exact and "ran=torch" in exact  # rows of 32 entries: exact on torch
+    assert "cg=" not in exact and "ran=fused" in exact  # rows of 32 entries: the wide tiles
     assert ",cg=2 " in cg and "ran=fused" in cg
 
 

@@ -120,6 +120,59 @@ def _gram_size(width):
     return _packed_width(width, TILE_BYTES // 4)
 
 
+def _ir_fma(builder, vec):
+    """LLVM's ``fmuladd`` on vectors ``vec``: a fused multiply-add where the CPU has one."""
+    from llvmlite import ir
+    from numba.core import cgutils
+    kind = "f64" if isinstance(vec.element, ir.DoubleType) else "f32"
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                          f"llvm.fmuladd.v{vec.count}{kind}")
+
+
+def _ir_splat(builder, x, vec):
+    """The scalar ``x`` in every lane of a ``vec``."""
+    from llvmlite import ir
+    i32, undefined = ir.IntType(32), ir.Constant(vec, ir.Undefined)
+    return builder.shuffle_vector(builder.insert_element(undefined, x, ir.Constant(i32, 0)),
+                                  undefined, ir.Constant(ir.VectorType(i32, vec.count),
+                                                         [0] * vec.count))
+
+
+def _ir_rows(context, builder, array_type, array):
+    """A float64 C-order matrix's first entry (a ``double*``) and row stride in entries."""
+    from llvmlite import ir
+    arr = context.make_array(array_type)(context, builder, array)
+    i64 = ir.IntType(64)
+    return (builder.bitcast(arr.data, ir.DoubleType().as_pointer()),
+            builder.udiv(builder.extract_value(arr.strides, 0), ir.Constant(i64, 8)))
+
+
+class _IRLoop:
+    """``for k in range(start, stop, step)`` in LLVM IR: made at the loop's head (where the
+    caller may add more phi nodes, with :attr:`entry` as their first predecessor), then
+    :meth:`test` enters the body and :meth:`close` ends it."""
+
+    def __init__(self, builder, name, start, step):
+        self.builder, self.step, self.entry = builder, step, builder.block
+        self.head, self.body, self.done = (builder.append_basic_block(f"{name}.{part}")
+                                           for part in ("head", "body", "done"))
+        builder.branch(self.head)
+        builder.position_at_end(self.head)
+        self.k = builder.phi(start.type)
+        self.k.add_incoming(start, self.entry)
+
+    def test(self, stop):
+        """Into the body while ``k < stop``."""
+        self.builder.cbranch(self.builder.icmp_signed("<", self.k, stop), self.body, self.done)
+        self.builder.position_at_end(self.body)
+
+    def close(self):
+        """Step ``k`` and go back to the head; the builder continues after the loop."""
+        self.k.add_incoming(self.builder.add(self.k, self.step), self.builder.block)
+        self.builder.branch(self.head)
+        self.builder.position_at_end(self.done)
+
+
 def _gram_tile_intrinsic(vector_bytes):
     """``gram_tile(z, wp, m, i0, j0, a, store)``: for the ``m`` ratings packed in ``z``
     (row-major, ``wp`` entries each), the sums ``sum_n z[n, i0 + r] z[n, j0:j0 + lanes]`` for
@@ -129,7 +182,6 @@ def _gram_tile_intrinsic(vector_bytes):
     ratings, whose sums then left the registers (measured at K = 64: 3-5 GFLOP/s per core
     against 35-40 for this tile)."""
     from llvmlite import ir
-    from numba.core import cgutils
 
     @numba.extending.intrinsic
     def gram_tile(typingctx, z, wp, m, i0, j0, a, store):
@@ -138,52 +190,35 @@ def _gram_tile_intrinsic(vector_bytes):
 
         def codegen(context, builder, sig, args):
             z_arr = context.make_array(sig.args[0])(context, builder, args[0])
-            a_arr = context.make_array(sig.args[5])(context, builder, args[5])
+            ap, lda = _ir_rows(context, builder, sig.args[5], args[5])
             wp, m, i0, j0 = (context.cast(builder, v, t, numba.types.int64)
                              for v, t in zip(args[1:5], sig.args[1:5]))
             store = context.cast(builder, args[6], sig.args[6], numba.types.boolean)
             elem = context.get_data_type(sig.args[0].dtype)
-            f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
-            lanes = vector_bytes // context.get_abi_sizeof(elem)
-            vec, vec64 = ir.VectorType(elem, lanes), ir.VectorType(f64, lanes)
-            name = f"llvm.fmuladd.v{lanes}{'f64' if elem == f64 else 'f32'}"
-            fma = cgutils.get_or_insert_function(builder.module,
-                                                 ir.FunctionType(vec, [vec, vec, vec]), name)
+            i64, size = ir.IntType(64), context.get_abi_sizeof(elem)
+            vec = ir.VectorType(elem, vector_bytes // size)
+            vec64 = ir.VectorType(ir.DoubleType(), vec.count)
+            fma = _ir_fma(builder, vec)
             zp = builder.bitcast(z_arr.data, elem.as_pointer())
-            ap = builder.bitcast(a_arr.data, f64.as_pointer())
-            lda = builder.udiv(builder.extract_value(a_arr.strides, 0), ir.Constant(i64, 8))
-            entry = builder.block
-            head = builder.append_basic_block("tile.head")
-            body = builder.append_basic_block("tile.body")
-            done = builder.append_basic_block("tile.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            n = builder.phi(i64)
-            n.add_incoming(ir.Constant(i64, 0), entry)
+            loop = _IRLoop(builder, "tile", ir.Constant(i64, 0), ir.Constant(i64, 1))
             sums = [builder.phi(vec) for _ in range(TILE_ROWS)]
             for s in sums:
-                s.add_incoming(ir.Constant(vec, None), entry)
-            builder.cbranch(builder.icmp_signed("<", n, m), body, done)
-            builder.position_at_end(body)
-            row = builder.mul(n, wp)
+                s.add_incoming(ir.Constant(vec, None), loop.entry)
+            loop.test(m)
+            row = builder.mul(loop.k, wp)
             y = builder.load(builder.bitcast(builder.gep(zp, [builder.add(row, j0)]),
-                                             vec.as_pointer()), align=context.get_abi_sizeof(elem))
+                                             vec.as_pointer()), align=size)
             at = builder.add(row, i0)
-            splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
             for r, s in enumerate(sums):
                 x = builder.load(builder.gep(zp, [builder.add(at, ir.Constant(i64, r))]))
-                xs = builder.shuffle_vector(
-                    builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(i32, 0)),
-                    ir.Constant(vec, ir.Undefined), splat)
-                s.add_incoming(builder.call(fma, [xs, y, s]), body)
-            n.add_incoming(builder.add(n, ir.Constant(i64, 1)), body)
-            builder.branch(head)
-            builder.position_at_end(done)
+                s.add_incoming(builder.call(fma, [_ir_splat(builder, x, vec), y, s]),
+                               builder.block)
+            loop.close()
             for r, s in enumerate(sums):
                 at = builder.add(builder.mul(builder.add(i0, ir.Constant(i64, r)), lda), j0)
                 ptr = builder.bitcast(builder.gep(ap, [at]), vec64.as_pointer())
                 old = builder.select(store, ir.Constant(vec64, None), builder.load(ptr, align=8))
-                wide = s if elem == f64 else builder.fpext(s, vec64)
+                wide = s if size == 8 else builder.fpext(s, vec64)
                 builder.store(builder.fadd(old, wide), ptr, align=8)
             return context.get_dummy_value()
         return numba.types.void(z, wp, m, i0, j0, a, store), codegen
@@ -295,7 +330,6 @@ def _row_update_intrinsic(rows):
     compiler cannot tell that row ``i`` and rows ``j + r`` never overlap, so from Python loops
     it reloads every operand after each store."""
     from llvmlite import ir
-    from numba.core import cgutils
 
     @numba.extending.intrinsic
     def row_update(typingctx, a, i, j, start, stop):
@@ -303,45 +337,27 @@ def _row_update_intrinsic(rows):
             return None
 
         def codegen(context, builder, sig, args):
-            arr = context.make_array(sig.args[0])(context, builder, args[0])
+            base, lda = _ir_rows(context, builder, sig.args[0], args[0])
             i, j, start, stop = (context.cast(builder, v, t, numba.types.int64)
                                  for v, t in zip(args[1:], sig.args[1:]))
-            f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
-            vec = ir.VectorType(f64, SOLVE_LANES)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                f"llvm.fmuladd.v{SOLVE_LANES}f64")
-            base = builder.bitcast(arr.data, f64.as_pointer())
-            lda = builder.udiv(builder.extract_value(arr.strides, 0), ir.Constant(i64, 8))
+            i64 = ir.IntType(64)
+            vec = ir.VectorType(ir.DoubleType(), SOLVE_LANES)
+            fma = _ir_fma(builder, vec)
             dst = builder.gep(base, [builder.mul(i, lda)])
-            srcs, coefs = [], []
-            splat = ir.Constant(ir.VectorType(i32, SOLVE_LANES), [0] * SOLVE_LANES)
-            for r in range(rows):
-                src = builder.gep(base, [builder.mul(builder.add(j, ir.Constant(i64, r)), lda)])
-                u = builder.fneg(builder.load(builder.gep(src, [i])))
-                coefs.append(builder.shuffle_vector(
-                    builder.insert_element(ir.Constant(vec, ir.Undefined), u, ir.Constant(i32, 0)),
-                    ir.Constant(vec, ir.Undefined), splat))
-                srcs.append(src)
-            entry = builder.block
-            head = builder.append_basic_block("update.head")
-            body = builder.append_basic_block("update.body")
-            done = builder.append_basic_block("update.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            k = builder.phi(i64)
-            k.add_incoming(start, entry)
-            builder.cbranch(builder.icmp_signed("<", k, stop), body, done)
-            builder.position_at_end(body)
+            srcs = [builder.gep(base, [builder.mul(builder.add(j, ir.Constant(i64, r)), lda)])
+                    for r in range(rows)]
+            coefs = [_ir_splat(builder, builder.fneg(builder.load(builder.gep(src, [i]))), vec)
+                     for src in srcs]
+            loop = _IRLoop(builder, "update", start, ir.Constant(i64, SOLVE_LANES))
+            loop.test(stop)
+            k = loop.k
             at = builder.bitcast(builder.gep(dst, [k]), vec.as_pointer())
             y = builder.load(at, align=8)
             for src, coef in zip(srcs, coefs):
                 x = builder.load(builder.bitcast(builder.gep(src, [k]), vec.as_pointer()), align=8)
                 y = builder.call(fma, [coef, x, y])
             builder.store(y, at, align=8)
-            k.add_incoming(builder.add(k, ir.Constant(i64, SOLVE_LANES)), body)
-            builder.branch(head)
-            builder.position_at_end(done)
+            loop.close()
             return context.get_dummy_value()
         return numba.types.void(a, i, j, start, stop), codegen
     return row_update
@@ -658,12 +674,17 @@ def _squared_errors(indptr, cols, vals, levels, table, theta, lo, hi, blocks, su
     d1 = table.shape[1]
     n_rows = theta.shape[0]
     n_tiles = (indptr.shape[0] - 1) // n_rows
+    base, row_bytes, n_cols = table.ctypes.data, table.strides[0], cols.shape[0]
     for b in range(first, last):
         raw = 0.0
         clipped = 0.0
         for r in range(blocks[b], blocks[b + 1]):
             for k in range(n_tiles):
                 for n in range(indptr[k * n_rows + r], indptr[k * n_rows + r + 1]):
+                    if n + PREFETCH_AHEAD < n_cols:  # the same random reads as the steps
+                        at = base + cols[n + PREFETCH_AHEAD] * row_bytes
+                        for line in range(0, row_bytes, 64):
+                            prefetch(at + line)
                     c = cols[n]
                     fit = 0.0
                     for i in range(d1):

@@ -29,7 +29,12 @@ K = 10, so ML-32M's tables (4.2 and 9.6 MB) are read whole.  Since the kernel pr
 rating's row ahead (:data:`rec.als.kernel.PREFETCH_AHEAD`), cutting them costs more in split
 rows than it saves in cache misses: ``python -m rec.compare tile=0 tile=349525`` gave 0.94x
 and 0.93x the epoch of the 3 MiB tiles used before (0.90x and 0.89x in a second sitting).
-Bigger tables are still cut, so a pass stays within a last-level cache's reach."""
+Bigger tables are still cut, so a pass stays within a last-level cache's reach, for narrow
+rows only: past :data:`rec.als.kernel.UNROLLED_WIDTHS` entries each row over several tiles holds
+a float64 Gram of ``(D+1)^2`` entries between passes (at K = 64, 33 KB a row, hundreds of MB
+at ML-32M's shape), and the register-blocked accumulation has enough arithmetic per row read
+that whole tables ran faster (``python -m rec.compare --K 64 tile=0``: 0.93x the epoch of
+16 MiB tiles)."""
 
 SHARED_FUSED_TILE_BYTES = 3 << 20
 """The fused kernel's tiles when several processes of one job share a machine, and so its
@@ -135,7 +140,7 @@ class EngineSizes:
         kernel = self.kernel_for(device, needs_torch)
         if kernel == "fused":
             budget = FUSED_TILE_BYTES if cache_sharers <= 1 else SHARED_FUSED_TILE_BYTES
-            tile = max(1, budget // row_bytes)
+            tile = max(1, budget // row_bytes) if width + 1 <= fused.UNROLLED_WIDTHS else NO_TILES
         compiled = fused.runs_on(torch.device(device))
         if self.solver == "rows" and not compiled:
             raise ConfigError("engine.solver=rows runs on the CPU with Numba only; write "
