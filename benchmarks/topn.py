@@ -150,8 +150,11 @@ def rec_implicit(ratings, split, budget: int):
 EXPLICIT = {"latent": {"tau": 0.1, "reg_scaling": "count"},
             "biases": {"tau": 1.0, "gamma": 2.0},
             "embeddings": {"tau": 15.0, "gamma": 3.0},
-            "features": {"tau": 15.0, "gamma": 3.0, "genre_bias": True}}
-"""Each explicit rung as ``conf/model/`` ships it (features: as ``conf/tuned/`` tunes it), K = 10."""
+            "features": {"tau": 15.0, "gamma": 3.0, "genre_bias": True, "svdpp_flipped": True,
+                         "movie_year": True, "time_drift": True}}
+"""Each explicit rung as ``conf/model/`` ships it (features: as
+``conf/tuned/ml-latest-small_features.yaml`` tunes it, with the flipped term, the release decade
+and the person's drift), K = 10."""
 
 
 def rec_explicit(ratings, split, rung: str):
