@@ -58,10 +58,11 @@ def _accumulate(start, stop, cols, vals, levels, table, a, z):
 
     Register-blocked, as a GEMM kernel is: up to :data:`TILE_RATINGS` ratings at a time are
     packed row-major into ``z`` (the row of the rating :data:`PREFETCH_AHEAD` further on
-    fetched meanwhile), then each tile of :data:`TILE_ROWS` rows by one vector of columns
-    on or above the diagonal keeps its sums in registers over all of them
-    (:func:`gram_tile`), and adds them to ``a`` once.  Entries below the diagonal and past
-    the width that tiles also form are never read."""
+    fetched meanwhile), then each tile of :data:`TILE_ROWS` rows by a vector of columns,
+    from the diagonal on, keeps its sums in registers over all of them (:func:`gram_tile`)
+    and adds them to ``a`` once; a row's last tile is as narrow as its remaining columns
+    allow.  Entries below the diagonal and past the width that tiles also form are never
+    read."""
     width = table.shape[1]
     d = width - 1
     lanes = TILE_BYTES // z.itemsize
@@ -175,9 +176,10 @@ class _IRLoop:
 
 def _gram_tile_intrinsic(vector_bytes):
     """``gram_tile(z, wp, m, i0, j0, a, store)``: for the ``m`` ratings packed in ``z``
-    (row-major, ``wp`` entries each), the sums ``sum_n z[n, i0 + r] z[n, j0:j0 + lanes]`` for
-    ``r < TILE_ROWS`` and ``lanes`` entries of ``vector_bytes``, held in vector registers over ``n`` and then stored into (``store``)
-    or added to ``a[i0 + r, j0:j0 + lanes]`` (float64).  Written in LLVM IR because the
+    (row-major, ``wp`` entries each), the sums ``sum_n z[n, i0 + r] z[n, j0:j0 + lanes]``
+    for ``r < TILE_ROWS`` (``lanes`` entries of z's dtype in ``vector_bytes``), held in
+    vector registers over ``n``, then stored into (``store``) or added to
+    ``a[i0 + r, j0:j0 + lanes]`` (float64).  Written in LLVM IR because the
     compiler does not find this blocking in Python loops: from loops it vectorized over the
     ratings, whose sums then left the registers (measured at K = 64: 3-5 GFLOP/s per core
     against 35-40 for this tile)."""

@@ -88,7 +88,8 @@ class EngineSizes:
     reference); ``fused``: one compiled pass per row over ratings ordered by (table tile, row)
     (:mod:`rec.als.kernel`, CPU, Numba): no padding, less memory, a faster setup, and at
     K = 10 an epoch 2.5x as fast at ML-32M's shape, at K = 64 1.9x; ``auto``: ``fused``
-    where it runs, else ``torch``.  The sizes below lay out the torch path (``tile_cols``, ``tile_min`` both)."""
+    where it runs, else ``torch``.  The sizes below lay out the torch path (``tile_cols``,
+    ``tile_min`` both)."""
     solver: str = "auto"
     """The torch path's batched solver: ``rows`` (the fused kernel's compiled Cholesky, one
     system per row on the kernel's threads, CPU: at ML-32M's shape 1.6x faster than LU at
