@@ -33,7 +33,8 @@ def squared_errors(p: Params, user: torch.Tensor, item: torch.Tensor, rating: to
     """Sum of squared errors of clipped predictions, in chunks (bounded memory); ``day``:
     when each rating was made, for the time terms (:meth:`Params.predict`)."""
     total = 0.0
-    step = min(CHUNK, max(1024, CHUNK_BYTES // (2 * max(p.dim, 1) * p.user_factors.element_size())))
+    row_bytes = 2 * max(p.dim, 1) * p.user_factors.element_size()  # a user's and a movie's
+    step = min(CHUNK, max(1024, CHUNK_BYTES // row_bytes))
     for s in range(0, rating.numel(), step):
         when = None if day is None else day[s:s + step]
         err = p.predict(user[s:s + step], item[s:s + step], when).clamp_(*rating_range)

@@ -111,14 +111,15 @@ def _packed_width(width, lanes):
     return (width + lanes - 1) // lanes * lanes + lanes
 
 
+def _gram_size(width):
+    """Rows and columns of the float64 matrix :func:`_accumulate` forms a Gram in (float32's
+    lanes, the most a tile has), and columns :func:`_solve_one` needs."""
+    return _packed_width(width, TILE_BYTES // 4)
+
+
 def _buffer_size(width):
     """Entries of the work buffer of :func:`_accumulate` (enough for float32 and float64)."""
-    return TILE_RATINGS * _packed_width(width, TILE_BYTES // 4)
-
-
-def _gram_size(width):
-    """Rows and columns of the float64 matrix :func:`_accumulate` forms a Gram in."""
-    return _packed_width(width, TILE_BYTES // 4)
+    return TILE_RATINGS * gram_size(width)
 
 
 def _ir_fma(builder, vec):
@@ -366,7 +367,8 @@ def _row_update_intrinsic(rows):
 
 
 def _solve_one(a, lam, w, reg, prior, noise, shared, out, inv, t):
-    """Solve row ``a``'s system (``a``: its Gram's upper triangle, ``y``'s column last) into
+    """Solve row ``a``'s system (``a``: its Gram's upper triangle, ``y``'s column last, with
+    at least :func:`gram_size` columns: its row updates run in whole vectors) into
     ``out``, or draw from its Gaussian when ``noise`` has entries; false if not positive
     definite.  ``prior``/``noise`` are the row's entries or empty; ``shared`` (D, D), or
     empty, is added to the system matrix (the implicit loss's ``alpha0 X^T X``)."""
@@ -888,8 +890,8 @@ if AVAILABLE:
     row_update_panel = _row_update_intrinsic(PANEL)
     _packed_width = _jit(_packed_width)
     accumulate = _jit(_accumulate)
-    buffer_size = _jit(_buffer_size)
     gram_size = _jit(_gram_size)
+    buffer_size = _jit(_buffer_size)
     _solve_one = _jit(_solve_one)
     solve_batch = _jit(_solve_batch)
     _row_error = numba.njit(cache=True, nogil=True)(_row_error)
@@ -923,6 +925,12 @@ it the register-blocked :func:`_accumulate` runs, one compiled function for ever
 _COMPILED: dict[int, object] = {}
 
 
+def has_generated(width: int) -> bool:
+    """Whether tables of ``width`` columns (``[x, offset]``) get a generated kernel; past
+    :data:`UNROLLED_WIDTHS` the register-blocked :func:`_accumulate` runs."""
+    return width <= UNROLLED_WIDTHS
+
+
 def solve_rows(width: int):
     """The compiled :func:`_solve_rows` for tables of ``width`` columns (``[x, offset]``).
 
@@ -930,7 +938,7 @@ def solve_rows(width: int):
     generated function, then this module's :func:`_solve_rows` as it is written here) is
     written once under :func:`cache_dir`, so that Numba's disk cache keeps its compiled
     code between processes (8-30 s to compile, once per width)."""
-    if width > UNROLLED_WIDTHS:
+    if not has_generated(width):
         return _generic_solve_rows
     if width not in _COMPILED:
         _COMPILED[width] = _load_generated(width).solve_rows

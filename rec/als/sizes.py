@@ -141,7 +141,7 @@ class EngineSizes:
         kernel = self.kernel_for(device, needs_torch)
         if kernel == "fused":
             budget = FUSED_TILE_BYTES if cache_sharers <= 1 else SHARED_FUSED_TILE_BYTES
-            tile = max(1, budget // row_bytes) if width + 1 <= fused.UNROLLED_WIDTHS else NO_TILES
+            tile = max(1, budget // row_bytes) if fused.has_generated(width + 1) else NO_TILES
         compiled = fused.runs_on(torch.device(device))
         if self.solver == "rows" and not compiled:
             raise ConfigError("engine.solver=rows runs on the CPU with Numba only; write "
