@@ -51,7 +51,7 @@ def main() -> None:
     test = split.test.long()
     user, item, rating = ratings.user[test], ratings.item[test], ratings.rating[test]
     start = time.perf_counter()
-    users = ranked_users(user, rating, ratings.n_users, RELEVANT)
+    users = ranked_users(user, rating, ratings.n_users, RELEVANT)[0]
     seen_user, seen_item = pairs_of_users(ratings, split.train, users)
     setup = time.perf_counter() - start
     popularity = ratings.item_counts(split.train)

@@ -50,7 +50,7 @@ class Rows:
         idx = getattr(split, part)
         self.user, self.item, self.rating = (ratings.user[idx].long(), ratings.item[idx].long(),
                                              ratings.rating[idx])
-        self.users = ranked_users(self.user, self.rating, ratings.n_users, RELEVANT)
+        self.users = ranked_users(self.user, self.rating, ratings.n_users, RELEVANT)[0]
         self.seen = pairs_of_users(ratings, split.train, self.users)
         self.popularity = ratings.item_counts(split.train)
 

@@ -132,11 +132,12 @@ class LostPeer(RecError):
 class RankExchange(Exchange):
     """:class:`rec.als.exchange.Exchange` for one rank of a torch.distributed job.
 
-    Every rank keeps the whole ``[U | b]`` and ``[V | c]``; a step solves the rank's own rows
-    (its shard's contiguous users ``user_bounds[r]:user_bounds[r + 1]``, movies likewise)
-    against the whole other table, and :meth:`share` broadcasts each rank's solved rows into
-    every other rank's solution buffer, in place, so every rank ends the step with the same
-    parameters one process computes.  Each rank sends its own rows to the ``P - 1`` others,
+    Every rank keeps the whole parameter tables U, b, V and c; a step solves the rank's own
+    rows (its shard's contiguous users ``user_bounds[r]:user_bounds[r + 1]``, movies
+    likewise) against the whole other table into a buffer of its own rows, moves its rows of
+    the parameters, and :meth:`share` broadcasts each rank's rows of each table into every
+    other rank's, in place, so every rank ends the step with the same parameters one process
+    computes.  Each rank sends its own rows to the ``P - 1`` others,
     as a ring all-gather would, with no padding and no copies.  It counts the seconds in
     collectives and the bytes sent (:meth:`take_comm`)."""
 
@@ -154,17 +155,19 @@ class RankExchange(Exchange):
         p = self.dist.world
         return self._timed(t, self.dist.sum_, 2 * (p - 1) / p * t.numel() * t.element_size())
 
-    def share(self, theta: torch.Tensor, side: str) -> None:
-        """Every rank's own rows of ``theta`` into every rank's, in place: one broadcast from
+    def share(self, table: torch.Tensor, side: str) -> None:
+        """Every rank's own rows of ``table`` into every rank's, in place: one broadcast from
         each rank, all in flight at once."""
         bounds, r = self.bounds[side], self.dist.rank
-        sent = (self.dist.world - 1) * (bounds[r + 1] - bounds[r]) * theta.shape[1] \
-            * theta.element_size()
-        self._timed(theta, lambda t: self.dist.share_rows(t, bounds), sent)
+        sent = (self.dist.world - 1) * table[bounds[r]:bounds[r + 1]].numel() \
+            * table.element_size()
+        self._timed(table, lambda t: self.dist.share_rows(t, bounds), sent)
 
-    def own_part(self, n: int) -> slice:
-        r, p = self.dist.rank, self.dist.world
-        return slice(n * r // p, n * (r + 1) // p)
+    def place(self, count: int) -> tuple[int, int]:
+        counts = torch.zeros(self.dist.world, dtype=torch.float64)
+        counts[self.dist.rank] = count
+        counts = self.total(counts).long()
+        return int(counts[:self.dist.rank].sum()), int(counts.sum())
 
     def take_comm(self) -> dict:
         out, self.comm = self.comm, {"time/comm_s": 0.0, "comm/mb": 0.0}
@@ -219,10 +222,14 @@ def shard_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:
     ratings."""
     return balanced_bounds(degree, parts)
 
-TABLE_COPIES = 4.1
+
+TABLE_COPIES = 3.05
 """Whole-table copies a rank holds, per table row of K+1 floats, as the code stands: the
-parameters, the best epoch's copy, the two gather tables (K+2 floats a row) and the two
-solution buffers, which the exchange fills in place (a checkpoint write adds transient ones)."""
+parameters, the best epoch's copy and the two gather tables (K+2 floats a row; a
+checkpoint write adds transient copies)."""
+OWN_TABLE_COPIES = 1
+"""Copies of its own rows a rank holds besides: the two solution buffers, a row per own
+user and movie."""
 PADDED_RATING_BYTES = 8 * 1.07
 """A grouped rating on the torch path: int32 column and float32 value, with ~7% bucket
 padding."""
@@ -236,6 +243,10 @@ READ_BLOCK_BYTES = 13 * BLOCK
 kernel's layout holds of a side's raw ratings while it fills."""
 RATED_ITEM_BYTES = 4
 """A rating in the published model's CSR of what each user rated (int32 movie)."""
+ROW_BYTES = 20
+"""What a rank keeps per user and per movie of the whole job besides the tables: the
+training degree (int64), the ratings per user of the published model (int64), the prior
+weight (float32)."""
 
 
 def plan(n_users: int, n_items: int, nnz: int, k: int, parts: int,
@@ -245,8 +256,9 @@ def plan(n_users: int, n_items: int, nnz: int, k: int, parts: int,
     (``"torch"``): the grouped ratings (each held twice across the job), the raw
     ratings a rank holds while it lays one side out (fused: one block of the cache, the
     layout filled as it reads; torch: the side's ratings whole), the
-    validation and test ratings (a ``held_out`` share) every rank evaluates, the whole
-    tables every rank keeps, the published model's CSR of rated movies that rank 0 alone
+    validation and test ratings (a ``held_out`` share) of the rank's users, the whole
+    tables every rank keeps and the buffers of its own rows, its per-row vectors of the
+    whole job, the published model's CSR of rated movies that rank 0 alone
     builds at the end, the bytes each rank sends per epoch when it broadcasts its updated
     rows (shards of about equal rows), and what sending only the needed rows (Spark's
     out-blocks) would send: a rank's ratings touch at most ``min(n, its ratings)`` rows of
@@ -259,6 +271,8 @@ def plan(n_users: int, n_items: int, nnz: int, k: int, parts: int,
     fused = kernel == "fused"
     return {"grouped": local * (FUSED_RATING_BYTES if fused else PADDED_RATING_BYTES),
             "read_side": min(read, READ_BLOCK_BYTES) if fused else read,
-            "held_out": held_out * nnz * READ_RATING_BYTES, "tables": TABLE_COPIES * tables,
+            "held_out": held_out * nnz / parts * READ_RATING_BYTES,
+            "tables": (TABLE_COPIES + OWN_TABLE_COPIES / parts) * tables,
+            "per_row": (n_users + n_items) * ROW_BYTES,
             "rank0_rated": nnz * RATED_ITEM_BYTES + (n_users + 1) * 8,
             "exchange_sent": (parts - 1) / parts * tables, "outblocks_received": needed * row}

@@ -106,15 +106,22 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def ranked_users(test_user: torch.Tensor, test_rating: torch.Tensor, n_users: int,
-                 threshold: float = 4.0, max_users: int | None = None, seed: int = 0) -> torch.Tensor:
-    """Users with a relevant test rating; a seeded sample of ``max_users`` of them when more."""
+                 threshold: float = 4.0, max_users: int | None = None, seed: int = 0,
+                 place=None) -> tuple[torch.Tensor, int]:
+    """Users with a relevant test rating; a seeded sample of ``max_users`` of them when more;
+    and how many are ranked in all.  ``place(count)``: where these users lie among a job's
+    (:meth:`rec.als.exchange.Exchange.place`; each process holds the held-out ratings of a
+    contiguous range of users), so that every process keeps its own users of the sample one
+    process draws."""
     has = torch.zeros(n_users, dtype=torch.bool, device=test_user.device)
     has[test_user[test_rating >= threshold].long()] = True
     users = torch.nonzero(has).flatten()
-    if max_users is not None and users.numel() > max_users:
-        pick = torch.randperm(users.numel(), generator=torch.Generator().manual_seed(seed))
-        users = torch.sort(users[pick[:max_users].to(users.device)]).values
-    return users
+    before, total = (0, users.numel()) if place is None else place(users.numel())
+    if max_users is None or total <= max_users:
+        return users, total
+    pick = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:max_users]
+    mine = pick[(pick >= before) & (pick < before + users.numel())] - before
+    return torch.sort(users[mine.to(users.device)]).values, max_users
 
 
 def pairs_of_users(ratings, index: torch.Tensor, users: torch.Tensor,
@@ -143,7 +150,7 @@ def ranking(p: Params, train_user: torch.Tensor, train_item: torch.Tensor, test_
     (at least those of ``users``); ``popularity`` (n_items) each movie's training count.
     """
     if users is None:
-        users = ranked_users(test_user, test_rating, p.user_factors.shape[0], threshold)
+        users = ranked_users(test_user, test_rating, p.user_factors.shape[0], threshold)[0]
     sums = ranking_sums(p, train_user, train_item, test_user, test_item, test_rating, k,
                         threshold, users, batch, popularity)
     return ranking_means(sums, users.numel(), k)

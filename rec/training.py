@@ -195,7 +195,7 @@ class _Subsets:
 
     def __init__(self, ratings: Ratings | Shard, split: Split | None, device: torch.device,
                  timed: bool = False):
-        if isinstance(ratings, Shard):  # read with the shard: every rank holds them all
+        if isinstance(ratings, Shard):  # read with the shard: those of the rank's users
             held = {"val": ratings.val, "test": ratings.test}
         else:
             held = {name: (ratings.user[idx], ratings.item[idx], ratings.rating[idx])
@@ -240,12 +240,9 @@ def _accuracy(engine: ALS, p: Params, user: torch.Tensor, item: torch.Tensor,
               rating: torch.Tensor, rating_range: tuple[float, float],
               day: torch.Tensor | None = None) -> dict[str, float]:
     """RMSE and NLL of held-out ratings (made on ``day``, for the time terms); over a job's
-    ranks, each rank sums the errors of its own part of them and the sums are added up."""
-    mine = engine.exchange.own_part(rating.numel())
-    when = None if day is None else day[mine]
-    sums = torch.tensor([squared_errors(p, user[mine], item[mine], rating[mine], rating_range,
-                                        when),
-                         mine.stop - mine.start], dtype=torch.float64, device=engine.device)
+    ranks, each rank sums the errors of its users' ratings and the sums are added up."""
+    sums = torch.tensor([squared_errors(p, user, item, rating, rating_range, day),
+                         rating.numel()], dtype=torch.float64, device=engine.device)
     sse, n = engine.exchange.total(sums).tolist()
     return accuracy_of(sse, int(n), engine.cfg.lam)
 
@@ -309,12 +306,10 @@ def ranking_metrics(p: Params, ratings: Ratings | Shard, split: Split | None, da
     user, item, rating = data.parts[part]
     key = (part, cfg.relevance, cfg.ranking_max_users, seed)
     if key not in data.candidates:  # the same every epoch: found once per run
-        users = ranked_users(user, rating, p.user_factors.shape[0], cfg.relevance,
-                             cfg.ranking_max_users, seed)
-        n = users.numel()
+        place = engine.exchange.place if engine is not None else None
+        users, n = ranked_users(user, rating, p.user_factors.shape[0], cfg.relevance,
+                                cfg.ranking_max_users, seed, place)
         if isinstance(ratings, Shard):
-            rows = ratings.user_rows
-            users = users[(users >= rows.start) & (users < rows.stop)]
             seen_user, seen_item = ratings.pairs(users)
         else:
             seen_user, seen_item = pairs_of_users(ratings, split.known(), users)

@@ -399,3 +399,15 @@ def test_the_compiled_layout_helpers_equal_the_torch_ones(tile_cols, monkeypatch
             for ca, cb in zip(ta, tb):
                 assert torch.equal(ca.rows, cb.rows) and torch.equal(ca.cols, cb.cols)
                 assert torch.equal(ca.vals, cb.vals) and ca.vals.dtype == cb.vals.dtype
+
+
+@pytest.mark.parametrize("n", [0, 5, 15, 16, 17, 31, 33, 47, 100])
+@pytest.mark.parametrize("dim", [0, 1, 3, 10])
+def test_initial_factors_drawn_in_parts_equal_one_draw(n, dim, monkeypatch):
+    monkeypatch.setattr("rec.als.params.DRAW_ROWS", 16)
+    from rec.als.params import normal_rows
+    whole, parts = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    want = (torch.randn(n, dim, generator=whole, dtype=torch.float64) * 0.3).float()
+    got = normal_rows(n, dim, 0.3, parts, torch.float32, "cpu")
+    assert torch.equal(got, want)
+    assert torch.equal(torch.randn(4, generator=parts), torch.randn(4, generator=whole))

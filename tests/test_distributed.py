@@ -221,17 +221,18 @@ def test_a_failed_collective_says_what_happened_and_what_to_do():
 
 def test_the_plan_counts_what_a_rank_holds_and_sends():
     from rec.data.shards import BLOCK
-    from rec.distributed import (FUSED_RATING_BYTES, PADDED_RATING_BYTES, READ_BLOCK_BYTES,
-                                  TABLE_COPIES, plan)
+    from rec.distributed import (FUSED_RATING_BYTES, OWN_TABLE_COPIES, PADDED_RATING_BYTES,
+                                  READ_BLOCK_BYTES, TABLE_COPIES, plan)
     p = plan(n_users=10, n_items=5, nnz=100, k=3, parts=2)
     row = 4 * 4  # K + 1 floats
-    assert p["tables"] == TABLE_COPIES * 15 * row
+    assert p["tables"] == (TABLE_COPIES + OWN_TABLE_COPIES / 2) * 15 * row
     assert p["exchange_sent"] == 15 * row / 2  # its own rows to P - 1 ranks: (P - 1) / P
     assert p["grouped"] == 100 * FUSED_RATING_BYTES  # 2 nnz / P ratings
     assert plan(10, 5, 100, 3, 2, kernel="torch")["grouped"] == pytest.approx(
         100 * PADDED_RATING_BYTES)
     assert p["outblocks_received"] == (5 + 10) * row  # all rows: 50 ratings touch them all
-    assert p["read_side"] == 50 * 12 and p["held_out"] == pytest.approx(10 * 12)  # nnz / P
+    # nnz / P read; the rank's users' share of the 10% held out
+    assert p["read_side"] == 50 * 12 and p["held_out"] == pytest.approx(5 * 12)
     big = dict(n_users=10, n_items=5, nnz=10 * BLOCK, k=3, parts=2)
     assert plan(**big)["read_side"] == READ_BLOCK_BYTES  # the fused layout: one block read
     assert plan(**big, kernel="torch")["read_side"] == 5 * BLOCK * 12  # the side, whole
@@ -271,8 +272,11 @@ def _check_shards(cfg, split_cfg, world: int, block: int) -> None:
         assert torch.equal(s.user_degree, ratings.user_counts(split.train))
         assert torch.equal(s.item_degree, ratings.item_counts(split.train))
         assert s.sizes == split.sizes() and len(s) == len(ratings)
-        for part in ("val", "test"):
+        for part in ("val", "test"):  # exactly its users' held-out ratings, in file order
             index = getattr(split, part)
+            user = ratings.user[index]
+            index = index[(user >= s.user_rows.start) & (user < s.user_rows.stop)]
+            assert 0 < index.numel() < getattr(split, part).numel()
             for got, want in zip(getattr(s, part), (ratings.user, ratings.item, ratings.rating)):
                 assert torch.equal(got, want[index])
         assert s.summary() == pytest.approx(ratings.summary())

@@ -50,6 +50,29 @@ class EngineFacts:
     """The layout it ran with, every default resolved for its device."""
 
 
+ROW_BLOCK = 1 << 16
+"""Rows of a table that sums over it take at a time: the temporaries stay a few MB where a
+whole table's (2 M people at K = 64: 512 MiB, 1 GiB in float64) set a run's peak memory."""
+
+
+def row_squares(x: torch.Tensor, double: bool = False) -> torch.Tensor:
+    """``(x ** 2).sum(1)`` (of ``x`` in float64 when ``double``), :data:`ROW_BLOCK` rows at a
+    time: the same sums, without a temporary of ``x``'s size."""
+    cast = (lambda t: t.double()) if double else (lambda t: t)
+    parts = [(cast(x[s:s + ROW_BLOCK]) ** 2).sum(1) for s in range(0, x.shape[0], ROW_BLOCK)]
+    return torch.cat(parts) if parts else cast(x).new_zeros(0)
+
+
+def gram_of(x: torch.Tensor) -> torch.Tensor:
+    """``X^T X`` in float64, summed over blocks of :data:`ROW_BLOCK` rows (no float64 copy of
+    the whole table)."""
+    out = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+    for s in range(0, x.shape[0], ROW_BLOCK):
+        part = x[s:s + ROW_BLOCK].double()
+        out.addmm_(part.T, part)
+    return out
+
+
 def genre_pairs(genre_matrix: torch.Tensor) -> torch.Tensor:
     """Sparse ``(F^2, n)``: entry ``(f F + g, n)`` is ``A[n, f] A[n, g]``, for the sums
     ``sum_n a_n a_n^T (x) M_n`` of the joint step (a movie has a handful of genres)."""
@@ -148,10 +171,13 @@ class ALS:
                              "with joint=True), in one process")
         self.by_item, self.by_user = layout.by_item, layout.by_user
         self._n_train = layout.n_train
+        self.own = dict(zip(("user", "item"), layout.own or (slice(0, n_users), slice(0, n_items))))
+        """The users and the movies whose rows this process solves (all in one process): its
+        layout's rows and per-row buffers are theirs, numbered from 0."""
         degrees = layout.degrees
         if degrees is None:
-            degrees = (self.exchange.total(self.by_user.degree.to(self.device, copy=True)),
-                       self.exchange.total(self.by_item.degree.to(self.device, copy=True)))
+            degrees = tuple(self.exchange.total(self._whole(groups.degree, side))
+                            for groups, side in ((self.by_user, "user"), (self.by_item, "item")))
         self.user_degree, self.item_degree = (d.to(self.device) for d in degrees)
         """Training ratings (implicit: interactions) per user and per movie, over the whole
         job (a shard's groups hold only its own rows' ratings)."""
@@ -168,8 +194,10 @@ class ALS:
         # gather tables: the other side's [x, offset = bias + mu] with a zero sentinel row
         self.item_table = self._table(n_items)
         self.user_table = self._table(n_users)
-        self.user_theta = torch.zeros(n_users, self.width, dtype=self.dtype, device=self.device)
-        self.item_theta = torch.zeros(n_items, self.width, dtype=self.dtype, device=self.device)
+        self.user_theta, self.item_theta = (
+            torch.zeros(self.by_user.n_rows, self.width, dtype=self.dtype, device=self.device),
+            torch.zeros(self.by_item.n_rows, self.width, dtype=self.dtype, device=self.device))
+        """Each step's solutions, a row per own row (:attr:`own`)."""
         self.cold_users = torch.nonzero(self.user_degree == 0).flatten()
         self.cold_items = torch.nonzero(self.item_degree == 0).flatten()
         self.joint = joint
@@ -234,35 +262,53 @@ class ALS:
             return degree.to(dtype=self.dtype)
         return torch.ones(degree.numel(), dtype=self.dtype, device=self.device)
 
+    def _whole(self, degree: torch.Tensor, side: str) -> torch.Tensor:
+        """A per-row count of the own rows as one over every row of ``side`` (zero elsewhere),
+        for a sum over the job's processes."""
+        own = self.own[side]
+        n = self.n_users if side == "user" else self.n_items
+        whole = torch.zeros(n, dtype=degree.dtype, device=self.device)
+        whole[own] = degree.to(self.device)
+        return whole
+
     def _row_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
         return weight if self.cfg.count_scaled or self.implicit else None
 
-    def shared_gramian(self, factors: torch.Tensor) -> torch.Tensor | None:
-        """``alpha0 X^T X`` of the other side's factors, which every row's system holds under
-        the implicit loss (``None`` for explicit feedback).  Every process holds the whole
-        table, so each forms it alike."""
+    def shared_gramian(self, factors: torch.Tensor, side: str) -> torch.Tensor | None:
+        """``alpha0 X^T X`` of the other side's factors (``side``: theirs, ``"user"`` or
+        ``"item"``), which every row's system holds under the implicit loss (``None`` for
+        explicit feedback): each process's product over its own rows, summed over the job."""
         if not self.implicit:
             return None
-        x = factors.double()
-        return (self.cfg.alpha0 * (x.T @ x)).to(self.dtype)
+        gram = gram_of(factors[self.own[side]])
+        return self.exchange.total(self.cfg.alpha0 * gram).to(self.dtype)
 
     def _cold_rows(self, mean: torch.Tensor | None, shared: torch.Tensor | None,
-                   weight: torch.Tensor, cold: torch.Tensor) -> torch.Tensor | float:
-        """The exact optimum of the rows without ratings: their prior mean (0 without one),
-        pulled towards 0 by the shared Gramian under the implicit loss."""
+                   weight: torch.Tensor, cold: torch.Tensor,
+                   rows: torch.Tensor | None = None) -> torch.Tensor | float:
+        """The exact optimum of the rows without ratings (``cold`` of ``weight``'s rows;
+        ``rows``: the same rows of ``mean``, when it is numbered otherwise): their prior mean
+        (0 without one), pulled towards 0 by the shared Gramian under the implicit loss."""
         if mean is None:
             return 0
+        mean = mean[cold if rows is None else rows]
         if shared is None or cold.numel() == 0:
-            return mean[cold]
+            return mean
         r = float(self.reg[0] * weight[cold[0]])  # no interactions: every cold row's weight
         a = shared.double() + r * torch.eye(self.width, dtype=torch.float64, device=self.device)
-        return torch.linalg.solve(a, r * mean[cold].double().T).T.to(self.dtype)
+        return torch.linalg.solve(a, r * mean.double().T).T.to(self.dtype)
 
     def _table(self, n: int) -> torch.Tensor:
-        t = torch.zeros(n + 1, self.width + 1, dtype=self.dtype, device=self.device)
+        return self._reset(torch.zeros(n + 1, self.width + 1, dtype=self.dtype,
+                                       device=self.device))
+
+    def _reset(self, table: torch.Tensor) -> torch.Tensor:
+        """A gather table's fixed columns: the other side's bias multiplies 1, and the offset
+        is 0 until :meth:`_fill` (which writes the factors and offsets) sets it."""
+        table[:, self.width] = 0
         if self.cfg.has_biases:
-            t[:n, self.dim] = 1.0
-        return t
+            table[:-1, self.dim] = 1.0
+        return table
 
     @property
     def n_features(self) -> int:
@@ -399,16 +445,32 @@ class ALS:
         self._sync_time(p)
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         mean = self._rows_mean(self.user_prior_mean(p), self.user_bias_prior_mean(p))
-        prior = None if mean is None else self.user_weight.unsqueeze(1) * self.reg * mean
-        shared = self.shared_gramian(p.item_factors)
-        self._start(self.user_theta, p.user_factors, p.user_bias)
-        solve_side(self.by_user, table, self.lam, self.reg, self._row_weight(self.user_weight),
-                   self.user_theta, prior, self.workspace, self.timer, solver=self.sizes.solver,
-                   shared=shared, weighted=self.weighted, cg_steps=self.cg_steps)
-        self.user_theta[self.cold_users] = self._cold_rows(mean, shared, self.user_weight,
-                                                           self.cold_users)
-        self.exchange.share(self.user_theta, "user")
-        self._unpack(self.user_theta, p.user_factors, p.user_bias, self.cold_users)
+        self._side_step("user", table, mean, self.shared_gramian(p.item_factors, "item"),
+                        p.user_factors, p.user_bias)
+
+    def _side_step(self, side: str, table: torch.Tensor, mean: torch.Tensor | None,
+                   shared: torch.Tensor | None, factors: torch.Tensor,
+                   bias: torch.Tensor) -> None:
+        """The user or movie step (``side``) given the other side's ``table``, the rows' prior
+        mean of ``[x; bias]`` (``None``: 0) and the implicit loss's ``shared`` Gramian: this
+        process's rows solved into its buffer, moved in ``factors`` and ``bias``, and shared
+        with the job's other processes."""
+        groups, theta, weight, cold = (
+            (self.by_user, self.user_theta, self.user_weight, self.cold_users) if side == "user"
+            else (self.by_item, self.item_theta, self.item_weight, self.cold_items))
+        own = self.own[side]
+        cold = cold[(cold >= own.start) & (cold < own.stop)]
+        weight = weight[own]
+        prior = None if mean is None else weight.unsqueeze(1) * self.reg * mean[own]
+        self._start(theta, factors[own], bias[own])
+        solve_side(groups, table, self.lam, self.reg, self._row_weight(weight), theta, prior,
+                   self.workspace, self.timer, solver=self.sizes.solver, shared=shared,
+                   weighted=self.weighted, cg_steps=self.cg_steps)
+        theta[cold - own.start] = self._cold_rows(mean, shared, weight, cold - own.start, cold)
+        self._unpack(theta, factors[own], bias[own], cold - own.start)
+        self.exchange.share(factors, side)
+        if self.cfg.has_biases:
+            self.exchange.share(bias, side)
 
     def given_rows(self, user: torch.Tensor, item: torch.Tensor,
                    rating: torch.Tensor) -> Groups | RowRatings:
@@ -431,7 +493,7 @@ class ALS:
         prior = None if mean is None else weight.unsqueeze(1) * self.reg * mean
         solve_side(given, table, self.lam, self.reg, self._row_weight(weight), theta, prior,
                    self.workspace, solver=self.sizes.solver,
-                   shared=self.shared_gramian(p.item_factors), weighted=self.weighted)
+                   shared=self.shared_gramian(p.item_factors, "item"), weighted=self.weighted)
         has = given.degree.to(self.device) > 0
         out = p.clone()
         out.user_factors[has] = theta[has, :self.dim]
@@ -444,17 +506,8 @@ class ALS:
         take ``cg_steps`` conjugate-gradient steps towards it)."""
         self._sync_time(p)
         table = self._fill(self.user_table, p.user_factors, p.user_bias)
-        mean = self.movie_prior_mean(p)
-        prior = None if mean is None else self.item_weight.unsqueeze(1) * self.reg * mean
-        shared = self.shared_gramian(p.user_factors)
-        self._start(self.item_theta, p.item_factors, p.item_bias)
-        solve_side(self.by_item, table, self.lam, self.reg, self._row_weight(self.item_weight),
-                   self.item_theta, prior, self.workspace, self.timer, solver=self.sizes.solver,
-                   shared=shared, weighted=self.weighted, cg_steps=self.cg_steps)
-        self.item_theta[self.cold_items] = self._cold_rows(mean, shared, self.item_weight,
-                                                           self.cold_items)
-        self.exchange.share(self.item_theta, "item")
-        self._unpack(self.item_theta, p.item_factors, p.item_bias, self.cold_items)
+        self._side_step("item", table, self.movie_prior_mean(p),
+                        self.shared_gramian(p.user_factors, "user"), p.item_factors, p.item_bias)
 
     def draw_step(self, p: Params, side: str, lam: float, precision: torch.Tensor,
                   mean: torch.Tensor, noise: torch.Tensor | None) -> float | None:
@@ -550,7 +603,7 @@ class ALS:
             p.item_factors - self.raters.mean(p.rater_factors)
         self._feature_step(self.genre_matrix, self.genre_gram, self.item_weight, v,
                            p.item_bias if self.cfg.has_bias_prior else None,
-                           p.genre_factors, p.genre_bias)
+                           p.genre_factors, p.genre_bias, "item")
 
     def person_step(self, p: Params) -> None:
         """Exact ridge regression of U (less the rated sums) on D:
@@ -561,22 +614,26 @@ class ALS:
             p.user_factors - self.rated.mean(p.rated_factors)
         self._feature_step(self.person_matrix, self.person_gram, self.user_weight, u,
                            p.user_bias if self.cfg.has_biases else None,
-                           p.person_factors, p.person_bias)
+                           p.person_factors, p.person_bias, "user")
 
     def _feature_step(self, matrix: torch.Tensor, gram: torch.Tensor, weight: torch.Tensor,
                       factors: torch.Tensor, bias: torch.Tensor | None,
-                      embeddings: torch.Tensor, bias_embeddings: torch.Tensor) -> None:
-        """The exact ridge step of one side's feature embeddings: ``(tau F^T S F + eta I) E =
-        tau F^T S X`` for the factors X (and with gamma for the biases, when given),
-        over-relaxed like every step."""
+                      embeddings: torch.Tensor, bias_embeddings: torch.Tensor,
+                      side: str) -> None:
+        """The exact ridge step of one side's (``side``) feature embeddings: ``(tau F^T S F +
+        eta I) E = tau F^T S X`` for the factors X (and with gamma for the biases, when given),
+        over-relaxed like every step.  ``F^T S X`` is each process's product over its own rows,
+        summed over the job (``F^T S F`` is fixed: formed once from the job's degrees)."""
         eye = torch.eye(gram.shape[0], dtype=self.dtype, device=self.device)
+        own = self.own[side]
         for precision, values, out in ((self.cfg.tau, factors, embeddings),
                                        (self.cfg.gamma, bias, bias_embeddings)):
             if values is None:
                 continue
-            values = values if values.dim() == 2 else values.unsqueeze(1)
+            values = (values if values.dim() == 2 else values.unsqueeze(1))[own]
             lhs = precision * gram + self.cfg.eta * eye
-            solved = torch.linalg.solve(lhs, precision * matrix.T @ (weight.unsqueeze(1) * values))
+            rhs = precision * matrix[own].T @ (weight[own].unsqueeze(1) * values)
+            solved = torch.linalg.solve(lhs, self.exchange.total(rhs))
             out.lerp_(solved.view_as(out), self.relaxation)
 
     def rated_step(self, p: Params) -> None:
@@ -663,12 +720,25 @@ class ALS:
         """:meth:`train_errors` over the ratings this process holds."""
         self._sync_time(p)
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
-        theta = torch.ones(self.n_users, 1, table.shape[1], dtype=self.dtype, device=self.device)
-        theta[:, 0, :self.dim] = p.user_factors  # [u, b, 1]: z . theta = r-hat
+        own = self.own["user"]
+        # [u, b, 1] per own user (z . theta = r-hat), in the rows of the user gather table,
+        # which the next movie step fills again: no temporary the size of a table
+        theta = self.user_table[own]
+        theta[:, :self.dim] = p.user_factors[own]
         if self.cfg.has_biases:
-            theta[:, 0, self.dim] = p.user_bias
+            theta[:, self.dim] = p.user_bias[own]
+        theta[:, self.width] = 1
+        try:
+            return self._errors_at(table, theta, rating_range)
+        finally:
+            self._reset(self.user_table)
+
+    def _errors_at(self, table: torch.Tensor, theta: torch.Tensor,
+                   rating_range: tuple[float, float] | None) -> tuple[float, float]:
+        """:meth:`_own_train_errors` given the movie ``table`` and each own user's ``theta``."""
         if isinstance(self.by_user, RowRatings):
-            return squared_errors(self.by_user, table, theta[:, 0], rating_range, self.workspace)
+            return squared_errors(self.by_user, table, theta, rating_range, self.workspace)
+        theta = theta.unsqueeze(1)
         raw, clipped = torch.zeros(2, dtype=torch.float64, device=self.device)  # two tensors
         for chunk in self.by_user.chunks:
             z = gather(table, chunk, self.workspace)
@@ -689,13 +759,14 @@ class ALS:
         ``sqrt(c)``: ``(sqrt(c) u.v - sqrt(c))^2``), summed over the job's processes."""
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         total = torch.zeros(1, dtype=torch.float64, device=self.device)
+        user_factors = p.user_factors[self.own["user"]]
         if isinstance(self.by_user, RowRatings):  # every value 1 (c = 1): y - u.v
-            theta = torch.cat([p.user_factors, torch.ones_like(p.user_factors[:, :1])], 1)
+            theta = torch.cat([user_factors, torch.ones_like(user_factors[:, :1])], 1)
             total += squared_errors(self.by_user, table, theta, None, self.workspace)[0]
             return float(self.exchange.total(total))
         for chunk in self.by_user.chunks:
             z = gather(table, chunk, self.workspace)[..., :self.dim]
-            fit = torch.bmm(z, p.user_factors.index_select(0, chunk.rows).unsqueeze(2))
+            fit = torch.bmm(z, user_factors.index_select(0, chunk.rows).unsqueeze(2))
             total += (chunk.vals * (fit.view(chunk.vals.shape) - 1)).square().sum(
                 dtype=torch.float64)  # padding: value 0
         return float(self.exchange.total(total))
@@ -703,12 +774,11 @@ class ALS:
     def implicit_objective(self, p: Params) -> float:
         """L of the implicit loss at ``p`` (:class:`rec.als.config.ModelConfig`)."""
         cfg, d = self.cfg, lambda x: x.double()
-        everything = float((d(p.user_factors).T @ d(p.user_factors)
-                            * (d(p.item_factors).T @ d(p.item_factors))).sum())
+        everything = float((gram_of(p.user_factors) * gram_of(p.item_factors)).sum())
         mean = self.prior_mean(p)
         dv = p.item_factors if mean is None else p.item_factors - mean
-        reg = cfg.tau * (float((d(self.user_weight) * d(p.user_factors).square().sum(1)).sum())
-                         + float((d(self.item_weight) * d(dv).square().sum(1)).sum()))
+        reg = cfg.tau * (float((d(self.user_weight) * row_squares(p.user_factors, True)).sum())
+                         + float((d(self.item_weight) * row_squares(dv, True)).sum()))
         genres = cfg.eta * float(d(p.genre_factors).square().sum()) if cfg.has_genres else 0.0
         return self.implicit_errors(p) + cfg.alpha0 * everything + reg + genres
 
@@ -733,8 +803,8 @@ class ALS:
             mean, user_mean = self.prior_mean(p), self.user_prior_mean(p)
             dv = p.item_factors if mean is None else p.item_factors - mean
             du = p.user_factors if user_mean is None else p.user_factors - user_mean
-            j += cfg.tau / 2 * (wsum(self.user_weight, (du ** 2).sum(1))
-                                + wsum(self.item_weight, (dv ** 2).sum(1)))
+            j += cfg.tau / 2 * (wsum(self.user_weight, row_squares(du))
+                                + wsum(self.item_weight, row_squares(dv)))
             if cfg.has_genres:
                 j += cfg.eta / 2 * float((p.genre_factors.double() ** 2).sum())
             j += cfg.tau_rated / 2 * sum(float((x.double() ** 2).sum())

@@ -1,8 +1,9 @@
 """How the processes of one job combine an engine's work: the seam between one process and P.
 
 :class:`ALS` solves the rows it holds and then asks its exchange for the rest: the rows that
-other processes solved (:meth:`Exchange.share`), sums over processes (:meth:`Exchange.total`),
-which held-out ratings to evaluate (:meth:`Exchange.own_part`).  This class is one process,
+other processes solved (:meth:`Exchange.share`), sums over processes (:meth:`Exchange.total`)
+of what each computes from its own rows, and where its part of a list lies in the job's
+(:meth:`Exchange.place`).  This class is one process,
 where there is nothing to exchange; :class:`rec.distributed.RankExchange` is a rank of a
 ``torch.distributed`` job.  The engine never asks which one it has.
 """
@@ -24,13 +25,16 @@ class Exchange:
         """``t`` summed over the job's processes, in place (one process: ``t`` itself)."""
         return t
 
-    def share(self, theta: torch.Tensor, side: str) -> None:
-        """After a step: the rows of ``theta`` (``side`` ``"user"`` or ``"item"``) that other
-        processes solved, into this one's, in place (one process solved them all)."""
+    def share(self, table: torch.Tensor, side: str) -> None:
+        """After a step: the rows of ``table`` (a parameter table of ``side``, ``"user"`` or
+        ``"item"``) that other processes solved, into this one's, in place (one process
+        solved them all)."""
 
-    def own_part(self, n: int) -> slice:
-        """The positions of ``n`` held-out ratings this process evaluates (one process: all)."""
-        return slice(0, n)
+    def place(self, count: int) -> tuple[int, int]:
+        """Where this process's ``count`` items of a list ordered by process lie in the job's:
+        how many the processes before it hold, and the job's total (one process: 0,
+        ``count``)."""
+        return 0, count
 
     def take_comm(self) -> dict:
         """Seconds in collectives and bytes sent since the last call (one process: none)."""

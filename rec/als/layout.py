@@ -125,17 +125,22 @@ class LayoutSpec:
         """One side (``"user"`` or ``"item"``) of a rank's :class:`rec.data.shards.Shard`,
         laid out as it is read from the cache: the fused kernel's layout is filled block by
         block, so a rank never holds a side's ratings as read (the torch path's padded groups
-        read one side whole, then drop it)."""
-        n_rows, n_cols = (shard.n_users, shard.n_items) if by == "user" else (shard.n_items,
-                                                                             shard.n_users)
+        read one side whole, then drop it).  Its rows are the rank's own, numbered from 0
+        (row ``r`` is the side's ``rows.start + r``), so that every per-row buffer of the
+        step holds the rank's rows only; its columns are the other side's, all of them."""
+        own = shard.user_rows if by == "user" else shard.item_rows
+        n_rows = own.stop - own.start
+        n_cols = shard.n_items if by == "user" else shard.n_users
         if self.sizes.kernel != "fused":
-            return self.group(*shard.side(by), n_rows, n_cols)
+            rows, cols, vals = shard.side(by)
+            return self.group(rows.sub_(own.start), cols, vals, n_rows, n_cols)
         values = shard.rating_values
-        blocks, degree = lambda: shard.side_blocks(by), shard.side_degree(by)
+        local = lambda: ((r - own.start, c, v) for r, c, v in shard.side_blocks(by))
+        blocks, degree = local, shard.side_degree(by)[own].clone()
         least = self.cfg.interaction_min if self.cfg.implicit else None
         if least is not None:  # the implicit loss's interactions only, counted by one more read
             blocks = lambda: ((r[v >= least], c[v >= least], v[v >= least])
-                              for r, c, v in shard.side_blocks(by))
+                              for r, c, v in local())
             degree = torch.zeros(n_rows, dtype=torch.int64)
             for r, _, _ in blocks():
                 degree += torch.bincount(torch.from_numpy(r).long(), minlength=n_rows)
@@ -162,6 +167,9 @@ class Layout:
     degrees: tuple[torch.Tensor, torch.Tensor] | None = None
     """Each user's and movie's training ratings (implicit: interactions) over the whole job;
     ``None``: the groups' own degrees, summed over the job's processes by the engine."""
+    own: tuple[slice, slice] | None = None
+    """The users and the movies whose rows the groups hold, numbered from 0 there (a rank's
+    shard); ``None``: all of them."""
 
 
 def whole_layout(spec: LayoutSpec, user: torch.Tensor, item: torch.Tensor,
@@ -187,4 +195,4 @@ def shard_layout(spec: LayoutSpec, shard) -> Layout:
     # the implicit loss counts interactions, which the layouts' degrees summed give
     degrees = None if spec.cfg.implicit else (shard.user_degree, shard.item_degree)
     return Layout(by_item, by_user, shard.n_users, shard.n_items, shard.train_mean,
-                  shard.sizes["train"], degrees)
+                  shard.sizes["train"], degrees, (shard.user_rows, shard.item_rows))

@@ -8,8 +8,8 @@ on exactly the rows one process would and none of them holds the whole dataset t
 them.  Then each rank streams the two files in blocks and keeps only its part: the
 training ratings of its contiguous shard of users (grouped by user) and of its shard of
 movies (grouped by movie), each side read when the engine lays it out, and the
-validation and test ratings, which every rank evaluates alike.  Each rating is so held
-twice across the job, and a rank's memory falls as P grows.
+validation and test ratings of its users, which it evaluates.  Each training rating is so
+held twice across the job and each held-out one once, and a rank's memory falls as P grows.
 """
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ class Shard(DatasetShape):
     sizes: dict
     """Ratings in train, val and test."""
     val: Triple
+    """The validation ratings of this rank's users (:attr:`user_rows`)."""
     test: Triple
+    """Their test ratings."""
     block: int = BLOCK
     rating_values: tuple[float, ...] | None = None
     """The distinct training rating values, sorted (``None``: more than
@@ -269,8 +271,7 @@ def _read_shard(data: DataConfig, split: SplitConfig, rank: int, world: int,
     n_users, n_items = cached.user_ids.numel(), len(cached.movies)
     user_degree, item_degree = np.zeros(n_users, np.int64), np.zeros(n_items, np.int64)
     user_counts, item_counts = np.zeros(n_users, np.int64), np.zeros(n_items, np.int64)
-    held = {VAL: _empty(sizes["val"]), TEST: _empty(sizes["test"])}
-    fill = dict.fromkeys(held, 0)
+    held_counts = {VAL: np.zeros(n_users, np.int64), TEST: np.zeros(n_users, np.int64)}
     train_sum = total = 0.0
     for b in _blocks(cached.path, labels, ("user", "item", "rating"), block):
         train = b["label"] == TRAIN
@@ -280,11 +281,28 @@ def _read_shard(data: DataConfig, split: SplitConfig, rank: int, world: int,
         item_counts += np.bincount(b["item"], minlength=n_items)
         train_sum += float(b["rating"][train].sum(dtype=np.float64))
         total += float(b["rating"].sum(dtype=np.float64))
-        for code in held:
-            fill[code] = _append(held[code], fill[code], b, b["label"] == code)
+        for code, counts in held_counts.items():
+            counts += np.bincount(b["user"][b["label"] == code], minlength=n_users)
     degrees = torch.from_numpy(user_degree), torch.from_numpy(item_degree)
     cuts = [tuple(int(b) for b in bounds(d, world)) for d in degrees]
+    mine = slice(cuts[0][rank], cuts[0][rank + 1])
+    held = _held_out(cached.path, labels, mine, {code: int(counts[mine].sum())
+                                                  for code, counts in held_counts.items()}, block)
     return Shard(cached, labels, rank, world, *cuts, *degrees, torch.from_numpy(user_counts),
                  int((item_counts > 0).sum()), train_sum / max(sizes["train"], 1),
                  total / max(cached.n_ratings, 1), sizes, held[VAL], held[TEST], block,
                  None if meta["values"] is None else tuple(meta["values"]))
+
+
+def _held_out(cache: Path, labels: Path, users: slice, sizes: dict[int, int],
+              block: int) -> dict[int, Triple]:
+    """The validation and test ratings of ``users`` (``sizes`` of each, by label), in file
+    order, from one more pass: the rank that owns a person evaluates their held-out ratings,
+    so no rank holds the job's."""
+    held = {code: _empty(n) for code, n in sizes.items()}
+    fill = dict.fromkeys(held, 0)
+    for b in _blocks(cache, labels, ("user", "item", "rating"), block):
+        own = (b["user"] >= users.start) & (b["user"] < users.stop)
+        for code in held:
+            fill[code] = _append(held[code], fill[code], b, own & (b["label"] == code))
+    return held
