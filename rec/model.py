@@ -117,13 +117,17 @@ class Recommender:
 
     @classmethod
     def from_shard(cls, shard: Shard, params: Params, config: ModelConfig,
-                   metrics: dict | None = None, meta: dict | None = None) -> "Recommender":
+                   metrics: dict | None = None, meta: dict | None = None,
+                   posterior: Posterior | None = None) -> "Recommender":
         """:meth:`from_training` in a job of several processes, where no rank holds the whole
         dataset: what each user rated is read from the cache, block by block."""
+        if posterior is not None:
+            params = posterior.mean()
         offsets, items = shard.rated_by_user()
         return cls(params.to("cpu", torch.float32), config, shard.name, shard.user_ids,
                    shard.movies, shard.item_degree.cpu(), offsets, items, shard.rating_range,
-                   metrics or {}, meta or {}, None, (metrics or {}).get("popularity_weight", 0.0))
+                   metrics or {}, meta or {}, posterior,
+                   (metrics or {}).get("popularity_weight", 0.0))
 
     # persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

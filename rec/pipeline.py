@@ -88,6 +88,8 @@ def run_identity(run: RunConfig, ratings: Ratings | Shard) -> dict:
     """Everything that determines a run's result, the data's content included: resume
     continues only a run with the same."""
     sampled = {"inference": asdict(run.inference)} if run.inference.gibbs else {}
+    if sampled and isinstance(ratings, Shard):  # each rank's checkpointed averages are its own
+        sampled["processes"] = ratings.world
     return {"data": [ratings.name, ratings.content_digest()], "ratings": len(ratings),
             "split": run.split.options(), "model": run.model.hparams(),
             "train": run.train.results_key(), "engine": asdict(run.engine), "seed": run.seed,
@@ -135,8 +137,6 @@ def train(run: RunConfig, run_dir: Path) -> dict:
 
 def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
     """:func:`train` in one process of the job ``dist``: rank 0 alone writes."""
-    if dist.active and run.inference.gibbs:
-        raise ConfigError("inference=gibbs runs in one process; start it with python, not torchrun.")
     if dist.active and run.split.kind == "strong":
         raise ConfigError("split=strong runs in one process; start it with python, not torchrun.")
     if dist.active and run.train.joint_genre_step:
@@ -173,7 +173,8 @@ def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
         split_info = run.split.describe(ratings.sizes if split is None else split.sizes())
         meta = {"fingerprint": fp, "split": run.split.options(), "seed": run.seed,
                 "run": str(work), "inference": asdict(run.inference)}
-        model = Recommender.from_shard(ratings, result.params, run.model, result.final, meta) \
+        model = Recommender.from_shard(ratings, result.params, run.model, result.final, meta,
+                                       posterior) \
             if split is None else Recommender.from_training(
                 ratings, split.train, result.params, run.model, result.final, meta, posterior)
         saved = model.save(work / "model.pt")
@@ -214,7 +215,8 @@ def _infer(run: RunConfig, ratings: Ratings | Shard, split, device, checkpoint: 
     common = {"seed": run.seed, "device": device, "dtype": run.torch_dtype,
               "checkpoint": checkpoint, "fingerprint": fp, "callbacks": callbacks}
     if run.inference.gibbs:
-        chain = sample(ratings, split, run.model, run.inference, run.train, run.engine, **common)
+        chain = sample(ratings, split, run.model, run.inference, run.train, run.engine,
+                       dist=dist, **common)
         return chain.fit, chain.posterior
     return fit(ratings, split, run.model, run.train, run.engine, dist=dist, **common), None
 

@@ -104,6 +104,36 @@ def test_two_and_three_ranks_train_the_implicit_loss_one_process_trains(tmp_path
             assert a.metrics[key] == pytest.approx(b.metrics[key], rel=1e-5), key
 
 
+GIBBS = ("inference=gibbs", "inference.warm_start=2", "inference.burn_in=3",
+         "inference.samples=4")
+
+
+def assert_same_chain(a: Recommender, b: Recommender) -> None:
+    """The same kept samples (to float32 rounding) and the same posterior metrics."""
+    assert a.posterior is not None and a.posterior.size == b.posterior.size > 0
+    for name, y in b.posterior.samples.items():
+        if y.numel():
+            x = a.posterior.samples[name]
+            assert float((x - y).abs().max()) <= 1e-4 * max(float(y.abs().max()), 1e-12), name
+    for key in ("val/rmse", "test/rmse", "test/nll", "test/coverage_90", "test/ndcg@10",
+                "train/rmse"):
+        assert a.metrics[key] == pytest.approx(b.metrics[key], rel=1e-5), key
+    assert a.metrics["test/n"] == b.metrics["test/n"]
+
+
+def test_two_and_three_ranks_run_the_chain_one_process_runs(tmp_path):
+    """Each rank draws its own rows from the same random numbers: one process's chain."""
+    one = run(command(tmp_path / "one", 1, extra=GIBBS), tmp_path / "cwd-one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    for nproc in (2, 3):
+        many = run(command(tmp_path / f"p{nproc}", 1, nproc=nproc, extra=GIBBS),
+                   tmp_path / f"cwd-{nproc}")
+        assert many.returncode == 0, many.stderr[-2000:]
+        a, b = model_of(tmp_path / f"p{nproc}"), model_of(tmp_path / "one")
+        assert_same_model(a, b)  # the posterior means
+        assert_same_chain(a, b)
+
+
 def _rank_pid(parent: int, rank: int) -> int | None:
     """The pid of the torchrun worker ``rank`` under the launcher ``parent``."""
     for proc in Path("/proc").iterdir():
@@ -124,9 +154,10 @@ def _epoch(root: Path) -> int:
     if not found:
         return 0
     try:
-        return load_tree(found[0], CHECKPOINT_KIND, CHECKPOINT_FORMAT)["state"]["epoch"]
+        state = load_tree(found[0], CHECKPOINT_KIND, CHECKPOINT_FORMAT)
     except Exception:  # being replaced: ask again
         return 0
+    return state["state"]["epoch"] if "state" in state else state["sweep"]  # ALS or Gibbs
 
 
 KILL_EPOCHS = 150
@@ -142,12 +173,14 @@ def whole_run(tmp_path_factory) -> Recommender:
 
 
 def _start_and_kill_rank_1(root: Path, cwd: Path, restarts: int = 0, sig=signal.SIGKILL,
-                           timeout: str = "120") -> tuple[int, str, int, float]:
+                           timeout: str = "120",
+                           extra: tuple[str, ...] = ()) -> tuple[int, str, int, float]:
     """Start a 2-rank job, send rank 1 ``sig`` (SIGKILL: killed, SIGSTOP: hung) after epoch
     3; its exit code, output, the epoch of the last checkpoint, and the seconds from the
     signal to the job's end."""
     cwd.mkdir(parents=True, exist_ok=True)
-    job = subprocess.Popen(command(root, KILL_EPOCHS, nproc=2, restarts=restarts), cwd=cwd,
+    job = subprocess.Popen(command(root, KILL_EPOCHS, nproc=2, restarts=restarts, extra=extra),
+                           cwd=cwd,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            env={**os.environ, "REC_DIST_TIMEOUT": timeout})
     victim = None
@@ -188,6 +221,29 @@ def test_a_killed_rank_stops_the_job_and_the_rerun_resumes_to_the_same_end(tmp_p
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"resuming the unfinished run" in again.stdout + again.stderr
     _assert_ends_like(root, whole_run)
+
+
+LONG_CHAIN = ("inference=gibbs", "inference.warm_start=0", "inference.burn_in=2",
+              f"inference.samples={KILL_EPOCHS}", "inference.keep=3",
+              "inference.checkpoint_every=1")
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_killed_chain_resumes_to_one_process_chain(tmp_path):
+    """Each rank's running averages of its own users' held-out predictions are in the
+    checkpoint: the rerun continues every rank's, and ends where one process ends (killed
+    after sweep 3, past the burn-in: the averages have begun)."""
+    one = run(command(tmp_path / "one", KILL_EPOCHS, extra=LONG_CHAIN), tmp_path / "cwd-one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    root, cwd = tmp_path / "two", tmp_path / "cwd"
+    code, out, killed_at, _ = _start_and_kill_rank_1(root, cwd, extra=LONG_CHAIN)
+    assert code != 0 and 3 <= killed_at < 2 + KILL_EPOCHS, (killed_at, out[-2000:])
+    again = run(command(root, KILL_EPOCHS, nproc=2, extra=LONG_CHAIN), cwd)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming the unfinished run" in again.stdout + again.stderr
+    resumed, whole = model_of(root), model_of(tmp_path / "one")
+    assert_same_model(resumed, whole)
+    assert_same_chain(resumed, whole)
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")

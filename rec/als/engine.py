@@ -517,9 +517,10 @@ class ALS:
 
         ``precision`` (D,) is the prior precision of ``[x; bias]`` (not scaled by counts),
         ``mean`` (n_rows, D) each row's prior mean, ``noise`` (n_rows, D) standard normal
-        (``None``: the conditional mean itself).  A row without ratings is drawn from its prior.
-        Returns the training sum of squared errors at the new parameters, from the step's own
-        Grams.
+        (``None``: the conditional mean itself), both over every row of the side: each
+        process draws its own rows and shares them.  A row without ratings is drawn from its
+        prior.  Returns the training sum of squared errors at the new parameters, from the
+        step's own Grams, over the job.
         """
         self._sync_time(p)
         if side == "user":
@@ -530,14 +531,20 @@ class ALS:
             groups, theta, cold = self.by_item, self.item_theta, self.cold_items
             table = self._fill(self.user_table, p.user_factors, p.user_bias)
             factors, bias = p.item_factors, p.item_bias
+        own = self.own[side]  # this process's rows: its layout's, numbered from 0
+        cold = cold[(cold >= own.start) & (cold < own.stop)]
+        noise = None if noise is None else noise[own]
         sse = torch.zeros(groups.n_rows, dtype=torch.float64, device=self.device)
-        solve_side(groups, table, lam, precision, None, theta, precision * mean, self.workspace,
-                   self.timer, solver=self.sizes.solver, noise=noise, sse=sse)
-        theta[cold] = mean[cold] + (0 if noise is None else noise[cold] * precision.rsqrt())
-        factors.copy_(theta[:, :self.dim])
+        solve_side(groups, table, lam, precision, None, theta, precision * mean[own],
+                   self.workspace, self.timer, solver=self.sizes.solver, noise=noise, sse=sse)
+        theta[cold - own.start] = mean[cold] + (0 if noise is None else
+                                                noise[cold - own.start] * precision.rsqrt())
+        factors[own] = theta[:, :self.dim]
+        self.exchange.share(factors, side)
         if self.cfg.has_biases:
-            bias.copy_(theta[:, self.dim])
-        return float(sse.sum())
+            bias[own] = theta[:, self.dim]
+            self.exchange.share(bias, side)
+        return float(self.exchange.total(sse.sum()))
 
     def movie_prior_mean(self, p: Params) -> torch.Tensor | None:
         """Each movie's prior mean of ``[v_n; c_n]`` (zeros where there is none), or ``None``

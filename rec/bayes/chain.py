@@ -6,6 +6,12 @@ sweeps whose validation and test predictions are averaged as they come (the post
 mean) and ``keep`` of which, evenly thinned, are kept for the saved model.  Every
 ``checkpoint_every`` sweeps the whole state, random generators included, is written
 atomically; given that checkpoint again the chain continues exactly as if uninterrupted.
+
+Under torchrun each rank draws its own users' and movies' rows of every step and shares
+them, as ALS's steps do (:meth:`rec.als.engine.ALS.draw_step`); every rank draws the same
+random numbers and hyperparameters, so the job runs one process's chain.  Each rank
+averages the predictions of its own users' held-out ratings, and the metrics add up the
+ranks' sums.
 """
 
 from __future__ import annotations
@@ -22,11 +28,14 @@ from rec.als.params import Params
 from rec.als.solve import PhaseTimer
 from rec.als.sizes import EngineSizes
 from rec.bayes.config import InferenceConfig
-from rec.bayes.posterior import Posterior, RunningPredictions, coverage, rmse
+from rec.als.exchange import Exchange
+from rec.bayes.posterior import Z_OF, Posterior, RunningPredictions
 from rec.bayes.sampler import GibbsSampler
 from rec.data.ratings import Ratings
+from rec.data.shards import Shard
 from rec.data.splits import Split
-from rec.errors import ConfigError
+from rec.distributed import Dist
+from rec.errors import ConfigError, RecError
 from rec.training import (Callback, FitResult, TrainConfig, _Subsets, _sync, build_engine,
                           cold_rows, epoch_log, heldout_rows, load_checkpoint,
                           popularity_ranking, save_checkpoint)
@@ -45,20 +54,24 @@ class ChainResult:
     posterior: Posterior
 
 
-def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: InferenceConfig,
-           cfg: TrainConfig = TrainConfig(), sizes: EngineSizes = EngineSizes(), *,
-           seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+def sample(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
+           inference: InferenceConfig, cfg: TrainConfig = TrainConfig(),
+           sizes: EngineSizes = EngineSizes(), *, seed: int = 0,
+           device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
            checkpoint: Path | None = None, fingerprint: str = "",
-           callbacks: tuple[Callback, ...] = ()) -> ChainResult:
-    """Run the chain on ``split.train``; resume from ``checkpoint`` when it exists."""
-    if split.fold_in is not None:
+           callbacks: tuple[Callback, ...] = (), dist: Dist = Dist()) -> ChainResult:
+    """Run the chain on ``split.train``; resume from ``checkpoint`` when it exists.  In a job
+    of several processes (``dist``) every rank runs it on its :class:`Shard` (``split`` is
+    then ``None``) and rank 0 alone writes the checkpoint."""
+    if split is not None and split.fold_in is not None:
         raise ConfigError("split=strong folds its held-out users in by an ALS user step; the "
                           "Gibbs sampler does not fold users in. Use inference=als.")
     _check(model_cfg, cfg)
     device = torch.device(device)
     start = _sync(device)
-    engine = build_engine(ratings, split.train, model_cfg, sizes, device, dtype,
-                          relaxation=cfg.relaxation, heldout=heldout_rows(split))
+    engine = build_engine(ratings, split and split.train, model_cfg, sizes, device, dtype,
+                          relaxation=cfg.relaxation, dist=dist, heldout=heldout_rows(split))
+    exchange = engine.exchange
     data = _Subsets(ratings, split, device, model_cfg.has_time)
     if cfg.profile:
         engine.timer = PhaseTimer(device)
@@ -73,16 +86,20 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
         done, history, kept = state["sweep"], state["history"], state["kept"]
         p.copy_(Params.from_state_dict(state["params"]).to(device, dtype))
         sampler.load_state_dict(state["sampler"])
+        mine = _rank_part(state["running"], dist)
         for part, r in running.items():
-            r.load_state_dict(state["running"][part])
+            r.load_state_dict(mine[part])
         log.info("resuming the chain %s after sweep %d", checkpoint, done)
     else:
         for _ in range(inference.warm_start):
             engine.epoch(p)
-    save = lambda: save_checkpoint(checkpoint, fingerprint, {
-        "sweep": done, "params": p.state_dict(), "sampler": sampler.state_dict(),
-        "history": history, "kept": kept,
-        "running": {k: r.state_dict() for k, r in running.items()}})
+    def save() -> None:
+        own = {k: r.state_dict() for k, r in running.items()}
+        every = dist.gather(own) if dist.active else own  # each rank averages its own users'
+        if dist.main:
+            save_checkpoint(checkpoint, fingerprint, {
+                "sweep": done, "params": p.state_dict(), "sampler": sampler.state_dict(),
+                "history": history, "kept": kept, "running": every})
     total = inference.burn_in + inference.samples
     sweep_s, eval_s = [], []
     while done < total:
@@ -95,11 +112,12 @@ def sample(ratings: Ratings, split: Split, model_cfg: ModelConfig, inference: In
             record.update({f"profile/{k}_s": v for k, v in engine.timer.take().items()})
         for part, (user, item, rating) in data.parts.items():
             f = p.predict(user, item, data.days[part])
-            record[f"{part}/sample_rmse"] = rmse(rating, f, ratings.rating_range)
+            rr = ratings.rating_range
+            record[f"{part}/sample_rmse"] = held_out_metrics(exchange, rating, f, rr)["rmse"]
             if done > inference.burn_in:
                 running[part].add(f, hyper.lam)
             mean = running[part].mean if running[part].count else f
-            record[f"{part}/rmse"] = rmse(rating, mean, ratings.rating_range)
+            record[f"{part}/rmse"] = held_out_metrics(exchange, rating, mean, rr)["rmse"]
         record.update({f"hyper/{k}": v for k, v in hyper.trace().items()})
         if done > inference.burn_in and (done - inference.burn_in) % inference.thin == 0 \
                 and len(kept) < inference.keep:
@@ -157,33 +175,59 @@ def _kept(p: Params, hyper) -> dict:
             "user_mean": torch.as_tensor(hyper.user_mean[:k], dtype=torch.float32)}
 
 
-def _final(engine, p: Params, posterior: Posterior, running: dict, ratings: Ratings,
-           split: Split, data: _Subsets, cfg: TrainConfig, seed: int) -> dict:
+def _rank_part(running, dist: Dist) -> dict:
+    """This rank's running predictions in a checkpoint's ``running``: one process's parts, or
+    every rank's in rank order (the run's identity holds the number of processes)."""
+    if isinstance(running, dict):
+        running = [running]
+    if len(running) != dist.world:
+        raise RecError(f"this chain's checkpoint was written by {len(running)} process(es), "
+                       f"not {dist.world}; resume it with as many, or start anew with "
+                       "resume=false.")
+    return running[dist.rank]
+
+
+def _final(engine, p: Params, posterior: Posterior, running: dict, ratings: Ratings | Shard,
+           split: Split | None, data: _Subsets, cfg: TrainConfig, seed: int) -> dict:
     """Posterior-mean RMSE, predictive NLL and interval coverage per split, warm and cold
     test rows, the last sample's train RMSE, and ranking by the posterior-mean scores."""
-    rr = ratings.rating_range
+    rr, exchange = ratings.rating_range, engine.exchange
     raw, clipped = engine.train_errors(p, rr)
     n = engine.n_train
     out = {"train/rmse": math.sqrt(clipped / max(n, 1)), "train/n": n,
            "objective": engine.objective(p, raw)}
     for part, (user, item, rating) in data.parts.items():
-        mean, std = running[part].mean, running[part].std
-        out[f"{part}/rmse"], out[f"{part}/n"] = rmse(rating, mean, rr), rating.numel()
-        out[f"{part}/nll"] = gaussian_nll(rating, mean.clamp(*rr), std)
-        out.update({f"{part}/{k}": v for k, v in coverage(rating, mean, std).items()})
+        metrics = held_out_metrics(exchange, rating, running[part].mean, rr, running[part].std)
+        out.update({f"{part}/{k}": v for k, v in metrics.items()})
     user, item, rating = data.parts["test"]
     cold, mean = cold_rows(engine, item), running["test"].mean
-    out["test/cold_rmse"], out["test/cold_n"] = rmse(rating[cold], mean[cold], rr), int(cold.sum())
-    out["test/warm_rmse"], out["test/warm_n"] = rmse(rating[~cold], mean[~cold], rr), int((~cold).sum())
+    for name, rows in (("cold", cold), ("warm", ~cold)):
+        metrics = held_out_metrics(exchange, rating[rows], mean[rows], rr)
+        out[f"test/{name}_rmse"], out[f"test/{name}_n"] = metrics["rmse"], metrics["n"]
     predictive = posterior.predictive_params().to(engine.device, engine.dtype)
-    out.update(popularity_ranking(predictive, ratings, split, data, cfg, seed))
+    out.update(popularity_ranking(predictive, ratings, split, data, cfg, seed, engine))
     return out
 
 
-def gaussian_nll(rating: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> float:
-    """Mean negative log density of the ratings under N(mean, std^2) (the predictive)."""
-    if rating.numel() == 0:
-        return float("nan")
-    var = std.double() ** 2
-    return float((0.5 * torch.log(2 * math.pi * var)
-                  + (rating.double() - mean.double()) ** 2 / (2 * var)).mean())
+def held_out_metrics(exchange: Exchange, rating: torch.Tensor, mean: torch.Tensor,
+                     rating_range: tuple[float, float],
+                     std: torch.Tensor | None = None) -> dict:
+    """RMSE of the clipped predictions ``mean`` of held-out ratings and their count; with
+    the predictive ``std``, the mean negative log density under N(clipped mean, std^2) and
+    the share inside the central 50% and 90% intervals of N(mean, std^2).  Each process sums
+    over its ratings and the sums are added over the job (NaN without ratings)."""
+    r, m = rating.double(), mean.double()
+    clipped = m.clamp(*rating_range)
+    sums = [(clipped - r).square().sum()]
+    if std is not None:
+        var = std.double() ** 2
+        sums.append((0.5 * torch.log(2 * math.pi * var) + (r - clipped) ** 2 / (2 * var)).sum())
+        sums += [((r - m).abs() <= z * std.double()).double().sum() for z in Z_OF.values()]
+    sums.append(torch.tensor(float(r.numel()), dtype=torch.float64, device=r.device))
+    *total, n = exchange.total(torch.stack(sums)).tolist()
+    mean_of = lambda x: x / n if n else float("nan")
+    out = {"rmse": math.sqrt(mean_of(total[0])), "n": int(n)}
+    if std is not None:
+        out["nll"] = mean_of(total[1])
+        out.update({f"coverage_{int(q * 100)}": mean_of(x) for q, x in zip(Z_OF, total[2:])})
+    return out

@@ -153,18 +153,3 @@ class RunningPredictions:
         self.squares.copy_(state["squares"])
         self.count, self.noise_var = state["count"], state["noise_var"]
 
-
-def coverage(rating: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> dict[str, float]:
-    """Observed share of ratings inside the central 50% and 90% Gaussian predictive intervals."""
-    if rating.numel() == 0:
-        return {f"coverage_{int(q * 100)}": float("nan") for q in Z_OF}
-    dev = (rating.double() - mean.double()).abs()
-    return {f"coverage_{int(q * 100)}": float((dev <= z * std.double()).double().mean())
-            for q, z in Z_OF.items()}
-
-
-def rmse(rating: torch.Tensor, mean: torch.Tensor, rating_range: tuple[float, float]) -> float:
-    """RMSE of clipped predictions (NaN without ratings)."""
-    if rating.numel() == 0:
-        return float("nan")
-    return float((mean.double().clamp(*rating_range) - rating.double()).square().mean().sqrt())
