@@ -208,6 +208,26 @@ def test_generated_and_generic_accumulations_solve_alike_and_values_are_coded(mo
     np.testing.assert_allclose(out, outs[0], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("strided", [False, True])
+def test_the_wide_accumulation_copies_rows_of_any_table_into_the_gram(strided):
+    # rows are copied as one memcpy where a table's row is contiguous, one entry at a time
+    # where it is not (a view of every other column)
+    width, n = 65, 300
+    rng = np.random.default_rng(0)
+    whole = rng.standard_normal((50, 2 * width)).astype(np.float32)
+    table = whole[:, ::2] if strided else np.ascontiguousarray(whole[:, ::2])
+    cols = rng.integers(0, 50, n).astype(np.int32)
+    vals = rng.standard_normal(n).astype(np.float32)
+    size = kernel.gram_size(width)
+    a = np.zeros((size, size))
+    kernel.accumulate(0, n, cols, vals, np.zeros(0, np.float32), table, a,
+                      np.zeros(kernel.buffer_size(width), np.float32))
+    x = table[cols].astype(np.float64)
+    x[:, -1] = vals - x[:, -1]
+    np.testing.assert_allclose(np.triu(a[:width, :width]), np.triu(x.T @ x), rtol=1e-5,
+                               atol=1e-3)
+
+
 @pytest.mark.parametrize("d", [1, 6, 11])
 def test_the_unrolled_row_solve_is_the_loop_solve(d):
     namespace = {"np": np}

@@ -68,6 +68,7 @@ def _accumulate(start, stop, cols, vals, levels, table, a, z):
     lanes = TILE_BYTES // z.itemsize
     wp = _packed_width(width, lanes)
     base, row_bytes, n_cols = table.ctypes.data, table.strides[0], cols.shape[0]
+    rows_contiguous = table.strides[1] == table.itemsize
     for first in range(start, stop, TILE_RATINGS):
         m = min(TILE_RATINGS, stop - first)
         for n in range(m):
@@ -78,8 +79,11 @@ def _accumulate(start, stop, cols, vals, levels, table, a, z):
                     prefetch(at + line)
             c = cols[first + n]
             o = n * wp
-            for i in range(d):
-                z[o + i] = table[c, i]
+            if rows_contiguous:
+                copy_row(z, o, table, c, d)
+            else:
+                for i in range(d):
+                    z[o + i] = table[c, i]
             z[o + d] = value(vals, levels, first + n) - table[c, d]
         store = first == start
         for i0 in range(0, width, TILE_ROWS):
@@ -856,6 +860,38 @@ def _pad_rows(members, width, degree, offsets, perm, cols, vals, sentinel, out_c
                 out_vals[j, s] = 0
 
 
+def _copy_row_intrinsic():
+    """``copy_row(out, o, table, c, n)``: the first ``n`` entries of ``table``'s row ``c``
+    into ``out``'s entries ``o:o + n`` (both C-contiguous, of one dtype) as one ``memcpy``.
+    Numba left :func:`_accumulate`'s copy a loop of single entries (it cannot tell that the
+    two arrays do not overlap), which at rows of 65 entries took as long as the Gram.  The
+    conjugate-gradient pass keeps its loop: there the call measured slower."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    @numba.extending.intrinsic
+    def copy_row(typingctx, out, o, table, c, n):
+        if not (isinstance(out, numba.types.Array) and isinstance(table, numba.types.Array)
+                and out.dtype == table.dtype):
+            return None
+
+        def codegen(context, builder, sig, args):
+            dst, src = (context.make_array(t)(context, builder, a)
+                        for t, a in ((sig.args[0], args[0]), (sig.args[2], args[2])))
+            o, c, n = (context.cast(builder, args[i], sig.args[i], numba.types.int64)
+                       for i in (1, 3, 4))
+            elem = context.get_data_type(sig.args[0].dtype)
+            i8p = ir.IntType(8).as_pointer()
+            to = builder.bitcast(builder.gep(builder.bitcast(dst.data, elem.as_pointer()), [o]),
+                                 i8p)
+            at = builder.gep(builder.bitcast(src.data, i8p),
+                             [builder.mul(c, builder.extract_value(src.strides, 0))])
+            cgutils.raw_memcpy(builder, to, at, n, context.get_abi_sizeof(elem))
+            return context.get_dummy_value()
+        return numba.types.void(out, o, table, c, n), codegen
+    return copy_row
+
+
 def _prefetch_intrinsic():
     """``prefetch(address)``: LLVM's prefetch hint (read, keep in all cache levels) for the
     cache line at the integer ``address``; no instruction where the CPU has none."""
@@ -881,6 +917,7 @@ if AVAILABLE:
     import numba.extending
 
     prefetch = _prefetch_intrinsic()
+    copy_row = _copy_row_intrinsic()
     _jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
     gram_tile = _gram_tile_intrinsic(TILE_BYTES)
     gram_tile_2 = _gram_tile_intrinsic(TILE_BYTES // 2)
