@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -67,6 +67,12 @@ def sample(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig
         raise ConfigError("split=strong folds its held-out users in by an ALS user step; the "
                           "Gibbs sampler does not fold users in. Use inference=als.")
     _check(model_cfg, cfg)
+    unused = als_stopping(cfg)
+    if unused and dist.main:
+        log.warning("%s: ALS's stopping rule, unused by inference=gibbs, which runs "
+                    "inference.warm_start = %d ALS epochs, then inference.burn_in + "
+                    "inference.samples = %d sweeps.", ", ".join(unused),
+                    inference.warm_start, inference.burn_in + inference.samples)
     device = torch.device(device)
     start = _sync(device)
     engine = build_engine(ratings, split and split.train, model_cfg, sizes, device, dtype,
@@ -145,11 +151,21 @@ def sample(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig
     return ChainResult(result, posterior)
 
 
+ALS_STOPPING = ("max_epochs", "patience", "min_delta", "restore_best")
+"""The ``train:`` settings of ALS's early stopping, which a chain has no use for."""
+
+
+def als_stopping(cfg: TrainConfig) -> list[str]:
+    """``train.name=value`` for each of :data:`ALS_STOPPING` set away from its default: a
+    chain says it does not use them rather than ignore them silently (an error would refuse
+    shared experiment files such as ``+experiment=bench_32m``, which set them for ALS)."""
+    return [f"train.{f.name}={getattr(cfg, f.name)}" for f in fields(cfg)
+            if f.name in ALS_STOPPING and getattr(cfg, f.name) != f.default]
+
+
 def _check(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
-    """Refuse what a chain cannot do, rather than ignore it.  ``train.max_epochs``,
-    ``patience``, ``min_delta`` and ``restore_best`` are ALS's: a chain runs
-    ``inference.burn_in + inference.samples`` sweeps; ``train.relaxation`` applies to its ALS
-    warm start."""
+    """Refuse what a chain cannot do, rather than ignore it (``train.relaxation`` applies to
+    its ALS warm start; of ALS's stopping rule, :func:`als_stopping`)."""
     if model_cfg.implicit:
         raise ConfigError("inference=gibbs samples the explicit-feedback rungs; "
                           "model.feedback=implicit trains by ALS (inference=als).")
