@@ -369,6 +369,33 @@ def test_shards_of_an_unordered_file_split_by_time(small, tmp_path):
     assert labels.name.endswith(f"{split.tag()}.labels.bin")
 
 
+def test_random_labels_are_one_process_split_without_loading_the_dataset(small, small_root,
+                                                                         tmp_path, monkeypatch):
+    from rec.bundle import read_bundle
+    from rec.data import DataConfig
+    from rec.data import shards
+    from rec.data.load import load_dataset
+    from rec.data.splits import SplitConfig
+    from rec.errors import DataError
+    cfg = DataConfig(name="ml-latest-small", root=str(small_root), cache_dir=str(tmp_path))
+    load_dataset(cfg)  # the cache, as a machine's first rank finds it
+
+    def refuse(*_, **__):
+        raise AssertionError("the random split's labels loaded the whole dataset")
+    monkeypatch.setattr(shards, "load_dataset", refuse)
+    split = SplitConfig(fractions=(0.8, 0.15, 0.05), seed=4)
+    arrays, meta = read_bundle(shards.write_labels(cfg, split))
+    parts = split.make(small)
+    want = np.full(len(small), shards.NEITHER, np.int8)
+    for code, index in enumerate((parts.train, parts.val, parts.test)):
+        want[index.numpy()] = code
+    np.testing.assert_array_equal(arrays["label"], want)
+    assert meta["sizes"] == parts.sizes()
+    assert meta["values"] == torch.unique(small.rating[parts.train]).tolist()
+    with pytest.raises(DataError, match="leaves val empty"):
+        shards.write_labels(cfg, SplitConfig(fractions=(0.99999, 0.0, 0.00001)))
+
+
 def test_a_corrupt_or_stale_labels_file_is_refused_then_rewritten(small, small_root, tmp_path):
     from rec.data import DataConfig
     from rec.bundle import read_header, write_bundle

@@ -3,7 +3,8 @@
 In a job of P processes (torchrun) no process loads the whole dataset.  One rank per machine
 first makes sure that the cache (SPEC §1.1) and the split's *labels file* exist: one byte per rating,
 train, validation, test or neither, computed once by the very code a one-process run
-uses (:meth:`rec.data.splits.SplitConfig.make`), in a child process, so every rank trains
+uses (:meth:`rec.data.splits.SplitConfig.make`, or for the random split the labels it cuts,
+which need only the number of ratings), in a child process, so every rank trains
 on exactly the rows one process would and none of them holds the whole dataset to get
 them.  Then each rank streams the two files in blocks and keeps only its part: the
 training ratings of its contiguous shard of users (grouped by user) and of its shard of
@@ -26,7 +27,7 @@ from rec.bundle import read_chunks, read_header, write_bundle
 from rec.data.catalog import Catalog
 from rec.data.load import CachedDataset, DataConfig, load_dataset, open_cache
 from rec.data.ratings import DatasetShape
-from rec.data.splits import SplitConfig
+from rec.data.splits import SplitConfig, random_labels, require_parts
 from rec.errors import CacheError, DataError
 
 LABELS_VERSION = 2
@@ -64,20 +65,47 @@ def _labels_meta(cached: CachedDataset, split: SplitConfig) -> dict:
 
 
 def write_labels(data: DataConfig, split: SplitConfig) -> Path:
-    """Load the whole dataset (writing its cache if needed), split it, write the labels."""
-    ratings = load_dataset(data, timestamps=split.needs_timestamps)
-    parts = split.make(ratings)
-    label = np.full(len(ratings), NEITHER, dtype=np.int8)
-    for code, index in enumerate((parts.train, parts.val, parts.test)):
-        label[index.numpy()] = code
-    values = torch.unique(ratings.rating[parts.train])
+    """Split the dataset and write the labels (writing its cache first if needed).  The
+    random split needs only the number of ratings (:func:`rec.data.splits.random_labels`),
+    so over a cache it never loads the dataset: it holds the permutation (8 bytes a rating)
+    and reads the ratings block by block for the training values.  The other splits order
+    each person's or movie's ratings, and load the whole dataset."""
+    if split.kind == "random":
+        label, sizes, values = _random_split_labels(data, split)
+    else:
+        ratings = load_dataset(data, timestamps=split.needs_timestamps)
+        parts = split.make(ratings)
+        label = np.full(len(ratings), NEITHER, dtype=np.int8)
+        for code, index in enumerate((parts.train, parts.val, parts.test)):
+            label[index.numpy()] = code
+        sizes, values = parts.sizes(), torch.unique(ratings.rating[parts.train]).tolist()
     cache = open_cache(data).path
     path = labels_path(cache, split)
     write_bundle(path, {"label": label}, {
         "version": LABELS_VERSION, "cache": _identity(cache), "split": split.options(),
-        "sizes": parts.sizes(),
-        "values": values.tolist() if values.numel() <= MOST_VALUES else None})
+        "sizes": sizes, "values": values if len(values) <= MOST_VALUES else None})
     return path
+
+
+def _random_split_labels(data: DataConfig, split: SplitConfig) -> tuple[np.ndarray, dict, list]:
+    """The random split's labels, its sizes, and the distinct training rating values (up to
+    one more than :data:`MOST_VALUES`), from the cache and the number of its ratings."""
+    try:
+        cached = open_cache(data)
+    except CacheError:
+        load_dataset(data, timestamps=False)  # writes the cache; the ratings are let go
+        cached = open_cache(data)
+    label = random_labels(cached.n_ratings, split.fractions, split.seed).numpy()
+    counts = np.bincount(label, minlength=3)
+    sizes = {"train": int(counts[TRAIN]), "val": int(counts[VAL]), "test": int(counts[TEST])}
+    require_parts(sizes, cached.name, cached.n_ratings, f"random {split.fractions}")
+    values = np.empty(0, dtype=np.float32)
+    for start, block in read_chunks(cached.path, ("rating",), BLOCK):
+        if values.size <= MOST_VALUES:
+            rating = block["rating"]
+            kept = rating[label[start:start + rating.size] == TRAIN]
+            values = np.union1d(values, np.unique(kept))
+    return label, sizes, values.tolist()
 
 
 def prepare(data: DataConfig, split: SplitConfig) -> None:

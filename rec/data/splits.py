@@ -185,12 +185,18 @@ class Split:
 
 
 def _check(split: Split, ratings: Ratings, how: str) -> Split:
-    empty = [k for k, v in split.parts().items() if v.numel() == 0]
+    require_parts(split.sizes(), ratings.name, len(ratings), how)
+    return split
+
+
+def require_parts(sizes: dict[str, int], name: str, n: int, how: str) -> None:
+    """:class:`DataError` when the split ``how`` of the ``n`` ratings of ``name`` leaves a
+    part (``sizes``: train, val, test) empty."""
+    empty = [k for k, v in sizes.items() if v == 0]
     if empty:
         raise DataError(
-            f"{ratings.name}: the {how} split of its {len(ratings)} ratings leaves "
+            f"{name}: the {how} split of its {n} ratings leaves "
             f"{' and '.join(empty)} empty. Use a larger dataset or change split.fractions.")
-    return split
 
 
 GIVEN = 4
@@ -219,9 +225,15 @@ def _random_labels(n: int, fractions, generator: torch.Generator) -> torch.Tenso
     return label
 
 
+def random_labels(n: int, fractions=(0.9, 0.05, 0.05), seed: int = 0) -> torch.Tensor:
+    """The random split's label of each of ``n`` ratings: it depends on their number alone
+    (a job of several processes computes it without reading the ratings)."""
+    return _random_labels(n, fractions, torch.Generator().manual_seed(seed))
+
+
 def random_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), seed: int = 0) -> Split:
     """The report's split: one seeded permutation cut into train / val / test."""
-    label = _random_labels(len(ratings), fractions, torch.Generator().manual_seed(seed))
+    label = random_labels(len(ratings), fractions, seed)
     return _check(_parts(len(ratings), label), ratings, f"random {fractions}")
 
 
