@@ -369,8 +369,9 @@ def test_shards_of_an_unordered_file_split_by_time(small, tmp_path):
     assert labels.name.endswith(f"{split.tag()}.labels.bin")
 
 
-def test_random_labels_are_one_process_split_without_loading_the_dataset(small, small_root,
-                                                                         tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["random", "temporal", "leave_last"])
+def test_labels_are_one_process_split_without_loading_the_dataset(kind, small, small_root,
+                                                                  tmp_path, monkeypatch):
     from rec.bundle import read_bundle
     from rec.data import DataConfig
     from rec.data import shards
@@ -383,7 +384,9 @@ def test_random_labels_are_one_process_split_without_loading_the_dataset(small, 
     def refuse(*_, **__):
         raise AssertionError("the random split's labels loaded the whole dataset")
     monkeypatch.setattr(shards, "load_dataset", refuse)
-    split = SplitConfig(fractions=(0.8, 0.15, 0.05), seed=4)
+    monkeypatch.setattr(shards, "BLOCK", 777)  # people's runs of ratings across blocks
+    split = SplitConfig(kind=kind) if kind == "leave_last" else \
+        SplitConfig(kind=kind, fractions=(0.8, 0.15, 0.05), seed=4 if kind == "random" else 0)
     arrays, meta = read_bundle(shards.write_labels(cfg, split))
     parts = split.make(small)
     want = np.full(len(small), shards.NEITHER, np.int8)
@@ -392,8 +395,9 @@ def test_random_labels_are_one_process_split_without_loading_the_dataset(small, 
     np.testing.assert_array_equal(arrays["label"], want)
     assert meta["sizes"] == parts.sizes()
     assert meta["values"] == torch.unique(small.rating[parts.train]).tolist()
-    with pytest.raises(DataError, match="leaves val empty"):
-        shards.write_labels(cfg, SplitConfig(fractions=(0.99999, 0.0, 0.00001)))
+    if kind != "leave_last":  # whose fractions are fixed
+        with pytest.raises(DataError, match="leaves val (and test )?empty"):
+            shards.write_labels(cfg, SplitConfig(kind=kind, fractions=(0.99999, 0.0, 0.00001)))
 
 
 def test_a_corrupt_or_stale_labels_file_is_refused_then_rewritten(small, small_root, tmp_path):

@@ -27,7 +27,7 @@ from rec.bundle import read_chunks, read_header, write_bundle
 from rec.data.catalog import Catalog
 from rec.data.load import CachedDataset, DataConfig, load_dataset, open_cache
 from rec.data.ratings import DatasetShape
-from rec.data.splits import SplitConfig, random_labels, require_parts
+from rec.data.splits import SplitConfig, random_labels, require_parts, temporal_labels
 from rec.errors import CacheError, DataError
 
 LABELS_VERSION = 2
@@ -65,13 +65,17 @@ def _labels_meta(cached: CachedDataset, split: SplitConfig) -> dict:
 
 
 def write_labels(data: DataConfig, split: SplitConfig) -> Path:
-    """Split the dataset and write the labels (writing its cache first if needed).  The
-    random split needs only the number of ratings (:func:`rec.data.splits.random_labels`),
-    so over a cache it never loads the dataset: it holds the permutation (8 bytes a rating)
-    and reads the ratings block by block for the training values.  The other splits order
-    each person's or movie's ratings, and load the whole dataset."""
-    if split.kind == "random":
-        label, sizes, values = _random_split_labels(data, split)
+    """Split the dataset and write the labels (writing its cache first if needed).  Over a
+    cache, the random split never loads the dataset: it needs only the number of ratings
+    (:func:`rec.data.splits.random_labels`; the permutation takes 8 bytes a rating); nor do
+    the temporal and leave-last-out splits of a cache ordered by person (as GroupLens files
+    are), which label each person's ratings as they stream past.  Both read the ratings
+    block by block for the training values.  The other splits, and a cache in another
+    order, load the whole dataset."""
+    streamed = _random_split_labels(data, split) if split.kind == "random" else \
+        _temporal_labels(data, split) if split.needs_timestamps else None
+    if streamed is not None:
+        label, sizes, values = streamed
     else:
         ratings = load_dataset(data, timestamps=split.needs_timestamps)
         parts = split.make(ratings)
@@ -87,18 +91,56 @@ def write_labels(data: DataConfig, split: SplitConfig) -> Path:
     return path
 
 
-def _random_split_labels(data: DataConfig, split: SplitConfig) -> tuple[np.ndarray, dict, list]:
-    """The random split's labels, its sizes, and the distinct training rating values (up to
-    one more than :data:`MOST_VALUES`), from the cache and the number of its ratings."""
+Streamed = tuple[np.ndarray, dict, list]
+"""A labels file's content: the labels, the parts' sizes, the distinct training values."""
+
+
+def _cache(data: DataConfig) -> CachedDataset:
     try:
-        cached = open_cache(data)
+        return open_cache(data)
     except CacheError:
         load_dataset(data, timestamps=False)  # writes the cache; the ratings are let go
-        cached = open_cache(data)
+        return open_cache(data)
+
+
+def _random_split_labels(data: DataConfig, split: SplitConfig) -> Streamed:
+    """The random split's labels, from the cache's number of ratings."""
+    cached = _cache(data)
     label = random_labels(cached.n_ratings, split.fractions, split.seed).numpy()
+    return _finish(cached, label, f"random {split.fractions}")
+
+
+def _temporal_labels(data: DataConfig, split: SplitConfig) -> Streamed | None:
+    """The temporal or leave-last-out split's labels, from the cache's people and times
+    block by block, each person's run of ratings labelled when it is whole
+    (:func:`rec.data.splits.temporal_labels`); ``None`` when the cache is not ordered by
+    person (then the whole dataset is loaded)."""
+    cached = _cache(data)
+    last = 1 if split.kind == "leave_last" else None
+    label = np.empty(cached.n_ratings, dtype=np.int8)
+    held = {"user": np.empty(0, np.int32), "timestamp": np.empty(0, np.int64)}
+    done = 0
+    for _, block in read_chunks(cached.path, ("user", "timestamp"), BLOCK):
+        run = {k: np.concatenate([held[k], block[k]]) for k in held}
+        user = run["user"]
+        if user.size > 1 and bool((user[1:] < user[:-1]).any()):
+            return None
+        whole = int(np.searchsorted(user, user[-1])) if user.size else 0  # the last person
+        label[done:done + whole] = temporal_labels(  # may go on in the next block
+            user[:whole], run["timestamp"][:whole], split.fractions, last)
+        done += whole
+        held = {k: v[whole:] for k, v in run.items()}
+    label[done:] = temporal_labels(held["user"], held["timestamp"], split.fractions, last)
+    how = f"temporal {split.fractions}" if last is None else f"leave-last-{last}-out"
+    return _finish(cached, label, how)
+
+
+def _finish(cached: CachedDataset, label: np.ndarray, how: str) -> Streamed:
+    """The sizes of ``label``'s parts (refusing an empty one) and the distinct training
+    rating values (up to one more than :data:`MOST_VALUES`), read block by block."""
     counts = np.bincount(label, minlength=3)
     sizes = {"train": int(counts[TRAIN]), "val": int(counts[VAL]), "test": int(counts[TEST])}
-    require_parts(sizes, cached.name, cached.n_ratings, f"random {split.fractions}")
+    require_parts(sizes, cached.name, cached.n_ratings, how)
     values = np.empty(0, dtype=np.float32)
     for start, block in read_chunks(cached.path, ("rating",), BLOCK):
         if values.size <= MOST_VALUES:

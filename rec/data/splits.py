@@ -294,9 +294,21 @@ def temporal_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), last: int | No
     ``2 last`` ratings keeps them all in training)."""
     if ratings.timestamp is None:
         raise ConfigError("the temporal split needs timestamps: load the dataset with them.")
-    user = ratings.user.numpy()
-    order = np.lexsort((np.arange(len(user)), ratings.timestamp.numpy(), user))
-    deg = np.bincount(user, minlength=ratings.n_users)
+    label = torch.from_numpy(temporal_labels(ratings.user.numpy(), ratings.timestamp.numpy(),
+                                             fractions, last))
+    how = f"temporal {fractions}" if last is None else f"leave-last-{last}-out"
+    return _check(_parts(len(label), label), ratings, how)
+
+
+def temporal_labels(user: np.ndarray, timestamp: np.ndarray, fractions=(0.9, 0.05, 0.05),
+                    last: int | None = None) -> np.ndarray:
+    """:func:`temporal_split`'s label of each rating (0 train, 1 val, 2 test).  A person's
+    labels depend on their own ratings alone, so any run of whole persons' ratings is
+    labelled as within all of them (how a job of several processes labels the cache in
+    blocks)."""
+    user = user - user.min() if user.size else user  # a run's persons from 0
+    order = np.lexsort((np.arange(len(user)), timestamp, user))
+    deg = np.bincount(user)
     start = np.cumsum(deg) - deg
     u = user[order]
     from_end = deg[u] - (np.arange(len(order)) - start[u])  # 1 for a user's latest rating
@@ -305,11 +317,10 @@ def temporal_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), last: int | No
         n_val = np.round(deg * fractions[1]).astype(np.int64)[u]
     else:
         n_test = n_val = np.where(deg > 2 * last, last, 0)[u]
-    label = torch.zeros(len(order), dtype=torch.int8)
-    label[torch.from_numpy(order[from_end <= n_test + n_val])] = 1
-    label[torch.from_numpy(order[from_end <= n_test])] = 2
-    how = f"temporal {fractions}" if last is None else f"leave-last-{last}-out"
-    return _check(_parts(len(order), label), ratings, how)
+    label = np.zeros(len(order), dtype=np.int8)
+    label[order[from_end <= n_test + n_val]] = 1
+    label[order[from_end <= n_test]] = 2
+    return label
 
 
 def predefined_split(ratings: Ratings, fold: str, val_fraction: float = 0.05, seed: int = 0) -> Split:
