@@ -369,7 +369,7 @@ def test_shards_of_an_unordered_file_split_by_time(small, tmp_path):
     assert labels.name.endswith(f"{split.tag()}.labels.bin")
 
 
-@pytest.mark.parametrize("kind", ["random", "temporal", "leave_last"])
+@pytest.mark.parametrize("kind", ["random", "temporal", "leave_last", "cold_movies"])
 def test_labels_are_one_process_split_without_loading_the_dataset(kind, small, small_root,
                                                                   tmp_path, monkeypatch):
     from rec.bundle import read_bundle
@@ -386,7 +386,8 @@ def test_labels_are_one_process_split_without_loading_the_dataset(kind, small, s
     monkeypatch.setattr(shards, "load_dataset", refuse)
     monkeypatch.setattr(shards, "BLOCK", 777)  # people's runs of ratings across blocks
     split = SplitConfig(kind=kind) if kind == "leave_last" else \
-        SplitConfig(kind=kind, fractions=(0.8, 0.15, 0.05), seed=4 if kind == "random" else 0)
+        SplitConfig(kind=kind, fractions=(0.8, 0.15, 0.05), seed=0 if kind == "temporal" else 4,
+                    cold_fraction=0.2 if kind == "cold_movies" else None)
     arrays, meta = read_bundle(shards.write_labels(cfg, split))
     parts = split.make(small)
     want = np.full(len(small), shards.NEITHER, np.int8)
@@ -395,8 +396,8 @@ def test_labels_are_one_process_split_without_loading_the_dataset(kind, small, s
     np.testing.assert_array_equal(arrays["label"], want)
     assert meta["sizes"] == parts.sizes()
     assert meta["values"] == torch.unique(small.rating[parts.train]).tolist()
-    if kind != "leave_last":  # whose fractions are fixed
-        with pytest.raises(DataError, match="leaves val (and test )?empty"):
+    if kind in ("random", "temporal"):  # leave-last's fractions are fixed, cold movies' held
+        with pytest.raises(DataError, match="leaves val (and test )?empty"):  # out anyway
             shards.write_labels(cfg, SplitConfig(kind=kind, fractions=(0.99999, 0.0, 0.00001)))
 
 

@@ -27,7 +27,8 @@ from rec.bundle import read_chunks, read_header, write_bundle
 from rec.data.catalog import Catalog
 from rec.data.load import CachedDataset, DataConfig, load_dataset, open_cache
 from rec.data.ratings import DatasetShape
-from rec.data.splits import SplitConfig, random_labels, require_parts, temporal_labels
+from rec.data.splits import (SplitConfig, cold_movie_parts, random_labels, require_parts,
+                              temporal_labels, warm_labels)
 from rec.errors import CacheError, DataError
 
 LABELS_VERSION = 2
@@ -69,11 +70,13 @@ def write_labels(data: DataConfig, split: SplitConfig) -> Path:
     cache, the random split never loads the dataset: it needs only the number of ratings
     (:func:`rec.data.splits.random_labels`; the permutation takes 8 bytes a rating); nor do
     the temporal and leave-last-out splits of a cache ordered by person (as GroupLens files
-    are), which label each person's ratings as they stream past.  Both read the ratings
-    block by block for the training values.  The other splits, and a cache in another
-    order, load the whole dataset."""
+    are), which label each person's ratings as they stream past, nor the cold-movie split,
+    which counts each movie's ratings first.  All read the ratings block by block for the
+    training values.  The strong and predefined splits, and a temporal split of a cache in
+    another order, load the whole dataset."""
     streamed = _random_split_labels(data, split) if split.kind == "random" else \
-        _temporal_labels(data, split) if split.needs_timestamps else None
+        _temporal_labels(data, split) if split.needs_timestamps else \
+        _cold_movie_labels(data, split) if split.kind == "cold_movies" else None
     if streamed is not None:
         label, sizes, values = streamed
     else:
@@ -133,6 +136,23 @@ def _temporal_labels(data: DataConfig, split: SplitConfig) -> Streamed | None:
     label[done:] = temporal_labels(held["user"], held["timestamp"], split.fractions, last)
     how = f"temporal {split.fractions}" if last is None else f"leave-last-{last}-out"
     return _finish(cached, label, how)
+
+
+def _cold_movie_labels(data: DataConfig, split: SplitConfig) -> Streamed:
+    """The cold-movie split's labels: the ratings per movie in one pass over the cache's
+    movies, each rating's movie's part in a second, then the warm ratings split at random
+    (:func:`rec.data.splits.cold_movie_parts`, :func:`~rec.data.splits.warm_labels`)."""
+    cached = _cache(data)
+    counts = np.zeros(len(cached.movies), dtype=np.int64)
+    for _, block in read_chunks(cached.path, ("item",), BLOCK):
+        counts += np.bincount(block["item"], minlength=counts.size)
+    part, g = cold_movie_parts(torch.from_numpy(counts), split.fractions, split.held_out,
+                               split.seed)
+    label = np.empty(cached.n_ratings, dtype=np.int8)
+    for start, block in read_chunks(cached.path, ("item",), BLOCK):
+        label[start:start + block["item"].size] = part.numpy()[block["item"]]
+    warm_labels(torch.from_numpy(label), split.fractions, g)
+    return _finish(cached, label, f"cold_movies {split.held_out} {split.fractions}")
 
 
 def _finish(cached: CachedDataset, label: np.ndarray, how: str) -> Streamed:

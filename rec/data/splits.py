@@ -243,16 +243,30 @@ def cold_movie_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), cold_fractio
     movies go to validation or test whole, in the ratio of ``fractions[1:]``); the other
     ratings are split at random by ``fractions``.  Cold-start is then measured on
     thousands of test rows, not on the few a random split leaves unseen."""
+    part, g = cold_movie_parts(ratings.item_counts(), fractions, cold_fraction, seed)
+    label = part[ratings.item.long()]
+    warm_labels(label, fractions, g)
+    return _check(_parts(len(ratings), label), ratings, f"cold_movies {cold_fraction} {fractions}")
+
+
+def cold_movie_parts(item_counts: torch.Tensor, fractions, cold_fraction: float,
+                     seed: int) -> tuple[torch.Tensor, torch.Generator]:
+    """:func:`cold_movie_split`'s part of each movie (0: its ratings are split at random, 1
+    or 2: all of them go to validation or test), from the ratings per movie; and the
+    generator that :func:`warm_labels` goes on with."""
     g = torch.Generator().manual_seed(seed)
-    rated = torch.nonzero(ratings.item_counts() > 0).flatten()
+    rated = torch.nonzero(item_counts > 0).flatten()
     movies = rated[torch.randperm(rated.numel(), generator=g)][:round(rated.numel() * cold_fraction)]
     n_val = round(movies.numel() * fractions[1] / max(fractions[1] + fractions[2], 1e-12))
-    part = torch.zeros(ratings.n_items, dtype=torch.int8)
+    part = torch.zeros(item_counts.numel(), dtype=torch.int8)
     part[movies[:n_val]], part[movies[n_val:]] = 1, 2
-    label = part[ratings.item.long()]
+    return part, g
+
+
+def warm_labels(label: torch.Tensor, fractions, g: torch.Generator) -> None:
+    """Split the ratings labelled 0 (of warm movies) at random, in place."""
     warm = torch.nonzero(label == 0).flatten()
     label[warm] = _random_labels(warm.numel(), fractions, g)
-    return _check(_parts(len(ratings), label), ratings, f"cold_movies {cold_fraction} {fractions}")
 
 
 def strong_split(ratings: Ratings, fractions=(0.9, 0.05, 0.05), given: float = 0.8,
