@@ -382,7 +382,7 @@ def test_labels_are_one_process_split_without_loading_the_dataset(kind, small, s
     load_dataset(cfg)  # the cache, as a machine's first rank finds it
 
     def refuse(*_, **__):
-        raise AssertionError("the random split's labels loaded the whole dataset")
+        raise AssertionError(f"the {kind} split's labels loaded the whole dataset")
     monkeypatch.setattr(shards, "load_dataset", refuse)
     monkeypatch.setattr(shards, "BLOCK", 777)  # people's runs of ratings across blocks
     split = SplitConfig(kind=kind) if kind == "leave_last" else \

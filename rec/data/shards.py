@@ -3,8 +3,9 @@
 In a job of P processes (torchrun) no process loads the whole dataset.  One rank per machine
 first makes sure that the cache (SPEC §1.1) and the split's *labels file* exist: one byte per rating,
 train, validation, test or neither, computed once by the very code a one-process run
-uses (:meth:`rec.data.splits.SplitConfig.make`, or for the random split the labels it cuts,
-which need only the number of ratings), in a child process, so every rank trains
+uses (the functions of :mod:`rec.data.splits` that :meth:`~rec.data.splits.SplitConfig.make`
+calls, over the cache's arrays block by block where a split allows it:
+:func:`write_labels`), in a child process, so every rank trains
 on exactly the rows one process would and none of them holds the whole dataset to get
 them.  Then each rank streams the two files in blocks and keeps only its part: the
 training ratings of its contiguous shard of users (grouped by user) and of its shard of
@@ -148,9 +149,9 @@ def _cold_movie_labels(data: DataConfig, split: SplitConfig) -> Streamed:
         counts += np.bincount(block["item"], minlength=counts.size)
     part, g = cold_movie_parts(torch.from_numpy(counts), split.fractions, split.held_out,
                                split.seed)
-    label = np.empty(cached.n_ratings, dtype=np.int8)
+    label, part = np.empty(cached.n_ratings, dtype=np.int8), part.numpy()
     for start, block in read_chunks(cached.path, ("item",), BLOCK):
-        label[start:start + block["item"].size] = part.numpy()[block["item"]]
+        label[start:start + block["item"].size] = part[block["item"]]
     warm_labels(torch.from_numpy(label), split.fractions, g)
     return _finish(cached, label, f"cold_movies {split.held_out} {split.fractions}")
 
