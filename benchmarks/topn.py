@@ -130,20 +130,25 @@ def ease(ratings, split, budget: int):
                 lambda users, b=b, x=x: x[users.long()] @ b
 
 
-REC_GRID = {"K": (256,), "tau_alpha0": ((0.005, 0.8), (0.002, 0.8), (0.002, 1.6),
-                                         (0.001, 1.6), (0.002, 3.2), (0.001, 3.2))}
+LIKED = (None, 4.0)
+"""rec's targets: every interaction's 1, or 1 for those rated at least 4 (the relevance rule)
+and ``model.unliked_target`` = 0.5 for the others (``model.liked_min``)."""
+
+REC_GRID = {"K": (256,), "tau_alpha0": ((0.002, 0.8), (0.002, 1.6), (0.001, 1.6))}
 
 
 def rec_implicit(ratings, split, budget: int):
-    settings = list(itertools.product(INTERACTIONS, REC_GRID["K"], REC_GRID["tau_alpha0"]))
-    for at_least, k, (tau, alpha0) in settings[:budget]:
+    settings = list(itertools.product(INTERACTIONS, LIKED, REC_GRID["K"],
+                                      REC_GRID["tau_alpha0"]))
+    for at_least, liked, k, (tau, alpha0) in settings[:budget]:
         cfg = ModelConfig(name="features", K=k, feedback="implicit", tau=tau, alpha0=alpha0,
-                          interaction_min=at_least)
+                          interaction_min=at_least, liked_min=liked)
         result = fit(ratings, split, cfg, TrainConfig(max_epochs=40, patience=3,
                                                       ranking_max_users=None))
         p = result.params
         yield "rec implicit (features)", {"K": k, "tau": tau, "alpha0": alpha0,
-                                          "interactions": label(at_least)}, \
+                                          "interactions": label(at_least),
+                                          "liked_min": liked}, \
             lambda users, p=p: p.user_factors[users.long()] @ p.item_factors.T
 
 

@@ -346,13 +346,13 @@ class Recommender:
 
     def _fold_in_watched(self, watched) -> torch.Tensor:
         """The implicit loss's exact user step for one person: ``(alpha0 V^T V + sum c v v^T
-        + tau (|N| + alpha0 N)^nu I) u = sum c v`` over the movies they watched."""
-        items, c = self._watched(watched)
+        + tau (|N| + alpha0 N)^nu I) u = sum c t v`` over the movies they watched."""
+        items, c, t = self._watched(watched)
         cfg, v = self.config, self.params.item_factors
         x = v[items].double()
         a = self._gramian() + (x.T * c) @ x
         a.diagonal().add_(cfg.tau * (len(items) + cfg.alpha0 * v.shape[0]) ** cfg.nu)
-        return torch.linalg.solve(a, x.T @ c).to(v.dtype)
+        return torch.linalg.solve(a, x.T @ (c * t)).to(v.dtype)
 
     def _gramian(self) -> torch.Tensor:
         """``alpha0 V^T V`` in float64, formed once per model (fold-ins share it)."""
@@ -361,9 +361,10 @@ class Recommender:
             self._shared = self.config.alpha0 * (v.T @ v)
         return self._shared.clone()
 
-    def _watched(self, watched) -> tuple[torch.Tensor, torch.Tensor]:
-        """Movie indices and confidences ``c`` of what a person watched: movie ids, or
-        (movie id, rating) pairs; ratings under ``interaction_min`` are not interactions."""
+    def _watched(self, watched) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Movie indices, confidences ``c`` and targets ``t`` of what a person watched: movie
+        ids (target 1), or (movie id, rating) pairs; ratings under ``interaction_min`` are not
+        interactions."""
         if isinstance(watched, (str, bytes)) or not hasattr(watched, "__iter__"):
             raise RecError(f"fold-in takes a list of movie ids or (movie id, rating) pairs; "
                            f"got {watched!r}.")
@@ -383,7 +384,7 @@ class Recommender:
                            f"{cfg.interaction_min}: this model learned from nothing lower.")
         rated = torch.nan_to_num(rating[keep].double(), nan=0.0)
         c = 1 + cfg.confidence * rated if cfg.confidence else torch.ones_like(rated)
-        return items[keep], c
+        return items[keep], c, cfg.targets(rating[keep].double())
 
     def _pairs(self, pairs: list[tuple[int, float]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Movie indices and ratings of a new user's (movie id, rating) pairs, checked: known

@@ -87,9 +87,9 @@ IMPLICIT = ("feedback=implicit", "K=6", "model.interaction_min=2.0", "train.rank
 
 
 @pytest.mark.parametrize("extra", [("model.confidence=0.5", "engine.kernel=torch"),
-                                   ("engine.kernel=fused",),
+                                   ("engine.kernel=fused", "model.liked_min=4.0"),
                                    ("engine.kernel=fused", "train.cg_steps=2")],
-                         ids=["confidence+torch", "fused", "fused+cg"])
+                         ids=["confidence+torch", "fused+liked", "fused+cg"])
 def test_two_and_three_ranks_train_the_implicit_loss_one_process_trains(tmp_path, extra):
     one = run(command(tmp_path / "one", 4, extra=IMPLICIT + extra), tmp_path / "cwd-one")
     assert one.returncode == 0, one.stderr[-2000:]

@@ -28,8 +28,10 @@ def dense_loss(cfg: ModelConfig, r, U, V, W) -> torch.Tensor:
         else r.rating >= cfg.interaction_min
     user, item, rating = r.user[keep].long(), r.item[keep].long(), r.rating[keep].double()
     c = 1 + cfg.confidence * rating
+    t = torch.where(rating >= cfg.liked_min, 1.0, cfg.unliked_target).double() \
+        if cfg.liked_min is not None else torch.ones_like(rating)
     scores = U @ V.T
-    observed = (c * (scores[user, item] - 1) ** 2).sum()
+    observed = (c * (scores[user, item] - t) ** 2).sum()
     everything = cfg.alpha0 * (scores ** 2).sum()
     n_u = torch.bincount(user, minlength=n_users).double()
     n_i = torch.bincount(item, minlength=n_items).double()
@@ -56,11 +58,15 @@ CONFIGS = [ModelConfig(name="features", K=3, feedback="implicit", tau=0.3, alpha
 
 FUSED = ModelConfig(name="features", K=3, feedback="implicit", tau=0.3, alpha0=0.2, nu=1.0,
                     interaction_min=2.5)
+LIKED = ModelConfig(name="features", K=3, feedback="implicit", tau=0.3, alpha0=0.2, nu=1.0,
+                    interaction_min=1.5, liked_min=3.5, unliked_target=0.25)
+"""Graded targets; 0.25 is exact in float32, as the fused kernel's rating levels hold it."""
 
 
 @pytest.mark.parametrize("cfg,kernel", [(CONFIGS[0], "torch"), (CONFIGS[1], "torch"),
-                                        (FUSED, "fused")],
-                         ids=["features", "embeddings+confidence+threshold", "fused+threshold"])
+                                        (FUSED, "fused"), (LIKED, "torch"), (LIKED, "fused")],
+                         ids=["features", "embeddings+confidence+threshold", "fused+threshold",
+                              "liked", "fused+liked"])
 def test_each_step_is_the_exact_minimizer_of_the_dense_loss(cfg, kernel):
     r = random_ratings(n_users=14, n_items=11, density=0.35, seed=5)
     engine = ALS.from_ratings(cfg, r.user, r.item, r.rating, r.n_users, r.n_items,
@@ -101,11 +107,12 @@ def test_the_loss_never_increases_and_training_selects_by_validation_ndcg(small)
         assert f"test/{key}@10" in f and f"val/{key}@10" in f
 
 
-@pytest.fixture(scope="module")
-def implicit_model(small):
+@pytest.fixture(scope="module", params=[{"confidence": 0.5}, {"liked_min": 4.0}],
+                ids=["confidence", "liked"])
+def implicit_model(small, request):
     split = make_split(small)
     cfg = ModelConfig(name="features", K=6, feedback="implicit", tau=0.01, alpha0=0.1,
-                      confidence=0.5, interaction_min=1.0)
+                      interaction_min=1.0, **request.param)
     result = fit(small, split, cfg, TrainConfig(max_epochs=4, ranking_max_users=50))
     return Recommender.from_training(small, split.train, result.params, cfg, result.final), \
         split, result
@@ -128,7 +135,8 @@ def test_fold_in_of_a_persons_movies_is_their_row_of_a_user_step(small, implicit
         torch.testing.assert_close(u, p.user_factors[m], rtol=2e-4, atol=2e-5)
     ids = [pair[0] for pair in pairs]  # ids alone: watched, every one an interaction
     keep = [pair for pair in pairs if pair[1] >= cfg.interaction_min]
-    plain = ModelConfig(**{**cfg.__dict__, "confidence": 0.0, "interaction_min": None})
+    plain = ModelConfig(**{**cfg.__dict__, "confidence": 0.0, "interaction_min": None,
+                           "liked_min": None})
     unweighted = Recommender(**{**{k: getattr(model, k) for k in ("params", "dataset", "user_ids",
                              "movies", "item_counts", "rated_offsets", "rated_items",
                              "rating_range")}, "config": plain})
@@ -161,6 +169,16 @@ def test_implicit_options_are_checked():
         ModelConfig(feedback="implicit", gamma=2.0)
     with pytest.raises(ConfigError, match="drop model.genre_bias"):
         ModelConfig(feedback="implicit", genre_bias=True)
+    with pytest.raises(ConfigError, match="model.liked_min applies to model.feedback=implicit"):
+        ModelConfig(liked_min=4.0)
+    with pytest.raises(ConfigError, match="set one of them"):
+        ModelConfig(feedback="implicit", liked_min=4.0, confidence=1.0)
+    with pytest.raises(ConfigError, match="every interaction would be liked"):
+        ModelConfig(feedback="implicit", liked_min=3.0, interaction_min=3.0)
+    with pytest.raises(ConfigError, match="set model.liked_min too"):
+        ModelConfig(feedback="implicit", unliked_target=0.2)
+    with pytest.raises(ConfigError, match=r"model.unliked_target=1.5: must be in \[0, 1\]"):
+        ModelConfig(feedback="implicit", liked_min=4.0, unliked_target=1.5)
     with pytest.raises(ConfigError, match="implicit loss's confidences .* run on the torch path"):
         ALS.from_ratings(ModelConfig(feedback="implicit", K=2, confidence=1.0),
             *[torch.zeros(1, dtype=torch.int32)] * 2,

@@ -58,6 +58,13 @@ class ModelConfig:
     interaction_min: float | None = None
     """``implicit``: the training ratings at least this high count as interactions; ``None``:
     every rating does (a person picked the movie, whatever they thought of it)."""
+    liked_min: float | None = None
+    """``implicit``: an interaction rated at least this has target 1 and any other the target
+    ``unliked_target``: a watched movie the person did not like is a weaker "yes" (the
+    preference p of Hu, Koren and Volinsky, graded); ``None``: every interaction's target is 1."""
+    unliked_target: float = 0.5
+    """``implicit`` with ``liked_min``: the target, in [0, 1], of an interaction rated under
+    ``liked_min`` (0: scored like an unwatched movie, but weighted as an observed pair)."""
     svdpp: bool = False
     """What a person rated (SVD++, Koren 2008): a person's factor becomes ``u_m +
     |N(m)|^(-1/2) sum_{n in N(m)} y_n`` over the movies N(m) they rated, with ``y_n ~
@@ -215,7 +222,8 @@ class ModelConfig:
                                   "noise and no biases and would ignore it; its regularization "
                                   "is model.tau (lambda), model.alpha0 and model.nu.")
         checks = [("alpha0", self.alpha0 >= 0, "0 or more"), ("nu", self.nu >= 0, "0 or more"),
-                  ("confidence", self.confidence >= 0, "0 or more")]
+                  ("confidence", self.confidence >= 0, "0 or more"),
+                  ("unliked_target", 0 <= self.unliked_target <= 1, "in [0, 1]")]
         for key, ok, want in checks:
             if not ok:
                 raise ConfigError(f"model.{key}={getattr(self, key)!r}: must be {want}.")
@@ -226,7 +234,26 @@ class ModelConfig:
                 raise ConfigError(f"model.{changed[0]} applies to model.feedback=implicit only, "
                                   "and explicit feedback would ignore it; drop it or add "
                                   "feedback=implicit.")
+        if self.liked_min is not None and self.confidence:
+            raise ConfigError("model.liked_min grades the targets of c = 1 pairs, and "
+                              "model.confidence weighs pairs whose target is 1; set one of them.")
+        if self.liked_min is not None and self.interaction_min is not None \
+                and self.liked_min <= self.interaction_min:
+            raise ConfigError(f"model.liked_min={self.liked_min} is at most model.interaction_min="
+                              f"{self.interaction_min}: every interaction would be liked and it "
+                              "would be ignored; raise it or drop it.")
+        if self.liked_min is None and self.unliked_target != 0.5:
+            raise ConfigError("model.unliked_target is the target of interactions under "
+                              "model.liked_min; set model.liked_min too, or drop it.")
         return self
+
+    def targets(self, rating: torch.Tensor) -> torch.Tensor:
+        """Each interaction's target under the implicit loss, from its rating (NaN: a movie
+        watched without a rating, target 1): 1, or ``unliked_target`` under ``liked_min``."""
+        one = torch.ones_like(rating)
+        if self.liked_min is None:
+            return one
+        return torch.where(rating < self.liked_min, one * self.unliked_target, one)
 
     def hparams(self) -> dict:
         """The values that define J (or L), for logs and run names."""
@@ -248,4 +275,5 @@ class ModelConfig:
         return out
 
 
-IMPLICIT_ONLY = ("alpha0", "nu", "confidence", "interaction_min")
+IMPLICIT_ONLY = ("alpha0", "nu", "confidence", "interaction_min", "liked_min",
+                 "unliked_target")

@@ -5,10 +5,11 @@ never increases.  One epoch = user step, movie step, genre step.  A user or
 movie without training ratings gets its prior: ``u = 0, b = 0``; ``v = p_n, c = 0``.
 
 With ``model.feedback=implicit`` the same steps minimize the iALS loss L of
-:class:`rec.als.config.ModelConfig` instead: an observed pair's value is ``sqrt(c)`` and its
-target 1, the data term's weight is 1, and every row's system also holds the shared Gramian
-``alpha0 X^T X`` of the other side's factors, formed once per step,
-``(alpha0 X^T X + sum_obs c x x^T + tau w_m I) u_m = sum_obs c x + tau w_m p_m``, with
+:class:`rec.als.config.ModelConfig` instead: an observed pair's value is its target t when
+``c = 1`` (1, or graded by ``model.liked_min``), else ``sqrt(c)`` with target 1; the data
+term's weight is 1, and every row's system also holds the shared Gramian ``alpha0 X^T X`` of
+the other side's factors, formed once per step,
+``(alpha0 X^T X + sum_obs c x x^T + tau w_m I) u_m = sum_obs c t x + tau w_m p_m``, with
 ``w_m = (|N(m)| + alpha0 N)^nu``.  A row without interactions gets its exact optimum,
 ``(alpha0 X^T X + tau w I)^-1 tau w p``.
 """
@@ -762,20 +763,22 @@ class ALS:
         return float(raw), float(clipped)
 
     def implicit_errors(self, p: Params) -> float:
-        """``sum_obs c (u.v - 1)^2`` over the training interactions (each stored as
-        ``sqrt(c)``: ``(sqrt(c) u.v - sqrt(c))^2``), summed over the job's processes."""
+        """``sum_obs c (u.v - t)^2`` over the training interactions (each stored as its target
+        t when ``c = 1``, else as ``sqrt(c)`` with ``t = 1``: ``(sqrt(c) u.v - sqrt(c))^2``),
+        summed over the job's processes."""
         table = self._fill(self.item_table, p.item_factors, p.item_bias)
         total = torch.zeros(1, dtype=torch.float64, device=self.device)
         user_factors = p.user_factors[self.own["user"]]
-        if isinstance(self.by_user, RowRatings):  # every value 1 (c = 1): y - u.v
+        if isinstance(self.by_user, RowRatings):  # c = 1, each value its target: t - u.v
             theta = torch.cat([user_factors, torch.ones_like(user_factors[:, :1])], 1)
             total += squared_errors(self.by_user, table, theta, None, self.workspace)[0]
             return float(self.exchange.total(total))
         for chunk in self.by_user.chunks:
             z = gather(table, chunk, self.workspace)[..., :self.dim]
             fit = torch.bmm(z, user_factors.index_select(0, chunk.rows).unsqueeze(2))
-            total += (chunk.vals * (fit.view(chunk.vals.shape) - 1)).square().sum(
-                dtype=torch.float64)  # padding: value 0
+            fit = fit.view(chunk.vals.shape)
+            miss = chunk.vals * (fit - 1) if self.weighted else fit - chunk.vals  # target 1, or t
+            total += miss.square().sum(dtype=torch.float64)  # padding: value 0, fit 0
         return float(self.exchange.total(total))
 
     def implicit_objective(self, p: Params) -> float:

@@ -187,12 +187,12 @@ def build_rows(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_row
                     tile_cols, tile_min, dtype or vals.dtype, max_split)
 
 
-def unit_values(rows: RowRatings) -> RowRatings:
-    """``rows`` with every value 1 (the implicit loss's observed pairs, ``c = 1``): the codes
-    kept, their levels set to 1, or the values themselves."""
+def mapped_values(rows: RowRatings, f) -> RowRatings:
+    """``rows`` with each value ``v`` replaced by ``f(v)`` (the implicit loss's targets of its
+    ``c = 1`` pairs): the codes kept and their levels mapped, or the values themselves."""
     if rows.levels.numel():
-        return replace(rows, levels=torch.ones_like(rows.levels))
-    rows.vals.fill_(1)
+        return replace(rows, levels=f(rows.levels))
+    rows.vals.copy_(f(rows.vals))
     return rows
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from rec.als.config import ModelConfig
-from rec.als.groups import Groups, RowRatings, build_groups, build_rows, stream_rows, unit_values
+from rec.als.groups import Groups, RowRatings, build_groups, build_rows, stream_rows, mapped_values
 from rec.als.sizes import EngineSizes
 
 FUSED_GRAM_BYTES = 256 << 20
@@ -42,12 +42,13 @@ def interactions(cfg: ModelConfig, rows: torch.Tensor, cols: torch.Tensor,
                  rating: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The implicit loss's observed pairs among ratings: those at least
     ``cfg.interaction_min`` (all when ``None``), each valued ``sqrt(c)``, ``c = 1 +
-    cfg.confidence * rating`` (Hu, Koren and Volinsky's confidence; 1 by default)."""
+    cfg.confidence * rating`` (Hu, Koren and Volinsky's confidence), or with ``c = 1`` its
+    target (:meth:`rec.als.config.ModelConfig.targets`)."""
     if cfg.interaction_min is not None:
         keep = rating >= cfg.interaction_min
         rows, cols, rating = rows[keep], cols[keep], rating[keep]
     values = (1 + cfg.confidence * rating.double()).sqrt() if cfg.confidence \
-        else torch.ones_like(rating)  # float64: cast once, to the engine's precision
+        else cfg.targets(rating)  # float64: cast once, to the engine's precision
     return rows, cols, values
 
 
@@ -107,7 +108,7 @@ class LayoutSpec:
                 subset = interacting(cfg, vals, subset)
             layout = build_rows(rows, cols, vals, n_rows, n_cols, s.tile_cols, s.tile_min,
                                 subset, self.dtype, self.most_split)
-            return unit_values(layout) if cfg.implicit else layout
+            return mapped_values(layout, cfg.targets) if cfg.implicit else layout
         if subset is not None:
             rows, cols, vals = rows[subset], cols[subset], vals[subset]
         if cfg.implicit:
@@ -148,7 +149,7 @@ class LayoutSpec:
                              None if values is None else torch.tensor(values),
                              self.sizes.tile_cols, self.sizes.tile_min, self.dtype,
                              self.most_split)
-        return unit_values(layout) if self.cfg.implicit else layout
+        return mapped_values(layout, self.cfg.targets) if self.cfg.implicit else layout
 
 
 @dataclass
