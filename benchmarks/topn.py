@@ -8,7 +8,8 @@ Every system sees rec's split of the dataset (random 0.9/0.05/0.05, seed 0, as
 training, and counts a held-out rating >= 4 as relevant.  Each system's settings are the
 best of ``--budget`` settings by validation NDCG@10 (never test), and every implicit system's
 grid covers the same choice of which training ratings count as interactions
-(:data:`INTERACTIONS`); the table reports test
+(:data:`INTERACTIONS`), rec's and EASE's also that of graded targets (:data:`LIKED`); the
+table reports test
 metrics and, against rec's implicit rung, the paired bootstrap 95% interval of the
 difference in NDCG@10 (the same users redrawn for both).  ``--peers DIR`` adds the lists
 that ``benchmarks/topn_peers.py`` wrote there (implicit's ALS and BPR, LensKit's
@@ -113,26 +114,31 @@ def interactions(ratings, split, at_least: float | None) -> torch.Tensor:
     return idx if at_least is None else idx[ratings.rating[idx] >= at_least]
 
 
+LIKED = (None, 4.0)
+"""Each interaction's target, searched by rec's implicit rung and EASE alike: 1 for every one,
+or 1 for those rated at least 4 (the relevance rule) and :data:`UNLIKED` for the others (rec:
+``model.liked_min``, ``model.unliked_target``; EASE: the entries of X)."""
+UNLIKED = 0.5
+
+
 def ease(ratings, split, budget: int):
     """EASE (Steck 2019): ``B = I - P diag(1 / diag P)``, ``P = (X^T X + lambda I)^-1``;
-    lambda on a geometric grid for each choice of :data:`INTERACTIONS`."""
-    lambdas = np.geomspace(50, 20000, max(1, budget // len(INTERACTIONS)))
-    for at_least in INTERACTIONS:
+    lambda on a geometric grid for each choice of :data:`INTERACTIONS` and :data:`LIKED`."""
+    lambdas = np.geomspace(100, 1000, max(1, budget // (len(INTERACTIONS) * len(LIKED))))
+    for at_least, liked in itertools.product(INTERACTIONS, LIKED):
         idx = interactions(ratings, split, at_least)
         x = torch.zeros(ratings.n_users, ratings.n_items)
-        x[ratings.user[idx].long(), ratings.item[idx].long()] = 1.0
+        rated = ratings.rating[idx]
+        x[ratings.user[idx].long(), ratings.item[idx].long()] = torch.ones_like(rated) \
+            if liked is None else torch.where(rated >= liked, 1.0, UNLIKED)
         gram = x.T @ x
         for lam in lambdas:
             p = torch.linalg.inv(gram + lam * torch.eye(gram.shape[0]))
             b = -p / p.diagonal()
             b.fill_diagonal_(0.0)
-            yield "EASE", {"lambda": round(float(lam), 1), "interactions": label(at_least)}, \
-                lambda users, b=b, x=x: x[users.long()] @ b
+            yield "EASE", {"lambda": round(float(lam), 1), "interactions": label(at_least),
+                           "liked_min": liked}, lambda users, b=b, x=x: x[users.long()] @ b
 
-
-LIKED = (None, 4.0)
-"""rec's targets: every interaction's 1, or 1 for those rated at least 4 (the relevance rule)
-and ``model.unliked_target`` = 0.5 for the others (``model.liked_min``)."""
 
 REC_GRID = {"K": (256,), "tau_alpha0": ((0.002, 0.8), (0.002, 1.6), (0.001, 1.6))}
 
@@ -142,7 +148,7 @@ def rec_implicit(ratings, split, budget: int):
                                       REC_GRID["tau_alpha0"]))
     for at_least, liked, k, (tau, alpha0) in settings[:budget]:
         cfg = ModelConfig(name="features", K=k, feedback="implicit", tau=tau, alpha0=alpha0,
-                          interaction_min=at_least, liked_min=liked)
+                          interaction_min=at_least, liked_min=liked, unliked_target=UNLIKED)
         result = fit(ratings, split, cfg, TrainConfig(max_epochs=40, patience=3,
                                                       ranking_max_users=None))
         p = result.params
