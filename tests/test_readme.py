@@ -51,7 +51,8 @@ def overrides(command: str) -> list[str]:
     "python analyze.py task=polarization model=embeddings model.reg_scaling=count model.tau=0.15 "
     "model.gamma=0.2", "python -m rec.data ml-latest-small", "python train.py +experiment=bench_32m",
     "bash benchmarks/peers.sh", "python -m rec.data split ml-latest-small --out DIR",
-    "python benchmarks/topn.py", "bash benchmarks/implicit_speed.sh"])
+    "python benchmarks/topn.py", "bash benchmarks/implicit_speed.sh",
+    "python train.py +experiment=topn_small"])
 def test_command_is_in_the_readme(command):
     assert command in README
 

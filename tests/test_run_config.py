@@ -259,3 +259,6 @@ def test_tuned_values_apply_to_their_dataset_only_and_the_report_runs_plain_als(
     assert (report.train.relaxation, report.model.genre_bias, report.model.tau) == (1.0, False, 0.25)
     biases = run_config(compose_cfg("config", tmp_path, small_root, "model=biases"))
     assert biases.train.relaxation == 1.0 and not biases.model.genre_bias
+    topn = run_config(compose_cfg("config", tmp_path, small_root, "+experiment=topn_small"))
+    assert (topn.model.implicit, topn.model.K, topn.model.liked_min, topn.model.genre_bias,
+            topn.train.ranking_max_users, topn.train.relaxation) == (True, 256, 4.0, False, None, 1.0)

@@ -43,10 +43,11 @@ class ModelConfig:
     rated gets its genres' bias as well as their embedding."""
     feedback: str = "explicit"
     """``explicit``: fit the ratings (J of SPEC §2.1).  ``implicit``: fit who rated what, the
-    iALS loss of Rendle, Krichene, Zhang and Koren (2022), ``L = sum_obs c (u.v - 1)^2 +
+    iALS loss of Rendle, Krichene, Zhang and Koren (2022), ``L = sum_obs c (u.v - t)^2 +
     alpha0 sum_all (u.v)^2 + tau sum_m (|N(m)| + alpha0 N)^nu |u_m|^2 + tau sum_n (|M(n)| +
     alpha0 M)^nu |v_n - a_n^T W|^2 + eta |W|^2`` (``embeddings`` and ``features``; no biases,
-    ``lam`` and ``gamma`` unused): scores that rank the movies a person would pick."""
+    ``lam`` and ``gamma`` unused; ``t = 1`` unless ``liked_min`` grades it): scores that rank
+    the movies a person would pick."""
     alpha0: float = 0.1
     """``implicit``: weight of every (person, movie) pair as a zero (the unobserved term)."""
     nu: float = 1.0
