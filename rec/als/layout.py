@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from rec.als.config import ModelConfig
-from rec.als.groups import Groups, RowRatings, build_groups, build_rows, stream_rows, mapped_values
+from rec.als.groups import Groups, RowRatings, build_groups, build_rows, mapped_values, stream_rows
 from rec.als.sizes import EngineSizes
 
 FUSED_GRAM_BYTES = 256 << 20
@@ -48,7 +48,7 @@ def interactions(cfg: ModelConfig, rows: torch.Tensor, cols: torch.Tensor,
         keep = rating >= cfg.interaction_min
         rows, cols, rating = rows[keep], cols[keep], rating[keep]
     values = (1 + cfg.confidence * rating.double()).sqrt() if cfg.confidence \
-        else cfg.targets(rating)  # float64: cast once, to the engine's precision
+        else cfg.targets(rating)  # float64 or the ratings': cast once, to the engine's
     return rows, cols, values
 
 
