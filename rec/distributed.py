@@ -223,13 +223,13 @@ def shard_bounds(degree: torch.Tensor, parts: int) -> torch.Tensor:
     return balanced_bounds(degree, parts)
 
 
-TABLE_COPIES = 3.05
+TABLE_COPIES = 2.05
 """Whole-table copies a rank holds, per table row of K+1 floats, as the code stands: the
-parameters, the best epoch's copy and the two gather tables (K+2 floats a row; a
-checkpoint write adds transient copies)."""
-OWN_TABLE_COPIES = 1
+parameters and the two gather tables (K+2 floats a row; a checkpoint write adds transient
+copies)."""
+OWN_TABLE_COPIES = 2
 """Copies of its own rows a rank holds besides: the two solution buffers, a row per own
-user and movie."""
+user and movie, and its rows of the best epoch's parameters (:class:`rec.training.BestEpoch`)."""
 PADDED_RATING_BYTES = 8 * 1.07
 """A grouped rating on the torch path: int32 column and float32 value, with ~7% bucket
 padding."""

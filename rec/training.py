@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
@@ -41,8 +41,9 @@ from rec.metrics import (accuracy_of, nll, pairs_of_users, ranked_users, ranking
 log = logging.getLogger(__name__)
 epoch_log = logging.getLogger("rec.epochs")
 """Each epoch's full record: the run's log file always, the terminal when ``verbose``."""
-CHECKPOINT_FORMAT = 2
-"""2: a bundle (:mod:`rec.bundle`, no pickle); format 1 was a ``torch.save`` pickle."""
+CHECKPOINT_FORMAT = 3
+"""3: the best epoch's parameters in a file of their own (:func:`best_file`), which the
+checkpoint names; 2 held them inline; 1 was a ``torch.save`` pickle."""
 CHECKPOINT_KIND = "rec-checkpoint"
 CHECKPOINT_FINITE = ("params", "best", "kept")
 
@@ -175,6 +176,66 @@ def save_checkpoint(path: Path, fingerprint: str, state: dict) -> None:
     except CacheError as e:
         raise RecError(f"{path}: not saved: {e}. Training diverged; lower train.relaxation "
                        "or raise the priors (model.tau, model.gamma).") from e
+
+
+def best_file(checkpoint: Path, epoch: int) -> Path:
+    """Where a run checkpointed at ``checkpoint`` keeps the parameters of its best epoch,
+    ``epoch``: written once, when that epoch ends, and named by the checkpoint after it."""
+    return checkpoint.with_name(f"{checkpoint.stem}.best{epoch}{checkpoint.suffix}")
+
+
+def _save_best(checkpoint: Path, fingerprint: str, p: Params, epoch: int) -> None:
+    save_checkpoint(best_file(checkpoint, epoch), fingerprint, {"params": p.state_dict()})
+
+
+def _drop_stale_bests(checkpoint: Path, keep: str | None) -> None:
+    """The best-epoch files that the checkpoint no longer names (a run killed between the two
+    writes leaves a newer one, unnamed: the next checkpoint drops it)."""
+    for path in checkpoint.parent.glob(f"{checkpoint.stem}.best*{checkpoint.suffix}"):
+        if path.name != keep:
+            path.unlink(missing_ok=True)
+
+
+class BestEpoch:
+    """The best epoch's parameters, kept to restore them at the end: this process's own rows
+    of the user and movie tables (every row in one process) and the other blocks whole.
+    Restoring shares each process's rows again, as a step does, so under torchrun a rank
+    holds 1/P of the tables' copy instead of all of it."""
+
+    SIDE = {"user_factors": "user", "user_bias": "user", "item_factors": "item",
+            "item_bias": "item"}
+
+    def __init__(self, engine: ALS, p: Params) -> None:
+        self.exchange, self.own, self.saved = engine.exchange, engine.own, None
+        self.keep(p)
+
+    def _part(self, p: Params, name: str):
+        value = getattr(p, name)
+        side = self.SIDE.get(name)
+        return value if side is None or not torch.is_tensor(value) else value[self.own[side]]
+
+    def keep(self, p: Params) -> None:
+        """Copy ``p``'s part into the kept one (the first call allocates it)."""
+        if self.saved is None:
+            self.saved = {f.name: self._part(p, f.name) for f in fields(Params)}
+            self.saved = {k: v.clone() if torch.is_tensor(v) else v for k, v in self.saved.items()}
+            return
+        for name, kept in self.saved.items():
+            if torch.is_tensor(kept):
+                kept.copy_(self._part(p, name))
+            else:
+                self.saved[name] = getattr(p, name)
+
+    def restore(self, p: Params) -> Params:
+        """``p`` set to the kept epoch's parameters, every process's rows shared again."""
+        for name, kept in self.saved.items():
+            if not torch.is_tensor(kept):
+                setattr(p, name, kept)
+                continue
+            self._part(p, name).copy_(kept)
+            if name in self.SIDE:
+                self.exchange.share(getattr(p, name), self.SIDE[name])
+        return p
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict:
@@ -469,13 +530,21 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
         engine.timer = PhaseTimer(device)
     setup_s = _sync(device) - start
     p = engine.initial_params(engine.n_features, seed)
-    best, history, stop = p.clone(), [], StopState()
+    history, stop, best_name = [], StopState(), None
     if checkpoint is not None and checkpoint.is_file():
         saved = load_checkpoint(checkpoint, fingerprint)
+        best_name = saved["best"]
+        if best_name is not None:  # the best epoch's parameters, then the last epoch's
+            best_saved = load_checkpoint(checkpoint.with_name(best_name), fingerprint)
+            p.copy_(Params.from_state_dict(best_saved["params"]).to(device, dtype))
+            del best_saved
+        best = BestEpoch(engine, p) if cfg.restore_best else None
         p.copy_(Params.from_state_dict(saved["params"]).to(device, dtype))
-        best.copy_(Params.from_state_dict(saved["best"]).to(device, dtype))
         history, stop = saved["history"], StopState(**saved["state"])
+        del saved
         log.info("resuming %s after epoch %d", checkpoint, stop.epoch)
+    else:
+        best = BestEpoch(engine, p) if cfg.restore_best else None
     als_s, eval_s = [], []
     ranked = lambda params, part: ranking_metrics(params, ratings, split, data, cfg, seed,
                                                   engine, part)
@@ -483,19 +552,25 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
         record = _epoch(engine, p, data, cfg, ratings.rating_range, stop.epoch + 1, ranked)
         als_s.append(record["time/als_s"])
         eval_s.append(record["time/eval_s"])
-        if stop.record(record["epoch"], selection_loss(record, model_cfg, cfg.ranking_k),
-                       cfg.min_delta):
-            best.copy_(p)
+        improved = stop.record(record["epoch"], selection_loss(record, model_cfg, cfg.ranking_k),
+                               cfg.min_delta)
+        if improved and best is not None:
+            best.keep(p)
         history.append(record)
         epoch_log.info("epoch %d: %s", stop.epoch, "  ".join(
             f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
         for cb in callbacks:  # before the checkpoint: a resumed run redoes what they missed
             cb.on_epoch(stop.epoch, record, p)
         if checkpoint is not None and dist.main:
+            if improved and best is not None:  # whole on every rank now: written from p
+                _save_best(checkpoint, fingerprint, p, stop.epoch)
+                best_name = best_file(checkpoint, stop.epoch).name
             save_checkpoint(checkpoint, fingerprint, {
-                "params": p.state_dict(), "best": best.state_dict(), "history": history,
+                "params": p.state_dict(), "best": best_name, "history": history,
                 "state": asdict(stop)})
-    kept = best if cfg.restore_best and stop.best_epoch else p
+            _drop_stale_bests(checkpoint, best_name)
+    restore = best is not None and stop.best_epoch and stop.best_epoch != stop.epoch
+    kept = best.restore(p) if restore else p
     t2 = _sync(device)
     facts = engine.finish()
     final = final_metrics(engine, kept, ratings, split, data, cfg, seed)

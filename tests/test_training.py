@@ -95,6 +95,28 @@ def test_killed_run_resumes_to_the_same_parameters(small, small_root, session_ca
     assert resumed.final["test/rmse"] == straight.final["test/rmse"]
 
 
+def test_the_best_epoch_is_kept_in_a_file_and_restored_after_a_resume(small, tmp_path):
+    """The report's values overfit: validation RMSE is best early, and a run continued from
+    its checkpoint restores that epoch from the file the checkpoint names, as one straight
+    run keeps it in memory."""
+    split = make_split(small)
+    cfg = ModelConfig(name="embeddings", K=10, tau=0.25, gamma=1, reg_scaling="none", init_std=0.01)
+    checkpoint = tmp_path / "checkpoint.pt"
+    part = fit(small, split, cfg, TrainConfig(max_epochs=5, patience=100, ranking_max_users=50),
+               checkpoint=checkpoint, fingerprint="best-test")
+    resumed = fit(small, split, cfg, TrainConfig(max_epochs=12, patience=100, ranking_max_users=50),
+                  checkpoint=checkpoint, fingerprint="best-test")
+    straight = fit(small, split, cfg, TrainConfig(max_epochs=12, patience=100, ranking_max_users=50))
+    assert 1 <= part.best_epoch <= 5 and resumed.best_epoch == straight.best_epoch < 12
+    assert [p.name for p in tmp_path.iterdir() if ".best" in p.name] == \
+        [f"checkpoint.best{straight.best_epoch}.pt"]
+    assert load_checkpoint(checkpoint, "best-test")["best"] == f"checkpoint.best{straight.best_epoch}.pt"
+    for name in ("user_factors", "user_bias", "item_factors", "item_bias"):
+        assert torch.equal(getattr(resumed.params, name), getattr(straight.params, name)), name
+    assert resumed.final["val/rmse"] == straight.final["val/rmse"] == pytest.approx(
+        min(h["val/rmse"] for h in straight.history), abs=1e-6)
+
+
 def test_deterministic_for_a_seed(small):
     split = make_split(small)
     cfg = ModelConfig(name="features", K=5, tau=15, gamma=3, reg_scaling="none")
