@@ -13,7 +13,7 @@ import torch
 
 from rec.als import ModelConfig, Params
 from rec.data import DataConfig, Split, load_dataset, make_split
-from rec.errors import ConfigError
+from rec.errors import ConfigError, RecError
 from rec.metrics import ranked_lists, ranking, top_k
 from rec.als.sizes import EngineSizes
 from rec.training import TrainConfig, fit, load_checkpoint
@@ -115,6 +115,13 @@ def test_the_best_epoch_is_kept_in_a_file_and_restored_after_a_resume(small, tmp
         assert torch.equal(getattr(resumed.params, name), getattr(straight.params, name)), name
     assert resumed.final["val/rmse"] == straight.final["val/rmse"] == pytest.approx(
         min(h["val/rmse"] for h in straight.history), abs=1e-6)
+    plain = tmp_path / "plain" / "checkpoint.pt"
+    plain.parent.mkdir()
+    fit(small, split, cfg, TrainConfig(max_epochs=2, restore_best=False, ranking_max_users=50),
+        checkpoint=plain, fingerprint="plain")
+    with pytest.raises(RecError, match="holds no best epoch to restore"):
+        fit(small, split, cfg, TrainConfig(max_epochs=3, ranking_max_users=50),
+            checkpoint=plain, fingerprint="plain")
 
 
 def test_deterministic_for_a_seed(small):
