@@ -541,9 +541,11 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
         best = BestEpoch(engine, p) if cfg.restore_best else None
         p.copy_(Params.from_state_dict(saved["params"]).to(device, dtype))
         history, stop = saved["history"], StopState(**saved["state"])
-        if best is not None and best_name is None and stop.best_epoch:
-            raise RecError(f"{checkpoint}: written with train.restore_best=false, so it holds no "
-                           "best epoch to restore; resume it with that setting.")
+        if best is not None and stop.best_epoch \
+                and best_name != best_file(checkpoint, stop.best_epoch).name:
+            raise RecError(f"{checkpoint}: it names no file of its best epoch ({stop.best_epoch}"
+                           "), so it was written with train.restore_best=false; resume it with "
+                           "that setting.")
         del saved
         log.info("resuming %s after epoch %d", checkpoint, stop.epoch)
     else:

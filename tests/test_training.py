@@ -119,7 +119,7 @@ def test_the_best_epoch_is_kept_in_a_file_and_restored_after_a_resume(small, tmp
     plain.parent.mkdir()
     fit(small, split, cfg, TrainConfig(max_epochs=2, restore_best=False, ranking_max_users=50),
         checkpoint=plain, fingerprint="plain")
-    with pytest.raises(RecError, match="holds no best epoch to restore"):
+    with pytest.raises(RecError, match="names no file of its best epoch"):
         fit(small, split, cfg, TrainConfig(max_epochs=3, ranking_max_users=50),
             checkpoint=plain, fingerprint="plain")
 
