@@ -18,6 +18,8 @@ import json
 import os
 import struct
 import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +47,55 @@ def _crc(array: np.ndarray) -> int:
     return zlib.crc32(raw_bytes(array))
 
 
-def write_bundle(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write ``arrays`` and JSON-able ``meta`` to ``path`` atomically."""
-    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+@dataclass(frozen=True)
+class StreamedArray:
+    """A 1-D array written block by block, never whole in memory: ``blocks()`` gives a fresh
+    iterator of its consecutive parts each time it is called, and its length and CRC-32 are
+    known before the write (the header, which comes first, carries them).  :func:`save_tree`
+    stores it as a tensor."""
+
+    dtype: np.dtype
+    length: int
+    crc32: int
+    blocks: Callable[[], Iterable[np.ndarray]]
+
+    @classmethod
+    def of(cls, blocks: Callable[[], Iterable[np.ndarray]], dtype) -> "StreamedArray":
+        """The array ``blocks()`` yields, its length and checksum from one pass over them."""
+        dtype, length, crc = np.dtype(dtype), 0, 0
+        for block in blocks():
+            block = np.asarray(block, dtype=dtype)
+            length, crc = length + block.size, zlib.crc32(raw_bytes(block), crc)
+        return cls(dtype, length, crc, blocks)
+
+    @property
+    def nbytes(self) -> int:
+        return self.length * self.dtype.itemsize
+
+    def write_to(self, f, name: str) -> None:
+        """Its bytes into ``f``; :class:`CacheError` when the blocks no longer give the array
+        that was measured (the file is then not put in place)."""
+        length, crc = 0, 0
+        for block in self.blocks():
+            block = np.asarray(block, dtype=self.dtype)
+            f.write(raw_bytes(block))
+            length, crc = length + block.size, zlib.crc32(raw_bytes(block), crc)
+        if (length, crc) != (self.length, self.crc32):
+            raise CacheError(f"array {name!r} changed while it was written")
+
+
+def write_bundle(path: str | Path, arrays: dict[str, np.ndarray | StreamedArray],
+                 meta: dict) -> None:
+    """Write ``arrays`` (each whole, or :class:`StreamedArray`) and JSON-able ``meta`` to
+    ``path`` atomically."""
+    arrays = {k: v if isinstance(v, StreamedArray) else np.ascontiguousarray(v)
+              for k, v in arrays.items()}
     specs, offset = [], 0
     for name, a in arrays.items():
-        specs.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape),
-                      "offset": offset, "nbytes": a.nbytes, "crc32": _crc(a)})
+        shape = [a.length] if isinstance(a, StreamedArray) else list(a.shape)
+        crc = a.crc32 if isinstance(a, StreamedArray) else _crc(a)
+        specs.append({"name": name, "dtype": a.dtype.str, "shape": shape,
+                      "offset": offset, "nbytes": a.nbytes, "crc32": crc})
         offset += a.nbytes + _pad(a.nbytes)
     header = json.dumps({"meta": meta, "arrays": specs}).encode()
 
@@ -59,8 +103,11 @@ def write_bundle(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) ->
         with open(tmp, "wb") as f:
             f.write(MAGIC + struct.pack("<QI", len(header), zlib.crc32(header)) + header)
             f.write(b"\0" * _pad(f.tell()))
-            for a in arrays.values():
-                f.write(raw_bytes(a))
+            for name, a in arrays.items():
+                if isinstance(a, StreamedArray):
+                    a.write_to(f, name)
+                else:
+                    f.write(raw_bytes(a))
                 f.write(b"\0" * _pad(a.nbytes))
             f.flush()
             os.fsync(f.fileno())
@@ -149,10 +196,11 @@ OLD_FORMATS = {b"PK\x03\x04": "a PyTorch zip archive", b"\x80": "a Python pickle
 def save_tree(path: str | Path, tree, kind: str, version: int,
               finite: tuple[str, ...] = ()) -> Path:
     """Write ``tree`` (dicts with string keys, lists, tuples, numbers, strings, ``None``,
-    tensors and arrays) as one bundle of ``kind`` and ``version``.  Every floating array under
-    a key path that starts with one of ``finite`` must hold finite numbers (else
-    :class:`CacheError`, and nothing is written); :func:`load_tree` checks them again."""
-    arrays: dict[str, np.ndarray] = {}
+    tensors, arrays and :class:`StreamedArray` arrays) as one bundle of ``kind`` and ``version``.
+    Every floating array under a key path that starts with one of ``finite`` must hold
+    finite numbers (else :class:`CacheError`, and nothing is written); :func:`load_tree`
+    checks them again."""
+    arrays: dict[str, np.ndarray | StreamedArray] = {}
     encoded = _encode(tree, "", arrays)
     _require_finite(arrays, finite, "refusing to write")
     write_bundle(path, arrays, {"kind": kind, "version": version, "tree": encoded})
@@ -182,6 +230,10 @@ def load_tree(path: str | Path, kind: str, version: int, finite: tuple[str, ...]
 
 
 def _encode(node, name: str, arrays: dict):
+    if isinstance(node, StreamedArray):
+        key = f"{name}#{len(arrays)}"
+        arrays[key] = node
+        return {"$tensor": key}
     if isinstance(node, (torch.Tensor, np.ndarray)):
         key = f"{name}#{len(arrays)}"
         arrays[key] = node.detach().cpu().numpy() if isinstance(node, torch.Tensor) else node
@@ -217,6 +269,11 @@ def _decode(node, arrays: dict):
 
 def _require_finite(arrays: dict, prefixes: tuple[str, ...], verb: str) -> None:
     for key, a in arrays.items():
+        if isinstance(a, StreamedArray) and key.startswith(prefixes) and a.dtype.kind == "f":
+            raise CacheError(f"{key.split('#')[0]}: a streamed array is not checked for NaN; "
+                             "store it whole")
+        if isinstance(a, StreamedArray):
+            continue
         if key.startswith(prefixes) and a.dtype.kind == "f" and not np.isfinite(a).all():
             bad = int((~np.isfinite(a)).sum())
             raise CacheError(f"{verb} {bad} NaN or infinite value(s) in {key.split('#')[0]}")

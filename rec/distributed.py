@@ -242,7 +242,9 @@ READ_BLOCK_BYTES = 13 * BLOCK
 """One block of the cache as read (user, movie, rating and split label): all the fused
 kernel's layout holds of a side's raw ratings while it fills."""
 RATED_ITEM_BYTES = 4
-"""A rating in the published model's CSR of what each user rated (int32 movie)."""
+"""A rating in the published model's CSR of what each user rated (int32 movie): rank 0
+holds one block of them as they go from a cache ordered by person to the file
+(:meth:`rec.model.Recommender.save_from_shard`), all of them from a cache in another order."""
 ROW_BYTES = 20
 """What a rank keeps per user and per movie of the whole job besides the tables: the
 training degree (int64), the ratings per user of the published model (int64), the prior
@@ -258,8 +260,8 @@ def plan(n_users: int, n_items: int, nnz: int, k: int, parts: int,
     layout filled as it reads; torch: the side's ratings whole), the
     validation and test ratings (a ``held_out`` share) of the rank's users, the whole
     tables every rank keeps and the buffers of its own rows, its per-row vectors of the
-    whole job, the published model's CSR of rated movies that rank 0 alone
-    builds at the end, the bytes each rank sends per epoch when it broadcasts its updated
+    whole job, what rank 0 alone holds of the published model's CSR of rated movies at the
+    end (its offsets and one block of movies, from a cache ordered by person), the bytes each rank sends per epoch when it broadcasts its updated
     rows (shards of about equal rows), and what sending only the needed rows (Spark's
     out-blocks) would send: a rank's ratings touch at most ``min(n, its ratings)`` rows of
     the other table."""
@@ -274,5 +276,5 @@ def plan(n_users: int, n_items: int, nnz: int, k: int, parts: int,
             "held_out": held_out * nnz / parts * READ_RATING_BYTES,
             "tables": (TABLE_COPIES + OWN_TABLE_COPIES / parts) * tables,
             "per_row": (n_users + n_items) * ROW_BYTES,
-            "rank0_rated": nnz * RATED_ITEM_BYTES + (n_users + 1) * 8,
+            "rank0_rated": min(nnz, BLOCK) * RATED_ITEM_BYTES + (n_users + 1) * 8,
             "exchange_sent": (parts - 1) / parts * tables, "outblocks_received": needed * row}

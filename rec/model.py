@@ -34,7 +34,7 @@ from rec.data.people import People
 from rec.data.ratings import Ratings
 from rec.data.shards import Shard
 from rec.errors import CacheError, RecError
-from rec.bundle import load_tree, save_tree
+from rec.bundle import StreamedArray, load_tree, save_tree
 from rec.titles import find_title
 
 FORMAT = 3
@@ -118,21 +118,42 @@ class Recommender:
     @classmethod
     def from_shard(cls, shard: Shard, params: Params, config: ModelConfig,
                    metrics: dict | None = None, meta: dict | None = None,
-                   posterior: Posterior | None = None) -> "Recommender":
+                   posterior: Posterior | None = None,
+                   rated: tuple[torch.Tensor, torch.Tensor] | None = None) -> "Recommender":
         """:meth:`from_training` in a job of several processes, where no rank holds the whole
-        dataset: what each user rated is read from the cache, block by block."""
+        dataset: what each user rated is read from the cache, block by block (``rated``: that
+        CSR, when the caller has it)."""
         if posterior is not None:
             params = posterior.mean()
-        offsets, items = shard.rated_by_user()
+        offsets, items = shard.rated_by_user() if rated is None else rated
         return cls(params.to("cpu", torch.float32), config, shard.name, shard.user_ids,
                    shard.movies, shard.item_degree.cpu(), offsets, items, shard.rating_range,
                    metrics or {}, meta or {}, posterior,
                    (metrics or {}).get("popularity_weight", 0.0))
 
+    @classmethod
+    def save_from_shard(cls, path: str | Path, shard: Shard, params: Params,
+                        config: ModelConfig, metrics: dict | None = None,
+                        meta: dict | None = None, posterior: Posterior | None = None) -> Path:
+        """``from_shard(...).save(path)`` without the rated-movies CSR's movies in memory: when
+        the cache is ordered by person they go from the cache to the file block by block
+        (:meth:`rec.data.shards.Shard.rated_items_streamed`), the same bytes; else the CSR is
+        built whole first."""
+        streamed = shard.rated_items_streamed()
+        if streamed is None:
+            return cls.from_shard(shard, params, config, metrics, meta, posterior).save(path)
+        model = cls.from_shard(shard, params, config, metrics, meta, posterior,
+                               rated=(shard.rated_offsets(), torch.zeros(0, dtype=torch.int32)))
+        return model.save(path, rated_items=streamed)
+
     # persistence -------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write atomically: a killed run never leaves a half-written model."""
+    def save(self, path: str | Path, rated_items: StreamedArray | None = None) -> Path:
+        """Write atomically: a killed run never leaves a half-written model.  ``rated_items``:
+        the movies of :attr:`rated_offsets`' CSR, written block by block in place of
+        :attr:`rated_items` (:meth:`save_from_shard`)."""
         state = {k: getattr(self, k) for k, f in self.__dataclass_fields__.items() if f.init}
+        if rated_items is not None:
+            state["rated_items"] = rated_items
         state.update(params=self.params.state_dict(), config=asdict(self.config),
                      movies=self.movies.state_dict(),
                      people=None if self.people is None else self.people.state_dict())

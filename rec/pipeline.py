@@ -20,6 +20,8 @@ from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import torch
+
 from rec.bayes.chain import sample
 from rec.data.load import DataConfig, load_dataset
 from rec.data.shards import Shard, prepare, read_shard
@@ -173,11 +175,12 @@ def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
         split_info = run.split.describe(ratings.sizes if split is None else split.sizes())
         meta = {"fingerprint": fp, "split": run.split.options(), "seed": run.seed,
                 "run": str(work), "inference": asdict(run.inference)}
-        model = Recommender.from_shard(ratings, result.params, run.model, result.final, meta,
-                                       posterior) \
-            if split is None else Recommender.from_training(
-                ratings, split.train, result.params, run.model, result.final, meta, posterior)
-        saved = model.save(work / "model.pt")
+        if split is None:  # no rank holds the dataset: its rated movies go to the file in blocks
+            saved = Recommender.save_from_shard(work / "model.pt", ratings, result.params,
+                                                run.model, result.final, meta, posterior)
+        else:
+            saved = Recommender.from_training(ratings, split.train, result.params, run.model,
+                                              result.final, meta, posterior).save(work / "model.pt")
         published = publish(saved, run.published_model(ratings.name),
                             {"run": str(work), "fingerprint": fp, "name": name,
                              "overrides": _overrides(run_dir)})
@@ -194,7 +197,10 @@ def _train(run: RunConfig, run_dir: Path, device, dist: Dist) -> dict:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
         if board:
-            _finish_board(board, run, ratings, split_info, result, model)
+            counts = ratings.item_degree.cpu() if split is None \
+                else ratings.item_counts(split.train)
+            factors = (result.params if posterior is None else posterior.mean()).item_factors
+            _finish_board(board, run, ratings, split_info, result, factors.cpu(), counts)
         write_run(work, {**info, "finished": True, "model": str(published)})
         print(format_summary(summary))
         return summary
@@ -221,14 +227,15 @@ def _infer(run: RunConfig, ratings: Ratings | Shard, split, device, checkpoint: 
     return fit(ratings, split, run.model, run.train, run.engine, dist=dist, **common), None
 
 
-def _finish_board(board: TensorBoardLogger, run: RunConfig, ratings: Ratings | Shard, split_info: dict,
-                  result: FitResult, model: Recommender) -> None:
+def _finish_board(board: TensorBoardLogger, run: RunConfig, ratings: Ratings | Shard,
+                  split_info: dict, result: FitResult, item_factors: torch.Tensor,
+                  item_counts: torch.Tensor) -> None:
     split = {f"split_{k}": str(v) for k, v in split_info.items() if k != "sizes"}
     board.log_hparams({**run.model.hparams(), "inference": run.inference.method,
                        "dataset": ratings.name, "seed": run.seed, **split},
                       result.final, result.best_epoch)
     genres = [" | ".join(ratings.movies.genres_of(i)) for i in range(ratings.n_items)]
-    board.log_projector(model.params.item_factors, ratings.movies.titles, genres, model.item_counts)
+    board.log_projector(item_factors, ratings.movies.titles, genres, item_counts)
     board.close()
 
 

@@ -292,7 +292,8 @@ def test_the_plan_counts_what_a_rank_holds_and_sends():
     big = dict(n_users=10, n_items=5, nnz=10 * BLOCK, k=3, parts=2)
     assert plan(**big)["read_side"] == READ_BLOCK_BYTES  # the fused layout: one block read
     assert plan(**big, kernel="torch")["read_side"] == 5 * BLOCK * 12  # the side, whole
-    assert p["rank0_rated"] == 100 * 4 + 11 * 8
+    assert p["rank0_rated"] == 100 * 4 + 11 * 8  # nnz under one block: all of it
+    assert plan(**big)["rank0_rated"] == BLOCK * 4 + 11 * 8  # one block of movies
     many = plan(n_users=10, n_items=5, nnz=100, k=3, parts=100)
     assert many["outblocks_received"] == 2 * row and many["exchange_sent"] > p["exchange_sent"]
 
@@ -430,3 +431,25 @@ def test_a_corrupt_or_stale_labels_file_is_refused_then_rewritten(small, small_r
     for labels in (split, other):
         prepare(cfg, labels)
         assert read_shard(cfg, labels, 1, 2, shard_bounds).sizes["train"] > 0
+
+
+def test_a_shards_model_file_streams_its_rated_movies_to_the_same_bytes(small_root, tmp_path):
+    """The published model of a job of several processes: its rated-movies CSR goes from the
+    cache to the file block by block, and the file is the one the whole CSR would give."""
+    from rec.bundle import StreamedArray
+    from rec.data import DataConfig
+    from rec.data.shards import prepare, read_shard
+    from rec.data.splits import SplitConfig
+    cfg = DataConfig(name="ml-latest-small", root=str(small_root), cache_dir=str(tmp_path))
+    prepare(cfg, SplitConfig())
+    shard = read_shard(cfg, SplitConfig(), 1, 2, shard_bounds, 7000)
+    streamed = shard.rated_items_streamed()
+    offsets, items = shard.rated_by_user()
+    assert isinstance(streamed, StreamedArray) and streamed.length == items.numel()
+    assert torch.equal(torch.from_numpy(np.concatenate(list(streamed.blocks()))), items)
+    params = Params.initial(shard.n_users, shard.n_items, shard.n_genres, 2, 3.5, 0.1, 0)
+    whole = Recommender.from_shard(shard, params, ModelConfig(K=2)).save(tmp_path / "whole.pt")
+    parts = Recommender.save_from_shard(tmp_path / "parts.pt", shard, params, ModelConfig(K=2))
+    assert parts.read_bytes() == whole.read_bytes()
+    loaded = Recommender.load(parts)
+    assert torch.equal(loaded.rated_items, items) and torch.equal(loaded.rated_offsets, offsets)

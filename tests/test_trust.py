@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from rec.als import ModelConfig
-from rec.bundle import load_tree, save_tree
+from rec.bundle import StreamedArray, load_tree, save_tree
 from rec.data import DataConfig, load_dataset, make_split
-from rec.errors import ConfigError, DataError, RecError
+from rec.errors import CacheError, ConfigError, DataError, RecError
 from rec.files import atomic_write, clean_stale_temps
 from rec.model import FORMAT, KIND, Recommender
 from rec.runs import RunLock, claim_run, sidecar
@@ -148,6 +148,24 @@ def test_nan_parameters_are_refused_at_save_and_at_load(model, tmp_path):
     save_tree(path, state, KIND, FORMAT)  # written without the finite check, as a tamperer would
     with pytest.raises(RecError, match="infinite value.*params/item_bias"):
         Recommender.load(path)
+
+
+def test_a_streamed_array_writes_the_bytes_of_the_whole_one_or_nothing(tmp_path):
+    parts = [np.arange(5, dtype=np.int32), np.arange(5, 12, dtype=np.int32)]
+    streamed = StreamedArray.of(lambda: iter(parts), np.int32)
+    whole = save_tree(tmp_path / "whole", {"a": torch.cat([torch.from_numpy(p) for p in parts])},
+                      "k", 1)
+    assert save_tree(tmp_path / "parts", {"a": streamed}, "k", 1).read_bytes() == \
+        whole.read_bytes()
+    loaded = load_tree(tmp_path / "parts", "k", 1)["a"]
+    assert torch.equal(loaded, torch.arange(12, dtype=torch.int32))
+    parts[1] = parts[1] + 1  # the source changed between the checksum and the write
+    with pytest.raises(CacheError, match="changed while it was written"):
+        save_tree(tmp_path / "changed", {"a": streamed}, "k", 1)
+    assert not list(tmp_path.glob("*changed*"))  # nothing half-written left
+    floats = StreamedArray.of(lambda: iter([np.ones(3, np.float32)]), np.float32)
+    with pytest.raises(CacheError, match="not checked for NaN"):
+        save_tree(tmp_path / "f", {"params": floats}, "k", 1, finite=("params",))
 
 
 def test_a_model_round_trips_exactly(model, tmp_path):

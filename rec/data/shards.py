@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from rec.bundle import read_chunks, read_header, write_bundle
+from rec.bundle import StreamedArray, read_chunks, read_header, write_bundle
 from rec.data.catalog import Catalog
 from rec.data.load import CachedDataset, DataConfig, load_dataset, open_cache
 from rec.data.ratings import DatasetShape
@@ -309,11 +309,29 @@ class Shard(DatasetShape):
         user, item = (np.concatenate(x) if x else np.zeros(0, np.int32) for x in zip(*found))
         return torch.from_numpy(user), torch.from_numpy(item)
 
+    def rated_offsets(self) -> torch.Tensor:
+        """The offsets of :meth:`rated_by_user`'s CSR: each user's ratings, summed."""
+        offsets = torch.zeros(self.n_users + 1, dtype=torch.int64)
+        torch.cumsum(self.user_counts, 0, out=offsets[1:])
+        return offsets
+
+    def rated_items_streamed(self) -> StreamedArray | None:
+        """:meth:`rated_by_user`'s movies as a :class:`rec.bundle.StreamedArray` read from the
+        cache block by block, when the cache is ordered by person (GroupLens files are: its
+        movies are then the CSR's as they lie); ``None`` when it is not."""
+        last, cache = -1, self.data.path
+        for _, b in read_chunks(cache, ("user",), self.block):
+            user = b["user"]
+            if user.size and (user[0] < last or bool((user[1:] < user[:-1]).any())):
+                return None
+            last = int(user[-1]) if user.size else last
+        items = lambda: (b["item"] for _, b in read_chunks(cache, ("item",), self.block))
+        return StreamedArray.of(items, np.int32)
+
     def rated_by_user(self) -> tuple[torch.Tensor, torch.Tensor]:
         """CSR over users of every movie each rated, in file order within a user (what
         :meth:`rec.model.Recommender.from_training` builds from the whole dataset)."""
-        offsets = torch.zeros(self.n_users + 1, dtype=torch.int64)
-        torch.cumsum(self.user_counts, 0, out=offsets[1:])
+        offsets = self.rated_offsets()
         cursor = offsets[:-1].numpy().copy()
         items = np.empty(len(self), dtype=np.int32)
         for _, b in read_chunks(self.data.path, ("user", "item"), self.block):
