@@ -62,11 +62,12 @@ class StreamedArray:
     @classmethod
     def of(cls, blocks: Callable[[], Iterable[np.ndarray]], dtype) -> "StreamedArray":
         """The array ``blocks()`` yields, its length and checksum from one pass over them."""
-        dtype, length, crc = np.dtype(dtype), 0, 0
-        for block in blocks():
-            block = np.asarray(block, dtype=dtype)
-            length, crc = length + block.size, zlib.crc32(raw_bytes(block), crc)
-        return cls(dtype, length, crc, blocks)
+        dtype = np.dtype(dtype)
+        return cls(dtype, *_tally(blocks(), dtype), blocks)
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.length,)
 
     @property
     def nbytes(self) -> int:
@@ -75,13 +76,20 @@ class StreamedArray:
     def write_to(self, f, name: str) -> None:
         """Its bytes into ``f``; :class:`CacheError` when the blocks no longer give the array
         that was measured (the file is then not put in place)."""
-        length, crc = 0, 0
-        for block in self.blocks():
-            block = np.asarray(block, dtype=self.dtype)
-            f.write(raw_bytes(block))
-            length, crc = length + block.size, zlib.crc32(raw_bytes(block), crc)
-        if (length, crc) != (self.length, self.crc32):
+        if _tally(self.blocks(), self.dtype, f.write) != (self.length, self.crc32):
             raise CacheError(f"array {name!r} changed while it was written")
+
+
+def _tally(blocks: Iterable[np.ndarray], dtype: np.dtype, sink=None) -> tuple[int, int]:
+    """The length and CRC-32 of the array ``blocks`` make up, each block's bytes also handed
+    to ``sink`` when given."""
+    length, crc = 0, 0
+    for block in blocks:
+        data = raw_bytes(np.asarray(block, dtype=dtype))
+        if sink is not None:
+            sink(data)
+        length, crc = length + len(data) // dtype.itemsize, zlib.crc32(data, crc)
+    return length, crc
 
 
 def write_bundle(path: str | Path, arrays: dict[str, np.ndarray | StreamedArray],
@@ -92,9 +100,8 @@ def write_bundle(path: str | Path, arrays: dict[str, np.ndarray | StreamedArray]
               for k, v in arrays.items()}
     specs, offset = [], 0
     for name, a in arrays.items():
-        shape = [a.length] if isinstance(a, StreamedArray) else list(a.shape)
         crc = a.crc32 if isinstance(a, StreamedArray) else _crc(a)
-        specs.append({"name": name, "dtype": a.dtype.str, "shape": shape,
+        specs.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape),
                       "offset": offset, "nbytes": a.nbytes, "crc32": crc})
         offset += a.nbytes + _pad(a.nbytes)
     header = json.dumps({"meta": meta, "arrays": specs}).encode()
@@ -269,11 +276,11 @@ def _decode(node, arrays: dict):
 
 def _require_finite(arrays: dict, prefixes: tuple[str, ...], verb: str) -> None:
     for key, a in arrays.items():
-        if isinstance(a, StreamedArray) and key.startswith(prefixes) and a.dtype.kind == "f":
+        if not (key.startswith(prefixes) and a.dtype.kind == "f"):
+            continue
+        if isinstance(a, StreamedArray):
             raise CacheError(f"{key.split('#')[0]}: a streamed array is not checked for NaN; "
                              "store it whole")
-        if isinstance(a, StreamedArray):
-            continue
-        if key.startswith(prefixes) and a.dtype.kind == "f" and not np.isfinite(a).all():
+        if not np.isfinite(a).all():
             bad = int((~np.isfinite(a)).sum())
             raise CacheError(f"{verb} {bad} NaN or infinite value(s) in {key.split('#')[0]}")

@@ -261,8 +261,9 @@ def plan(n_users: int, n_items: int, nnz: int, k: int, parts: int,
     validation and test ratings (a ``held_out`` share) of the rank's users, the whole
     tables every rank keeps and the buffers of its own rows, its per-row vectors of the
     whole job, what rank 0 alone holds of the published model's CSR of rated movies at the
-    end (its offsets and one block of movies, from a cache ordered by person), the bytes each rank sends per epoch when it broadcasts its updated
-    rows (shards of about equal rows), and what sending only the needed rows (Spark's
+    end (its offsets and one block of movies, from a cache ordered by person), the bytes each
+    rank sends per epoch when it broadcasts its updated rows (shards of about equal rows),
+    and what sending only the needed rows (Spark's
     out-blocks) would send: a rank's ratings touch at most ``min(n, its ratings)`` rows of
     the other table."""
     row = (k + 1) * 4

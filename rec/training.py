@@ -184,10 +184,6 @@ def best_file(checkpoint: Path, epoch: int) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}.best{epoch}{checkpoint.suffix}")
 
 
-def _save_best(checkpoint: Path, fingerprint: str, p: Params, epoch: int) -> None:
-    save_checkpoint(best_file(checkpoint, epoch), fingerprint, {"params": p.state_dict()})
-
-
 def _drop_stale_bests(checkpoint: Path, keep: str | None) -> None:
     """The best-epoch files that the checkpoint no longer names (a run killed between the two
     writes leaves a newer one, unnamed: the next checkpoint drops it)."""
@@ -216,15 +212,15 @@ class BestEpoch:
 
     def keep(self, p: Params) -> None:
         """Copy ``p``'s part into the kept one (the first call allocates it)."""
+        part = {f.name: self._part(p, f.name) for f in fields(Params)}
         if self.saved is None:
-            self.saved = {f.name: self._part(p, f.name) for f in fields(Params)}
-            self.saved = {k: v.clone() if torch.is_tensor(v) else v for k, v in self.saved.items()}
+            self.saved = {k: v.clone() if torch.is_tensor(v) else v for k, v in part.items()}
             return
-        for name, kept in self.saved.items():
-            if torch.is_tensor(kept):
-                kept.copy_(self._part(p, name))
+        for name, value in part.items():
+            if torch.is_tensor(value):
+                self.saved[name].copy_(value)
             else:
-                self.saved[name] = getattr(p, name)
+                self.saved[name] = value
 
     def restore(self, p: Params) -> Params:
         """``p`` set to the kept epoch's parameters, every process's rows shared again."""
@@ -568,8 +564,9 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
             cb.on_epoch(stop.epoch, record, p)
         if checkpoint is not None and dist.main:
             if improved and best is not None:  # whole on every rank now: written from p
-                _save_best(checkpoint, fingerprint, p, stop.epoch)
                 best_name = best_file(checkpoint, stop.epoch).name
+                save_checkpoint(checkpoint.with_name(best_name), fingerprint,
+                                {"params": p.state_dict()})
             save_checkpoint(checkpoint, fingerprint, {
                 "params": p.state_dict(), "best": best_name, "history": history,
                 "state": asdict(stop)})

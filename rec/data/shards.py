@@ -17,7 +17,7 @@ held twice across the job and each held-out one once, and a rank's memory falls 
 from __future__ import annotations
 
 import multiprocessing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -318,15 +318,23 @@ class Shard(DatasetShape):
     def rated_items_streamed(self) -> StreamedArray | None:
         """:meth:`rated_by_user`'s movies as a :class:`rec.bundle.StreamedArray` read from the
         cache block by block, when the cache is ordered by person (GroupLens files are: its
-        movies are then the CSR's as they lie); ``None`` when it is not."""
-        last, cache = -1, self.data.path
-        for _, b in read_chunks(cache, ("user",), self.block):
-            user = b["user"]
-            if user.size and (user[0] < last or bool((user[1:] < user[:-1]).any())):
-                return None
-            last = int(user[-1]) if user.size else last
+        movies are then the CSR's as they lie); ``None`` when it is not.  One pass checks the
+        order and measures the movies; the write reads them again."""
+        cache, unordered = self.data.path, []
+
+        def in_order():
+            last = -1
+            for _, b in read_chunks(cache, ("user", "item"), self.block):
+                user = b["user"]
+                if user.size and (user[0] < last or bool((user[1:] < user[:-1]).any())):
+                    unordered.append(True)
+                    return
+                last = int(user[-1]) if user.size else last
+                yield b["item"]
+
+        measured = StreamedArray.of(in_order, np.int32)
         items = lambda: (b["item"] for _, b in read_chunks(cache, ("item",), self.block))
-        return StreamedArray.of(items, np.int32)
+        return None if unordered else replace(measured, blocks=items)
 
     def rated_by_user(self) -> tuple[torch.Tensor, torch.Tensor]:
         """CSR over users of every movie each rated, in file order within a user (what
