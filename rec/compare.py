@@ -14,6 +14,7 @@ always run as the reference; each argument changes them.
     python -m rec.compare kernel=fused solver=cholesky   # the kernels and solvers
     python -m rec.compare inference=gibbs      # a Gibbs sweep against an ALS epoch
     python -m rec.compare --K 64 cg=3          # 3 conjugate-gradient steps a row (train.cg_steps)
+    python -m rec.compare --K 64 woodbury=0    # every row by its Gram (engine.woodbury_below)
     python -m rec.compare inference=gibbs inference=gibbs,svdpp=1,flipped=1   # the SVD++ terms
     python -m rec.compare inference=gibbs inference=gibbs,bins=30,drift=1     # the time terms
 
@@ -75,6 +76,8 @@ class Setting:
     """``model.time_bins``: a movie bias per time bin (0: none)."""
     drift: int = 0
     """1: ``model.time_drift`` on."""
+    woodbury: float | None = None
+    """``engine.woodbury_below`` (``None``: its default)."""
 
     @classmethod
     def parse(cls, text: str, base: "Setting") -> "Setting":
@@ -84,18 +87,19 @@ class Setting:
         for item in filter(None, text.split(",")):
             key, _, value = item.partition("=")
             named = key in ("kernel", "solver", "inference") and value.isidentifier()
-            if key not in cls.__dataclass_fields__ or not (value.isdigit() or named):
+            ratio = key == "woodbury" and value.replace(".", "", 1).isdigit()
+            if key not in cls.__dataclass_fields__ or not (value.isdigit() or named or ratio):
                 raise ConfigError(f"cannot read the setting {item!r}: write chunk=N, batch=N, "
                                   "tile=N, threads=N, cg=N, svdpp=1, flipped=1, bins=N, drift=1, "
-                                  "kernel=NAME, "
+                                  "woodbury=RATIO, kernel=NAME, "
                                   "solver=NAME or inference=als|gibbs, comma-separated")
-            values[key] = value if named else int(value)
+            values[key] = value if named else float(value) if ratio else int(value)
         return replace(base, **values)
 
     def sizes(self) -> EngineSizes:
         """The engine layout this setting times (threads do not change the engine)."""
         return EngineSizes(self.kernel, self.solver, chunk_elems=self.chunk, batch_rows=self.batch,
-                           tile_cols=self.tile)
+                           tile_cols=self.tile, woodbury_below=self.woodbury)
 
     def label(self) -> str:
         default = lambda v: "default" if v is None else v
@@ -105,7 +109,8 @@ class Setting:
                 + (f",inference={self.inference}" if self.inference != "als" else "")
                 + (f",cg={self.cg}" if self.cg else "")
                 + (",svdpp=1" if self.svdpp else "") + (",flipped=1" if self.flipped else "")
-                + (f",bins={self.bins}" if self.bins else "") + (",drift=1" if self.drift else ""))
+                + (f",bins={self.bins}" if self.bins else "") + (",drift=1" if self.drift else "")
+                + (f",woodbury={self.woodbury:g}" if self.woodbury is not None else ""))
 
     def model(self, base: ModelConfig) -> ModelConfig:
         """The model this setting trains: ``base`` with its SVD++ and time terms."""

@@ -55,10 +55,14 @@ def dense_side(rows, cols, vals, table, n_rows, lam, reg, weight, prior):
     return a, rhs
 
 
-@pytest.mark.parametrize("tile_cols, dtype", [(10**9, torch.float64), (3, torch.float64),
-                                              (3, torch.float32)])
-@pytest.mark.parametrize("d", [4, 40])  # a generated kernel, and the register-blocked tiles
-def test_fused_kernel_solves_and_draws_every_row_exactly(tile_cols, dtype, d):
+@pytest.mark.parametrize("tile_cols, dtype, woodbury", [
+    (10**9, torch.float64, 0.0), (3, torch.float64, 0.0), (3, torch.float32, 0.0),
+    (10**9, torch.float64, 0.4), (10**9, torch.float32, 0.4), (3, torch.float64, 0.4)])
+@pytest.mark.parametrize("d", [4, 40, 150])  # a generated kernel, the register-blocked tiles,
+def test_fused_kernel_solves_and_draws_every_row_exactly(tile_cols, dtype, woodbury, d):  # and
+    # the Woodbury matrix's columns packed in two rounds (over TILE_RATINGS)
+    """Every row's solution, draw and squared error against dense numpy, by the Gram and, for
+    rows with fewer ratings than unknowns (``woodbury``), through the Woodbury identity."""
     g = np.random.default_rng(0)
     n_rows, n_cols = 30, 12
     rows = g.integers(2, n_rows, 400)  # rows 0, 1 have no ratings
@@ -74,11 +78,19 @@ def test_fused_kernel_solves_and_draws_every_row_exactly(tile_cols, dtype, d):
     a, rhs = dense_side(rows, cols, vals, table, n_rows, 1.7, reg, weight, prior)
     as_t = lambda x: torch.from_numpy(x).to(dtype)
     tol = 1e-10 if dtype == torch.float64 else 2e-4
+    degree = np.bincount(rows, minlength=n_rows)
+    few = (degree > 0) & (degree < woodbury * d) & (layout.last_tile.numpy() == 0)
+    assert few.any() == (woodbury > 0 and d >= 40 and layout.n_tiles == 1)
+    assert (~few[2:]).any() == (d <= 40 or not few.any())  # at d = 40 both ways are taken
     for z in (None, noise):
         out = torch.full((n_rows, d), 7.0, dtype=dtype)
+        sse = torch.zeros(n_rows, dtype=torch.float64)
         solve_rows(layout, as_t(table), 1.7, as_t(reg), as_t(weight), out, as_t(prior),
-                   noise=None if z is None else as_t(z))
+                   noise=None if z is None else as_t(z), sse=sse, woodbury_below=woodbury)
         want = np.linalg.solve(a[2:], rhs[2:, :, None])[..., 0]
+        fit = (table[cols, :d] * out.double().numpy()[rows]).sum(1) + table[cols, d]
+        np.testing.assert_allclose(sse.numpy(), np.bincount(rows, (vals - fit) ** 2, n_rows),
+                                   rtol=1e-3 if dtype == torch.float32 else 1e-8)
         if z is not None:
             low = np.linalg.cholesky(a[2:])
             want += np.linalg.solve(np.transpose(low, (0, 2, 1)), z[2:, :, None])[..., 0]
@@ -163,6 +175,27 @@ def test_kernel_choice_is_automatic_where_it_runs_and_checked():
         EngineSizes(kernel="numba")
     with pytest.raises(ConfigError, match="engine.solver"):
         EngineSizes(solver="qr")
+
+
+def test_the_woodbury_rows_default_past_the_generated_widths_and_are_checked():
+    assert EngineSizes().resolved("cpu", 4 * 66, 65).woodbury_below == 0.8
+    assert EngineSizes().resolved("cpu", 4 * 12, 11).woodbury_below == 0.0  # generated kernel
+    assert EngineSizes(kernel="torch").resolved("cpu", 4 * 66, 65).woodbury_below == 0.0
+    assert EngineSizes(woodbury_below=0.5).resolved("cpu", 4 * 66, 65).woodbury_below == 0.5
+    assert EngineSizes(woodbury_below=0).resolved("cpu", 4 * 12, 11).woodbury_below == 0
+    with pytest.raises(ConfigError, match="engine.woodbury_below=0.5 is a step of the fused"):
+        EngineSizes(kernel="torch", woodbury_below=0.5).resolved("cpu", 4 * 66, 65)
+    with pytest.raises(ConfigError, match="rows of 11 unknowns take a generated kernel"):
+        EngineSizes(woodbury_below=0.5).resolved("cpu", 4 * 12, 11)
+    with pytest.raises(ConfigError, match="engine.woodbury_below=1.5: must be null or a ratio"):
+        EngineSizes(woodbury_below=1.5)
+    assert kernel.few_max(0.8, 64) == 51 and kernel.few_max(1.0, 300) == kernel.TILE_RATINGS
+    assert kernel.few_max(1.0, 11) == 0  # a generated kernel's buffers are cut to its width
+    from rec.compare import Setting  # rec.compare times the choice: woodbury=0 turns it off
+    assert [Setting.parse(t, Setting()).sizes().woodbury_below
+            for t in ("woodbury=0", "woodbury=0.9", "tile=0")] == [0.0, 0.9, None]
+    with pytest.raises(ConfigError, match="woodbury=RATIO"):
+        Setting.parse("woodbury=x", Setting())
 
 
 @pytest.mark.parametrize("d", [6, 65])

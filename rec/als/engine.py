@@ -466,7 +466,8 @@ class ALS:
         self._start(theta, factors[own], bias[own])
         solve_side(groups, table, self.lam, self.reg, self._row_weight(weight), theta, prior,
                    self.workspace, self.timer, solver=self.sizes.solver, shared=shared,
-                   weighted=self.weighted, cg_steps=self.cg_steps)
+                   weighted=self.weighted, cg_steps=self.cg_steps,
+                   woodbury_below=self.sizes.woodbury_below)
         theta[cold - own.start] = self._cold_rows(mean, shared, weight, cold - own.start, cold)
         self._unpack(theta, factors[own], bias[own], cold - own.start)
         self.exchange.share(factors, side)
@@ -494,7 +495,8 @@ class ALS:
         prior = None if mean is None else weight.unsqueeze(1) * self.reg * mean
         solve_side(given, table, self.lam, self.reg, self._row_weight(weight), theta, prior,
                    self.workspace, solver=self.sizes.solver,
-                   shared=self.shared_gramian(p.item_factors, "item"), weighted=self.weighted)
+                   shared=self.shared_gramian(p.item_factors, "item"), weighted=self.weighted,
+                   woodbury_below=self.sizes.woodbury_below)
         has = given.degree.to(self.device) > 0
         out = p.clone()
         out.user_factors[has] = theta[has, :self.dim]

@@ -85,27 +85,34 @@ def _accumulate(start, stop, cols, vals, levels, table, a, z):
                 for i in range(d):
                     z[o + i] = table[c, i]
             z[o + d] = value(vals, levels, first + n) - table[c, d]
-        store = first == start
-        for i0 in range(0, width, TILE_ROWS):
-            j0 = i0  # a tile's columns start at its first row: little below the diagonal
-            while j0 < width:
-                left = width - j0  # the last tile of a row as narrow as will do
-                if left > lanes // 2:
-                    gram_tile(z, wp, m, i0, j0, a, store)
-                    j0 += lanes
-                elif left > lanes // 4:
-                    gram_tile_2(z, wp, m, i0, j0, a, store)
-                    j0 += lanes // 2
-                elif left > lanes // 8:
-                    gram_tile_4(z, wp, m, i0, j0, a, store)
-                    j0 += lanes // 4
-                else:
-                    gram_tile_8(z, wp, m, i0, j0, a, store)
-                    j0 += lanes // 8
+        gram_tiles(z, wp, m, width, a, first == start)
     if stop == start:
         for i in range(width):
             for j in range(i, width):
                 a[i, j] = 0.0
+
+
+def _gram_tiles(z, wp, m, width, a, store):
+    """Set (``store``) or add to ``a``'s upper triangle the Gram ``sum_n z_n z_n^T`` of the
+    ``m`` rows of ``width`` entries packed in ``z`` every ``wp`` entries (see
+    :func:`_accumulate`), tile by tile."""
+    lanes = TILE_BYTES // z.itemsize
+    for i0 in range(0, width, TILE_ROWS):
+        j0 = i0  # a tile's columns start at its first row: little below the diagonal
+        while j0 < width:
+            left = width - j0  # the last tile of a row as narrow as will do
+            if left > lanes // 2:
+                gram_tile(z, wp, m, i0, j0, a, store)
+                j0 += lanes
+            elif left > lanes // 4:
+                gram_tile_2(z, wp, m, i0, j0, a, store)
+                j0 += lanes // 2
+            elif left > lanes // 8:
+                gram_tile_4(z, wp, m, i0, j0, a, store)
+                j0 += lanes // 4
+            else:
+                gram_tile_8(z, wp, m, i0, j0, a, store)
+                j0 += lanes // 8
 
 
 def _packed_width(width, lanes):
@@ -455,15 +462,101 @@ def _solve_batch(g, lam, reg, prior, noise, out, first, last):
     return failed
 
 
+def few_max(below: float, d: int) -> int:
+    """Most ratings (exclusive) a row of ``d`` unknowns may have to be solved by
+    :func:`_solve_few`: ``below * d``, within what the generic kernel's buffers hold (the
+    tiles of an ``n x n`` matrix fit the Gram's when ``n < d``); 0 where a generated kernel
+    runs, whose buffers are cut to its width."""
+    if has_generated(d + 1):
+        return 0
+    return min(TILE_RATINGS, int(min(below, 1.0) * d))
+
+
+def _solve_few(start, stop, cols, vals, levels, table, lam, w, reg, prior, out, with_sse, z, g,
+               dh, s, a, inv, t):
+    """Solve row ``r``'s system of :func:`_solve_rows` from its ``n = stop - start`` ratings
+    through the ``n x n`` matrix of the Woodbury identity instead of the ``D x D`` one: with
+    ``P = w diag(reg)`` (positive) and ``s = P^-1 b``,
+    ``(lam X^T X + P)^-1 b = s - P^-1 X^T (I / lam + X P^-1 X^T)^-1 X s``.
+    Forming ``X P^-1 X^T`` costs ``n^2 D / 2`` against the Gram's ``n D^2 / 2``, and its
+    Cholesky ``n^3 / 6`` against ``D^3 / 6``: fewer ratings than unknowns make both smaller.
+    The columns of ``[X P^-1/2, .]`` with ``P^1/2 s`` below them are packed as the rows that
+    :func:`_gram_tiles` sums, so the small matrix and its right-hand side ``X s`` come from
+    the same register tiles as a Gram.  Returns the row's sum of squared errors at the
+    solution when ``with_sse``, else 0.  ``z`` is :func:`_accumulate`'s buffer; ``g`` (n),
+    ``dh``, ``s`` (D) float64 are work space; ``a``, ``inv``, ``t`` are :func:`_solve_one`'s,
+    which factors the small matrix."""
+    d = out.shape[0]
+    n = stop - start
+    lanes = TILE_BYTES // z.itemsize
+    wp = _packed_width(n + 1, lanes)
+    for i in range(d):
+        dh[i] = 1.0 / np.sqrt(w * reg[i])  # P^-1/2
+        s[i] = prior[i] if prior.shape[0] > 0 else 0.0
+    for i in range(min(d, TILE_RATINGS)):  # what the tiles read past the width: zeros
+        for j in range(n + 1, wp):
+            z[i * wp + j] = 0.0
+    base, row_bytes, n_cols = table.ctypes.data, table.strides[0], cols.shape[0]
+    for j in range(n):
+        ahead = start + j + PREFETCH_AHEAD
+        if ahead < n_cols:  # as in the Gram's accumulation, into the next rows' ratings
+            at = base + cols[ahead] * row_bytes
+            for line in range(0, row_bytes, 64):
+                prefetch(at + line)
+        c = cols[start + j]
+        yj = lam * (value(vals, levels, start + j) - table[c, d])
+        for i in range(d):
+            s[i] += yj * table[c, i]
+    for i in range(d):
+        s[i] *= dh[i]  # P^1/2 s = P^-1/2 b, which X P^-1/2 multiplies
+    for first in range(0, d, TILE_RATINGS):  # D columns of X, TILE_RATINGS at a time
+        m = min(TILE_RATINGS, d - first)
+        for j in range(n):
+            c = cols[start + j]
+            for i in range(m):
+                z[i * wp + j] = table[c, first + i] * dh[first + i]
+        for i in range(m):
+            z[i * wp + n] = s[first + i]
+        gram_tiles(z, wp, m, n + 1, a, first == 0)
+    for j in range(n):
+        a[j, j] += 1.0 / lam
+    no_prior = np.empty(0, dtype=prior.dtype)
+    no_noise = np.empty(0, dtype=prior.dtype)
+    no_shared = np.empty((0, 0), dtype=np.float64)
+    _solve_one(a, 1.0, 0.0, reg, no_prior, no_noise, no_shared, g[:n], inv, t)
+    for i in range(d):
+        t[i] = s[i]
+    for j in range(n):  # theta = P^-1/2 (P^-1/2 b - (X P^-1/2)^T g)
+        c = cols[start + j]
+        gj = g[j]
+        for i in range(d):
+            t[i] -= table[c, i] * dh[i] * gj
+    for i in range(d):
+        t[i] *= dh[i]
+        out[i] = t[i]
+    sse = 0.0
+    if with_sse:
+        for j in range(n):
+            c = cols[start + j]
+            fit = table[c, d]
+            for i in range(d):
+                fit += table[c, i] * t[i]
+            e = value(vals, levels, start + j) - fit
+            sse += e * e
+    return sse
+
+
 def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, noise, shared,
-                out, blocks, last_tile, slot, gram, sse, first, last):
+                few, out, blocks, last_tile, slot, gram, sse, first, last):
     """Overwrite ``out[r]`` for every row ``r`` with ratings (``last_tile[r] >= 0``).
 
     Row ``r`` solves ``(lam sum x x^T + w_r diag(reg)) theta = lam sum x y + prior[r]`` with
     ``x = table[c, :D]``, ``y = value - table[c, D]``, ``w_r = row_weight[r]`` (a rating's
     value: :func:`value`).  ``prior`` is ``(n_rows, D)`` or ``(0, D)`` (none); ``noise``, when ``(n_rows, D)``, turns the solve
     into a draw ``theta + L^-T noise[r]``; ``shared`` (D, D) float64, when not empty, is added to
-    every row's system matrix.  The ratings are ordered by (table tile, row):
+    every row's system matrix.  A row in one tile with fewer than ``few`` ratings is solved by
+    :func:`_solve_few` where its system allows (no ``shared``, no ``noise``, every ``reg``
+    positive).  The ratings are ordered by (table tile, row):
     tile ``k``'s ratings of row ``r`` are ``indptr[k n_rows + r]:indptr[k n_rows + r + 1]``,
     and ``last_tile[r]`` is the last tile holding any (-1: none).  A row in one tile is
     solved as soon as its Gram is formed; a row over several adds each tile's Gram into
@@ -486,11 +579,30 @@ def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, 
     t = np.empty(d, dtype=np.float64)
     inv = np.empty(d, dtype=np.float64)
     raw = np.empty((d + 1, d + 1), dtype=np.float64)
+    # a row of fewer than ``few`` ratings is solved through the Woodbury identity where its
+    # terms allow it: a diagonal prior precision, positive, and neither a shared matrix nor a draw
+    if shared.shape[0] > 0 or noise.shape[0] > 0:
+        few = 0
+    for i in range(d):
+        if not reg[i] > 0.0:
+            few = 0
+    fg = np.empty(few, dtype=np.float64)
+    fdh = np.empty(d, dtype=np.float64)
+    fs = np.empty(d, dtype=np.float64)
     for k in range(n_tiles):
         for b in range(first, last):
             for r in range(blocks[b], blocks[b + 1]):
                 final = last_tile[r]
                 if k > final:
+                    continue
+                n = indptr[k * n_rows + r + 1] - indptr[k * n_rows + r]
+                if final == 0 and n < few and row_weight[r] > 0.0:
+                    e = _solve_few(indptr[r], indptr[r + 1], cols, vals, levels, table, lam,
+                                   row_weight[r], reg,
+                                   prior[r] if prior.shape[0] > 0 else no_prior, out[r],
+                                   sse.shape[0] > 0, z, fg, fdh, fs, a, inv, t)
+                    if sse.shape[0] > 0:
+                        sse[r] = e
                     continue
                 accumulate(indptr[k * n_rows + r], indptr[k * n_rows + r + 1], cols, vals,
                            levels, table, a, z)
@@ -932,6 +1044,8 @@ if AVAILABLE:
     _solve_one = _jit(_solve_one)
     solve_batch = _jit(_solve_batch)
     _row_error = numba.njit(cache=True, nogil=True)(_row_error)
+    gram_tiles = _jit(_gram_tiles)
+    _solve_few = _jit(_solve_few)
     _generic_solve_rows = _jit(_solve_rows)
     _cg_prior = _jit(_cg_prior)
     _cg_pass = _jit(_cg_pass)
@@ -998,14 +1112,15 @@ def cache_dir() -> Path:
 
 def _load_generated(width: int):
     text = ("import numpy as np\nfrom numba import njit\n"
-            "from rec.als.kernel import _row_error, prefetch, value\n\n"
+            "from rec.als.kernel import _row_error, _solve_few, prefetch, value\n\n"
             f"{accumulate_source(width)}\n\n{solve_one_source(width - 1)}\n\n"
             f"{inspect.getsource(_solve_rows)}\n"
             "_jit = njit(cache=True, nogil=True, fastmath={'reassoc', 'contract'})\n"
             "accumulate = _jit(accumulate)\nbuffer_size = _jit(buffer_size)\n"
             "gram_size = _jit(gram_size)\n"
             "_solve_one = _jit(solve_one)\nsolve_rows = _jit(_solve_rows)\n")
-    called = "".join(inspect.getsource(f.py_func) for f in (_row_error, value)) + \
+    called = "".join(inspect.getsource(f.py_func) for f in (_row_error, value, _solve_few,
+                                                             _solve_one)) + \
         inspect.getsource(_prefetch_intrinsic)
     digest = hashlib.sha256((text + called).encode()).hexdigest()
     name = f"rec_kernel_w{width}_{digest[:12]}"

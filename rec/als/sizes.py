@@ -52,6 +52,14 @@ TILE_MIN_PER_UNKNOWN = 4
 from about 3 (D+1) ratings on (measured at K = 10); at K = 64, splitting every row was 8%
 slower than no tiles."""
 
+WOODBURY_BELOW = 0.8
+"""The fused kernel's default ``woodbury_below`` past its generated widths: a row with fewer
+ratings than 0.8 of its unknowns takes the ``n x n`` Woodbury matrix instead of its Gram.  One
+thread, 20,000 rows over an 87,000-row table, us a row by the Woodbury matrix / by the Gram:
+D = 65: 10 ratings 2.8 / 10.6, 30 ratings 6.8 / 12.4, 45 11.1 / 13.6, 55 15.0 / 14.4, 64
+20.4 / 15.3; D = 129: 20 8.4 / 47.1, 60 26.3 / 59.6, 90 48.1 / 64.8, 110 73.9 / 70.8: the two
+cost the same near 0.83 D at both widths."""
+
 
 GPU_GATHER_BYTES = 1 << 31
 """Most bytes of one chunk's gathered rows on a GPU (2^24 ratings at K = 10 take 0.8 GiB)."""
@@ -114,6 +122,14 @@ class EngineSizes:
     """Ratings per tile a row needs to be split over tiles; ``None``:
     ``TILE_MIN_PER_UNKNOWN (D+1)`` for D unknowns per row."""
 
+    woodbury_below: float | None = None
+    """The fused kernel's exact step solves a row with fewer than ``woodbury_below D``
+    ratings (D unknowns, at most D) through the ``n x n`` matrix of the Woodbury identity
+    instead of its ``D x D`` Gram, where the system allows it (the explicit loss's solves, not
+    the implicit loss's shared Gramian or Gibbs draws); the result is the same up to rounding.
+    ``None``: 0.8 past the generated widths (K over about 22), else 0 (never); a ratio above
+    0 at narrower rows or on the torch path is refused."""
+
     def __post_init__(self) -> None:
         checks = [("kernel", self.kernel in KERNELS, "one of " + ", ".join(KERNELS)),
                   ("solver", self.solver in SOLVERS, "one of " + ", ".join(SOLVERS)),
@@ -125,7 +141,9 @@ class EngineSizes:
                   ("tile_cols", self.tile_cols is None or self.tile_cols >= 0,
                    "null, 0 (no tiles) or a positive count"),
                   ("tile_min", self.tile_min is None or self.tile_min >= 1,
-                   "null or a positive count")]
+                   "null or a positive count"),
+                  ("woodbury_below", self.woodbury_below is None
+                   or 0 <= self.woodbury_below <= 1, "null or a ratio from 0 to 1")]
         for key, ok, want in checks:
             if not ok:
                 raise ConfigError(f"engine.{key}={getattr(self, key)}: must be {want}.")
@@ -147,7 +165,16 @@ class EngineSizes:
             raise ConfigError("engine.solver=rows runs on the CPU with Numba only; write "
                               "engine.solver=lu.")
         solver = ("rows" if compiled else "lu") if self.solver == "auto" else self.solver
-        return replace(self, kernel=kernel, solver=solver,
+        woodbury, generic = self.woodbury_below, not fused.has_generated(width + 1)
+        if woodbury is None:
+            woodbury = WOODBURY_BELOW if kernel == "fused" and generic else 0.0
+        elif woodbury > 0 and not (kernel == "fused" and generic):
+            where = (f"the {kernel} path runs here" if kernel != "fused" else
+                     f"rows of {width} unknowns take a generated kernel")
+            raise ConfigError(f"engine.woodbury_below={woodbury} is a step of the fused kernel "
+                              f"past {fused.UNROLLED_WIDTHS - 1} unknowns a row, and {where}; "
+                              "leave it null.")
+        return replace(self, kernel=kernel, solver=solver, woodbury_below=woodbury,
                        chunk_elems=self.chunk_elems or chunk,
                        batch_rows=self.batch_rows or batch,
                        tile_cols=tile if self.tile_cols is None else self.tile_cols or NO_TILES,

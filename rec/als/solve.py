@@ -257,7 +257,8 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
                timer: PhaseTimer | None = None, inverse: torch.Tensor | None = None,
                solver: str = "lu", noise: torch.Tensor | None = None,
                sse: torch.Tensor | None = None, shared: torch.Tensor | None = None,
-               weighted: bool = False, cg_steps: int | None = None) -> None:
+               weighted: bool = False, cg_steps: int | None = None,
+               woodbury_below: float = 0.0) -> None:
     """Overwrite ``out[row]`` with the solution of every row that has ratings.
 
     ``reg`` (D,) holds the prior precisions; ``row_weight`` (n_rows,), when given,
@@ -276,6 +277,8 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
     ``weighted``: each rating's value weights its row of the Gram (:func:`gram`).
     ``cg_steps``: instead of the exact solution, that many conjugate-gradient steps from each
     row's current ``out[row]`` (:func:`cg_solve`; the fused kernel never forms the Grams).
+    ``woodbury_below``: the fused kernel solves a row with fewer than ``woodbury_below D``
+    ratings through its ``n x n`` Woodbury matrix (``engine.woodbury_below``).
     """
     if cg_steps is not None and (noise is not None or inverse is not None or sse is not None):
         raise ValueError("conjugate-gradient steps neither draw, invert nor sum errors")
@@ -284,7 +287,7 @@ def solve_side(groups: Groups, table: torch.Tensor, lam: float, reg: torch.Tenso
             raise ValueError("the joint genre step and the implicit loss's confidences need "
                              "the torch path (engine.kernel=torch)")
         return solve_rows(groups, table, lam, reg, row_weight, out, prior, timer, noise,
-                          workspace, sse, shared, cg_steps)
+                          workspace, sse, shared, cg_steps, woodbury_below)
     workspace = workspace or Workspace()
     d1 = table.shape[1]
     if timer:
@@ -335,12 +338,14 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
                prior: torch.Tensor | None = None, timer: PhaseTimer | None = None,
                noise: torch.Tensor | None = None, workspace: Workspace | None = None,
                sse: torch.Tensor | None = None, shared: torch.Tensor | None = None,
-               cg_steps: int | None = None) -> None:
+               cg_steps: int | None = None, woodbury_below: float = 0.0) -> None:
     """:func:`solve_side` by the fused kernel (:func:`rec.als.kernel.solve_rows`), on the
     CPU; with ``noise`` (n_rows, D), each row's Gaussian draw instead of its solution; with
     ``sse`` (n_rows,) float64, each row's squared training error at it; ``shared`` (D, D)
     added to every row's system matrix; ``cg_steps``: that many conjugate-gradient steps from
-    ``out`` (:func:`rec.als.kernel.cg_rows`, any width) instead of the exact solve."""
+    ``out`` (:func:`rec.als.kernel.cg_rows`, any width) instead of the exact solve;
+    ``woodbury_below``: a row with fewer than that many ratings per unknown is solved through
+    the Woodbury identity (:func:`rec.als.kernel.few_max`)."""
     if timer:
         timer.lap("other")
     d1 = table.shape[1]
@@ -365,7 +370,8 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
     failed = kernel.run_blocks(
         kernel.solve_rows(d1), rows.blocks.numel() - 1, threads, workspace.pool(threads),
         *rows.arrays(), table.numpy(), lam, reg.numpy(), weight.numpy(), (none if prior is None else prior.contiguous()).numpy(),
-        (none if noise is None else noise.contiguous()).numpy(), matrix(shared), out.numpy(),
+        (none if noise is None else noise.contiguous()).numpy(), matrix(shared),
+        kernel.few_max(woodbury_below, out.shape[1]), out.numpy(),
         rows.blocks.numpy(), rows.last_tile.numpy(), rows.slot.numpy(),
         gram.view(n_gram, d1, d1).numpy(),
         (torch.zeros(0, dtype=torch.float64) if sse is None else sse).numpy())
