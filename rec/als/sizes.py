@@ -54,11 +54,9 @@ slower than no tiles."""
 
 WOODBURY_BELOW = 0.8
 """The fused kernel's default ``woodbury_below`` past its generated widths: a row with fewer
-ratings than 0.8 of its unknowns takes the ``n x n`` Woodbury matrix instead of its Gram.  One
-thread, 20,000 rows over an 87,000-row table, us a row by the Woodbury matrix / by the Gram:
-D = 65: 10 ratings 2.8 / 10.6, 30 ratings 6.8 / 12.4, 45 11.1 / 13.6, 55 15.0 / 14.4, 64
-20.4 / 15.3; D = 129: 20 8.4 / 47.1, 60 26.3 / 59.6, 90 48.1 / 64.8, 110 73.9 / 70.8: the two
-cost the same near 0.83 D at both widths."""
+ratings than 0.8 of its unknowns takes the ``n x n`` Woodbury matrix instead of its Gram.  Per
+row, the two cost the same near 0.83 D at D = 65 and at D = 129 (benchmarks/README.md, "Rows
+with fewer ratings than unknowns")."""
 
 
 GPU_GATHER_BYTES = 1 << 31
