@@ -15,6 +15,7 @@ always run as the reference; each argument changes them.
     python -m rec.compare inference=gibbs      # a Gibbs sweep against an ALS epoch
     python -m rec.compare --K 64 cg=3          # 3 conjugate-gradient steps a row (train.cg_steps)
     python -m rec.compare --K 64 woodbury=0    # every row by its Gram (engine.woodbury_below)
+    python -m rec.compare --K 64 --feedback implicit woodbury=0   # the same, implicit loss
     python -m rec.compare inference=gibbs inference=gibbs,svdpp=1,flipped=1   # the SVD++ terms
     python -m rec.compare inference=gibbs inference=gibbs,bins=30,drift=1     # the time terms
 
@@ -184,7 +185,8 @@ def compare(args: argparse.Namespace) -> str:
     if args.epochs < 1:
         raise ConfigError(f"--epochs {args.epochs}: time at least one epoch")
     device = pick_device(args.device)
-    model = ModelConfig(name=args.model, K=args.K).validated()  # the shipped features priors
+    model = ModelConfig(name=args.model, K=args.K,  # the shipped priors of the rung
+                        feedback=args.feedback).validated()
     base = Setting()
     settings = list(dict.fromkeys([base, *(Setting.parse(t, base) for t in args.settings)]))
     cases = []
@@ -195,7 +197,7 @@ def compare(args: argparse.Namespace) -> str:
         del ratings
     seconds = time_cases(cases, args.epochs + 1)  # the first epoch warms up
     machine = describe(device)
-    lines = [f"{args.model} K={args.K}: ALS seconds per epoch, {args.epochs} timed epochs per "
+    lines = [f"{args.model} K={args.K} {args.feedback}: ALS seconds per epoch, {args.epochs} timed epochs per "
              "case (after one warm-up), all cases interleaved",
              f"machine: {machine['device']}, {machine['cpu']}, {machine['cpus']} CPUs, "
              f"default {machine['threads']} threads, torch {machine['torch']}"]
@@ -236,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", default=os.environ.get("REC_DATA_ROOT", "data"))
     parser.add_argument("--model", default="features", choices=RUNGS)
     parser.add_argument("--K", type=int, default=10)
+    parser.add_argument("--feedback", default="explicit", choices=("explicit", "implicit"),
+                        help="the loss: explicit ratings, or the implicit loss at its defaults")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     return parser

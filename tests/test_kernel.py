@@ -98,6 +98,43 @@ def test_fused_kernel_solves_and_draws_every_row_exactly(tile_cols, dtype, woodb
         assert bool((out[:2] == 7.0).all())  # rows without ratings are left alone
 
 
+@pytest.mark.parametrize("uniform", [True, False])
+def test_rows_with_a_shared_matrix_take_the_woodbury_matrix_in_its_eigenvectors(uniform):
+    """The implicit loss's systems ``S + w rho I + lam X^T X`` (``uniform``: one prior
+    precision for every entry, rotated into S's eigenvectors) against dense numpy, rows of few
+    ratings and rows of many in one layout; with precisions that differ, the Grams."""
+    g = np.random.default_rng(1)
+    n_rows, n_cols, d = 30, 60, 40
+    rows = np.concatenate([g.integers(2, 20, 200), g.integers(20, n_rows, 900)])
+    cols = g.integers(0, n_cols, rows.size)
+    vals = g.uniform(0.5, 1, rows.size)
+    table = np.hstack([g.normal(size=(n_cols, d)), g.normal(size=(n_cols, 1))])
+    reg = np.full(d, 0.7) if uniform else g.uniform(0.5, 2, d)
+    weight, prior = g.uniform(1, 3, n_rows), g.normal(size=(n_rows, d))
+    x = g.normal(size=(50, d))
+    shared = 0.3 * x.T @ x
+    layout = build_rows(torch.from_numpy(rows.astype(np.int32)),
+                        torch.from_numpy(cols.astype(np.int32)), torch.from_numpy(vals),
+                        n_rows, n_cols, 10**9, tile_min=2)
+    degree = np.bincount(rows, minlength=n_rows)
+    assert (degree[2:20] < 0.5 * d).all() and (degree[20:] >= 0.5 * d).all()
+    a, rhs = dense_side(rows, cols, vals, table, n_rows, 1.0, reg, weight, prior)
+    out = torch.full((n_rows, d), 7.0, dtype=torch.float64)
+    seen = []
+    eigh = torch.linalg.eigh
+    try:  # whether the step rotated
+        torch.linalg.eigh = lambda m: seen.append(1) or eigh(m)
+        solve_rows(layout, torch.from_numpy(table), 1.0, torch.from_numpy(reg),
+                   torch.from_numpy(weight), out, torch.from_numpy(prior),
+                   shared=torch.from_numpy(shared), woodbury_below=0.5)
+    finally:
+        torch.linalg.eigh = eigh
+    assert bool(seen) == uniform
+    want = np.linalg.solve(a[2:] + shared, rhs[2:, :, None])[..., 0]
+    np.testing.assert_allclose(out[2:].numpy(), want, rtol=1e-9, atol=1e-9)
+    assert bool((out[:2] == 7.0).all())
+
+
 def test_row_layout_holds_every_rating_once_by_tile_then_row():
     r = random_ratings(seed=4)
     layout = build_rows(r.user, r.item, r.rating, r.n_users, r.n_items, tile_cols=8, tile_min=2)

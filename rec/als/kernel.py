@@ -472,11 +472,11 @@ def few_max(below: float, d: int) -> int:
     return min(TILE_RATINGS, int(min(below, 1.0) * d))
 
 
-def _solve_few(start, stop, cols, vals, levels, table, lam, w, reg, prior, out, with_sse, z, g,
-               dh, s, a, inv, t):
-    """Solve row ``r``'s system of :func:`_solve_rows` from its ``n = stop - start`` ratings
+def _solve_few(start, stop, cols, vals, levels, table, lam, w, reg, base, prior, out, with_sse, z,
+               g, dh, s, a, inv, t):
+    """Solve one row's system of :func:`_solve_rows` from its ``n = stop - start`` ratings
     through the ``n x n`` matrix of the Woodbury identity instead of the ``D x D`` one: with
-    ``P = w diag(reg)`` (positive) and ``s = P^-1 b``,
+    ``P = diag(base) + w diag(reg)`` (positive; ``base`` empty: 0) and ``s = P^-1 b``,
     ``(lam X^T X + P)^-1 b = s - P^-1 X^T (I / lam + X P^-1 X^T)^-1 X s``.
     Forming ``X P^-1 X^T`` costs ``n^2 D / 2`` against the Gram's ``n D^2 / 2``, and its
     Cholesky ``n^3 / 6`` against ``D^3 / 6``: fewer ratings than unknowns make both smaller.
@@ -491,7 +491,7 @@ def _solve_few(start, stop, cols, vals, levels, table, lam, w, reg, prior, out, 
     lanes = TILE_BYTES // z.itemsize
     wp = _packed_width(n + 1, lanes)
     for i in range(d):
-        dh[i] = 1.0 / np.sqrt(w * reg[i])  # P^-1/2
+        dh[i] = 1.0 / np.sqrt(w * reg[i] + (base[i] if base.shape[0] > 0 else 0.0))  # P^-1/2
         s[i] = prior[i] if prior.shape[0] > 0 else 0.0
     for i in range(min(d, TILE_RATINGS)):  # what the tiles read past the width: zeros
         for j in range(n + 1, wp):
@@ -547,16 +547,17 @@ def _solve_few(start, stop, cols, vals, levels, table, lam, w, reg, prior, out, 
 
 
 def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, noise, shared,
-                few, out, blocks, last_tile, slot, gram, sse, first, last):
+                base, few, out, blocks, last_tile, slot, gram, sse, first, last):
     """Overwrite ``out[r]`` for every row ``r`` with ratings (``last_tile[r] >= 0``).
 
     Row ``r`` solves ``(lam sum x x^T + w_r diag(reg)) theta = lam sum x y + prior[r]`` with
     ``x = table[c, :D]``, ``y = value - table[c, D]``, ``w_r = row_weight[r]`` (a rating's
     value: :func:`value`).  ``prior`` is ``(n_rows, D)`` or ``(0, D)`` (none); ``noise``, when ``(n_rows, D)``, turns the solve
     into a draw ``theta + L^-T noise[r]``; ``shared`` (D, D) float64, when not empty, is added to
-    every row's system matrix.  A row in one tile with fewer than ``few`` ratings is solved by
-    :func:`_solve_few` where its system allows (no ``shared``, no ``noise``, every ``reg``
-    positive).  The ratings are ordered by (table tile, row):
+    every row's system matrix; ``base`` (D,), when not empty, is its diagonal, and ``shared``
+    is diagonal.  A row in one tile with fewer than ``few`` ratings is solved by
+    :func:`_solve_few` where its system allows (``shared`` none or diagonal, no ``noise``,
+    every ``reg`` positive).  The ratings are ordered by (table tile, row):
     tile ``k``'s ratings of row ``r`` are ``indptr[k n_rows + r]:indptr[k n_rows + r + 1]``,
     and ``last_tile[r]`` is the last tile holding any (-1: none).  A row in one tile is
     solved as soon as its Gram is formed; a row over several adds each tile's Gram into
@@ -580,8 +581,9 @@ def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, 
     inv = np.empty(d, dtype=np.float64)
     raw = np.empty((d + 1, d + 1), dtype=np.float64)
     # a row of fewer than ``few`` ratings is solved through the Woodbury identity where its
-    # terms allow it: a diagonal prior precision, positive, and neither a shared matrix nor a draw
-    if shared.shape[0] > 0 or noise.shape[0] > 0:
+    # terms allow it: a diagonal prior precision, positive, and neither a draw nor a shared
+    # matrix other than a diagonal one
+    if (shared.shape[0] > 0 and base.shape[0] == 0) or noise.shape[0] > 0:
         few = 0
     for i in range(d):
         if not reg[i] > 0.0:
@@ -598,7 +600,7 @@ def _solve_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, 
                 n = indptr[k * n_rows + r + 1] - indptr[k * n_rows + r]
                 if final == 0 and n < few and row_weight[r] > 0.0:
                     e = _solve_few(indptr[r], indptr[r + 1], cols, vals, levels, table, lam,
-                                   row_weight[r], reg,
+                                   row_weight[r], reg, base,
                                    prior[r] if prior.shape[0] > 0 else no_prior, out[r],
                                    sse.shape[0] > 0, z, fg, fdh, fs, a, inv, t)
                     if sse.shape[0] > 0:

@@ -123,8 +123,9 @@ class EngineSizes:
     woodbury_below: float | None = None
     """The fused kernel's exact step solves a row with fewer than ``woodbury_below D``
     ratings (D unknowns, at most D) through the ``n x n`` matrix of the Woodbury identity
-    instead of its ``D x D`` Gram, where the system allows it (the explicit loss's solves, not
-    the implicit loss's shared Gramian or Gibbs draws); the result is the same up to rounding.
+    instead of its ``D x D`` Gram, in exact steps (not Gibbs draws nor conjugate-gradient
+    steps); under the implicit loss, in the eigenvectors of its shared Gramian, where every
+    row's prior precision is diagonal.  The result is the same up to rounding.
     ``None``: 0.8 past the generated widths (K over about 22), else 0 (never); a ratio above
     0 at narrower rows or on the torch path is refused."""
 

@@ -345,7 +345,8 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
     added to every row's system matrix; ``cg_steps``: that many conjugate-gradient steps from
     ``out`` (:func:`rec.als.kernel.cg_rows`, any width) instead of the exact solve;
     ``woodbury_below``: a row with fewer than that many ratings per unknown is solved through
-    the Woodbury identity (:func:`rec.als.kernel.few_max`)."""
+    the Woodbury identity (:func:`rec.als.kernel.few_max`); with ``shared`` and a prior
+    precision the same for every entry, in the eigenvectors of ``shared``."""
     if timer:
         timer.lap("other")
     d1 = table.shape[1]
@@ -366,15 +367,29 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
         if timer:
             timer.lap("kernel")
         return
+    few = kernel.few_max(woodbury_below, out.shape[1])
+    base = rotation = None
+    if few and shared is not None and noise is None and bool((reg == reg[0]).all()):
+        # S + w rho I is diagonal in S's eigenvectors Q (S = Q diag(base) Q^T): in the rotated
+        # coordinates x Q every row's prior precision is diagonal, and rows of few ratings
+        # take the Woodbury matrix; the solutions are rotated back below
+        base, rotation = torch.linalg.eigh(shared.to(torch.float64))
+        d = out.shape[1]
+        table = torch.cat([table[:, :d] @ rotation.to(table.dtype), table[:, d:]], 1)
+        prior = None if prior is None else prior @ rotation.to(prior.dtype)
+        shared = torch.diag(base)
     gram = workspace.get(n_gram * d1 * d1, torch.float64, table.device, "gram")
     failed = kernel.run_blocks(
         kernel.solve_rows(d1), rows.blocks.numel() - 1, threads, workspace.pool(threads),
         *rows.arrays(), table.numpy(), lam, reg.numpy(), weight.numpy(), (none if prior is None else prior.contiguous()).numpy(),
         (none if noise is None else noise.contiguous()).numpy(), matrix(shared),
-        kernel.few_max(woodbury_below, out.shape[1]), out.numpy(),
-        rows.blocks.numpy(), rows.last_tile.numpy(), rows.slot.numpy(),
+        (torch.zeros(0, dtype=torch.float64) if base is None else base).numpy(), few,
+        out.numpy(), rows.blocks.numpy(), rows.last_tile.numpy(), rows.slot.numpy(),
         gram.view(n_gram, d1, d1).numpy(),
         (torch.zeros(0, dtype=torch.float64) if sse is None else sse).numpy())
+    if rotation is not None:
+        solved = rows.last_tile >= 0
+        out[solved] = (out[solved].to(torch.float64) @ rotation.T).to(out.dtype)
     _refuse_singular(failed)
     if timer:
         timer.lap("kernel")
