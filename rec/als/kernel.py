@@ -496,11 +496,11 @@ def _solve_few(start, stop, cols, vals, levels, table, lam, w, reg, base, prior,
     for i in range(min(d, TILE_RATINGS)):  # what the tiles read past the width: zeros
         for j in range(n + 1, wp):
             z[i * wp + j] = 0.0
-    base, row_bytes, n_cols = table.ctypes.data, table.strides[0], cols.shape[0]
+    rows_at, row_bytes, n_cols = table.ctypes.data, table.strides[0], cols.shape[0]
     for j in range(n):
         ahead = start + j + PREFETCH_AHEAD
         if ahead < n_cols:  # as in the Gram's accumulation, into the next rows' ratings
-            at = base + cols[ahead] * row_bytes
+            at = rows_at + cols[ahead] * row_bytes
             for line in range(0, row_bytes, 64):
                 prefetch(at + line)
         c = cols[start + j]
@@ -520,10 +520,8 @@ def _solve_few(start, stop, cols, vals, levels, table, lam, w, reg, base, prior,
         gram_tiles(z, wp, m, n + 1, a, first == 0)
     for j in range(n):
         a[j, j] += 1.0 / lam
-    no_prior = np.empty(0, dtype=prior.dtype)
-    no_noise = np.empty(0, dtype=prior.dtype)
-    no_shared = np.empty((0, 0), dtype=np.float64)
-    _solve_one(a, 1.0, 0.0, reg, no_prior, no_noise, no_shared, g[:n], inv, t)
+    # no prior, noise or shared matrix: empty views, nothing allocated a row
+    _solve_one(a, 1.0, 0.0, reg, s[:0], s[:0], a[:0, :0], g[:n], inv, t)
     for i in range(d):
         t[i] = s[i]
     for j in range(n):  # theta = P^-1/2 (P^-1/2 b - (X P^-1/2)^T g)
