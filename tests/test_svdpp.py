@@ -41,6 +41,24 @@ def test_rated_sums_normalize_each_row_and_count_a_repeated_pair_once():
     np.testing.assert_allclose(sums.mean(y), dense @ y)
 
 
+def test_the_sums_product_is_kept_only_while_y_is_unchanged():
+    sums, dense = tiny_sums()
+    y = torch.randn(5, 3, dtype=torch.float64)
+    first = sums.mean(y)
+    first += 100.0  # the caller's copy: the kept product stays B Y
+    np.testing.assert_allclose(sums.mean(y), dense @ y)
+    for write in (lambda t: t.add_(1.0), lambda t: t[2].zero_(), lambda t: t[:, 1:].mul_(3.0),
+                  lambda t: t.copy_(torch.randn(5, 3, dtype=torch.float64))):
+        write(y)  # in place, through views too
+        np.testing.assert_allclose(sums.mean(y), dense @ y)
+    other = y.clone()  # the same values in another tensor, then changed
+    other[0] = 7.0
+    np.testing.assert_allclose(sums.mean(other), dense @ other)
+    with torch.inference_mode():
+        frozen = torch.randn(5, 3, dtype=torch.float64)
+        np.testing.assert_allclose(sums.mean(frozen), dense @ frozen)
+
+
 def ridge_problem(seed: int):
     """Tiny sums with a target, row weights and a per-column tau: the Y step's problem."""
     sums, b = tiny_sums()

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -56,6 +56,11 @@ class RatedSums:
     """``B^T``, sparse CSR, float64."""
     squares_t: torch.Tensor
     """``(B o B)^T``, sparse CSR: the Jacobi preconditioner's sums."""
+    _last: list = field(default_factory=list, compare=False, repr=False)
+    """``[y, y's version, B Y in float64]`` of the last product: a Gibbs sweep asks for the
+    same ``B Y`` three or four times between two changes of Y (the hyperparameters, the
+    rows' prior means, the genre step, the residual of Y's own pass), each a pass over the
+    sums' nonzeros.  Holding ``y`` keeps its storage from being reused by another tensor."""
 
     @classmethod
     def build(cls, rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int,
@@ -84,7 +89,18 @@ class RatedSums:
 
     def mean(self, y: torch.Tensor) -> torch.Tensor:
         """``B Y``: each row's normalized sum of what it rated, in ``y``'s dtype."""
-        return (self.matrix @ y.double()).to(y.dtype)
+        return self._product(y).to(y.dtype, copy=True)
+
+    def _product(self, y: torch.Tensor) -> torch.Tensor:
+        """``B Y`` in float64, computed again only when ``y`` is another tensor or has been
+        written to in place since (torch counts a tensor's in-place writes, its views'
+        included)."""
+        if y.is_inference():  # torch keeps no count of an inference tensor's writes
+            return self.matrix @ y.double()
+        last = self._last
+        if not (last and last[0] is y and last[1] == y._version):
+            last[:] = [y, y._version, self.matrix @ y.double()]
+        return last[2]
 
     def _apply(self, y: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor,
                rho: torch.Tensor) -> torch.Tensor:
@@ -147,7 +163,7 @@ class RatedSums:
         structure = (t.crow_indices().cpu().numpy(), t.col_indices().cpu().numpy(),
                      t.values().cpu().numpy(), weight.double().cpu().numpy())
         out = y.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
-        residual = (target.double() - self.matrix @ y.double()).cpu().numpy()
+        residual = (target.double() - self._product(y)).cpu().numpy()
         draws = None if noise is None else noise.double().cpu().numpy()
         # Y's columns are independent problems (each has its own tau and rho and reads only
         # its own residual column), so each thread sweeps a share of them, exactly as one
