@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+
+import numpy as np
+import pytest
 
 from tests.conftest import REPO
 
@@ -56,3 +61,38 @@ def test_the_speed_table_divides_medians(tmp_path):
     assert row.endswith("| 0.25 |")  # rec implicit CG / implicit: 0.5 / 2.0
     assert row.count("| - ") == 2  # no rec explicit CG log: its cell and ratio
     assert next(line for line in lines if line.startswith("| 64 |")).count("| - ") == 10
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the C++ anchor needs g++")
+def test_the_cpp_anchor_solves_the_movie_step_rec_solves(tmp_path):
+    """benchmarks/anchor/als_anchor.cpp is a speed anchor only if it takes the same step: its
+    last movie step, given its last users, is the exact minimizer of J's movie block (a dense
+    solve per movie: ``(sum [u, 1][u, 1]^T + diag(tau, gamma)) [v, c] = sum [u, 1] (r - mu
+    - b) + diag(tau, gamma) p``, with its prior means p), and a movie without ratings its p."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from anchor_speed import K, build, write_rows
+    g = np.random.default_rng(0)
+    n_users, n_items = 30, 20
+    mask = g.random((n_users, n_items)) < 0.4
+    mask[:, 0] = False
+    user, item = (x.astype(np.int64) for x in np.nonzero(mask))
+    value = (np.round(g.uniform(0.5, 5.0, user.size) * 2) / 2).astype(np.float32)
+    write_rows(tmp_path / "by_user.bin", user, item, value, n_users, n_items)
+    write_rows(tmp_path / "by_item.bin", item, user, value, n_items, n_users)
+    prior = g.normal(0, 0.1, (n_items, K + 1)).astype(np.float32)
+    with open(tmp_path / "prior.bin", "wb") as f:
+        np.array([n_items], dtype=np.int64).tofile(f)
+        prior.tofile(f)
+    subprocess.run([str(build(tmp_path)), str(tmp_path), "3", str(tmp_path)], check=True,
+                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    users = np.fromfile(tmp_path / "users.bin", dtype=np.float32).reshape(n_users, 16)
+    items = np.fromfile(tmp_path / "items.bin", dtype=np.float32).reshape(n_items, 16)
+    mu = value.astype(np.float64).mean()
+    reg = np.array([15.0] * K + [3.0])
+    for n in range(n_items):
+        rows = user[item == n]
+        x = np.concatenate([users[rows, :K], np.ones((rows.size, 1))], 1).astype(np.float64)
+        y = value[item == n] - mu - users[rows, K]
+        want = np.linalg.solve(x.T @ x + np.diag(reg), x.T @ y + reg * prior[n])
+        np.testing.assert_allclose(items[n, :K + 1], want, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(items[1:, :K + 1], prior[1:])  # the ratings moved them
