@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -296,6 +297,36 @@ def test_the_wide_accumulation_copies_rows_of_any_table_into_the_gram(strided):
     x[:, -1] = vals - x[:, -1]
     np.testing.assert_allclose(np.triu(a[:width, :width]), np.triu(x.T @ x), rtol=1e-5,
                                atol=1e-3)
+
+
+@pytest.mark.parametrize("width,dtype,coded", [(2, np.float32, False), (3, np.float32, True),
+                                                (12, np.float32, True), (16, np.float32, False),
+                                                (12, np.float64, True)])
+def test_the_row_form_accumulates_every_rating_of_narrow_rows(width, dtype, coded):
+    # one masked vector load a rating: lanes past the width stay zero (the next row's entries
+    # never enter), whatever the table's dtype and whether values are codes or values
+    rng = np.random.default_rng(width)
+    n, n_cols = 500, 40
+    table = rng.standard_normal((n_cols, width)).astype(dtype)  # no sentinel row after the last
+    cols = rng.integers(0, n_cols, n).astype(np.int32)
+    cols[-1] = n_cols - 1
+    levels = np.arange(0.5, 5.5, 0.5).astype(np.float32)
+    codes = rng.integers(0, levels.size, n).astype(np.uint8)
+    vals, lev = (codes, levels) if coded else (levels[codes], np.zeros(0, np.float32))
+    lanes = kernel._row_lanes(width)
+    a = np.full((lanes + 1, lanes), np.nan)
+    start, stop = 7, n
+    row_gram = kernel.row_gram_for(width)
+    call = numba.njit(lambda s, e, c, v, lv, t, out: row_gram(s, e, c, v, lv, t, out))
+    call(start, stop, cols, vals, lev, table, a)
+    x = table[cols[start:stop]].astype(np.float64)
+    x[:, -1] = levels[codes[start:stop]] - x[:, -1]
+    tol = 1e-9 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(a[:width, :width], x.T @ x, rtol=tol, atol=tol * 100)
+    assert (a[:width, width:] == 0).all()  # lanes past the width
+    assert np.isnan(a[width:]).all()  # rows past the width untouched
+    call(3, 3, cols, vals, lev, table, a)  # no ratings: zeros
+    assert (a[:width] == 0).all()
 
 
 @pytest.mark.parametrize("d", [1, 6, 11])

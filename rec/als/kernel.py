@@ -239,6 +239,120 @@ def _gram_tile_intrinsic(vector_bytes):
     return gram_tile
 
 
+ROW_GRAM_WIDTHS = 16
+"""Widest ``[x, y]`` whose generated ``accumulate`` is :func:`_row_gram_intrinsic`'s: a
+rating's whole table row is one vector (16 float32: one AVX-512 register)."""
+
+
+def _row_lanes(width):
+    """Lanes of :func:`_row_gram_intrinsic`'s vectors: the least power of two >= ``width``."""
+    lanes = 4
+    while lanes < width:
+        lanes *= 2
+    return lanes
+
+
+def _row_gram_intrinsic(width):
+    """``row_gram(start, stop, cols, vals, levels, table, a)``: ``a[i, :width]`` (float64, at
+    least :func:`_row_lanes` columns) set to ``sum_n z_n[i] z_n`` over the ratings
+    ``start:stop`` for ``i < width``, ``z = [x, y]``, ``x = table[c, :d]``,
+    ``y = value - table[c, d]`` (the upper triangle is the Gram; below it, its mirror).
+
+    Each rating's row is one masked vector load (lanes past ``width`` read as zeros, so no
+    read passes the row's end), ``y`` replaces the offset lane, and ``width`` accumulators,
+    held in registers over the whole row, each take one multiply-add of a broadcast entry
+    (read from the table row) by that vector; the row of the rating :data:`PREFETCH_AHEAD`
+    further on is asked for meanwhile.  Against the lanes-over-ratings code of
+    :func:`accumulate_source`, which copies each rating's entries into a buffer and ends each
+    row by summing ``width (width + 1) / 2`` vectors' lanes, it takes half the time per rating
+    at width 12 (the form of the C++ speed anchor, ``benchmarks/anchor``)."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    @numba.extending.intrinsic
+    def row_gram(typingctx, start, stop, cols, vals, levels, table, a):
+        arrays = (cols, vals, levels, table, a)
+        if not all(isinstance(x, numba.types.Array) for x in arrays):
+            return None
+
+        def codegen(context, builder, sig, args):
+            i1, i8p, i32, i64 = ir.IntType(1), ir.IntType(8).as_pointer(), ir.IntType(32), \
+                ir.IntType(64)
+            start, stop = (context.cast(builder, args[i], sig.args[i], numba.types.int64)
+                           for i in (0, 1))
+
+            def data(i):
+                arr = context.make_array(sig.args[i])(context, builder, args[i])
+                elem = context.get_data_type(sig.args[i].dtype)
+                return arr, elem, builder.bitcast(arr.data, elem.as_pointer())
+
+            (cols_arr, col_t, cp), (_, val_t, vp), (_, level_t, lp), (tab, elem, tp) = (
+                data(i) for i in (2, 3, 4, 5))
+            ap, lda = _ir_rows(context, builder, sig.args[6], args[6])
+            size, lanes, d = context.get_abi_sizeof(elem), _row_lanes(width), width - 1
+            vec = ir.VectorType(elem, lanes)
+            keep = ir.Constant(ir.VectorType(i1, lanes), [int(i < width) for i in range(lanes)])
+            kind = "f64" if size == 8 else "f32"
+            masked_load = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec.as_pointer(), i32, keep.type, vec]),
+                f"llvm.masked.load.v{lanes}{kind}.p0")
+            hint = builder.module.declare_intrinsic(
+                "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), (i8p, i32, i32, i32)))
+            fma = _ir_fma(builder, vec)
+            stride = builder.udiv(builder.extract_value(tab.strides, 0), ir.Constant(i64, size))
+            n_cols = builder.extract_value(cols_arr.shape, 0)
+
+            def row_of(k):
+                c = builder.load(builder.gep(cp, [k]))
+                c = builder.sext(c, i64) if col_t.width < 64 else c
+                return builder.gep(tp, [builder.mul(c, stride)])
+
+            loop = _IRLoop(builder, "row_gram", start, ir.Constant(i64, 1))
+            sums = [builder.phi(vec) for _ in range(width)]
+            for s in sums:
+                s.add_incoming(ir.Constant(vec, None), loop.entry)
+            loop.test(stop)
+            k = loop.k
+            ahead = builder.add(k, ir.Constant(i64, PREFETCH_AHEAD))
+            ahead = builder.select(builder.icmp_signed("<", ahead, n_cols), ahead, k)
+            builder.call(hint, (builder.bitcast(row_of(ahead), i8p), ir.Constant(i32, 0),
+                                ir.Constant(i32, 3), ir.Constant(i32, 1)))
+            row = row_of(k)
+            z = builder.call(masked_load, [builder.bitcast(row, vec.as_pointer()),
+                                           ir.Constant(i32, size), keep, ir.Constant(vec, None)])
+            v = builder.load(builder.gep(vp, [k]))
+            if isinstance(val_t, ir.IntType):  # a code: the value is its level
+                v, val_t = builder.load(builder.gep(lp, [builder.zext(v, i64)])), level_t
+            if val_t != elem:
+                v = (builder.fpext if context.get_abi_sizeof(val_t) < size
+                     else builder.fptrunc)(v, elem)
+            y = builder.fsub(v, builder.extract_element(z, ir.Constant(i32, d)))
+            z = builder.insert_element(z, y, ir.Constant(i32, d))
+            for i, s in enumerate(sums):
+                x = y if i == d else builder.load(builder.gep(row, [ir.Constant(i64, i)]))
+                s.add_incoming(builder.call(fma, [_ir_splat(builder, x, vec), z, s]),
+                               builder.block)
+            loop.close()
+            wide = ir.VectorType(ir.DoubleType(), lanes)
+            for i, s in enumerate(sums):
+                at = builder.gep(ap, [builder.mul(ir.Constant(i64, i), lda)])
+                builder.store(s if size == 8 else builder.fpext(s, wide),
+                              builder.bitcast(at, wide.as_pointer()), align=8)
+            return context.get_dummy_value()
+        return numba.types.void(start, stop, cols, vals, levels, table, a), codegen
+    return row_gram
+
+
+_ROW_GRAMS: dict[int, object] = {}
+
+
+def row_gram_for(width: int):
+    """The compiled :func:`_row_gram_intrinsic` for rows of ``width`` entries (made once)."""
+    if width not in _ROW_GRAMS:
+        _ROW_GRAMS[width] = _row_gram_intrinsic(width)
+    return _ROW_GRAMS[width]
+
+
 LANES = 8
 """Ratings per vector of a generated ``accumulate``: one AVX register of float32."""
 
@@ -257,7 +371,8 @@ def accumulate_source(width: int) -> str:
     """Python source of ``accumulate`` and ``buffer_size`` for rows ``[x, y]`` of exactly
     ``width`` entries.
 
-    Each step copies ``HALVES LANES`` ratings column-major into a flat buffer (asking for
+    Up to :data:`ROW_GRAM_WIDTHS` entries ``accumulate`` is :func:`_row_gram_intrinsic`'s
+    loop (one vector a rating).  Wider, each step copies ``HALVES LANES`` ratings column-major into a flat buffer (asking for
     the table row of the rating :data:`PREFETCH_AHEAD` further on as it goes), then adds
     ``z_i z_j`` lane by lane into one vector accumulator per entry of the Gram's upper
     triangle, held in the same buffer (``width (width + 1) / 2`` of them); a row's Gram is
@@ -266,6 +381,14 @@ def accumulate_source(width: int) -> str:
     over the width (:func:`_accumulate`) it cannot, and short rows leave its vector loops in
     their scalar remainders (measured at K = 10: this is 2.5x faster).
     """
+    if width <= ROW_GRAM_WIDTHS:  # one vector a rating: the row form
+        lanes = _row_lanes(width)
+        return "\n".join([
+            f"row_gram = row_gram_for({width})", "",
+            "def buffer_size(width):", "    return 1", "",
+            "def gram_size(width):", f"    return {lanes}", "",
+            "def accumulate(start, stop, cols, vals, levels, table, a, z):",
+            "    row_gram(start, stop, cols, vals, levels, table, a)"]) + "\n"
     d, w, step = width - 1, LANES, LANES * HALVES
     pairs = [(i, j) for i in range(width) for j in range(i, width)]
     acc = width * step  # the accumulators follow the copied block
@@ -1112,7 +1235,7 @@ def cache_dir() -> Path:
 
 def _load_generated(width: int):
     text = ("import numpy as np\nfrom numba import njit\n"
-            "from rec.als.kernel import _row_error, _solve_few, prefetch, value\n\n"
+            "from rec.als.kernel import _row_error, _solve_few, prefetch, row_gram_for, value\n\n"
             f"{accumulate_source(width)}\n\n{solve_one_source(width - 1)}\n\n"
             f"{inspect.getsource(_solve_rows)}\n"
             "_jit = njit(cache=True, nogil=True, fastmath={'reassoc', 'contract'})\n"
@@ -1121,7 +1244,7 @@ def _load_generated(width: int):
             "_solve_one = _jit(solve_one)\nsolve_rows = _jit(_solve_rows)\n")
     called = "".join(inspect.getsource(f.py_func) for f in (_row_error, value, _solve_few,
                                                              _solve_one)) + \
-        inspect.getsource(_prefetch_intrinsic)
+        inspect.getsource(_prefetch_intrinsic) + inspect.getsource(_row_gram_intrinsic)
     digest = hashlib.sha256((text + called).encode()).hexdigest()
     name = f"rec_kernel_w{width}_{digest[:12]}"
     try:
