@@ -7,8 +7,10 @@ row's ratings once from a CSR layout (:class:`rec.als.groups.RowRatings`),
 copies them a few at a time into a small block that stays in cache, forms only
 the upper triangle of the Gram (it is symmetric), adds the prior and solves the
 system by an in-place Cholesky factorization, all before moving to the next row.
-The Gram is formed by vector accumulators in code generated for the table's
-width up to :data:`UNROLLED_WIDTHS` (:func:`accumulate_source`), and past it by
+The Gram is formed, for rows of up to :data:`ROW_GRAM_WIDTHS` entries, by one
+vector a rating and one accumulator a row of the Gram (:func:`_row_gram_intrinsic`);
+by vector accumulators in code generated for the table's width up to
+:data:`UNROLLED_WIDTHS` (:func:`accumulate_source`); and past it by
 register-blocked tiles (:func:`_accumulate`, :func:`gram_tile`), as a GEMM kernel
 forms a product.  The same per-row Cholesky also solves the torch path's batched
 Grams (:func:`_solve_batch`, ``engine.solver=rows``).  With ``noise`` it instead
