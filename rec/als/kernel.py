@@ -374,8 +374,9 @@ def accumulate_source(width: int) -> str:
     ``width`` entries.
 
     Up to :data:`ROW_GRAM_WIDTHS` entries ``accumulate`` is :func:`_row_gram_intrinsic`'s
-    loop (one vector a rating).  Wider, each step copies ``HALVES LANES`` ratings column-major into a flat buffer (asking for
-    the table row of the rating :data:`PREFETCH_AHEAD` further on as it goes), then adds
+    loop (one vector a rating).  Wider, each step copies ``HALVES LANES`` ratings
+    column-major into a flat buffer (asking for the table row of the rating
+    :data:`PREFETCH_AHEAD` further on as it goes), then adds
     ``z_i z_j`` lane by lane into one vector accumulator per entry of the Gram's upper
     triangle, held in the same buffer (``width (width + 1) / 2`` of them); a row's Gram is
     the lanes' sums.  Every offset is a constant, so the compiler can prove that the
@@ -1237,7 +1238,8 @@ def cache_dir() -> Path:
 
 def _load_generated(width: int):
     text = ("import numpy as np\nfrom numba import njit\n"
-            "from rec.als.kernel import _row_error, _solve_few, prefetch, row_gram_for, value\n\n"
+            "from rec.als.kernel import (_row_error, _solve_few, prefetch, row_gram_for,\n"
+            "                            value)\n\n"
             f"{accumulate_source(width)}\n\n{solve_one_source(width - 1)}\n\n"
             f"{inspect.getsource(_solve_rows)}\n"
             "_jit = njit(cache=True, nogil=True, fastmath={'reassoc', 'contract'})\n"
