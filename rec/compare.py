@@ -197,8 +197,8 @@ def compare(args: argparse.Namespace) -> str:
         del ratings
     seconds = time_cases(cases, args.epochs + 1)  # the first epoch warms up
     machine = describe(device)
-    lines = [f"{args.model} K={args.K} {args.feedback}: ALS seconds per epoch, {args.epochs} timed epochs per "
-             "case (after one warm-up), all cases interleaved",
+    lines = [f"{args.model} K={args.K} {args.feedback}: ALS seconds per epoch, {args.epochs} "
+             "timed epochs per case (after one warm-up), all cases interleaved",
              f"machine: {machine['device']}, {machine['cpu']}, {machine['cpus']} CPUs, "
              f"default {machine['threads']} threads, torch {machine['torch']}"]
     defaults = {c.data: times for c, times in zip(cases, seconds) if c.setting == base}

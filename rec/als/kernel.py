@@ -153,6 +153,16 @@ def _ir_splat(builder, x, vec):
                                                          [0] * vec.count))
 
 
+def _ir_prefetch(builder, pointer):
+    """LLVM's prefetch hint (read, keep in all cache levels) for the cache line at
+    ``pointer`` (an ``i8*``): no instruction where the CPU has none."""
+    from llvmlite import ir
+    i32 = ir.IntType(32)
+    hint = builder.module.declare_intrinsic(
+        "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), (pointer.type, i32, i32, i32)))
+    builder.call(hint, (pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)))
+
+
 def _ir_rows(context, builder, array_type, array):
     """A float64 C-order matrix's first entry (a ``double*``) and row stride in entries."""
     from llvmlite import ir
@@ -298,8 +308,6 @@ def _row_gram_intrinsic(width):
             masked_load = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vec, [vec.as_pointer(), i32, keep.type, vec]),
                 f"llvm.masked.load.v{lanes}{kind}.p0")
-            hint = builder.module.declare_intrinsic(
-                "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), (i8p, i32, i32, i32)))
             fma = _ir_fma(builder, vec)
             stride = builder.udiv(builder.extract_value(tab.strides, 0), ir.Constant(i64, size))
             n_cols = builder.extract_value(cols_arr.shape, 0)
@@ -317,8 +325,7 @@ def _row_gram_intrinsic(width):
             k = loop.k
             ahead = builder.add(k, ir.Constant(i64, PREFETCH_AHEAD))
             ahead = builder.select(builder.icmp_signed("<", ahead, n_cols), ahead, k)
-            builder.call(hint, (builder.bitcast(row_of(ahead), i8p), ir.Constant(i32, 0),
-                                ir.Constant(i32, 3), ir.Constant(i32, 1)))
+            _ir_prefetch(builder, builder.bitcast(row_of(ahead), i8p))
             row = row_of(k)
             z = builder.call(masked_load, [builder.bitcast(row, vec.as_pointer()),
                                            ir.Constant(i32, size), keep, ir.Constant(vec, None)])
@@ -1005,10 +1012,9 @@ def _person_sums(user, item, dev, rating, drift, mu, user_bias, item_bias, user_
     to ``sums[1, m]`` (this share's own float64 buffer).  Returns ``sum e^2``."""
     k = user_factors.shape[1]
     total = 0.0
-    base, row_bytes, count = item_factors.ctypes.data, item_factors.strides[0], item.shape[0]
+    base, row_bytes = item_factors.ctypes.data, item_factors.strides[0]
     for i in range(first, last):
-        if i + PREFETCH_AHEAD < count:  # the movies come at random
-            prefetch(base + item[i + PREFETCH_AHEAD] * row_bytes)
+        prefetch_ahead(base, row_bytes, item, i)  # the movies come at random
         m, n = user[i], item[i]
         s = mu + user_bias[m] + item_bias[n] + drift[m] * dev[i]
         for d in range(k):
@@ -1024,10 +1030,9 @@ def _gather(source, index, out, first, last):
     """``out[i] = source[index[i]]`` for ``i`` in ``first..last-1``, asking for the entry
     :data:`PREFETCH_AHEAD` further on meanwhile (``source`` is one value a rating: at
     ML-32M's shape, 115 MB read at random).  Returns 0."""
-    base, step, count = source.ctypes.data, source.strides[0], index.shape[0]
+    base, step = source.ctypes.data, source.strides[0]
     for i in range(first, last):
-        if i + PREFETCH_AHEAD < count:
-            prefetch(base + index[i + PREFETCH_AHEAD] * step)
+        prefetch_ahead(base, step, index, i)
         out[i] = source[index[i]]
     return 0
 
@@ -1149,20 +1154,25 @@ def _prefetch_intrinsic():
             return None
 
         def codegen(context, builder, sig, args):
-            i32, i8p = ir.IntType(32), ir.IntType(8).as_pointer()
-            hint = builder.module.declare_intrinsic(
-                "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), (i8p, i32, i32, i32)))
-            builder.call(hint, (builder.inttoptr(args[0], i8p), ir.Constant(i32, 0),
-                                ir.Constant(i32, 3), ir.Constant(i32, 1)))
+            _ir_prefetch(builder, builder.inttoptr(args[0], ir.IntType(8).as_pointer()))
             return context.get_dummy_value()
         return numba.types.void(address), codegen
     return prefetch
+
+
+def _prefetch_ahead(base, stride, index, i):
+    """Ask for the entry ``index[i + PREFETCH_AHEAD]`` of the array at address ``base``
+    (``stride`` bytes an entry) when there is one: a pass that reads an array at random in
+    ``index``'s order asks for what it will read :data:`PREFETCH_AHEAD` steps on."""
+    if i + PREFETCH_AHEAD < index.shape[0]:
+        prefetch(base + index[i + PREFETCH_AHEAD] * stride)
 
 
 if AVAILABLE:
     import numba.extending
 
     prefetch = _prefetch_intrinsic()
+    prefetch_ahead = numba.njit(cache=True, nogil=True, inline="always")(_prefetch_ahead)
     copy_row = _copy_row_intrinsic()
     _jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
     gram_tile = _gram_tile_intrinsic(TILE_BYTES)
@@ -1256,7 +1266,8 @@ def _load_generated(width: int):
             "_solve_one = _jit(solve_one)\nsolve_rows = _jit(_solve_rows)\n")
     called = "".join(inspect.getsource(f.py_func) for f in (_row_error, value, _solve_few,
                                                              _solve_one)) + \
-        inspect.getsource(_prefetch_intrinsic) + inspect.getsource(_row_gram_intrinsic)
+        "".join(inspect.getsource(f) for f in (_prefetch_intrinsic, _ir_prefetch,
+                                               _row_gram_intrinsic))
     digest = hashlib.sha256((text + called).encode()).hexdigest()
     name = f"rec_kernel_w{width}_{digest[:12]}"
     try:

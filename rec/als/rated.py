@@ -43,7 +43,7 @@ import torch
 try:
     import numba
 
-    from rec.als.kernel import PREFETCH_AHEAD, prefetch
+    from rec.als.kernel import prefetch_ahead
 except ImportError:  # pragma: no cover - solve runs instead
     numba = None
 
@@ -202,14 +202,13 @@ def _sweep(indptr, rows, values, weight, tau, rho, residual, y, noise, draw, ome
     n_cols, k = y.shape
     num = np.empty(k)
     delta = np.empty(k)
-    base, row_bytes, nnz = residual.ctypes.data, residual.strides[0], rows.shape[0]
+    base, row_bytes = residual.ctypes.data, residual.strides[0]
     for j in range(n_cols):
         lo, hi = indptr[j], indptr[j + 1]
         d = 0.0
         num[:] = 0.0
         for p in range(lo, hi):
-            if p + PREFETCH_AHEAD < nnz:
-                prefetch(base + rows[p + PREFETCH_AHEAD] * row_bytes)
+            prefetch_ahead(base, row_bytes, rows, p)
             m = rows[p]
             ws = weight[m] * values[p]
             d += ws * values[p]
@@ -226,8 +225,7 @@ def _sweep(indptr, rows, values, weight, tau, rho, residual, y, noise, draw, ome
             delta[c] = new - y[j, c]
             y[j, c] = new
         for p in range(lo, hi):
-            if p + PREFETCH_AHEAD < nnz:
-                prefetch(base + rows[p + PREFETCH_AHEAD] * row_bytes)
+            prefetch_ahead(base, row_bytes, rows, p)
             row = residual[rows[p]]
             s = values[p]
             for c in range(k):
