@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
 import torch
+
+from llvmlite.binding import get_host_cpu_features
 
 from rec.als import ALS, ModelConfig
 from rec.als import kernel
@@ -297,6 +304,46 @@ def test_the_wide_accumulation_copies_rows_of_any_table_into_the_gram(strided):
     x[:, -1] = vals - x[:, -1]
     np.testing.assert_allclose(np.triu(a[:width, :width]), np.triu(x.T @ x), rtol=1e-5,
                                atol=1e-3)
+
+
+WIDE_GRAMS = """
+import numpy as np
+from rec.als import kernel
+rng = np.random.default_rng(0)
+for width in (25, 34, 41, 66, 130):  # every kind of last tile of a row
+    for dtype in (np.float32, np.float64):
+        table = rng.standard_normal((60, width)).astype(dtype)
+        cols = rng.integers(0, 60, 300).astype(np.int32)
+        vals = rng.standard_normal(300).astype(np.float32)
+        size = kernel.gram_size(width)
+        a = np.full((size, size), np.nan)
+        kernel.accumulate(0, 300, cols, vals, np.zeros(0, np.float32), table, a,
+                          np.zeros(kernel.buffer_size(width), dtype))
+        x = table[cols].astype(np.float64)
+        x[:, -1] = vals - x[:, -1]
+        np.testing.assert_allclose(np.triu(a[:width, :width]), np.triu(x.T @ x), rtol=1e-5,
+                                   atol=1e-3)
+print(kernel.TILE_ROWS, kernel.TILE_VECTORS)
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 features")
+@pytest.mark.parametrize("features,shape", [
+    ("+64bit,+avx,+avx2,+fma,+f16c,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt", "4 1"),
+    (None, None)])
+def test_the_tile_shape_follows_the_vector_registers_and_forms_every_gram(features, shape,
+                                                                          tmp_path):
+    # AVX's 16 registers take 4 x 1 tiles (8 x 2 would spill them), AVX-512's 32 take 8 x 2;
+    # either shape forms the same Gram at every width and kind of last tile
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    if features:
+        env.update(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=features)
+    out = subprocess.run([sys.executable, "-c", WIDE_GRAMS], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    if shape is None:  # this machine's own
+        shape = "8 2" if "+avx512f" in get_host_cpu_features().flatten().split(",") else "4 1"
+    assert out.stdout.split("\n")[-2] == shape
 
 
 @pytest.mark.parametrize("width,dtype,coded", [(2, np.float32, False), (3, np.float32, True),

@@ -45,12 +45,27 @@ except ImportError:  # pragma: no cover - the torch path runs instead
 TILE_RATINGS = 128
 """Ratings packed into the work buffer at a time by the tiled :func:`_accumulate`."""
 
-TILE_ROWS = 4
-"""Rows of the Gram one tile of :func:`_accumulate` forms: its accumulators stay in
-``TILE_ROWS`` vector registers while the packed ratings stream past."""
-
 TILE_BYTES = 64
-"""Bytes of one tile row: 16 float32 (one AVX-512 register, two AVX ones) or 8 float64."""
+"""Bytes of one tile vector: 16 float32 (one AVX-512 register, two AVX ones) or 8 float64."""
+
+
+def _has_wide_registers() -> bool:
+    """Whether the code Numba generates has AVX-512's 32 vector registers of
+    :data:`TILE_BYTES` (``NUMBA_CPU_FEATURES`` where set, else the host's features)."""
+    if not AVAILABLE:
+        return False
+    from llvmlite import binding
+    features = numba.core.config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
+
+
+TILE_ROWS, TILE_VECTORS = (8, 2) if _has_wide_registers() else (4, 1)
+"""Rows and vectors of columns of the Gram one tile of :func:`_accumulate` forms: its
+``TILE_ROWS x TILE_VECTORS`` accumulators stay in vector registers while the packed ratings
+stream past, each rating's ``TILE_ROWS + TILE_VECTORS`` loads feeding ``TILE_ROWS x
+TILE_VECTORS`` multiply-adds.  With AVX-512's 32 registers, 8 x 2 (16 accumulators); with AVX's 16, whose
+vectors are half as wide, 4 x 1 (8 registers): 8 x 2 there spills them and runs 1.5x
+slower (``benchmarks/README.md``, "Wider tiles")."""
 
 
 def _accumulate(start, stop, cols, vals, levels, table, a, z):
@@ -60,10 +75,10 @@ def _accumulate(start, stop, cols, vals, levels, table, a, z):
 
     Register-blocked, as a GEMM kernel is: up to :data:`TILE_RATINGS` ratings at a time are
     packed row-major into ``z`` (the row of the rating :data:`PREFETCH_AHEAD` further on
-    fetched meanwhile), then each tile of :data:`TILE_ROWS` rows by a vector of columns,
-    from the diagonal on, keeps its sums in registers over all of them (:func:`gram_tile`)
-    and adds them to ``a`` once; a row's last tile is as narrow as its remaining columns
-    allow.  Entries below the diagonal and past the width that tiles also form are never
+    fetched meanwhile), then each tile of :data:`TILE_ROWS` rows by :data:`TILE_VECTORS`
+    vectors of columns, from the diagonal on, keeps its sums in registers over all of them
+    (:func:`gram_tile`) and adds them to ``a`` once; a row's last tiles are as narrow as its
+    remaining columns allow (one vector, or a half, quarter or eighth of one).  Entries below the diagonal and past the width that tiles also form are never
     read."""
     width = table.shape[1]
     d = width - 1
@@ -103,7 +118,10 @@ def _gram_tiles(z, wp, m, width, a, store):
         j0 = i0  # a tile's columns start at its first row: little below the diagonal
         while j0 < width:
             left = width - j0  # the last tile of a row as narrow as will do
-            if left > lanes // 2:
+            if TILE_VECTORS > 1 and left > lanes * (TILE_VECTORS - 1):  # reads < wp
+                gram_tile_wide(z, wp, m, i0, j0, a, store)
+                j0 += lanes * TILE_VECTORS
+            elif left > lanes // 2:
                 gram_tile(z, wp, m, i0, j0, a, store)
                 j0 += lanes
             elif left > lanes // 4:
@@ -198,11 +216,11 @@ class _IRLoop:
         self.builder.position_at_end(self.done)
 
 
-def _gram_tile_intrinsic(vector_bytes):
+def _gram_tile_intrinsic(vector_bytes, vectors=1):
     """``gram_tile(z, wp, m, i0, j0, a, store)``: for the ``m`` ratings packed in ``z``
     (row-major, ``wp`` entries each), the sums ``sum_n z[n, i0 + r] z[n, j0:j0 + lanes]``
-    for ``r < TILE_ROWS`` (``lanes`` entries of z's dtype in ``vector_bytes``), held in
-    vector registers over ``n``, then stored into (``store``) or added to
+    for ``r < TILE_ROWS`` (``lanes``: ``vectors`` vectors of z's dtype in ``vector_bytes``
+    each), held in vector registers over ``n``, then stored into (``store``) or added to
     ``a[i0 + r, j0:j0 + lanes]`` (float64).  Written in LLVM IR because the
     compiler does not find this blocking in Python loops: from loops it vectorized over the
     ratings, whose sums then left the registers (measured at K = 64: 3-5 GFLOP/s per core
@@ -227,25 +245,31 @@ def _gram_tile_intrinsic(vector_bytes):
             fma = _ir_fma(builder, vec)
             zp = builder.bitcast(z_arr.data, elem.as_pointer())
             loop = _IRLoop(builder, "tile", ir.Constant(i64, 0), ir.Constant(i64, 1))
-            sums = [builder.phi(vec) for _ in range(TILE_ROWS)]
-            for s in sums:
-                s.add_incoming(ir.Constant(vec, None), loop.entry)
+            sums = [[builder.phi(vec) for _ in range(vectors)] for _ in range(TILE_ROWS)]
+            for row_sums in sums:
+                for s in row_sums:
+                    s.add_incoming(ir.Constant(vec, None), loop.entry)
             loop.test(m)
             row = builder.mul(loop.k, wp)
-            y = builder.load(builder.bitcast(builder.gep(zp, [builder.add(row, j0)]),
-                                             vec.as_pointer()), align=size)
+            ys = [builder.load(builder.bitcast(
+                builder.gep(zp, [builder.add(row, builder.add(j0, ir.Constant(i64, v * vec.count)))]),
+                vec.as_pointer()), align=size) for v in range(vectors)]
             at = builder.add(row, i0)
-            for r, s in enumerate(sums):
-                x = builder.load(builder.gep(zp, [builder.add(at, ir.Constant(i64, r))]))
-                s.add_incoming(builder.call(fma, [_ir_splat(builder, x, vec), y, s]),
-                               builder.block)
+            for r, row_sums in enumerate(sums):
+                x = _ir_splat(builder, builder.load(
+                    builder.gep(zp, [builder.add(at, ir.Constant(i64, r))])), vec)
+                for y, s in zip(ys, row_sums):
+                    s.add_incoming(builder.call(fma, [x, y, s]), builder.block)
             loop.close()
-            for r, s in enumerate(sums):
-                at = builder.add(builder.mul(builder.add(i0, ir.Constant(i64, r)), lda), j0)
-                ptr = builder.bitcast(builder.gep(ap, [at]), vec64.as_pointer())
-                old = builder.select(store, ir.Constant(vec64, None), builder.load(ptr, align=8))
-                wide = s if size == 8 else builder.fpext(s, vec64)
-                builder.store(builder.fadd(old, wide), ptr, align=8)
+            for r, row_sums in enumerate(sums):
+                for v, s in enumerate(row_sums):
+                    at = builder.add(builder.mul(builder.add(i0, ir.Constant(i64, r)), lda),
+                                     builder.add(j0, ir.Constant(i64, v * vec.count)))
+                    ptr = builder.bitcast(builder.gep(ap, [at]), vec64.as_pointer())
+                    old = builder.select(store, ir.Constant(vec64, None),
+                                         builder.load(ptr, align=8))
+                    wide = s if size == 8 else builder.fpext(s, vec64)
+                    builder.store(builder.fadd(old, wide), ptr, align=8)
             return context.get_dummy_value()
         return numba.types.void(z, wp, m, i0, j0, a, store), codegen
     return gram_tile
@@ -1176,6 +1200,7 @@ if AVAILABLE:
     copy_row = _copy_row_intrinsic()
     _jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
     gram_tile = _gram_tile_intrinsic(TILE_BYTES)
+    gram_tile_wide = _gram_tile_intrinsic(TILE_BYTES, TILE_VECTORS)
     gram_tile_2 = _gram_tile_intrinsic(TILE_BYTES // 2)
     gram_tile_4 = _gram_tile_intrinsic(TILE_BYTES // 4)
     gram_tile_8 = _gram_tile_intrinsic(TILE_BYTES // 8)
