@@ -63,9 +63,9 @@ TILE_ROWS, TILE_VECTORS = (8, 2) if _has_wide_registers() else (4, 1)
 """Rows and vectors of columns of the Gram one tile of :func:`_accumulate` forms: its
 ``TILE_ROWS x TILE_VECTORS`` accumulators stay in vector registers while the packed ratings
 stream past, each rating's ``TILE_ROWS + TILE_VECTORS`` loads feeding ``TILE_ROWS x
-TILE_VECTORS`` multiply-adds.  With AVX-512's 32 registers, 8 x 2 (16 accumulators); with AVX's 16, whose
-vectors are half as wide, 4 x 1 (8 registers): 8 x 2 there spills them and runs 1.5x
-slower (``benchmarks/README.md``, "Wider tiles")."""
+TILE_VECTORS`` multiply-adds.  With AVX-512's 32 registers, 8 x 2 (16 accumulators); with
+AVX's 16, whose vectors are half as wide, 4 x 1 (8 registers): 8 x 2 there spills them and
+runs 1.5x slower (``benchmarks/README.md``, "Wider tiles")."""
 
 
 def _accumulate(start, stop, cols, vals, levels, table, a, z):
@@ -78,8 +78,8 @@ def _accumulate(start, stop, cols, vals, levels, table, a, z):
     fetched meanwhile), then each tile of :data:`TILE_ROWS` rows by :data:`TILE_VECTORS`
     vectors of columns, from the diagonal on, keeps its sums in registers over all of them
     (:func:`gram_tile`) and adds them to ``a`` once; a row's last tiles are as narrow as its
-    remaining columns allow (one vector, or a half, quarter or eighth of one).  Entries below the diagonal and past the width that tiles also form are never
-    read."""
+    remaining columns allow (one vector, or a half, quarter or eighth of one).  Entries below
+    the diagonal and past the width that tiles also form are never read."""
     width = table.shape[1]
     d = width - 1
     lanes = TILE_BYTES // z.itemsize
@@ -251,9 +251,10 @@ def _gram_tile_intrinsic(vector_bytes, vectors=1):
                     s.add_incoming(ir.Constant(vec, None), loop.entry)
             loop.test(m)
             row = builder.mul(loop.k, wp)
-            ys = [builder.load(builder.bitcast(
-                builder.gep(zp, [builder.add(row, builder.add(j0, ir.Constant(i64, v * vec.count)))]),
-                vec.as_pointer()), align=size) for v in range(vectors)]
+            column = lambda v: builder.add(j0, ir.Constant(i64, v * vec.count))
+            ys = [builder.load(builder.bitcast(builder.gep(zp, [builder.add(row, column(v))]),
+                                               vec.as_pointer()), align=size)
+                  for v in range(vectors)]
             at = builder.add(row, i0)
             for r, row_sums in enumerate(sums):
                 x = _ir_splat(builder, builder.load(
@@ -264,7 +265,7 @@ def _gram_tile_intrinsic(vector_bytes, vectors=1):
             for r, row_sums in enumerate(sums):
                 for v, s in enumerate(row_sums):
                     at = builder.add(builder.mul(builder.add(i0, ir.Constant(i64, r)), lda),
-                                     builder.add(j0, ir.Constant(i64, v * vec.count)))
+                                     column(v))
                     ptr = builder.bitcast(builder.gep(ap, [at]), vec64.as_pointer())
                     old = builder.select(store, ir.Constant(vec64, None),
                                          builder.load(ptr, align=8))
