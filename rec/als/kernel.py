@@ -873,8 +873,10 @@ def _cg_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, sha
         for k in range(n_tiles):
             stop = indptr[k * n_rows + r + 1]
             for n in range(indptr[k * n_rows + r], stop):
-                if n + PREFETCH_AHEAD < stop:
-                    prefetch(base + cols[n + PREFETCH_AHEAD] * row_bytes)
+                if n + PREFETCH_AHEAD < n_cols:  # into the next rows' ratings, as in
+                    at = base + cols[n + PREFETCH_AHEAD] * row_bytes  # _accumulate
+                    for line in range(0, row_bytes, 64):
+                        prefetch(at + line)
                 c = cols[n]
                 xm = x[m]
                 for i in range(d):
