@@ -11,10 +11,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from rec.als import ModelConfig
 from rec.compare import main as compare_main
-from rec.compare import paired_ratio
+from rec.compare import paired_ratio, shipped_model
 from rec.model import Recommender
-from rec.hydra_config import run_config
+from rec.hydra_config import compose_run, run_config
 from rec.pipeline import train as train_run
 from tests.conftest import RANDOM, REPO
 
@@ -148,6 +149,16 @@ def test_compare_times_exact_and_conjugate_gradient_steps_fused_at_any_width(sma
     exact, cg = capsys.readouterr().out.splitlines()[2:]
     assert "cg=" not in exact and "ran=fused" in exact  # rows of 32 entries: the wide tiles
     assert ",cg=2 " in cg and "ran=fused" in cg
+
+
+@pytest.mark.parametrize("rung,feedback", [("latent", "explicit"), ("features", "implicit")])
+def test_compare_times_each_rung_with_the_priors_it_ships(rung, feedback):
+    # as train.py trains it on a dataset without tuned values, not ModelConfig's defaults
+    # (the explicit features rung's: they shrink the implicit loss's factors to ~1e-8)
+    shipped = shipped_model(rung, 8, feedback)
+    assert shipped == compose_run([f"model={rung}", "K=8", f"feedback={feedback}",
+                                   "data=ml-1m"]).model
+    assert shipped != ModelConfig(name=rung, K=8, feedback=feedback)
 
 
 def test_compare_interleaves_settings_in_one_process(small_root, capsys):
