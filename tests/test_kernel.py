@@ -18,6 +18,7 @@ from rec.als import ALS, ModelConfig
 from rec.als import kernel
 from rec.als.groups import build_rows, stream_rows
 from rec.als.sizes import EngineSizes
+from rec.als import solve as solve_module
 from rec.als.solve import cholesky_solve, ridge_solve, solve_rows
 from rec.errors import ConfigError
 from tests.conftest import random_ratings
@@ -106,11 +107,16 @@ def test_fused_kernel_solves_and_draws_every_row_exactly(tile_cols, dtype, woodb
         assert bool((out[:2] == 7.0).all())  # rows without ratings are left alone
 
 
-@pytest.mark.parametrize("uniform", [True, False])
-def test_rows_with_a_shared_matrix_take_the_woodbury_matrix_in_its_eigenvectors(uniform):
+@pytest.mark.parametrize("uniform,blocks", [(True, False), (True, True), (False, False)])
+def test_rows_with_a_shared_matrix_take_the_woodbury_matrix_in_its_eigenvectors(uniform, blocks,
+                                                                               monkeypatch):
     """The implicit loss's systems ``S + w rho I + lam X^T X`` (``uniform``: one prior
     precision for every entry, rotated into S's eigenvectors) against dense numpy, rows of few
-    ratings and rows of many in one layout; with precisions that differ, the Grams."""
+    ratings and rows of many in one layout; with precisions that differ, the Grams.
+    ``blocks``: the rotations run 7 rows at a time (the table's and the solutions' last
+    blocks partial, the unsolved rows inside the first)."""
+    if blocks:
+        monkeypatch.setattr(solve_module, "ROTATE_ROWS", 7)
     g = np.random.default_rng(1)
     n_rows, n_cols, d = 30, 60, 40
     rows = np.concatenate([g.integers(2, 20, 200), g.integers(20, n_rows, 900)])

@@ -333,6 +333,11 @@ def _row_errors(g: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return g[:, d, d] + ((fit - 2 * g[:, :d, d]) * theta).sum(1)
 
 
+ROTATE_ROWS = 1 << 16
+"""Rows rotated at a time into and out of the eigenvectors of the implicit loss's shared
+Gramian by :func:`solve_rows`: the float64 temporaries stay a few MB, not a table's size."""
+
+
 def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Tensor,
                row_weight: torch.Tensor | None, out: torch.Tensor,
                prior: torch.Tensor | None = None, timer: PhaseTimer | None = None,
@@ -375,7 +380,10 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
         # take the Woodbury matrix; the solutions are rotated back below
         base, rotation = torch.linalg.eigh(shared.to(torch.float64))
         d = out.shape[1]
-        table = torch.cat([table[:, :d] @ rotation.to(table.dtype), table[:, d:]], 1)
+        rotated = table.clone()  # the other side's table in Q's coordinates, a block at a time
+        for a in range(0, table.shape[0], ROTATE_ROWS):  # (no table-sized temporaries)
+            rotated[a:a + ROTATE_ROWS, :d] = table[a:a + ROTATE_ROWS, :d] @ rotation.to(table.dtype)
+        table = rotated
         prior = None if prior is None else prior @ rotation.to(prior.dtype)
         shared = torch.diag(base)
     gram = workspace.get(n_gram * d1 * d1, torch.float64, table.device, "gram")
@@ -389,7 +397,9 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
         (torch.zeros(0, dtype=torch.float64) if sse is None else sse).numpy())
     if rotation is not None:
         solved = rows.last_tile >= 0
-        out[solved] = (out[solved].to(torch.float64) @ rotation.T).to(out.dtype)
+        for a in range(0, out.shape[0], ROTATE_ROWS):
+            block, mask = out[a:a + ROTATE_ROWS], solved[a:a + ROTATE_ROWS]
+            block[mask] = (block[mask].to(torch.float64) @ rotation.T).to(out.dtype)
     _refuse_singular(failed)
     if timer:
         timer.lap("kernel")
