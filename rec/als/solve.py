@@ -380,9 +380,9 @@ def solve_rows(rows: RowRatings, table: torch.Tensor, lam: float, reg: torch.Ten
         # take the Woodbury matrix; the solutions are rotated back below
         base, rotation = torch.linalg.eigh(shared.to(torch.float64))
         d = out.shape[1]
-        rotated = table.clone()  # the other side's table in Q's coordinates, a block at a time
-        for a in range(0, table.shape[0], ROTATE_ROWS):  # (no table-sized temporaries)
-            rotated[a:a + ROTATE_ROWS, :d] = table[a:a + ROTATE_ROWS, :d] @ rotation.to(table.dtype)
+        rotated, q = table.clone(), rotation.to(table.dtype)  # the other side's table in Q's
+        for a in range(0, table.shape[0], ROTATE_ROWS):  # coordinates, a block at a time
+            rotated[a:a + ROTATE_ROWS, :d] = table[a:a + ROTATE_ROWS, :d] @ q
         table = rotated
         prior = None if prior is None else prior @ rotation.to(prior.dtype)
         shared = torch.diag(base)
