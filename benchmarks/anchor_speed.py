@@ -29,8 +29,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from anywhere: rec beside it
 
-from rec.als import ModelConfig  # noqa: E402
-from rec.compare import Setting, build_cases, time_cases  # noqa: E402
+from rec.compare import Setting, build_cases, shipped_model, time_cases  # noqa: E402
 from rec.data import DataConfig, load_dataset, make_split  # noqa: E402
 from rec.system import cpu_model  # noqa: E402
 
@@ -95,7 +94,7 @@ def main() -> None:
         np.zeros((ratings.n_items, K + 1), dtype=np.float32).tofile(f)
     del user, item, value, train
     first = run_anchor(binary, args.out, args.epochs, args.threads)
-    model = ModelConfig(name="features", K=K).validated()
+    model = shipped_model("features", K, "explicit")
     cases = build_cases(ratings, [Setting()], model, torch.device("cpu"))
     del ratings
     rec = time_cases(cases, args.epochs + 1)[0][1:]

@@ -25,6 +25,7 @@ stays the reference the tests compare it with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -84,16 +85,12 @@ def _accumulate(start, stop, cols, vals, levels, table, a, z):
     d = width - 1
     lanes = TILE_BYTES // z.itemsize
     wp = _packed_width(width, lanes)
-    base, row_bytes, n_cols = table.ctypes.data, table.strides[0], cols.shape[0]
+    base, row_bytes = table.ctypes.data, table.strides[0]
     rows_contiguous = table.strides[1] == table.itemsize
     for first in range(start, stop, TILE_RATINGS):
         m = min(TILE_RATINGS, stop - first)
         for n in range(m):
-            ahead = first + PREFETCH_AHEAD + n
-            if ahead < n_cols:  # every cache line of a wide row
-                at = base + cols[ahead] * row_bytes
-                for line in range(0, row_bytes, 64):
-                    prefetch(at + line)
+            prefetch_row_ahead(base, row_bytes, cols, first + n)
             c = cols[first + n]
             o = n * wp
             if rows_contiguous:
@@ -377,14 +374,10 @@ def _row_gram_intrinsic(width):
     return row_gram
 
 
-_ROW_GRAMS: dict[int, object] = {}
-
-
+@functools.cache
 def row_gram_for(width: int):
     """The compiled :func:`_row_gram_intrinsic` for rows of ``width`` entries (made once)."""
-    if width not in _ROW_GRAMS:
-        _ROW_GRAMS[width] = _row_gram_intrinsic(width)
-    return _ROW_GRAMS[width]
+    return _row_gram_intrinsic(width)
 
 
 LANES = 8
@@ -654,13 +647,9 @@ def _solve_few(start, stop, cols, vals, levels, table, lam, w, reg, base, prior,
     # what the tiles read past the width: zeros (one contiguous fill of the block costs less
     # than the short strided runs past each packed row)
     z[:min(d, TILE_RATINGS) * wp] = 0.0
-    rows_at, row_bytes, n_cols = table.ctypes.data, table.strides[0], cols.shape[0]
+    rows_at, row_bytes = table.ctypes.data, table.strides[0]
     for j in range(n):
-        ahead = start + j + PREFETCH_AHEAD
-        if ahead < n_cols:  # as in the Gram's accumulation, into the next rows' ratings
-            at = rows_at + cols[ahead] * row_bytes
-            for line in range(0, row_bytes, 64):
-                prefetch(at + line)
+        prefetch_row_ahead(rows_at, row_bytes, cols, start + j)
         c = cols[start + j]
         yj = lam * (value(vals, levels, start + j) - table[c, d])
         for i in range(d):
@@ -866,17 +855,14 @@ def _cg_rows(indptr, cols, vals, levels, table, lam, reg, row_weight, prior, sha
     unit = np.ones(1, dtype=table.dtype)
     one = unit[0]
     zero = one - one
-    base, row_bytes, n_cols = table.ctypes.data, table.strides[0], cols.shape[0]
+    base, row_bytes = table.ctypes.data, table.strides[0]
     failed = 0
     for r in range(blocks[first], blocks[last]):
         m = 0
         for k in range(n_tiles):
             stop = indptr[k * n_rows + r + 1]
             for n in range(indptr[k * n_rows + r], stop):
-                if n + PREFETCH_AHEAD < n_cols:  # into the next rows' ratings, as in
-                    at = base + cols[n + PREFETCH_AHEAD] * row_bytes  # _accumulate
-                    for line in range(0, row_bytes, 64):
-                        prefetch(at + line)
+                prefetch_row_ahead(base, row_bytes, cols, n)
                 c = cols[n]
                 xm = x[m]
                 for i in range(d):
@@ -954,17 +940,14 @@ def _squared_errors(indptr, cols, vals, levels, table, theta, lo, hi, blocks, su
     d1 = table.shape[1]
     n_rows = theta.shape[0]
     n_tiles = (indptr.shape[0] - 1) // n_rows
-    base, row_bytes, n_cols = table.ctypes.data, table.strides[0], cols.shape[0]
+    base, row_bytes = table.ctypes.data, table.strides[0]
     for b in range(first, last):
         raw = 0.0
         clipped = 0.0
         for r in range(blocks[b], blocks[b + 1]):
             for k in range(n_tiles):
                 for n in range(indptr[k * n_rows + r], indptr[k * n_rows + r + 1]):
-                    if n + PREFETCH_AHEAD < n_cols:  # the same random reads as the steps
-                        at = base + cols[n + PREFETCH_AHEAD] * row_bytes
-                        for line in range(0, row_bytes, 64):
-                            prefetch(at + line)
+                    prefetch_row_ahead(base, row_bytes, cols, n)  # as the steps read
                     c = cols[n]
                     fit = 0.0
                     for i in range(d1):
@@ -1187,6 +1170,17 @@ def _prefetch_intrinsic():
     return prefetch
 
 
+def _prefetch_row_ahead(base, row_bytes, index, i):
+    """Ask for every cache line of the table row ``index[i + PREFETCH_AHEAD]`` (``row_bytes``
+    a row, the table at address ``base``) when there is one: the passes over a layout's
+    ratings read a wide row at random each, and a row past its own ratings is the next
+    row's, read next."""
+    if i + PREFETCH_AHEAD < index.shape[0]:
+        at = base + index[i + PREFETCH_AHEAD] * row_bytes
+        for line in range(0, row_bytes, 64):
+            prefetch(at + line)
+
+
 def _prefetch_ahead(base, stride, index, i):
     """Ask for the entry ``index[i + PREFETCH_AHEAD]`` of the array at address ``base``
     (``stride`` bytes an entry) when there is one: a pass that reads an array at random in
@@ -1200,6 +1194,7 @@ if AVAILABLE:
 
     prefetch = _prefetch_intrinsic()
     prefetch_ahead = numba.njit(cache=True, nogil=True, inline="always")(_prefetch_ahead)
+    prefetch_row_ahead = numba.njit(cache=True, nogil=True, inline="always")(_prefetch_row_ahead)
     copy_row = _copy_row_intrinsic()
     _jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
     gram_tile = _gram_tile_intrinsic(TILE_BYTES)
@@ -1295,7 +1290,7 @@ def _load_generated(width: int):
     called = "".join(inspect.getsource(f.py_func) for f in (_row_error, value, _solve_few,
                                                              _solve_one)) + \
         "".join(inspect.getsource(f) for f in (_prefetch_intrinsic, _ir_prefetch,
-                                               _row_gram_intrinsic))
+                                               _prefetch_row_ahead, _row_gram_intrinsic))
     digest = hashlib.sha256((text + called).encode()).hexdigest()
     name = f"rec_kernel_w{width}_{digest[:12]}"
     try:
