@@ -132,7 +132,7 @@ def test_a_time_draw_follows_the_exact_gaussian_conditional():
     for _ in range(n):
         q = start.clone()
         q.drift.zero_()  # the bins' conditional given drifts 0
-        t.bin_step(q, t.residuals(q), lam, gammas[0], False,
+        t.bin_step(q, t.bin_sums(t.residuals(q)), lam, gammas[0], False,
                    noise=torch.randn(keys, generator=g, dtype=torch.float64))
         bins.append(q.bin_bias.reshape(-1).clone())
         q = start.clone()
@@ -229,21 +229,28 @@ def test_the_compiled_pass_gives_the_torch_ops_targets_and_residuals(monkeypatch
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("terms", [{"time_drift": True}, {"time_bins": 3},
+                                   {"time_bins": 3, "time_drift": True}])
 @pytest.mark.parametrize("method", ["als", "gibbs"])
-def test_the_drift_alone_in_one_pass_equals_the_residual_path(method, monkeypatch):
-    """The drift without bins takes one compiled pass (sums per person, the errors after the
-    step by formula); it gives the general path's parameters and errors."""
+def test_the_compiled_time_step_equals_the_residual_path(method, terms, monkeypatch):
+    """On a CPU with Numba each time term takes one compiled pass of sums that stores no
+    residual, and the errors after the steps follow by formula; they give the general path's
+    parameters and errors (which stores the residuals and updates them)."""
     r = random_ratings(seed=13)
-    cfg = ModelConfig(name="features", K=3, time_drift=True, genre_bias=True)
+    cfg = ModelConfig(name="features", K=3, genre_bias=True, **terms)
     e = _engine(r, cfg, relaxation=1.4)
     start = _moved(e, r, 5)
-    args = {"als": (), "gibbs": (1.2, (1.0, 3.0, 2.0), (None, torch.randn(
-        2, e.n_users, dtype=torch.float64, generator=torch.Generator().manual_seed(6))))}[method]
+    g = torch.Generator().manual_seed(6)
+    noise = (torch.randn(start.bin_bias.numel(), dtype=torch.float64, generator=g),
+             torch.randn(2, e.n_users, dtype=torch.float64, generator=g))
+    args = {"als": (), "gibbs": (1.2, (1.5, 3.0, 2.0), noise)}[method]
     fast, slow = start.clone(), start.clone()
     sse_fast = e.time_step(fast, *args)
     monkeypatch.setattr(type(e.timed), "compiled", property(lambda self: False))
     sse_slow = e.time_step(slow, *args)
-    for name in ("user_bias", "drift"):
+    for name in ("bin_bias", "user_bias", "drift"):
         np.testing.assert_allclose(getattr(fast, name), getattr(slow, name), rtol=1e-10, atol=1e-12)
+    assert not torch.equal(fast.bin_bias if "time_bins" in terms else fast.drift,
+                           start.bin_bias if "time_bins" in terms else start.drift)
     np.testing.assert_allclose(sse_fast, sse_slow, rtol=1e-10)
     np.testing.assert_allclose(sse_fast, e.train_errors(fast)[0], rtol=1e-10)

@@ -375,13 +375,21 @@ class ALS:
         bias_mean = self.user_bias_prior_mean(p)
         weight = self.user_weight if scaled else None
         drift = (gamma_drift, gamma_bias, bias_mean, weight, omega, noise and noise[1])
-        if t.key is None and t.compiled:  # the drift alone: one pass, no residuals stored
-            e, ed, total = t.person_sums(p, self.workspace)
-            change = t.drift_step(p, (e, ed), lam, *drift)
-            return t.errors_after_drift(total, (e, ed), change)
+        bins = (lam, gamma_time, scaled, omega, noise and noise[0])
+        if t.compiled:  # one pass of sums, no residual stored: the errors after by formula
+            keys, people = t.key is not None, t.dev is not None
+            key_sums, person, total = t.sums(p, keys, people, self.workspace)
+            if keys:
+                change = t.bin_step(p, key_sums, *bins)
+                total = t.errors_after_bins(total, key_sums, change)
+                if people:  # the drift's step is given the new bins
+                    person = t.shifted(person, change, self.workspace)
+            if people:
+                total = t.errors_after_drift(total, person, t.drift_step(p, person, lam, *drift))
+            return total
         residual = t.residuals(p, self.workspace)
         if t.key is not None:
-            t.bin_step(p, residual, lam, gamma_time, scaled, omega, noise and noise[0])
+            residual -= t.bin_step(p, t.bin_sums(residual), *bins).to(residual.dtype)[t.key]
         if t.dev is not None:
             db, da = (x.to(residual.dtype) for x in t.drift_step(p, t.drift_sums(residual),
                                                                   lam, *drift))

@@ -1015,25 +1015,53 @@ def _time_targets(user, item, key, dev, rating, bin_bias, drift, mu, user_bias, 
     return 0
 
 
-def _person_sums(user, item, dev, rating, drift, mu, user_bias, item_bias, user_factors,
-                 item_factors, sums, first, last):
-    """For the drift alone (no time bins), ratings ``first..last-1``: each rating's residual
-    ``e = r - alpha_m dev - (mu + b_m + c_n + u_m . v_n)`` added to ``sums[0, m]`` and ``dev e``
-    to ``sums[1, m]`` (this share's own float64 buffer).  Returns ``sum e^2``."""
+def _time_sums(user, item, key, dev, rating, bin_bias, drift, mu, user_bias, item_bias,
+               user_factors, item_factors, key_sums, person_sums, first, last):
+    """For the time terms' steps (:mod:`rec.als.time_biases`), ratings ``first..last-1``:
+    each rating's residual ``e = r - (mu + b_m + c_n + c_{n,bin} + alpha_m dev + u_m . v_n)``
+    (``key`` or ``dev`` empty: that term off) added to ``key_sums[key]`` and, ``dev e`` too,
+    to ``person_sums[0, m]`` and ``person_sums[1, m]`` (this share's own float64 buffers;
+    an empty one is skipped).  No residual is stored.  Returns ``sum e^2``."""
     k = user_factors.shape[1]
+    with_bins, with_drift = key.shape[0] > 0, dev.shape[0] > 0
+    by_key, by_person = key_sums.shape[0] > 0, person_sums.shape[1] > 0
     total = 0.0
     base, row_bytes = item_factors.ctypes.data, item_factors.strides[0]
     for i in range(first, last):
-        prefetch_ahead(base, row_bytes, item, i)  # the movies come at random
+        prefetch_ahead(base, row_bytes, item, i)  # the movies come at random, so their bins
+        if with_bins:
+            prefetch_ahead(bin_bias.ctypes.data, bin_bias.strides[0], key, i)
+            if by_key:
+                prefetch_ahead(key_sums.ctypes.data, key_sums.strides[0], key, i)
         m, n = user[i], item[i]
-        s = mu + user_bias[m] + item_bias[n] + drift[m] * dev[i]
+        s = mu + user_bias[m] + item_bias[n]
+        if with_bins:
+            s += bin_bias[key[i]]
+        if with_drift:
+            s += drift[m] * dev[i]
         for d in range(k):
             s += user_factors[m, d] * item_factors[n, d]
         e = rating[i] - s
-        sums[0, m] += e
-        sums[1, m] += dev[i] * e
+        if by_key:
+            key_sums[key[i]] += e
+        if by_person:
+            person_sums[0, m] += e
+            person_sums[1, m] += dev[i] * e
         total += e * e
     return total
+
+
+def _shift_person_sums(user, key, dev, change, person_sums, first, last):
+    """Ratings ``first..last-1``: the residuals' person sums of :func:`_time_sums` after the
+    bins moved by ``change`` (each rating's residual falls by its (movie, bin)'s change):
+    ``person_sums[0, m] -= dc`` and ``person_sums[1, m] -= dev dc``.  No factor is read, so
+    this costs a fraction of a second pass of sums.  Returns 0."""
+    for i in range(first, last):
+        prefetch_ahead(change.ctypes.data, change.strides[0], key, i)
+        m, dc = user[i], change[key[i]]
+        person_sums[0, m] -= dc
+        person_sums[1, m] -= dev[i] * dc
+    return 0
 
 
 def _gather(source, index, out, first, last):
@@ -1228,12 +1256,13 @@ if AVAILABLE:
     counting_order = numba.njit(cache=True, nogil=True)(_counting_order)
     pad_rows = numba.njit(cache=True, nogil=True)(_pad_rows)
     time_targets = _jit(_time_targets)
-    person_sums = _jit(_person_sums)
+    time_sums = _jit(_time_sums)
+    shift_person_sums = _jit(_shift_person_sums)
     gather = numba.njit(cache=True, nogil=True)(_gather)
 else:  # pragma: no cover
     _generic_solve_rows = cg_rows = squared_errors = layout_degree = layout_count = layout_fill = None
     rating_levels = solve_batch = counting_order = pad_rows = time_targets = None
-    person_sums = gather = None
+    time_sums = shift_person_sums = gather = None
 
 UNROLLED_WIDTHS = 24
 """Widest ``[x, y]`` (D + 1 entries) given a generated :func:`accumulate_source`: its code

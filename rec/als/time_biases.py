@@ -178,49 +178,81 @@ class TimedRatings:
         kernel.run_blocks(kernel.gather, out.numel(), *_threads(workspace), _np(source),
                           _np(index), _np(out))
 
-    def bin_step(self, p: Params, residual: torch.Tensor, lam: float, gamma: float,
+    def bin_sums(self, residual: torch.Tensor) -> torch.Tensor:
+        """Each (movie, bin)'s ``sum e`` of the residuals ``residual``, in float64."""
+        return torch.zeros(self.key_count.numel(), dtype=torch.float64,
+                           device=residual.device).index_add_(0, self.key, residual.double())
+
+    def bin_step(self, p: Params, sums: torch.Tensor, lam: float, gamma: float,
                  count_scaled: bool, omega: float = 1.0,
-                 noise: torch.Tensor | None = None) -> None:
+                 noise: torch.Tensor | None = None) -> torch.Tensor:
         """Every ``c_{n,k}`` to its exact minimizer given the rest (over-relaxed by ``omega``),
         or with ``noise`` (standard normal, one per (movie, bin)) a draw from its Gaussian
         conditional: precision ``P = lam |G| + gamma w``, mean ``lam sum_G (e + c_{n,k}) / P``
-        over its ratings G (``w = |G|`` under count scaling, else 1).  ``residual`` (``r -
-        r-hat``) is updated in place."""
+        over its ratings G (``w = |G|`` under count scaling, else 1; ``sums``: each (movie,
+        bin)'s ``sum e`` of the residuals ``e``).  Returns the changes, in float64."""
         flat = p.bin_bias.view(-1)
-        old = flat.clone()
-        sums = torch.zeros_like(flat).index_add_(0, self.key, residual)
-        precision = lam * self.key_count + gamma * (self.key_count if count_scaled else 1)
+        old, count = flat.to(torch.float64, copy=True), self.key_count.double()
+        precision = lam * count + gamma * (count if count_scaled else 1)
         # a (movie, bin) without ratings keeps its prior mean 0 (under count scaling its
         # precision is 0: J does not hold it)
-        solved = torch.where(self.key_count > 0, lam * (sums + self.key_count * old)
+        solved = torch.where(count > 0, lam * (sums.double() + count * old)
                              / precision.clamp(min=1e-30), 0)
-        if noise is None:
-            flat.lerp_(solved, omega)
-        else:
-            flat.copy_(solved + noise * precision.rsqrt())
-        residual -= (flat - old)[self.key]
+        flat.copy_(old.lerp(solved, omega) if noise is None
+                   else solved + noise.double() * precision.rsqrt())
+        return flat.double() - old
+
+    def errors_after_bins(self, total: float, sums: torch.Tensor, change: torch.Tensor) -> float:
+        """``sum e^2`` after the bins' step, from the sums before it: each residual of (movie,
+        bin) k falls by ``dc_k``, so ``sum e'^2 = sum e^2 - 2 sum_k dc_k E_k + sum_k |G_k|
+        dc_k^2``."""
+        return total - 2 * float((change * sums.double()).sum()) + float(
+            (self.key_count.double() * change.square()).sum())
 
     @property
     def compiled(self) -> bool:
         """Whether the compiled passes run (Numba, on a CPU)."""
         return kernel.AVAILABLE and self.rating.device.type == "cpu"
 
-    def person_sums(self, p: Params, workspace=None) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """For the drift alone: each person's ``sum e`` and ``sum dev e`` of their residuals
-        and the total ``sum e^2``, in one compiled pass that stores no residual (each
-        thread adds into its own buffer)."""
+    def sums(self, p: Params, keys: bool, people: bool, workspace=None
+             ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None, float]:
+        """In one compiled pass that stores no residual (each thread adds into buffers of its
+        own): with ``keys``, each (movie, bin)'s ``sum e`` (:meth:`bin_sums`); with ``people``,
+        each person's ``sum e`` and ``sum dev e`` (:meth:`drift_sums`); and the total ``sum
+        e^2``, of the residuals under ``p``, time terms included."""
         n = self.rating.numel()
         threads, pool = _threads(workspace, n)
         bounds = np.linspace(0, n, threads + 1).astype(np.int64)
-        buffers = np.zeros((threads, 2, p.user_bias.numel()))
-        args = (_np(self.user), _np(self.item), _np(self.dev), _np(self.rating), _np(p.drift),
-                float(p.mu), _np(p.user_bias), _np(p.item_bias), _np(p.user_factors),
-                _np(p.item_factors))
-        run = lambda s: kernel.person_sums(*args, buffers[s], int(bounds[s]), int(bounds[s + 1]))
+        by_key = np.zeros((threads, self.key_count.numel() if keys else 0))
+        by_person = np.zeros((threads, 2, p.user_bias.numel() if people else 0))
+        empty_i, empty_f = self.user.new_empty(0), self.rating.new_empty(0)
+        args = (_np(self.user), _np(self.item), _np(empty_i if self.key is None else self.key),
+                _np(empty_f if self.dev is None else self.dev), _np(self.rating),
+                _np(p.bin_bias.reshape(-1)), _np(p.drift), float(p.mu), _np(p.user_bias),
+                _np(p.item_bias), _np(p.user_factors), _np(p.item_factors))
+        run = lambda s: kernel.time_sums(*args, by_key[s], by_person[s], int(bounds[s]),
+                                         int(bounds[s + 1]))
         totals = [run(s) for s in range(threads)] if pool is None else \
             [f.result() for f in [pool.submit(run, s) for s in range(threads)]]
-        sums = torch.from_numpy(buffers.sum(0))
-        return sums[0], sums[1], float(sum(totals))
+        person = torch.from_numpy(by_person.sum(0))
+        return (torch.from_numpy(by_key.sum(0)) if keys else None,
+                (person[0], person[1]) if people else None, float(sum(totals)))
+
+    def shifted(self, person: tuple[torch.Tensor, torch.Tensor], change: torch.Tensor,
+                workspace=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The person sums of :meth:`sums` after the bins moved by ``change`` (each residual
+        falls by its (movie, bin)'s change), in one compiled pass that reads no factor."""
+        n = self.rating.numel()
+        threads, pool = _threads(workspace, n)
+        bounds = np.linspace(0, n, threads + 1).astype(np.int64)
+        shift = np.zeros((threads, 2, person[0].numel()))
+        args = (_np(self.user), _np(self.key), _np(self.dev), change.double().numpy())
+        run = lambda s: kernel.shift_person_sums(*args, shift[s], int(bounds[s]),
+                                                 int(bounds[s + 1]))
+        _ = [run(s) for s in range(threads)] if pool is None else \
+            [f.result() for f in [pool.submit(run, s) for s in range(threads)]]
+        total = torch.from_numpy(shift.sum(0))
+        return person[0] + total[0], person[1] + total[1]
 
     def drift_sums(self, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each person's ``sum e`` and ``sum dev e`` of the residuals ``residual``."""
