@@ -58,6 +58,8 @@ class RatedSums:
     """``B^T``, sparse CSR, float64."""
     squares_t: torch.Tensor
     """``(B o B)^T``, sparse CSR: the Jacobi preconditioner's sums."""
+    _structure: list = field(default_factory=list, compare=False, repr=False)
+    """:meth:`_pass_structure`, once made."""
     _last: list = field(default_factory=list, compare=False, repr=False)
     """``[y, y's version, B Y in float64]`` of the last product: a Gibbs sweep asks for the
     same ``B Y`` three or four times between two changes of Y (the hyperparameters, the
@@ -148,6 +150,17 @@ class RatedSums:
             rz = rz_new
         return y.to(start.dtype)
 
+    def _pass_structure(self) -> list:
+        """``[indptr, rows, norm]`` of :meth:`sweep`'s pass: ``B^T``'s row pointers, its
+        column indices in 4 bytes where they fit, and each row's ``|N(m)|^-1/2`` (0 for a
+        row that rated nothing); made once."""
+        if not self._structure:
+            t = self.transpose
+            degree = self.matrix.crow_indices().diff().double()
+            self._structure[:] = [t.crow_indices().cpu().numpy(), _narrow(t.col_indices()),
+                                  torch.where(degree > 0, degree.rsqrt(), 0).cpu().numpy()]
+        return self._structure
+
     def sweep(self, target: torch.Tensor, weight: torch.Tensor, tau, rho, y: torch.Tensor,
               noise: torch.Tensor | None = None, omega: float = 1.0) -> torch.Tensor:
         """One pass of block-coordinate steps on Y for :meth:`solve`'s objective, from ``y``
@@ -161,9 +174,8 @@ class RatedSums:
         k = target.shape[1]
         per_col = lambda x: np.asarray(np.broadcast_to(
             np.asarray(x, dtype=np.float64).reshape(-1), (k,)))
-        t = self.transpose
-        structure = (t.crow_indices().cpu().numpy(), t.col_indices().cpu().numpy(),
-                     t.values().cpu().numpy(), weight.double().cpu().numpy())
+        indptr, rows, norm = self._pass_structure()
+        weighted = weight.double().cpu().numpy() * norm
         out = y.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
         residual = (target.double() - self._product(y)).cpu().numpy()
         draws = None if noise is None else noise.double().cpu().numpy()
@@ -175,11 +187,15 @@ class RatedSums:
 
         def run(cols: np.ndarray) -> tuple:
             part_y = np.ascontiguousarray(out[:, cols])
-            part_residual = np.ascontiguousarray(residual[:, cols])
+            # each row's residual with its |N(m)|^-1/2 and weight |N(m)|^-1/2 beside it:
+            # a nonzero of the pass reads one row at random and nothing else but its index
+            table = np.empty((residual.shape[0], cols.size + 2))
+            table[:, :cols.size] = residual[:, cols]
+            table[:, cols.size], table[:, cols.size + 1] = norm, weighted
             part_noise = np.zeros((1, cols.size)) if draws is None else \
                 np.ascontiguousarray(draws[:, cols])
-            _sweep_kernel()(*structure, np.ascontiguousarray(per_col(tau)[cols]),
-                            np.ascontiguousarray(per_col(rho)[cols]), part_residual, part_y,
+            _sweep_kernel()(indptr, rows, np.ascontiguousarray(per_col(tau)[cols]),
+                            np.ascontiguousarray(per_col(rho)[cols]), table, part_y,
                             part_noise, draws is not None, float(omega))
             return cols, part_y
 
@@ -193,26 +209,25 @@ class RatedSums:
         return torch.from_numpy(out).to(device=y.device, dtype=y.dtype)
 
 
-def _sweep(indptr, rows, values, weight, tau, rho, residual, y, noise, draw, omega):
-    """The pass of :meth:`RatedSums.sweep`: ``indptr``/``rows``/``values`` are ``B^T`` in CSR
-    (each column of B: the rows that rated it and their ``|N(m)|^-1/2``), ``residual`` is
-    ``t - B Y`` on entry and is kept so.  Each nonzero reads a random row of the residual
-    (at ML-32M's shape SVD++'s is 200 k people), so both loops ask for the row of the nonzero
-    :data:`rec.als.kernel.PREFETCH_AHEAD` further on (a pass took 0.59x the time)."""
+def _sweep(indptr, rows, tau, rho, table, y, noise, draw, omega):
+    """The pass of :meth:`RatedSums.sweep`: ``indptr``/``rows`` are ``B^T``'s structure in
+    CSR (each column of B: the rows that rated it); row m of ``table`` is ``t_m - (B Y)_m``
+    in its first K columns, kept so, then ``|N(m)|^-1/2`` and ``weight_m |N(m)|^-1/2``.  Each
+    nonzero reads a random row of it (at ML-32M's shape SVD++'s is 200 k people), so both
+    loops ask for the row of the nonzero :data:`rec.als.kernel.PREFETCH_AHEAD` further on."""
     n_cols, k = y.shape
     num = np.empty(k)
     delta = np.empty(k)
-    base, row_bytes = residual.ctypes.data, residual.strides[0]
+    base, row_bytes = table.ctypes.data, table.strides[0]
     for j in range(n_cols):
         lo, hi = indptr[j], indptr[j + 1]
         d = 0.0
         num[:] = 0.0
         for p in range(lo, hi):
             prefetch_ahead(base, row_bytes, rows, p)
-            m = rows[p]
-            ws = weight[m] * values[p]
-            d += ws * values[p]
-            row = residual[m]
+            row = table[rows[p]]
+            ws = row[k + 1]
+            d += ws * row[k]
             for c in range(k):
                 num[c] += ws * row[c]
         for c in range(k):
@@ -226,10 +241,16 @@ def _sweep(indptr, rows, values, weight, tau, rho, residual, y, noise, draw, ome
             y[j, c] = new
         for p in range(lo, hi):
             prefetch_ahead(base, row_bytes, rows, p)
-            row = residual[rows[p]]
-            s = values[p]
+            row = table[rows[p]]
+            s = row[k]
             for c in range(k):
                 row[c] -= s * delta[c]
+
+
+def _narrow(index: torch.Tensor) -> np.ndarray:
+    """Indices in 4 bytes where they all fit, else 8."""
+    small = index.numel() == 0 or int(index.max()) < 1 << 31
+    return (index.int() if small else index).cpu().numpy()
 
 
 _COMPILED: list = []
