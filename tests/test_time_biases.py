@@ -162,12 +162,18 @@ def test_a_time_draw_follows_the_exact_gaussian_conditional():
 
 def test_training_errors_and_predictions_use_each_ratings_day():
     """The layouts' values are ``r - o``: the engine's training errors equal
-    :meth:`Params.predict` with the ratings' days, on both kernels; without a day the time
-    terms are left out."""
-    r = random_ratings(seed=11)
+    :meth:`Params.predict` with the ratings' days, on both kernels, the fused one with the
+    ratings ordered by person (its by-user layout takes ``r - o`` as it is computed) and not;
+    without a day the time terms are left out."""
+    ordered = random_ratings(seed=11)
+    shuffle = torch.randperm(len(ordered), generator=torch.Generator().manual_seed(1))
+    shuffled = replace(ordered, **{name: getattr(ordered, name)[shuffle]
+                                   for name in ("user", "item", "rating", "timestamp")})
     cfg = ModelConfig(name="features", K=2, time_bins=3, time_drift=True)
-    for kernel in ("torch", "fused"):
+    for kernel, r, in_order in (("torch", ordered, False), ("fused", ordered, True),
+                                ("fused", shuffled, False)):
         e = _engine(r, cfg, kernel, dtype=torch.float32)
+        assert (e.timed.slots[0] is None) == in_order
         p = _moved(e, r, 3)
         for step in (e.user_step, e.item_step, e.time_step):
             step(p)

@@ -71,7 +71,8 @@ class TimedRatings:
     """(n,) ``dev_m(t)`` of each rating."""
     slots: tuple
     """Per layout side (by user, by movie): the rating at each slot, in the layout's order
-    (:func:`slots_of`)."""
+    (:func:`slots_of`); ``None`` for a fused layout whose slots hold the ratings in this
+    order (the by-user layout of ratings ordered by person, as GroupLens files are)."""
     key_count: torch.Tensor | None
     """(movies * B,) training ratings per (movie, bin)."""
     dev_square: torch.Tensor | None
@@ -122,13 +123,14 @@ class TimedRatings:
             out += p.drift[self.user] * self.dev
         return out
 
-    def targets(self, p: Params, residual: bool = False, workspace=None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``r - o`` of every training rating and, with ``residual``, ``r - r-hat`` (time
-        terms included): one compiled pass on a CPU where Numba is (``workspace``'s threads,
-        :class:`rec.als.solve.Workspace`), else torch ops in chunks."""
+    def targets(self, p: Params, residual: bool = False, workspace=None,
+                out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``r - o`` of every training rating (into ``out`` where given) and, with
+        ``residual``, ``r - r-hat`` (time terms included): one compiled pass on a CPU where
+        Numba is (``workspace``'s threads, :class:`rec.als.solve.Workspace`), else torch ops
+        in chunks."""
         if self.compiled:
-            target = torch.empty_like(self.rating)
+            target = torch.empty_like(self.rating) if out is None else out
             out = torch.empty_like(self.rating) if residual else self.rating.new_empty(0)
             empty_i, empty_f = self.user.new_empty(0), self.rating.new_empty(0)
             kernel.run_blocks(
@@ -139,6 +141,8 @@ class TimedRatings:
                 _np(p.item_bias), _np(p.user_factors), _np(p.item_factors), _np(target), _np(out))
             return target, (out if residual else None)
         target = self.rating - self.offsets(p)
+        if out is not None:
+            target = out.copy_(target)
         if not residual:
             return target, None
         out = target.clone()
@@ -156,14 +160,19 @@ class TimedRatings:
         where the steps read a rating's value.  (Computing ``r - o`` once in training order
         and gathering it is faster than computing each slot's through its rating: the
         gather reads one array at random, not four.)"""
-        target = self.targets(p, workspace=workspace)[0]
-        for layout, slot in zip(sides, self.slots):
-            if layout is None:
+        for layout in sides:
+            if isinstance(layout, RowRatings) and layout.levels.numel():
+                # codes cannot hold r - o: the values themselves
+                layout.vals = layout.values().to(self.rating.dtype)
+                layout.levels = layout.levels.new_zeros(0)
+        in_order = [layout is not None and slot is None for layout, slot in zip(sides, self.slots)]
+        # a layout in training order takes r - o as it is computed (no gather)
+        target = self.targets(p, workspace=workspace,
+                              out=sides[in_order.index(True)].vals if any(in_order) else None)[0]
+        for layout, slot, direct in zip(sides, self.slots, in_order):
+            if layout is None or direct:
                 continue
             if isinstance(layout, RowRatings):
-                if layout.levels.numel():  # codes cannot hold r - o: the values themselves
-                    layout.vals = layout.values().to(target.dtype)
-                    layout.levels = layout.levels.new_zeros(0)
                 self._gather(target, slot, layout.vals, workspace)
                 continue
             for chunk, at in zip(layout.chunks, slot):
@@ -360,9 +369,16 @@ def timed_ratings(spec, user: torch.Tensor, item: torch.Tensor, rating: torch.Te
     ids[slice(None) if subset is None else subset] = torch.arange(
         1, timed.rating.numel() + 1, dtype=torch.float64)
     wide = replace(spec, dtype=torch.float64)
-    timed.slots = (slots_of(wide.group(user, item, ids, n_users, n_items, subset)),
-                   slots_of(wide.group(item, user, ids, n_items, n_users, subset)))
+    timed.slots = tuple(None if _in_order(slot) else slot for slot in (
+        slots_of(wide.group(user, item, ids, n_users, n_items, subset)),
+        slots_of(wide.group(item, user, ids, n_items, n_users, subset))))
     return timed, axis
+
+
+def _in_order(slot: torch.Tensor | list) -> bool:
+    """Whether a fused layout's slots hold the training ratings in their own order."""
+    return isinstance(slot, torch.Tensor) and torch.equal(
+        slot, torch.arange(slot.numel(), dtype=slot.dtype, device=slot.device))
 
 
 def slots_of(layout: Groups | RowRatings) -> torch.Tensor | list[torch.Tensor]:
