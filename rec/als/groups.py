@@ -167,6 +167,13 @@ ROW_BLOCKS = 256
 by another's short ones (the schedule is static), few enough to cost nothing."""
 
 
+def compact_index(t: torch.Tensor) -> torch.Tensor:
+    """Indices as int32 where they all fit (half the bytes a compiled pass streams), else
+    int64."""
+    big = t.numel() and int(t.max()) >= 1 << 31
+    return t.long() if big else t.int()
+
+
 def build_rows(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int,
                n_cols: int, tile_cols: int = default_sizes("cpu")[2],
                tile_min: int = 1, index: torch.Tensor | None = None,

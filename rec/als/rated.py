@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from rec.als.groups import compact_index
+
 try:
     import numba
 
@@ -160,7 +162,8 @@ class RatedSums:
         column indices in 4 bytes where they fit, and :meth:`_norm`; made once."""
         if not self._structure:
             t = self.transpose
-            self._structure[:] = [t.crow_indices().cpu().numpy(), _narrow(t.col_indices()),
+            self._structure[:] = [t.crow_indices().cpu().numpy(),
+                                  compact_index(t.col_indices()).cpu().numpy(),
                                   self._norm().cpu().numpy()]
         return self._structure
 
@@ -264,12 +267,6 @@ def _csr(counts: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
     with warnings.catch_warnings():  # "CSR support is in beta": products are all we use
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
-
-
-def _narrow(index: torch.Tensor) -> np.ndarray:
-    """Indices in 4 bytes where they all fit, else 8."""
-    small = index.numel() == 0 or int(index.max()) < 1 << 31
-    return (index.int() if small else index).cpu().numpy()
 
 
 _COMPILED: list = []

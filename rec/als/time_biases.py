@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from rec.als import kernel
-from rec.als.groups import Groups, RowRatings
+from rec.als.groups import Groups, RowRatings, compact_index
 from rec.als.params import Params, days, deviation
 from rec.errors import ConfigError
 
@@ -92,7 +92,7 @@ class TimedRatings:
         edges, user_day = time_axis(user, day, n_users, bins)
         n = day.numel()
         # in blocks: whole-array float64 temporaries of ML-32M's ratings take gigabytes
-        key = torch.empty(n, dtype=_index(torch.tensor([n_items * max(bins, 1)])).dtype) \
+        key = torch.empty(n, dtype=compact_index(torch.tensor([n_items * max(bins, 1)])).dtype) \
             if bins else None
         dev = torch.empty(n, dtype=dtype) if drift else None
         sums = torch.zeros(3, n_users, dtype=torch.float64)  # ratings, sum dev, sum dev^2
@@ -110,8 +110,8 @@ class TimedRatings:
         to = lambda t: None if t is None else t.to(device)
         count = None if key is None else torch.bincount(key, minlength=n_items * bins).to(dtype)
         user_count, dev_sum, square = (to(x.to(dtype)) for x in sums) if drift else (None,) * 3
-        timed = cls(to(_index(user)), to(_index(item)), to(rating.to(dtype)), to(key), to(dev),
-                    (), to(count), square, dev_sum, user_count)
+        timed = cls(to(compact_index(user)), to(compact_index(item)), to(rating.to(dtype)),
+                    to(key), to(dev), (), to(count), square, dev_sum, user_count)
         return timed, (bins, drift, edges, user_day)
 
     def offsets(self, p: Params) -> torch.Tensor:
@@ -132,13 +132,8 @@ class TimedRatings:
         if self.compiled:
             target = torch.empty_like(self.rating) if out is None else out
             out = torch.empty_like(self.rating) if residual else self.rating.new_empty(0)
-            empty_i, empty_f = self.user.new_empty(0), self.rating.new_empty(0)
-            kernel.run_blocks(
-                kernel.time_targets, self.rating.numel(), *_threads(workspace),
-                _np(self.user), _np(self.item), _np(empty_i if self.key is None else self.key),
-                _np(empty_f if self.dev is None else self.dev), _np(self.rating),
-                _np(p.bin_bias.reshape(-1)), _np(p.drift), float(p.mu), _np(p.user_bias),
-                _np(p.item_bias), _np(p.user_factors), _np(p.item_factors), _np(target), _np(out))
+            kernel.run_blocks(kernel.time_targets, self.rating.numel(), *_threads(workspace),
+                              *self._pass_args(p), _np(target), _np(out))
             return target, (out if residual else None)
         target = self.rating - self.offsets(p)
         if out is not None:
@@ -218,6 +213,15 @@ class TimedRatings:
         return total - 2 * float((change * sums.double()).sum()) + float(
             (self.key_count.double() * change.square()).sum())
 
+    def _pass_args(self, p: Params) -> tuple:
+        """What the compiled passes over the ratings read, in their order (an empty array
+        for a term that is off)."""
+        empty_i, empty_f = self.user.new_empty(0), self.rating.new_empty(0)
+        return (_np(self.user), _np(self.item), _np(empty_i if self.key is None else self.key),
+                _np(empty_f if self.dev is None else self.dev), _np(self.rating),
+                _np(p.bin_bias.reshape(-1)), _np(p.drift), float(p.mu), _np(p.user_bias),
+                _np(p.item_bias), _np(p.user_factors), _np(p.item_factors))
+
     @property
     def compiled(self) -> bool:
         """Whether the compiled passes run (Numba, on a CPU)."""
@@ -229,20 +233,12 @@ class TimedRatings:
         own): with ``keys``, each (movie, bin)'s ``sum e`` (:meth:`bin_sums`); with ``people``,
         each person's ``sum e`` and ``sum dev e`` (:meth:`drift_sums`); and the total ``sum
         e^2``, of the residuals under ``p``, time terms included."""
-        n = self.rating.numel()
-        threads, pool = _threads(workspace, n)
-        bounds = np.linspace(0, n, threads + 1).astype(np.int64)
-        by_key = np.zeros((threads, self.key_count.numel() if keys else 0))
-        by_person = np.zeros((threads, 2, p.user_bias.numel() if people else 0))
-        empty_i, empty_f = self.user.new_empty(0), self.rating.new_empty(0)
-        args = (_np(self.user), _np(self.item), _np(empty_i if self.key is None else self.key),
-                _np(empty_f if self.dev is None else self.dev), _np(self.rating),
-                _np(p.bin_bias.reshape(-1)), _np(p.drift), float(p.mu), _np(p.user_bias),
-                _np(p.item_bias), _np(p.user_factors), _np(p.item_factors))
-        run = lambda s: kernel.time_sums(*args, by_key[s], by_person[s], int(bounds[s]),
-                                         int(bounds[s + 1]))
-        totals = [run(s) for s in range(threads)] if pool is None else \
-            [f.result() for f in [pool.submit(run, s) for s in range(threads)]]
+        shares, pool = _shares(self.rating.numel(), workspace)
+        by_key = np.zeros((len(shares), self.key_count.numel() if keys else 0))
+        by_person = np.zeros((len(shares), 2, p.user_bias.numel() if people else 0))
+        args = self._pass_args(p)
+        totals = _run_shares(lambda s, first, last: kernel.time_sums(
+            *args, by_key[s], by_person[s], first, last), shares, pool)
         person = torch.from_numpy(by_person.sum(0))
         return (torch.from_numpy(by_key.sum(0)) if keys else None,
                 (person[0], person[1]) if people else None, float(sum(totals)))
@@ -251,15 +247,11 @@ class TimedRatings:
                 workspace=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The person sums of :meth:`sums` after the bins moved by ``change`` (each residual
         falls by its (movie, bin)'s change), in one compiled pass that reads no factor."""
-        n = self.rating.numel()
-        threads, pool = _threads(workspace, n)
-        bounds = np.linspace(0, n, threads + 1).astype(np.int64)
-        shift = np.zeros((threads, 2, person[0].numel()))
+        shares, pool = _shares(self.rating.numel(), workspace)
+        shift = np.zeros((len(shares), 2, person[0].numel()))
         args = (_np(self.user), _np(self.key), _np(self.dev), change.double().numpy())
-        run = lambda s: kernel.shift_person_sums(*args, shift[s], int(bounds[s]),
-                                                 int(bounds[s + 1]))
-        _ = [run(s) for s in range(threads)] if pool is None else \
-            [f.result() for f in [pool.submit(run, s) for s in range(threads)]]
+        _run_shares(lambda s, first, last: kernel.shift_person_sums(
+            *args, shift[s], first, last), shares, pool)
         total = torch.from_numpy(shift.sum(0))
         return person[0] + total[0], person[1] + total[1]
 
@@ -345,10 +337,19 @@ def _threads(workspace, most: int | None = None) -> tuple:
     return threads, None if workspace is None or threads == 1 else workspace.pool(threads)
 
 
-def _index(t: torch.Tensor) -> torch.Tensor:
-    """Indices as int32 where they all fit, else int64."""
-    big = t.numel() and int(t.max()) >= 1 << 31
-    return t.long() if big else t.int()
+def _shares(n: int, workspace) -> tuple[list[tuple[int, int]], object]:
+    """``0..n`` cut into one contiguous share a thread of :func:`_threads`, and the pool."""
+    threads, pool = _threads(workspace, n)
+    bounds = np.linspace(0, n, threads + 1).astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])], pool
+
+
+def _run_shares(fn, shares: list[tuple[int, int]], pool) -> list:
+    """``fn(s, first, last)`` for each share s (its own buffers at index s), at once on
+    ``pool``'s threads (the kernels release the GIL; ``None``: here in turn); the results."""
+    if pool is None:
+        return [fn(s, a, b) for s, (a, b) in enumerate(shares)]
+    return [f.result() for f in [pool.submit(fn, s, a, b) for s, (a, b) in enumerate(shares)]]
 
 
 def timed_ratings(spec, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
@@ -386,5 +387,5 @@ def slots_of(layout: Groups | RowRatings) -> torch.Tensor | list[torch.Tensor]:
     laid out as values (0: padding): ``(nnz,)`` for the fused layout, one ``(rows, width)``
     tensor per chunk for the torch path (-1: padding)."""
     if isinstance(layout, RowRatings):
-        return _index(layout.values().long() - 1)
-    return [_index(chunk.vals.long() - 1) for chunk in layout.chunks]
+        return compact_index(layout.values().long() - 1)
+    return [compact_index(chunk.vals.long() - 1) for chunk in layout.chunks]
