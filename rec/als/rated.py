@@ -201,7 +201,7 @@ class RatedSums:
             part_y = np.ascontiguousarray(out[:, cols])
             # each row's residual with its |N(m)|^-1/2 and weight |N(m)|^-1/2 beside it:
             # a nonzero of the pass reads one row at random and nothing else but its index
-            table = np.empty((residual.shape[0], cols.size + 2))
+            table = _line_rows(residual.shape[0], cols.size + 2)
             table[:, :cols.size] = residual[:, cols]
             table[:, cols.size], table[:, cols.size + 1] = norm, weighted
             part_noise = np.zeros((1, cols.size)) if draws is None else \
@@ -267,6 +267,17 @@ def _csr(counts: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
     with warnings.catch_warnings():  # "CSR support is in beta": products are all we use
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
+
+
+def _line_rows(n: int, width: int) -> np.ndarray:
+    """Zeros, n rows of at least ``width`` float64 that start on 64-byte cache lines, each
+    padded to whole lines: a row read at random is then as few lines as its width allows
+    (7 entries unaligned straddle two lines most of the time)."""
+    per_line = 64 // 8
+    padded = -(-width // per_line) * per_line
+    buffer = np.zeros(n * padded + per_line)
+    start = (-buffer.ctypes.data % 64) // 8
+    return buffer[start:start + n * padded].reshape(n, padded)
 
 
 _COMPILED: list = []
