@@ -536,6 +536,7 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
             del best_saved
         best = BestEpoch(engine, p) if cfg.restore_best else None
         p.copy_(Params.from_state_dict(saved["params"]).to(device, dtype))
+        engine.load_state_dict(saved.get("engine"))
         history, stop = saved["history"], StopState(**saved["state"])
         if best is not None and stop.best_epoch \
                 and best_name != best_file(checkpoint, stop.best_epoch).name:
@@ -569,7 +570,7 @@ def fit(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig,
                                 {"params": p.state_dict()})
             save_checkpoint(checkpoint, fingerprint, {
                 "params": p.state_dict(), "best": best_name, "history": history,
-                "state": asdict(stop)})
+                "state": asdict(stop), "engine": engine.state_dict()})
             _drop_stale_bests(checkpoint, best_name)
     restore = best is not None and stop.best_epoch and stop.best_epoch != stop.epoch
     kept = best.restore(p) if restore else p

@@ -16,7 +16,7 @@ from rec.bayes.sampler import GibbsSampler
 from rec.data.splits import make_split
 from rec.errors import ConfigError
 from rec.model import Recommender
-from rec.training import TrainConfig, build_engine, fit, heldout_rows
+from rec.training import TrainConfig, build_engine, fit, heldout_rows, load_checkpoint
 from tests.conftest import assert_killed_run_resumes, random_ratings
 
 TERMS = [{"svdpp": True}, {"svdpp_flipped": True}, {"svdpp": True, "svdpp_flipped": True}]
@@ -226,6 +226,9 @@ def test_a_killed_run_with_every_term_resumes_to_the_same_result(method, tmp_pat
     cfg = ModelConfig(name="features", K=2, genre_bias=True, svdpp=True, svdpp_flipped=True)
     assert_killed_run_resumes(r, cfg, method, tmp_path,
                               ("user_factors", "rated_factors", "rater_factors"))
+    engine = load_checkpoint(tmp_path / "run.pt", "x")["engine"]  # the sums' last B Y
+    assert set(engine) == {"rated", "raters"}
+    assert engine["rated"]["product"].shape == (60, 2)
 
 
 def test_a_sweep_lowers_j_block_by_block_and_repeated_sweeps_reach_the_exact_solution():
@@ -242,6 +245,28 @@ def test_a_sweep_lowers_j_block_by_block_and_repeated_sweeps_reach_the_exact_sol
             assert j(y) <= last + 1e-12
             last = j(y)
         np.testing.assert_allclose(y, exact, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_sweep_keeps_b_y_of_the_y_it_returns_and_a_checkpoint_carries_it(dtype):
+    """The pass keeps ``t - B Y`` current, so ``B Y`` of its result is kept, not multiplied
+    again: it equals the product to float64 rounding (with a float32 Y, the product of the
+    float32 values: the pass rounds each entry as it goes), any tensor holding those values
+    reads it, and a RatedSums given its state reads the same bits; another Y is multiplied."""
+    sums, _, g, target, weight, tau = ridge_problem(6)
+    b = sums.matrix.to_dense()  # B's float64 values (the test's dense B is float32's)
+    y = sums.sweep(target, weight, tau, 0.3, torch.randn(5, 3, generator=g).to(dtype),
+                   torch.randn(5, 3, generator=g, dtype=torch.float64))
+    assert y.dtype == dtype
+    np.testing.assert_allclose(sums._product(y.clone()), b @ y.double(), rtol=1e-13, atol=1e-15)
+    assert sums._kept and torch.equal(sums._product(y.clone()), sums._kept[1])
+    again = RatedSums.build(*sums.matrix.to_dense().nonzero(as_tuple=True), *b.shape)
+    again.load_state_dict(sums.state_dict())
+    assert torch.equal(again._product(y.clone()), sums._kept[1])
+    other = y.clone()
+    other[1, 0] += 1
+    np.testing.assert_allclose(again._product(other), b @ other.double(), rtol=1e-13,
+                               atol=1e-15)
 
 
 def test_sweeps_of_draws_leave_the_exact_gaussian_conditional_invariant():

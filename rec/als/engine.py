@@ -235,6 +235,20 @@ class ALS:
         return cls(layout, spec, genre_matrix, None, joint_genre_step, relaxation, cg_steps,
                    *rated, *timed, person_matrix)
 
+    def state_dict(self) -> dict:
+        """What the steps carry from one epoch to the next besides the parameters, for a
+        checkpoint: the SVD++ sums' last ``B Y`` (:meth:`rec.als.rated.RatedSums.state_dict`)."""
+        return {name: sums.state_dict() for name, sums in (("rated", self.rated),
+                                                           ("raters", self.raters))
+                if sums is not None}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """:meth:`state_dict`'s state back (``None`` or a part missing: from a checkpoint
+        that has none, which costs only a product computed again)."""
+        for name, sums in (("rated", self.rated), ("raters", self.raters)):
+            if sums is not None:
+                sums.load_state_dict((state or {}).get(name))
+
     def finish(self) -> EngineFacts:
         """The engine's facts, and the movie side's layout freed: after the last step only
         the errors are needed, which the user side gives (at ML-32M the movie side is 137 MiB

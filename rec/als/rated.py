@@ -60,6 +60,12 @@ class RatedSums:
     """``B^T``, sparse CSR, float64."""
     _structure: list = field(default_factory=list, compare=False, repr=False)
     """:meth:`_pass_structure`, once made."""
+    _kept: list = field(default_factory=list, compare=False, repr=False)
+    """``[y, B y in float64]`` as the last :meth:`sweep` left them: its pass keeps the
+    residual ``t - B Y`` current, so ``B Y`` of the Y it returns costs no product (it
+    differs from one by float64 rounding, a few ulps a pass).  A checkpoint keeps it
+    (:meth:`state_dict`): a resumed chain must read the same ``B Y`` as one that was never
+    stopped, to the last bit."""
     _last: list = field(default_factory=list, compare=False, repr=False)
     """``[y, y's version, B Y in float64]`` of the last product: a Gibbs sweep asks for the
     same ``B Y`` three or four times between two changes of Y (the hyperparameters, the
@@ -109,8 +115,18 @@ class RatedSums:
             return self.matrix @ y.double()
         last = self._last
         if not (last and last[0] is y and last[1] == y._version):
-            last[:] = [y, y._version, self.matrix @ y.double()]
+            kept = self._kept
+            same = kept and kept[0].shape == y.shape and torch.equal(kept[0], y)
+            last[:] = [y, y._version, kept[1].to(y.device) if same else self.matrix @ y.double()]
         return last[2]
+
+    def state_dict(self) -> dict | None:
+        """What a resumed run needs to continue to the same bits: the last pass's ``B Y``
+        and the Y it belongs to (``None``: none kept)."""
+        return None if not self._kept else {"y": self._kept[0], "product": self._kept[1]}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        self._kept[:] = [] if state is None else [state["y"], state["product"]]
 
     def _apply(self, y: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor,
                rho: torch.Tensor) -> torch.Tensor:
@@ -208,7 +224,9 @@ class RatedSums:
                 np.ascontiguousarray(draws[:, cols])
             _sweep_kernel()(indptr, rows, np.ascontiguousarray(per_col(tau)[cols]),
                             np.ascontiguousarray(per_col(rho)[cols]), table, part_y,
-                            part_noise, draws is not None, float(omega))
+                            part_noise, draws is not None, float(omega),
+                            y.dtype == torch.float32)
+            residual[:, cols] = table[:, :cols.size]
             return cols, part_y
 
         if len(shares) == 1:
@@ -218,15 +236,21 @@ class RatedSums:
                 done = list(pool.map(run, shares))
         for cols, part in done:
             out[:, cols] = part
-        return torch.from_numpy(out).to(device=y.device, dtype=y.dtype)
+        result = torch.from_numpy(out).to(device=y.device, dtype=y.dtype)
+        # the pass kept t - B Y current, so B Y of the new Y is t less it: no product to
+        # compute again (the next sweep's first call would)
+        self._kept[:] = [result, target.double().cpu() - torch.from_numpy(residual)]
+        return result
 
 
-def _sweep(indptr, rows, tau, rho, table, y, noise, draw, omega):
+def _sweep(indptr, rows, tau, rho, table, y, noise, draw, omega, single):
     """The pass of :meth:`RatedSums.sweep`: ``indptr``/``rows`` are ``B^T``'s structure in
     CSR (each column of B: the rows that rated it); row m of ``table`` is ``t_m - (B Y)_m``
     in its first K columns, kept so, then ``|N(m)|^-1/2`` and ``weight_m |N(m)|^-1/2``.  Each
     nonzero reads a random row of it (at ML-32M's shape SVD++'s is 200 k people), so both
-    loops ask for the row of the nonzero :data:`rec.als.kernel.PREFETCH_AHEAD` further on."""
+    loops ask for the row of the nonzero :data:`rec.als.kernel.PREFETCH_AHEAD` further on.
+    With ``single`` each new entry is rounded to float32 before the residual follows it, so
+    the residual stays that of the float32 table the caller keeps."""
     n_cols, k = y.shape
     num = np.empty(k)
     delta = np.empty(k)
@@ -249,6 +273,8 @@ def _sweep(indptr, rows, tau, rho, table, y, noise, draw, omega):
                 new = best + noise[j, c] / math.sqrt(prec)
             else:
                 new = y[j, c] + omega * (best - y[j, c])
+            if single:
+                new = np.float64(np.float32(new))
             delta[c] = new - y[j, c]
             y[j, c] = new
         for p in range(lo, hi):

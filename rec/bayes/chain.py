@@ -92,6 +92,7 @@ def sample(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig
         done, history, kept = state["sweep"], state["history"], state["kept"]
         p.copy_(Params.from_state_dict(state["params"]).to(device, dtype))
         sampler.load_state_dict(state["sampler"])
+        engine.load_state_dict(state.get("engine"))
         mine = _rank_part(state["running"], dist)
         for part, r in running.items():
             r.load_state_dict(mine[part])
@@ -105,7 +106,8 @@ def sample(ratings: Ratings | Shard, split: Split | None, model_cfg: ModelConfig
         if dist.main:
             save_checkpoint(checkpoint, fingerprint, {
                 "sweep": done, "params": p.state_dict(), "sampler": sampler.state_dict(),
-                "history": history, "kept": kept, "running": every})
+                "engine": engine.state_dict(), "history": history, "kept": kept,
+                "running": every})
     total = inference.burn_in + inference.samples
     sweep_s, eval_s = [], []
     while done < total:
