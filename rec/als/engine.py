@@ -247,7 +247,7 @@ class ALS:
         that has none, which costs only a product computed again)."""
         for name, sums in (("rated", self.rated), ("raters", self.raters)):
             if sums is not None:
-                sums.load_state_dict((state or {}).get(name))
+                sums.load_state_dict((state or {}).get(name), self.device)
 
     def finish(self) -> EngineFacts:
         """The engine's facts, and the movie side's layout freed: after the last step only

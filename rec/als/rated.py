@@ -61,16 +61,14 @@ class RatedSums:
     _structure: list = field(default_factory=list, compare=False, repr=False)
     """:meth:`_pass_structure`, once made."""
     _kept: list = field(default_factory=list, compare=False, repr=False)
-    """``[y, B y in float64]`` as the last :meth:`sweep` left them: its pass keeps the
-    residual ``t - B Y`` current, so ``B Y`` of the Y it returns costs no product (it
-    differs from one by float64 rounding, a few ulps a pass).  A checkpoint keeps it
+    """``[y, B y in float64]``: the last product, and the values it is of.  A Gibbs sweep
+    asks for the same ``B Y`` three or four times between two changes of Y (the
+    hyperparameters, the rows' prior means, the genre step, the residual of Y's own pass),
+    each a pass over the sums' nonzeros; and :meth:`sweep` leaves ``B Y`` of the Y it
+    returns, which its pass kept current as the residual ``t - B Y`` (it differs from a
+    product by float64 rounding, a few ulps a pass).  A checkpoint keeps it
     (:meth:`state_dict`): a resumed chain must read the same ``B Y`` as one that was never
     stopped, to the last bit."""
-    _last: list = field(default_factory=list, compare=False, repr=False)
-    """``[y, y's version, B Y in float64]`` of the last product: a Gibbs sweep asks for the
-    same ``B Y`` three or four times between two changes of Y (the hyperparameters, the
-    rows' prior means, the genre step, the residual of Y's own pass), each a pass over the
-    sums' nonzeros.  Holding ``y`` keeps its storage from being reused by another tensor."""
 
     @classmethod
     def build(cls, rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int,
@@ -108,25 +106,22 @@ class RatedSums:
         return self._product(y).to(y.dtype, copy=True)
 
     def _product(self, y: torch.Tensor) -> torch.Tensor:
-        """``B Y`` in float64, computed again only when ``y`` is another tensor or has been
-        written to in place since (torch counts a tensor's in-place writes, its views'
-        included)."""
-        if y.is_inference():  # torch keeps no count of an inference tensor's writes
-            return self.matrix @ y.double()
-        last = self._last
-        if not (last and last[0] is y and last[1] == y._version):
-            kept = self._kept
-            same = kept and kept[0].shape == y.shape and torch.equal(kept[0], y)
-            last[:] = [y, y._version, kept[1].to(y.device) if same else self.matrix @ y.double()]
-        return last[2]
+        """``B Y`` in float64, multiplied only when ``y`` holds other values than the last
+        one kept (:attr:`_kept`)."""
+        kept = self._kept
+        if not (kept and kept[0].shape == y.shape and kept[0].dtype == y.dtype
+                and kept[0].device == y.device and torch.equal(kept[0], y)):
+            kept[:] = [y.detach().clone(), self.matrix @ y.double()]
+        return kept[1]
 
     def state_dict(self) -> dict | None:
-        """What a resumed run needs to continue to the same bits: the last pass's ``B Y``
-        and the Y it belongs to (``None``: none kept)."""
+        """What a resumed run needs to continue to the same bits: the last ``B Y`` and the
+        Y it belongs to (``None``: none kept)."""
         return None if not self._kept else {"y": self._kept[0], "product": self._kept[1]}
 
-    def load_state_dict(self, state: dict | None) -> None:
-        self._kept[:] = [] if state is None else [state["y"], state["product"]]
+    def load_state_dict(self, state: dict | None, device: torch.device | str = "cpu") -> None:
+        self._kept[:] = [] if state is None else [state["y"].to(device),
+                                                  state["product"].to(device)]
 
     def _apply(self, y: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor,
                rho: torch.Tensor) -> torch.Tensor:
@@ -239,7 +234,8 @@ class RatedSums:
         result = torch.from_numpy(out).to(device=y.device, dtype=y.dtype)
         # the pass kept t - B Y current, so B Y of the new Y is t less it: no product to
         # compute again (the next sweep's first call would)
-        self._kept[:] = [result, target.double().cpu() - torch.from_numpy(residual)]
+        self._kept[:] = [result.clone(),  # a copy: a caller may write to what it is given
+                         target.double() - torch.from_numpy(residual).to(target.device)]
         return result
 
 

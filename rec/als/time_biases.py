@@ -233,12 +233,13 @@ class TimedRatings:
         own): with ``keys``, each (movie, bin)'s ``sum e`` (:meth:`bin_sums`); with ``people``,
         each person's ``sum e`` and ``sum dev e`` (:meth:`drift_sums`); and the total ``sum
         e^2``, of the residuals under ``p``, time terms included."""
-        shares, pool = _shares(self.rating.numel(), workspace)
-        by_key = np.zeros((len(shares), self.key_count.numel() if keys else 0))
-        by_person = np.zeros((len(shares), 2, p.user_bias.numel() if people else 0))
+        n = self.rating.numel()
+        threads, pool = _threads(workspace, n)
+        by_key = np.zeros((threads, self.key_count.numel() if keys else 0))
+        by_person = np.zeros((threads, 2, p.user_bias.numel() if people else 0))
         args = self._pass_args(p)
-        totals = _run_shares(lambda s, first, last: kernel.time_sums(
-            *args, by_key[s], by_person[s], first, last), shares, pool)
+        totals = kernel.run_shares(lambda s, first, last: kernel.time_sums(
+            *args, by_key[s], by_person[s], first, last), n, threads, pool)
         person = torch.from_numpy(by_person.sum(0))
         return (torch.from_numpy(by_key.sum(0)) if keys else None,
                 (person[0], person[1]) if people else None, float(sum(totals)))
@@ -247,11 +248,12 @@ class TimedRatings:
                 workspace=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The person sums of :meth:`sums` after the bins moved by ``change`` (each residual
         falls by its (movie, bin)'s change), in one compiled pass that reads no factor."""
-        shares, pool = _shares(self.rating.numel(), workspace)
-        shift = np.zeros((len(shares), 2, person[0].numel()))
+        n = self.rating.numel()
+        threads, pool = _threads(workspace, n)
+        shift = np.zeros((threads, 2, person[0].numel()))
         args = (_np(self.user), _np(self.key), _np(self.dev), change.double().numpy())
-        _run_shares(lambda s, first, last: kernel.shift_person_sums(
-            *args, shift[s], first, last), shares, pool)
+        kernel.run_shares(lambda s, first, last: kernel.shift_person_sums(
+            *args, shift[s], first, last), n, threads, pool)
         total = torch.from_numpy(shift.sum(0))
         return person[0] + total[0], person[1] + total[1]
 
@@ -335,21 +337,6 @@ def _threads(workspace, most: int | None = None) -> tuple:
     runs them (``workspace``'s, :class:`rec.als.solve.Workspace`; ``None``: this thread)."""
     threads = max(1, min(torch.get_num_threads(), most or torch.get_num_threads()))
     return threads, None if workspace is None or threads == 1 else workspace.pool(threads)
-
-
-def _shares(n: int, workspace) -> tuple[list[tuple[int, int]], object]:
-    """``0..n`` cut into one contiguous share a thread of :func:`_threads`, and the pool."""
-    threads, pool = _threads(workspace, n)
-    bounds = np.linspace(0, n, threads + 1).astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])], pool
-
-
-def _run_shares(fn, shares: list[tuple[int, int]], pool) -> list:
-    """``fn(s, first, last)`` for each share s (its own buffers at index s), at once on
-    ``pool``'s threads (the kernels release the GIL; ``None``: here in turn); the results."""
-    if pool is None:
-        return [fn(s, a, b) for s, (a, b) in enumerate(shares)]
-    return [f.result() for f in [pool.submit(fn, s, a, b) for s, (a, b) in enumerate(shares)]]
 
 
 def timed_ratings(spec, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor,
